@@ -1,0 +1,97 @@
+// The inference engine: an immutable chain of dense layers, packed at load for the kernel that
+// dispatch chose. Nothing here knows about instruction sets.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "mnist_engine/model_file.h"
+
+namespace mnist_engine {
+
+// 64-byte aligned float storage: one cache line, and the widest vector load.
+class AlignedFloats {
+ public:
+  AlignedFloats() = default;
+  explicit AlignedFloats(size_t n);
+  float* data() { return data_.get(); }
+  const float* data() const { return data_.get(); }
+  size_t size() const { return size_; }
+
+ private:
+  struct Free {
+    void operator()(float* p) const;
+  };
+  std::unique_ptr<float[], Free> data_;
+  size_t size_ = 0;
+};
+
+struct LayerInfo {
+  uint32_t input_width;
+  uint32_t output_width;
+  Activation activation;
+};
+
+class Engine {
+ public:
+  // Parses and validates `data` (docs/FORMAT.md), packs the weights for `kernel` ("" = automatic,
+  // see dispatch.h) and, when `verify` is set, checks the file's reference outputs. Throws
+  // FormatError for a bad file and std::invalid_argument for a bad kernel name.
+  static std::shared_ptr<const Engine> from_bytes(const uint8_t* data, size_t size, bool verify,
+                                                  const std::string& kernel);
+
+  // y (rows x output_width) = the model applied to x (rows x input_width, row-major).
+  // uint8 inputs are raw pixels and get the model's input_scale; float inputs are already scaled.
+  // Thread-safe; uses up to `threads` OpenMP threads when the batch is large enough to pay for them.
+  void predict(const float* x, size_t rows, float* y, int threads) const;
+  void predict(const uint8_t* x, size_t rows, float* y, int threads) const;
+
+  uint32_t input_width() const { return input_width_; }
+  uint32_t output_width() const { return layers_.back().info.output_width; }
+  double input_scale() const { return input_scale_; }
+  const std::string& kernel_name() const { return kernel_name_; }
+  std::vector<LayerInfo> layers() const;
+  const std::vector<std::pair<std::string, std::string>>& metadata() const { return metadata_; }
+  // The largest difference |y - expected| - (atol + rtol|expected|) seen when verifying, so
+  // callers can report how close to the tolerance the file came (negative = inside it).
+  float verification_margin() const { return verification_margin_; }
+
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+ private:
+  struct PackedLayer {
+    LayerInfo info;
+    size_t panels;
+    AlignedFloats weights;  // panels x input_width x panel_width
+    AlignedFloats bias;     // panels x panel_width
+  };
+  struct Scratch;
+
+  Engine() = default;
+  template <typename T>
+  void run(const T* x, size_t rows, float* y, int threads) const;
+  template <typename T>
+  void run_tile(const T* x, size_t rows, float* y, Scratch& s) const;
+  void verify(const ReferenceSet& ref);
+
+  uint32_t input_width_ = 0;
+  double input_scale_ = 1.0;
+  float pixel_to_input_[256] = {};
+  std::vector<PackedLayer> layers_;
+  size_t max_padded_width_ = 0;
+  std::string kernel_name_;
+  const void* kernel_ = nullptr;  // KernelInfo*; opaque here so this header stays ISA-free
+  std::vector<std::pair<std::string, std::string>> metadata_;
+  float verification_margin_ = 0.0f;
+};
+
+// The process-wide default thread count for predict (threads <= 0 means "use the default").
+int default_threads();
+void set_default_threads(int threads);
+
+}  // namespace mnist_engine

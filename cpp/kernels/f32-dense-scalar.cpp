@@ -1,0 +1,20 @@
+#include "kernels.h"
+
+namespace mnist_engine::kernels {
+
+// Panel width 1 makes the packed layout the transposed kernel, so each output is a plain dot
+// product: the most obviously correct form, which is what a reference should be.
+void f32_dense_scalar(const DenseArgs& a) {
+  for (size_t r = 0; r < a.rows; ++r) {
+    const float* x = a.x + r * a.x_stride;
+    float* y = a.y + r * a.y_stride;
+    for (size_t j = 0; j < a.panels; ++j) {
+      const float* w = a.packed + j * a.in;
+      float acc = a.bias[j];
+      for (size_t k = 0; k < a.in; ++k) acc += x[k] * w[k];
+      y[j] = (a.relu && acc < 0.0f) ? 0.0f : acc;
+    }
+  }
+}
+
+}  // namespace mnist_engine::kernels

@@ -1,0 +1,209 @@
+// The Python face of the engine (module mnist_engine._core; users import mnist_engine). Input
+// checking lives here, next to the numpy types it inspects, so a bad array is rejected with a
+// message naming what was expected and what arrived before the engine sees it.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cmath>
+#include <sstream>
+
+#include "dispatch.h"
+#include "mnist_engine/crc32c.h"
+#include "mnist_engine/engine.h"
+
+namespace py = pybind11;
+using mnist_engine::Engine;
+
+namespace {
+
+std::string shape_of(const py::array& a) {
+  std::ostringstream s;
+  s << "(";
+  for (py::ssize_t i = 0; i < a.ndim(); ++i) s << (i ? ", " : "") << a.shape(i);
+  s << (a.ndim() == 1 ? ",)" : ")");
+  return s.str();
+}
+
+std::string expected_shapes(uint32_t width) {
+  std::ostringstream s;
+  s << "(N, " << width << ")";
+  const auto side = static_cast<uint32_t>(std::lround(std::sqrt(double(width))));
+  if (side * side == width) s << " or (N, " << side << ", " << side << ")";
+  return s.str();
+}
+
+struct Batch {
+  py::array data;  // C-contiguous uint8 or float32, rows x width
+  bool pixels;     // true: uint8 raw pixels
+  size_t rows;
+};
+
+// Accepts uint8 (raw pixels) or any real floating dtype (converted to float32, already scaled), as
+// (N, width) or (N, a, b) with a * b = width, in any memory order. Everything else is an error.
+Batch to_batch(const py::handle& obj, uint32_t width) {
+  py::array a = py::array::ensure(obj);
+  if (!a) {
+    PyErr_Clear();
+    throw py::type_error("expected a numpy array of uint8 pixels or float32 values, got " +
+                         std::string(py::str(py::type::of(obj).attr("__name__"))));
+  }
+  const char kind = a.dtype().kind();
+  const bool pixels = kind == 'u' && a.itemsize() == 1;
+  if (!pixels && kind != 'f') {
+    std::string hint;
+    if (kind == 'i' || kind == 'u')
+      hint = " (for raw 0..255 pixels use x.astype(np.uint8); for scaled values use float32)";
+    throw py::type_error("expected uint8 pixels or float32 values, got dtype " +
+                         std::string(py::str(a.dtype())) + hint);
+  }
+  const bool shape_ok = (a.ndim() == 2 && a.shape(1) == py::ssize_t(width)) ||
+                        (a.ndim() == 3 && a.shape(1) * a.shape(2) == py::ssize_t(width));
+  if (!shape_ok) {
+    std::string hint = a.ndim() == 1 ? " (a single image needs a batch axis: x[None])" : "";
+    throw py::value_error("expected input of shape " + expected_shapes(width) + ", got " +
+                          shape_of(a) + " " + std::string(py::str(a.dtype())) + hint);
+  }
+  const auto rows = static_cast<size_t>(a.shape(0));
+  // ensure() copies only when the array is not already C-contiguous in the wanted dtype, so
+  // Fortran-ordered, strided, reversed or big-endian inputs are handled and the common case is free.
+  if (pixels)
+    return {py::array_t<uint8_t, py::array::c_style | py::array::forcecast>::ensure(a), true, rows};
+  return {py::array_t<float, py::array::c_style | py::array::forcecast>::ensure(a), false, rows};
+}
+
+int to_threads(const py::object& threads) {
+  if (threads.is_none()) return 0;
+  const long t = threads.cast<long>();
+  if (t < 1 || t > 4096)
+    throw py::value_error("expected threads=None or 1..4096, got " + std::to_string(t));
+  return static_cast<int>(t);
+}
+
+py::array_t<float> predict(const Engine& e, const py::handle& x, const py::object& threads) {
+  const Batch b = to_batch(x, e.input_width());
+  const int t = to_threads(threads);
+  py::array_t<float> y({static_cast<py::ssize_t>(b.rows), static_cast<py::ssize_t>(e.output_width())});
+  float* out = y.mutable_data();
+  if (b.pixels) {
+    const auto* in = static_cast<const uint8_t*>(b.data.data());
+    py::gil_scoped_release release;
+    e.predict(in, b.rows, out, t);
+  } else {
+    const auto* in = static_cast<const float*>(b.data.data());
+    py::gil_scoped_release release;
+    e.predict(in, b.rows, out, t);
+  }
+  return y;
+}
+
+py::array_t<int64_t> classify(const Engine& e, const py::handle& x, const py::object& threads) {
+  const py::array_t<float> p = predict(e, x, threads);
+  const auto rows = static_cast<size_t>(p.shape(0));
+  const size_t width = e.output_width();
+  py::array_t<int64_t> labels(static_cast<py::ssize_t>(rows));
+  const float* in = p.data();
+  int64_t* out = labels.mutable_data();
+  for (size_t r = 0; r < rows; ++r) {
+    const float* row = in + r * width;
+    out[r] = std::max_element(row, row + width) - row;
+  }
+  return labels;
+}
+
+std::string describe(const Engine& e) {
+  std::ostringstream s;
+  s << "<mnist_engine.Engine " << e.input_width();
+  for (const auto& l : e.layers())
+    s << " -> " << l.output_width << " " << mnist_engine::activation_name(l.activation);
+  s << ", kernel=" << e.kernel_name();
+  for (const auto& [k, v] : e.metadata())
+    if (k == "source") s << ", source=" << py::repr(py::str(v)).cast<std::string>();
+  s << ">";
+  return s.str();
+}
+
+py::buffer_info byte_buffer(const py::buffer& data) {
+  py::buffer_info info = data.request();
+  if (info.ndim != 1 || info.itemsize != 1 || info.strides[0] != 1)
+    throw py::type_error("expected bytes, bytearray or a contiguous 1-D byte buffer");
+  return info;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "mnist_engine's compiled core; import mnist_engine instead.";
+  m.attr("__version__") = MNIST_ENGINE_VERSION;
+  m.attr("FORMAT_VERSION") = mnist_engine::kFormatVersion;
+
+  PYBIND11_CONSTINIT static py::gil_safe_call_once_and_store<py::object> format_error;
+  format_error.call_once_and_store_result([&]() {
+    return py::object(py::exception<mnist_engine::FormatError>(m, "FormatError", PyExc_ValueError));
+  });
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const mnist_engine::FormatError& e) {
+      py::object type = format_error.get_stored();
+      py::object instance = type(e.what());
+      instance.attr("rule") = e.rule();
+      instance.attr("offset") = e.offset();
+      PyErr_SetObject(type.ptr(), instance.ptr());
+    }
+  });
+
+  m.def("crc32c",
+        [](const py::buffer& data, uint32_t crc) {
+          const py::buffer_info info = byte_buffer(data);
+          return mnist_engine::crc32c(static_cast<const uint8_t*>(info.ptr),
+                                      static_cast<size_t>(info.size), crc);
+        },
+        py::arg("data"), py::arg("crc") = 0, "CRC32C (Castagnoli) of a bytes-like object.");
+  m.def("available_kernels", &mnist_engine::available_kernel_names,
+        "Kernels this CPU can run, best first.");
+  m.def("compiled_kernels", [] {
+    std::vector<std::string> names;
+    for (const auto& k : mnist_engine::kernel_table()) names.emplace_back(k.name);
+    return names;
+  }, "Every kernel in this build, best first, whether or not this CPU can run it.");
+  m.def("default_kernel", [] { return std::string(mnist_engine::select_kernel("").name); },
+        "The kernel a load without kernel= gets (honours MNIST_ENGINE_KERNEL).");
+  m.def("set_num_threads", [](int t) {
+    if (t < 0) throw py::value_error("expected threads >= 0 (0 = OpenMP's default), got " + std::to_string(t));
+    mnist_engine::set_default_threads(t);
+  }, py::arg("threads"));
+  m.def("get_num_threads", &mnist_engine::default_threads);
+
+  py::class_<Engine, std::shared_ptr<Engine>>(m, "Engine")
+      .def_static(
+          "from_bytes",
+          [](const py::buffer& data, bool verify, const std::string& kernel) {
+            const py::buffer_info info = byte_buffer(data);
+            const auto* bytes = static_cast<const uint8_t*>(info.ptr);
+            const auto size = static_cast<size_t>(info.size);
+            py::gil_scoped_release release;
+            return std::const_pointer_cast<Engine>(Engine::from_bytes(bytes, size, verify, kernel));
+          },
+          py::arg("data"), py::arg("verify") = true, py::arg("kernel") = "")
+      .def("predict", &predict, py::arg("x"), py::arg("threads") = py::none())
+      .def("classify", &classify, py::arg("x"), py::arg("threads") = py::none())
+      .def_property_readonly("input_width", &Engine::input_width)
+      .def_property_readonly("output_width", &Engine::output_width)
+      .def_property_readonly("input_scale", &Engine::input_scale)
+      .def_property_readonly("kernel", &Engine::kernel_name)
+      .def_property_readonly("verification_margin", &Engine::verification_margin)
+      .def_property_readonly("layers", [](const Engine& e) {
+        py::list out;
+        for (const auto& l : e.layers())
+          out.append(py::make_tuple(l.input_width, l.output_width,
+                                    mnist_engine::activation_name(l.activation)));
+        return py::tuple(out);
+      })
+      .def_property_readonly("metadata", [](const Engine& e) {
+        py::dict d;
+        for (const auto& [k, v] : e.metadata()) d[py::str(k)] = py::str(v);
+        return d;
+      })
+      .def("__repr__", &describe);
+}

@@ -1,0 +1,30 @@
+// The table of dense kernels and the run-time choice among them (simdjson/ruy style): the best
+// kernel the CPU supports, unless MNIST_ENGINE_KERNEL or the caller names one.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "kernels.h"
+
+namespace mnist_engine {
+
+struct KernelInfo {
+  const char* name;
+  uint32_t panel_width;
+  bool (*cpu_supports)();
+  kernels::DenseFn run;
+};
+
+// Every kernel compiled into this build, best first.
+const std::vector<KernelInfo>& kernel_table();
+
+// Names of the kernels this CPU can run, best first.
+std::vector<std::string> available_kernel_names();
+
+// `requested` empty means: MNIST_ENGINE_KERNEL if set, else the best available. A name that is
+// unknown, or known but unsupported by this CPU, throws std::invalid_argument: forcing a kernel
+// must never fall back silently.
+const KernelInfo& select_kernel(const std::string& requested);
+
+}  // namespace mnist_engine

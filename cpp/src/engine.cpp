@@ -1,0 +1,223 @@
+#include "mnist_engine/engine.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <new>
+#include <sstream>
+#include <type_traits>
+
+#include "dispatch.h"
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
+namespace mnist_engine {
+namespace {
+
+// Rows per tile. All layers run on one tile before the next starts, so a tile's activations
+// (64 rows x 512 floats = 128 KiB per buffer for the default model) stay in L2 instead of
+// round-tripping through memory, and a batch needs no whole-batch intermediates.
+constexpr size_t kTileRows = 64;
+constexpr size_t kAlignment = 64;
+
+size_t round_up(size_t n, size_t m) { return (n + m - 1) / m * m; }
+
+const KernelInfo& kernel_of(const void* p) { return *static_cast<const KernelInfo*>(p); }
+
+void softmax_rows(float* y, size_t rows, size_t stride, size_t width) {
+  for (size_t r = 0; r < rows; ++r) {
+    float* v = y + r * stride;
+    // Subtracting the row max keeps exp() from overflowing; it cancels in the quotient.
+    const float m = *std::max_element(v, v + width);
+    float sum = 0.0f;
+    for (size_t j = 0; j < width; ++j) sum += (v[j] = std::exp(v[j] - m));
+    const float inv = 1.0f / sum;
+    for (size_t j = 0; j < width; ++j) v[j] *= inv;
+  }
+}
+
+template <typename F>
+void map_rows(float* y, size_t rows, size_t stride, size_t width, F f) {
+  for (size_t r = 0; r < rows; ++r)
+    for (size_t j = 0; j < width; ++j) y[r * stride + j] = f(y[r * stride + j]);
+}
+
+// Relu is fused into the kernels; the rest run here on the real (unpadded) columns.
+void apply_activation(Activation a, float* y, size_t rows, size_t stride, size_t width) {
+  switch (a) {
+    case Activation::Linear:
+    case Activation::Relu: return;
+    case Activation::Sigmoid:
+      return map_rows(y, rows, stride, width, [](float v) { return 1.0f / (1.0f + std::exp(-v)); });
+    case Activation::Tanh: return map_rows(y, rows, stride, width, [](float v) { return std::tanh(v); });
+    case Activation::Softmax: return softmax_rows(y, rows, stride, width);
+  }
+}
+
+std::atomic<int> g_default_threads{0};
+
+}  // namespace
+
+AlignedFloats::AlignedFloats(size_t n)
+    : data_(static_cast<float*>(::operator new[](std::max<size_t>(n, 1) * sizeof(float),
+                                                 std::align_val_t(kAlignment)))),
+      size_(n) {
+  std::fill_n(data_.get(), n, 0.0f);
+}
+
+void AlignedFloats::Free::operator()(float* p) const {
+  ::operator delete[](p, std::align_val_t(kAlignment));
+}
+
+int default_threads() {
+  if (const int t = g_default_threads.load(std::memory_order_relaxed); t > 0) return t;
+#if defined(_OPENMP)
+  return omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
+
+void set_default_threads(int threads) { g_default_threads.store(std::max(threads, 0)); }
+
+struct Engine::Scratch {
+  AlignedFloats input;        // one tile of uint8 rows converted to floats
+  AlignedFloats ping, pong;   // alternating layer outputs
+  explicit Scratch(const Engine& e)
+      : input(kTileRows * e.input_width_),
+        ping(kTileRows * e.max_padded_width_),
+        pong(kTileRows * e.max_padded_width_) {}
+};
+
+std::shared_ptr<const Engine> Engine::from_bytes(const uint8_t* data, size_t size, bool verify,
+                                                 const std::string& kernel) {
+  const KernelInfo& k = select_kernel(kernel);
+  ModelFile file = parse_model_file(data, size);
+
+  std::shared_ptr<Engine> e(new Engine());
+  e->kernel_ = &k;
+  e->kernel_name_ = k.name;
+  e->input_width_ = file.input_width;
+  e->input_scale_ = file.input_scale;
+  // Scaling in double and rounding once gives each pixel value the float nearest v * scale, which
+  // for a scale of 1/255 is exactly numpy's float32 `x / 255`.
+  for (int v = 0; v < 256; ++v) e->pixel_to_input_[v] = static_cast<float>(v * file.input_scale);
+  e->metadata_ = std::move(file.metadata);
+
+  const size_t nr = k.panel_width;
+  for (const DenseLayer& src : file.layers) {
+    PackedLayer dst;
+    dst.info = {src.input_width, src.output_width, src.activation};
+    dst.panels = round_up(src.output_width, nr) / nr;
+    dst.weights = AlignedFloats(dst.panels * src.input_width * nr);
+    dst.bias = AlignedFloats(dst.panels * nr);
+    for (size_t kk = 0; kk < src.input_width; ++kk)
+      for (size_t j = 0; j < src.output_width; ++j)
+        dst.weights.data()[((j / nr) * src.input_width + kk) * nr + j % nr] =
+            src.kernel[kk * src.output_width + j];
+    std::copy(src.bias.begin(), src.bias.end(), dst.bias.data());
+    e->max_padded_width_ = std::max(e->max_padded_width_, dst.panels * nr);
+    e->layers_.push_back(std::move(dst));
+  }
+  if (verify) e->verify(file.reference);
+  return e;
+}
+
+void Engine::verify(const ReferenceSet& ref) {
+  const size_t out = output_width();
+  std::vector<float> y(size_t(ref.count) * out);
+  predict(ref.inputs.data(), ref.count, y.data(), 1);
+  float worst = -INFINITY;
+  for (size_t i = 0; i < y.size(); ++i) {
+    const float allowed = ref.atol + ref.rtol * std::fabs(ref.expected[i]);
+    const float excess = std::fabs(y[i] - ref.expected[i]) - allowed;
+    // !(excess <= 0) also catches a NaN output.
+    if (!(excess <= 0.0f)) {
+      std::ostringstream s;
+      s.precision(9);
+      s << "reference row " << i / out << ", output " << i % out << ": expected "
+        << ref.expected[i] << " +/- " << allowed << ", the engine (kernel " << kernel_name_
+        << ") computed " << y[i];
+      throw FormatError("verification", ref.expected_offset + 4 * i, s.str());
+    }
+    worst = std::max(worst, excess);
+  }
+  verification_margin_ = worst;
+}
+
+std::vector<LayerInfo> Engine::layers() const {
+  std::vector<LayerInfo> out;
+  for (const auto& l : layers_) out.push_back(l.info);
+  return out;
+}
+
+template <typename T>
+void Engine::run_tile(const T* x, size_t rows, float* y, Scratch& s) const {
+  const float* in;
+  size_t in_stride = input_width_;
+  if constexpr (std::is_same_v<T, uint8_t>) {
+    float* converted = s.input.data();
+    for (size_t i = 0; i < rows * input_width_; ++i) converted[i] = pixel_to_input_[x[i]];
+    in = converted;
+  } else {
+    in = x;
+  }
+  const auto run_kernel = kernel_of(kernel_).run;
+  const size_t stride = max_padded_width_;
+  float* buffers[2] = {s.ping.data(), s.pong.data()};
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    const PackedLayer& layer = layers_[l];
+    float* out = buffers[l % 2];
+    run_kernel({in, in_stride, rows, layer.info.input_width, layer.weights.data(), layer.bias.data(),
+                layer.panels, out, stride, layer.info.activation == Activation::Relu});
+    apply_activation(layer.info.activation, out, rows, stride, layer.info.output_width);
+    in = out;
+    in_stride = stride;
+  }
+  const size_t width = output_width();
+  for (size_t r = 0; r < rows; ++r) std::copy_n(in + r * in_stride, width, y + r * width);
+}
+
+template <typename T>
+void Engine::run(const T* x, size_t rows, float* y, int threads) const {
+  if (rows == 0) return;
+  const size_t tiles = (rows + kTileRows - 1) / kTileRows;
+  const size_t in = input_width_, out = output_width();
+  const int requested = threads > 0 ? threads : default_threads();
+  // A team costs microseconds to wake; one tile (a single image included) runs on the caller.
+  const int team = static_cast<int>(std::min<size_t>(std::max(requested, 1), tiles));
+  const auto tile_rows = [&](size_t t) { return std::min(kTileRows, rows - t * kTileRows); };
+  if (team == 1) {
+    Scratch s(*this);
+    for (size_t t = 0; t < tiles; ++t)
+      run_tile(x + t * kTileRows * in, tile_rows(t), y + t * kTileRows * out, s);
+    return;
+  }
+  // Scratch is allocated before the parallel region so an allocation failure throws here, where
+  // it can reach Python, rather than inside OpenMP, where it would terminate the process.
+  std::vector<Scratch> scratch;
+  scratch.reserve(team);
+  for (int i = 0; i < team; ++i) scratch.emplace_back(*this);
+#if defined(_OPENMP)
+#pragma omp parallel for num_threads(team) schedule(static)
+#endif
+  for (long long t = 0; t < static_cast<long long>(tiles); ++t) {
+#if defined(_OPENMP)
+    Scratch& s = scratch[omp_get_thread_num()];
+#else
+    Scratch& s = scratch[0];
+#endif
+    run_tile(x + t * kTileRows * in, tile_rows(t), y + t * kTileRows * out, s);
+  }
+}
+
+void Engine::predict(const float* x, size_t rows, float* y, int threads) const {
+  run(x, rows, y, threads);
+}
+void Engine::predict(const uint8_t* x, size_t rows, float* y, int threads) const {
+  run(x, rows, y, threads);
+}
+
+}  // namespace mnist_engine

@@ -1,0 +1,105 @@
+"""mnist_engine: a small, fast, verifiable inference engine for dense networks.
+
+    >>> import mnist_engine, numpy as np
+    >>> mnist_engine.predict(np.zeros((2, 784), np.uint8)).shape
+    (2, 10)
+
+Models are ``.mnw`` files (docs/FORMAT.md) written by :func:`export_keras` or
+:func:`export_sklearn`; :func:`load` reads and verifies one. TensorFlow is never imported here:
+only the exporters need it, and they import it when called.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+
+from . import _core
+from ._core import (
+    Engine,
+    FormatError,
+    available_kernels,
+    compiled_kernels,
+    default_kernel,
+    get_num_threads,
+    set_num_threads,
+)
+from .keras_export import export_keras
+from .sklearn_export import export_sklearn
+from .model_file import write_model
+
+__version__: str = _core.__version__
+
+__all__ = [
+    "Engine",
+    "FormatError",
+    "__version__",
+    "available_kernels",
+    "classify",
+    "compiled_kernels",
+    "default_kernel",
+    "default_model_path",
+    "export_keras",
+    "export_sklearn",
+    "get_num_threads",
+    "load",
+    "predict",
+    "set_num_threads",
+    "write_model",
+]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+# The file `mnist-engine` and `mnist_engine.predict` serve: Dense(512)-relu-Dropout x2, then
+# Dense(10)-softmax, trained by tools/train.py.
+_DEFAULT_MODEL = Path(__file__).with_name("models") / "mnist_mlp_512x2.mnw"
+
+
+def default_model_path() -> Path:
+    """Path of the bundled default model file."""
+    return _DEFAULT_MODEL
+
+
+def load(path: PathLike, verify: bool = True, kernel: Optional[str] = None) -> Engine:
+    """Load a ``.mnw`` model file.
+
+    The whole file is validated (docs/FORMAT.md) and, unless ``verify=False``, the engine re-computes
+    the file's reference inputs and compares them with the exporter's framework outputs. A bad
+    file raises :class:`FormatError` (a ``ValueError``) naming the broken rule and its byte offset.
+
+    ``kernel`` forces a compute kernel by name (see :func:`available_kernels`); by default the
+    best one this CPU supports is used, or the one named by ``MNIST_ENGINE_KERNEL``.
+    """
+    # Read whole, not memory-mapped: another process truncating the file cannot fault us later.
+    data = Path(path).read_bytes()
+    return Engine.from_bytes(data, verify=verify, kernel=kernel or "")
+
+
+_default_engine: Optional[Engine] = None
+_default_lock = threading.Lock()
+
+
+def _default() -> Engine:
+    global _default_engine
+    if _default_engine is None:
+        with _default_lock:
+            if _default_engine is None:
+                _default_engine = load(_DEFAULT_MODEL)
+    return _default_engine
+
+
+def predict(batch: np.ndarray, threads: Optional[int] = None) -> np.ndarray:
+    """Class probabilities, shape (N, 10) float32, from the bundled default model.
+
+    ``batch`` holds uint8 pixels 0..255 or float32 values already scaled to 0..1, shaped (N, 784)
+    or (N, 28, 28). Other float dtypes and non-contiguous arrays are converted.
+    """
+    return _default().predict(batch, threads=threads)
+
+
+def classify(batch: np.ndarray, threads: Optional[int] = None) -> np.ndarray:
+    """Predicted digits, shape (N,) int64, from the bundled default model."""
+    return _default().classify(batch, threads=threads)

@@ -1,0 +1,104 @@
+"""The ``mnist-engine`` command: evaluate, inspect and export models."""
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import mnist_engine
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .datasets import load_mnist
+
+    engine = mnist_engine.load(args.model or mnist_engine.default_model_path(), kernel=args.kernel)
+    (_, _), (x_test, y_test) = load_mnist(args.data)
+    labels = engine.classify(x_test, threads=args.threads)
+    best = float("inf")
+    for _ in range(args.repeat):
+        start = time.perf_counter()
+        engine.predict(x_test, threads=args.threads)
+        best = min(best, time.perf_counter() - start)
+    threads = args.threads or mnist_engine.get_num_threads()
+    print(f"model     {args.model or mnist_engine.default_model_path()}")
+    print(f"engine    {engine!r}")
+    print(f"accuracy  {(labels == y_test).mean() * 100:.2f}% on {len(y_test)} MNIST test images")
+    print(f"speed     {len(x_test) / best:,.0f} images/s ({best * 1e3:.1f} ms per 10k, best of {args.repeat}, "
+          f"{threads} thread{'s' if threads != 1 else ''})")
+    print(f"kernel    {engine.kernel} (available: {', '.join(mnist_engine.available_kernels())})")
+    print(f"cpu       {cpu_name()}")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    engine = mnist_engine.load(args.model, verify=not args.no_verify)
+    print(repr(engine))
+    for i, (n_in, n_out, act) in enumerate(engine.layers):
+        print(f"  layer {i}: {n_in} -> {n_out} {act}")
+    print(f"  input scale for uint8 pixels: {engine.input_scale!r}")
+    for key, value in engine.metadata.items():
+        print(f"  {key}: {value}")
+    if not args.no_verify:
+        print(f"  verified: reference outputs within tolerance (margin {engine.verification_margin:.3g})")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    out = mnist_engine.export_keras(args.model, args.out, input_scale=args.input_scale, allow_h5=args.allow_h5,
+                                    source=args.source)
+    print(f"wrote {out}: {mnist_engine.load(out)!r}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mnist-engine", description=mnist_engine.__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"mnist-engine {mnist_engine.__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    ev = sub.add_parser("eval", help="accuracy and speed of a model on the MNIST test set")
+    ev.add_argument("--model", type=Path, help="a .mnw file (default: the bundled model)")
+    ev.add_argument("--data", type=Path, help="MNIST .npz or IDX folder (default: see mnist_engine.datasets)")
+    ev.add_argument("--threads", type=int, help="OpenMP threads (default: all cores)")
+    ev.add_argument("--kernel", help="force a kernel (see available_kernels())")
+    ev.add_argument("--repeat", type=int, default=5, help="timed runs; the best is reported")
+    ev.set_defaults(run=cmd_eval)
+
+    info = sub.add_parser("info", help="describe and verify a .mnw file")
+    info.add_argument("model", type=Path)
+    info.add_argument("--no-verify", action="store_true", help="skip the reference-output check")
+    info.set_defaults(run=cmd_info)
+
+    ex = sub.add_parser("export", help="export a Keras model (.keras) to .mnw (needs TensorFlow)")
+    ex.add_argument("model", type=Path)
+    ex.add_argument("out", type=Path)
+    ex.add_argument("--input-scale", type=float, help="uint8 pixel scale (default 1/255, or 1 with Rescaling)")
+    ex.add_argument("--source", help="free-text provenance stored in the file")
+    ex.add_argument("--allow-h5", action="store_true", help="load a legacy .h5 model (only if you trust it)")
+    ex.set_defaults(run=cmd_export)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (mnist_engine.FormatError, FileNotFoundError, ValueError) as e:
+        print(f"mnist-engine: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

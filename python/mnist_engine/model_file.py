@@ -1,0 +1,185 @@
+"""The writer of the ``.mnw`` format (docs/FORMAT.md). The loader is the C++ core; keeping the two
+independent means each checks the other against the spec."""
+from __future__ import annotations
+
+import os
+import struct
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Optional, Sequence, Union
+
+import numpy as np
+
+from . import _core
+from .reference import forward
+
+MAGIC = b"\x89MNW\r\n\x1a\n"
+VERSION = 1
+BYTE_ORDER_MARK = 0x0A0B0C0D
+HEADER = struct.Struct("<8sIIQIIdII")  # magic, version, byte order, file size, layers, width, scale, refs, meta
+LAYER_ENTRY = struct.Struct("<IIII")  # input width, output width, activation, dtype
+DTYPE_F32 = 1
+ACTIVATION_CODES = {"linear": 0, "relu": 1, "sigmoid": 2, "tanh": 3, "softmax": 4}
+REQUIRED_METADATA = ("producer", "producer_version", "source")
+MAX_LAYERS, MAX_WIDTH, MAX_REFERENCES, MAX_METADATA = 64, 65536, 256, 64
+MAX_TOLERANCE = 1e-3
+DEFAULT_ATOL, DEFAULT_RTOL = 1e-5, 1e-4
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+@dataclass(frozen=True)
+class DenseLayer:
+    """y = activation(x @ kernel + bias); kernel is (inputs, outputs) as in Keras."""
+
+    kernel: np.ndarray
+    bias: np.ndarray
+    activation: str = "linear"
+
+    def __post_init__(self) -> None:
+        kernel = np.ascontiguousarray(self.kernel, dtype=np.float32)
+        bias = np.ascontiguousarray(self.bias, dtype=np.float32)
+        if kernel.ndim != 2 or bias.shape != (kernel.shape[1],):
+            raise ValueError(f"expected a (in, out) kernel and an (out,) bias, got {kernel.shape} and {bias.shape}")
+        if self.activation not in ACTIVATION_CODES:
+            raise ValueError(f"expected an activation in {sorted(ACTIVATION_CODES)}, got {self.activation!r}")
+        if not (np.isfinite(kernel).all() and np.isfinite(bias).all()):
+            raise ValueError("expected finite weights, found NaN or infinity")
+        object.__setattr__(self, "kernel", kernel)
+        object.__setattr__(self, "bias", bias)
+
+
+def sample_pixel_inputs(count: int, width: int, input_scale: float, seed: int = 0) -> np.ndarray:
+    """Deterministic MNIST-like reference inputs: ~80% zero pixels, the rest 1..255, scaled the way
+    the engine scales uint8 input (each value rounded once from its double product)."""
+    rng = np.random.default_rng(seed)
+    pixels = np.where(rng.random((count, width)) < 0.8, 0, rng.integers(1, 256, (count, width)))
+    return (pixels.astype(np.float64) * input_scale).astype(np.float32)
+
+
+def encode_model(
+    layers: Sequence[DenseLayer],
+    *,
+    input_scale: float,
+    metadata: Mapping[str, str],
+    reference_inputs: np.ndarray,
+    reference_outputs: np.ndarray,
+    atol: float = DEFAULT_ATOL,
+    rtol: float = DEFAULT_RTOL,
+) -> bytes:
+    """The bytes of a version-1 file. Checks what the loader would check, so a file this writes
+    always loads (verification aside)."""
+    if not 1 <= len(layers) <= MAX_LAYERS:
+        raise ValueError(f"expected 1..{MAX_LAYERS} layers, got {len(layers)}")
+    width = layers[0].kernel.shape[0]
+    for i, layer in enumerate(layers):
+        n_in, n_out = layer.kernel.shape
+        if n_in != width:
+            raise ValueError(f"layer {i} takes {n_in} inputs but the previous layer gives {width}")
+        if not (1 <= n_in <= MAX_WIDTH and 1 <= n_out <= MAX_WIDTH):
+            raise ValueError(f"layer {i} is {n_in}x{n_out}; widths must be 1..{MAX_WIDTH}")
+        width = n_out
+    if not (np.isfinite(input_scale) and input_scale > 0):
+        raise ValueError(f"expected a finite input_scale > 0, got {input_scale}")
+    if not (0 <= atol <= MAX_TOLERANCE and 0 <= rtol <= MAX_TOLERANCE):
+        raise ValueError(f"expected atol and rtol in 0..{MAX_TOLERANCE}, got {atol} and {rtol}")
+    n_in, n_out = layers[0].kernel.shape[0], layers[-1].kernel.shape[1]
+    ref_in = np.ascontiguousarray(reference_inputs, dtype="<f4").reshape(len(reference_inputs), -1)
+    ref_out = np.ascontiguousarray(reference_outputs, dtype="<f4")
+    if ref_in.shape[1:] != (n_in,) or ref_out.shape != (len(ref_in), n_out):
+        raise ValueError(f"expected reference inputs (R, {n_in}) and outputs (R, {n_out}), "
+                         f"got {ref_in.shape} and {ref_out.shape}")
+    if not 1 <= len(ref_in) <= MAX_REFERENCES:
+        raise ValueError(f"expected 1..{MAX_REFERENCES} reference rows, got {len(ref_in)}")
+    if not (np.isfinite(ref_in).all() and np.isfinite(ref_out).all()):
+        raise ValueError("expected finite reference inputs and outputs")
+
+    meta = _encode_metadata(metadata)
+    body = [
+        b"".join(LAYER_ENTRY.pack(*l.kernel.shape, ACTIVATION_CODES[l.activation], DTYPE_F32) for l in layers),
+        b"".join(l.kernel.astype("<f4").tobytes() + l.bias.astype("<f4").tobytes() for l in layers),
+        meta,
+        struct.pack("<ff", atol, rtol),
+        ref_in.tobytes(),
+        ref_out.tobytes(),
+    ]
+    size = HEADER.size + sum(map(len, body)) + 4
+    header = HEADER.pack(MAGIC, VERSION, BYTE_ORDER_MARK, size, len(layers), n_in, float(input_scale),
+                         len(ref_in), len(metadata))
+    payload = header + b"".join(body)
+    return payload + struct.pack("<I", _core.crc32c(payload))
+
+
+def _encode_metadata(metadata: Mapping[str, str]) -> bytes:
+    missing = [k for k in REQUIRED_METADATA if k not in metadata]
+    if missing:
+        raise ValueError(f"metadata needs the keys {list(REQUIRED_METADATA)}; missing {missing}")
+    if len(metadata) > MAX_METADATA:
+        raise ValueError(f"expected at most {MAX_METADATA} metadata entries, got {len(metadata)}")
+    out = []
+    for key, value in metadata.items():
+        k, v = key.encode("ascii", "replace"), str(value).encode("utf-8")
+        if not (1 <= len(k) <= 64) or any(c not in b"abcdefghijklmnopqrstuvwxyz0123456789_." for c in k):
+            raise ValueError(f"metadata keys are 1..64 characters of a-z 0-9 _ . ; got {key!r}")
+        if len(v) > 65536:
+            raise ValueError(f"metadata value of {key!r} is {len(v)} bytes; at most 65536 allowed")
+        out.append(struct.pack("<H", len(k)) + k + struct.pack("<I", len(v)) + v)
+    return b"".join(out)
+
+
+def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` so that the name holds either the old file or all of the new one,
+    even if the process is killed midway: temporary file in the same directory, fsync, rename."""
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.{secrets.token_hex(8)}.tmp")
+    # os.open with 0o666 lets the umask decide the permissions, as a plain open() would (mkstemp
+    # would make every written model private to its owner).
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable (POSIX)
+        dir_fd = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    return target
+
+
+def write_model(
+    path: PathLike,
+    layers: Sequence[DenseLayer],
+    *,
+    input_scale: float = 1 / 255,
+    metadata: Optional[Mapping[str, str]] = None,
+    reference_inputs: Optional[np.ndarray] = None,
+    reference_outputs: Optional[np.ndarray] = None,
+    atol: float = DEFAULT_ATOL,
+    rtol: float = DEFAULT_RTOL,
+) -> Path:
+    """Write a model file atomically.
+
+    Without ``reference_outputs`` the file's expected outputs come from the float64 numpy forward
+    pass (:mod:`mnist_engine.reference`); exporters pass their framework's own outputs instead.
+    """
+    layers = [l if isinstance(l, DenseLayer) else DenseLayer(*l) for l in layers]
+    if reference_inputs is None:
+        reference_inputs = sample_pixel_inputs(8, layers[0].kernel.shape[0], input_scale)
+    if reference_outputs is None:
+        reference_outputs = forward(layers, reference_inputs)
+    meta = {"producer": "mnist_engine.write_model", "producer_version": _core.__version__, "source": ""}
+    meta.update(metadata or {})
+    data = encode_model(layers, input_scale=input_scale, metadata=meta, reference_inputs=reference_inputs,
+                        reference_outputs=reference_outputs, atol=atol, rtol=rtol)
+    return atomic_write_bytes(path, data)
