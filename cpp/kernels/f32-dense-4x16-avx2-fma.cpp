@@ -24,9 +24,11 @@ inline void tile(const DenseArgs& a, const float* x, const float* w, const float
     }
   }
   if (a.relu) {
+    // max_ps returns its second operand when either is NaN: with the accumulator second, a NaN
+    // input propagates as it does in Keras instead of becoming 0.
     const __m256 zero = _mm256_setzero_ps();
     for (size_t r = 0; r < MR; ++r)
-      acc[r][0] = _mm256_max_ps(acc[r][0], zero), acc[r][1] = _mm256_max_ps(acc[r][1], zero);
+      acc[r][0] = _mm256_max_ps(zero, acc[r][0]), acc[r][1] = _mm256_max_ps(zero, acc[r][1]);
   }
   for (size_t r = 0; r < MR; ++r) {
     _mm256_storeu_ps(y + r * a.y_stride, acc[r][0]);

@@ -80,13 +80,13 @@ double le_f64(const uint8_t* p) {
 uint64_t checked_mul(uint64_t a, uint64_t b, uint64_t offset) {
   uint64_t r;
   if (__builtin_mul_overflow(a, b, &r))
-    throw FormatError("layout-size", offset, cat("size ", a, " x ", b, " overflows 64 bits"));
+    throw FormatError("layout-size", offset, cat("expected sizes that fit 64 bits, got ", a, " x ", b));
   return r;
 }
 uint64_t checked_add(uint64_t a, uint64_t b, uint64_t offset) {
   uint64_t r;
   if (__builtin_add_overflow(a, b, &r))
-    throw FormatError("layout-size", offset, cat("size ", a, " + ", b, " overflows 64 bits"));
+    throw FormatError("layout-size", offset, cat("expected sizes that fit 64 bits, got ", a, " + ", b));
   return r;
 }
 
@@ -163,7 +163,7 @@ Header read_header(const uint8_t* d, size_t size) {
   h.file_size = le_u64(d + 16);
   if (h.file_size != size)
     throw FormatError("file-size", 16,
-                      cat("the header declares ", h.file_size, " bytes but the file has ", size,
+                      cat("expected ", h.file_size, " bytes as the header declares, got ", size,
                           size < h.file_size ? " (truncated)" : " (trailing bytes)"));
   const uint32_t stored = le_u32(d + size - kChecksumSize);
   if (const uint32_t actual = crc32c(d, size - kChecksumSize); actual != stored)
@@ -277,9 +277,8 @@ ModelFile parse_model_file(const uint8_t* d, size_t size) {
       throw FormatError("metadata-key", entry, cat("expected a key length of 1..", kMaxKeyLength,
                                                    " for metadata entry ", i, ", got ", key_length));
     if (metadata_end - at < key_length + 4u)
-      throw FormatError("metadata-truncated", at, cat("metadata entry ", i, " needs ", key_length + 4,
-                                                      " more bytes, the section has ",
-                                                      metadata_end - at));
+      throw FormatError("metadata-truncated", at, cat("expected ", key_length + 4, " more bytes for metadata entry ",
+                                                      i, ", the section has ", metadata_end - at, " left"));
     std::string key(reinterpret_cast<const char*>(d + at), key_length);
     for (size_t k = 0; k < key.size(); ++k)
       if (!is_key_char(uint8_t(key[k])))
@@ -293,9 +292,8 @@ ModelFile parse_model_file(const uint8_t* d, size_t size) {
                                                   " bytes for key '", key, "', got ", value_length));
     at += 4;
     if (metadata_end - at < value_length)
-      throw FormatError("metadata-truncated", at, cat("the value of key '", key, "' needs ",
-                                                      value_length, " bytes, the section has ",
-                                                      metadata_end - at));
+      throw FormatError("metadata-truncated", at, cat("expected ", value_length, " bytes for the value of key '",
+                                                      key, "', the section has ", metadata_end - at, " left"));
     if (!is_valid_utf8(d + at, value_length))
       throw FormatError("metadata-value", at, cat("expected UTF-8 for the value of key '", key, "'"));
     if (!keys.insert(key).second)

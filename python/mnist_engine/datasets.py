@@ -120,6 +120,12 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str):
         if (module, name) in (("numpy", "ndarray"), ("numpy", "dtype")):
             return getattr(np, name)
+        if (module, name) == ("_codecs", "encode"):
+            # Protocol-2 pickles written by Python 3 spell bytes as _codecs.encode(str, 'latin1'):
+            # a pure function that cannot reach the system.
+            import codecs
+
+            return codecs.encode
         if name == "_reconstruct" and module in ("numpy.core.multiarray", "numpy._core.multiarray"):
             try:
                 from numpy._core.multiarray import _reconstruct  # numpy >= 2

@@ -1,0 +1,71 @@
+"""Building and breaking model files in tests."""
+from __future__ import annotations
+
+import struct
+from typing import Dict, Optional, Sequence
+
+import numpy as np
+
+import mnist_engine
+from mnist_engine.model_file import DenseLayer, encode_model, sample_pixel_inputs
+from mnist_engine.reference import forward
+
+__all__ = ["DenseLayer", "Layout", "build", "engine_for", "put", "random_layers", "reseal"]
+
+BASE_META = {"producer": "tests", "producer_version": "0", "source": "tests/helpers.py"}
+
+
+def build(layers: Sequence[DenseLayer], *, input_scale: float = 1 / 255, meta: Optional[Dict[str, str]] = None,
+          refs: int = 2, **kw) -> bytes:
+    """A valid file for `layers`, its reference outputs from the numpy reference."""
+    x = sample_pixel_inputs(refs, layers[0].kernel.shape[0], input_scale)
+    return encode_model(layers, input_scale=input_scale, metadata={**BASE_META, **(meta or {})},
+                        reference_inputs=x, reference_outputs=forward(layers, x), **kw)
+
+
+def engine_for(layers: Sequence[DenseLayer], kernel: str = "", verify: bool = True, **kw) -> mnist_engine.Engine:
+    return mnist_engine.Engine.from_bytes(build(layers, **kw), verify=verify, kernel=kernel)
+
+
+def random_layers(rng: np.random.Generator, widths: Sequence[int], activations: Sequence[str]):
+    """Layers scaled so every activation stays O(1): float32 rounding then stays far below 1e-5."""
+    return [DenseLayer(rng.normal(size=(a, b)) / np.sqrt(a), rng.normal(size=b) * 0.1, act)
+            for a, b, act in zip(widths[:-1], widths[1:], activations)]
+
+
+def reseal(data: bytes) -> bytes:
+    """Recompute the trailing CRC32C so a deliberate edit tests its own rule, not the checksum."""
+    body = data[:-4]
+    return body + struct.pack("<I", mnist_engine._core.crc32c(body))
+
+
+def put(data: bytes, offset: int, fmt: str, *values, seal: bool = True) -> bytes:
+    b = bytearray(data)
+    struct.pack_into("<" + fmt, b, offset, *values)
+    return reseal(bytes(b)) if seal else bytes(b)
+
+
+class Layout:
+    """Section offsets of a file written by `build`, computed from FORMAT.md independently of the
+    loader."""
+
+    def __init__(self, data: bytes):
+        (self.layers, self.width, _, self.refs, self.meta_count) = struct.unpack_from("<IIdII", data, 24)
+        self.table = 48
+        shapes = [struct.unpack_from("<II", data, 48 + 16 * i) for i in range(self.layers)]
+        self.weights = 48 + 16 * self.layers
+        self.metadata = self.weights + sum(4 * (i * o + o) for i, o in shapes)
+        self.out_width = shapes[-1][1]
+        at, self.entries = self.metadata, []
+        for _ in range(self.meta_count):
+            (klen,) = struct.unpack_from("<H", data, at)
+            key = data[at + 2: at + 2 + klen].decode()
+            (vlen,) = struct.unpack_from("<I", data, at + 2 + klen)
+            self.entries.append((key, at, at + 2 + klen, at + 6 + klen))  # key, entry, value length, value
+            at += 6 + klen + vlen
+        self.reference = at
+        self.ref_inputs = at + 8
+        self.ref_expected = self.ref_inputs + 4 * self.refs * self.width
+
+    def entry(self, key: str):
+        return next(e for e in self.entries if e[0] == key)

@@ -1,0 +1,37 @@
+"""The mnist-engine command, as a user runs it."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import mnist_engine
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mnist_engine.cli", *args], capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_eval_reports_accuracy_speed_and_kernel(mnist):
+    out = run_cli("eval", "--repeat", "1")
+    assert out.returncode == 0, out.stderr
+    accuracy = float(re.search(r"accuracy\s+([\d.]+)% on 10000", out.stdout).group(1))
+    assert accuracy >= 97.5
+    assert re.search(r"speed\s+[\d,]+ images/s", out.stdout)
+    assert re.search(rf"kernel\s+{mnist_engine.available_kernels()[0]} ", out.stdout)
+
+
+def test_info_verifies_and_describes():
+    out = run_cli("info", str(mnist_engine.default_model_path()))
+    assert out.returncode == 0, out.stderr
+    assert "layer 0: 784 -> 512 relu" in out.stdout and "verified" in out.stdout
+
+
+def test_info_on_a_broken_file_is_a_clean_error(tmp_path):
+    bad = tmp_path / "bad.mnw"
+    bad.write_bytes(b"not a model at all, just some bytes that are long enough to pass")
+    out = run_cli("info", str(bad))
+    assert out.returncode == 2
+    assert out.stderr.startswith("mnist-engine: error: bad-magic at offset 0")
+    assert "Traceback" not in out.stderr

@@ -1,0 +1,298 @@
+"""docs/FORMAT.md, rule by rule: a round trip, then one test per rule that breaks exactly that rule
+(re-sealing the checksum where the rule comes after it) and expects that rule's FormatError."""
+from __future__ import annotations
+
+import math
+import resource
+import struct
+
+import numpy as np
+import pytest
+
+import mnist_engine
+from helpers import Layout, build, put, reseal
+from mnist_engine import Engine, FormatError
+from mnist_engine.reference import forward
+
+
+def load(data: bytes, verify: bool = True) -> Engine:
+    return Engine.from_bytes(data, verify=verify)
+
+
+def expect(rule: str, data: bytes, offset: int = None) -> FormatError:
+    with pytest.raises(FormatError) as info:
+        load(data)
+    err = info.value
+    assert err.rule == rule, str(err)
+    assert str(err).startswith(f"{rule} at offset {err.offset}: ")
+    assert "expected" in str(err)
+    if offset is not None:
+        assert err.offset == offset, str(err)
+    return err
+
+
+@pytest.fixture
+def good(small_layers) -> bytes:
+    return build(small_layers, meta={"xa": "one", "xb": "two"})
+
+
+def test_round_trip(small_layers, good, rng):
+    e = load(good)
+    assert e.layers == ((6, 5, "relu"), (5, 3, "softmax"))
+    assert (e.input_width, e.output_width) == (6, 3)
+    assert e.input_scale == 1 / 255
+    assert e.metadata == {"producer": "tests", "producer_version": "0", "source": "tests/helpers.py",
+                          "xa": "one", "xb": "two"}
+    x = rng.random((9, 6), dtype=np.float32)
+    np.testing.assert_allclose(e.predict(x), forward(small_layers, x), atol=1e-6)
+
+
+def test_format_error_is_a_value_error():
+    assert issubclass(FormatError, ValueError)
+
+
+def test_crc32c_matches_the_standard_check_value():
+    assert mnist_engine._core.crc32c(b"123456789") == 0xE3069283
+    assert mnist_engine._core.crc32c(b"") == 0
+
+
+def test_written_header_matches_the_spec(good):
+    magic, version, bom, size = struct.unpack_from("<8sIIQ", good)
+    assert (magic, version, bom, size) == (b"\x89MNW\r\n\x1a\n", 1, 0x0A0B0C0D, len(good))
+    assert good[12:16] == bytes([0x0D, 0x0C, 0x0B, 0x0A])
+
+
+# Rules 1-6: the frame.
+
+def test_rule_01_too_short(good):
+    expect("too-short", good[:51], 0)
+    expect("too-short", b"", 0)
+
+
+def test_rule_02_bad_magic(good):
+    err = expect("bad-magic", b"PK\x03\x04" + good[4:], 0)
+    assert "50 4b 3 4" in str(err)
+
+
+def test_rule_03_unsupported_version(good):
+    err = expect("unsupported-version", put(good, 8, "I", 2), 8)
+    assert "expected format version 1, got version 2" in str(err)
+
+
+def test_rule_04_byte_order(good):
+    expect("byte-order", good[:12] + bytes([0x0A, 0x0B, 0x0C, 0x0D]) + good[16:], 12)
+
+
+def test_rule_05_file_size_truncated(good):
+    err = expect("file-size", good[:-1], 16)
+    assert "truncated" in str(err)
+
+
+def test_rule_05_file_size_trailing_bytes(good):
+    err = expect("file-size", good + b"\0", 16)
+    assert "trailing" in str(err)
+
+
+def test_rule_06_checksum(good):
+    flipped = bytearray(good)
+    flipped[len(good) // 2] ^= 0x10
+    expect("checksum", bytes(flipped), len(good) - 4)
+
+
+# Rules 7-11: header fields.
+
+@pytest.mark.parametrize("value", [0, 65])
+def test_rule_07_layer_count(good, value):
+    expect("layer-count", put(good, 24, "I", value), 24)
+
+
+@pytest.mark.parametrize("value", [0, 65537])
+def test_rule_08_input_width(good, value):
+    expect("input-width", put(good, 28, "I", value), 28)
+
+
+@pytest.mark.parametrize("value", [0.0, -1 / 255, math.inf, math.nan])
+def test_rule_09_input_scale(good, value):
+    expect("input-scale", put(good, 32, "d", value), 32)
+
+
+@pytest.mark.parametrize("value", [0, 257])
+def test_rule_10_ref_count(good, value):
+    expect("ref-count", put(good, 40, "I", value), 40)
+
+
+def test_rule_11_meta_count(good):
+    expect("meta-count", put(good, 44, "I", 65), 44)
+
+
+# Rules 12-16: the layer table and the sizes it implies.
+
+@pytest.mark.parametrize("field, value", [(0, 0), (4, 0), (4, 65537)])
+def test_rule_12_layer_width(good, field, value):
+    expect("layer-width", put(good, 48 + field, "I", value), 48 + field)
+
+
+def test_rule_13_activation(good):
+    err = expect("activation", put(good, 48 + 16 + 8, "I", 5), 72)
+    assert "got 5" in str(err)
+
+
+def test_rule_14_dtype(good):
+    expect("dtype", put(good, 48 + 12, "I", 2), 60)
+
+
+def test_rule_15_layer_chain(good):
+    # Layer 1 claims 4 inputs while layer 0 gives 5.
+    err = expect("layer-chain", put(good, 48 + 16, "I", 4), 64)
+    assert "expected layer 1 to take 5 inputs" in str(err)
+
+
+def test_rule_15_layer_chain_first_layer(good):
+    expect("layer-chain", put(good, 28, "I", 7), 48)
+
+
+def test_rule_16_layout_size_table_past_end(good):
+    # 64 layers need a 1 KiB table; the file is smaller than that.
+    expect("layout-size", put(good, 24, "I", 64), 48)
+
+
+def test_rule_16_layout_size_declared_terabytes_are_not_allocated(small_layers):
+    # A chain of 64 layers 65536 wide declares ~1 TiB of weights in a file of ~1 KiB. The loader
+    # must reject it from arithmetic alone, without allocating.
+    data = bytearray(build(small_layers))
+    header = struct.pack("<IIdII", 64, 65536, 1 / 255, 1, 3)
+    data[24:48] = header
+    table = b"".join(struct.pack("<IIII", 65536, 65536, 1, 1) for _ in range(64))
+    data = bytes(data[:48]) + table + bytes(data[48:])
+    data = data[:16] + struct.pack("<Q", len(data)) + data[24:]
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    err = expect("layout-size", reseal(data))
+    assert "bytes of weights" in str(err)
+    grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert grown_kib < 64 * 1024, f"peak RSS grew by {grown_kib} KiB while rejecting the file"
+
+
+# Rule 17: weights.
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_rule_17_non_finite_weight(good, value):
+    at = Layout(good).weights + 4 * 7
+    expect("non-finite-weight", put(good, at, "f", value), at)
+
+
+def test_rule_17_non_finite_bias(good):
+    at = Layout(good).weights + 4 * 30  # layer 0's bias follows its 6x5 kernel
+    expect("non-finite-weight", put(good, at, "f", math.nan), at)
+
+
+# Rules 18-23: metadata.
+
+def test_rule_18_metadata_truncated(good):
+    layout = Layout(good)
+    _, _, value_length_at, _ = layout.entries[-1]
+    expect("metadata-truncated", put(good, value_length_at, "I", 4000))
+
+
+@pytest.mark.parametrize("bad", [b"X", b"-", b" ", b"\xc3"])
+def test_rule_19_metadata_key_character(good, bad):
+    _, entry, _, _ = Layout(good).entry("xa")
+    expect("metadata-key", put(good, entry + 2, "c", bad), entry + 2)
+
+
+def test_rule_19_metadata_key_length(good):
+    _, entry, _, _ = Layout(good).entry("xa")
+    expect("metadata-key", put(good, entry, "H", 0), entry)
+
+
+def test_rule_20_metadata_duplicate(good):
+    _, entry, _, _ = Layout(good).entry("xb")
+    err = expect("metadata-duplicate", put(good, entry + 2, "2s", b"xa"), entry)
+    assert "'xa' appears twice" in str(err)
+
+
+def test_rule_21_metadata_value_not_utf8(good):
+    _, _, _, value = Layout(good).entry("xa")
+    expect("metadata-value", put(good, value, "2s", b"\xff\xfe"), value)
+
+
+def test_rule_21_metadata_value_too_long(good):
+    _, _, value_length_at, _ = Layout(good).entry("xa")
+    expect("metadata-value", put(good, value_length_at, "I", 65537), value_length_at)
+
+
+def test_rule_22_metadata_required(good):
+    _, entry, _, _ = Layout(good).entry("source")
+    err = expect("metadata-required", put(good, entry + 2, "6s", b"sourcf"))
+    assert "'source'" in str(err)
+
+
+def test_rule_23_trailing_bytes(good):
+    # One entry fewer declared: the last entry's bytes belong to no section.
+    layout = Layout(good)
+    expect("trailing-bytes", put(good, 44, "I", layout.meta_count - 1), layout.entries[-1][1])
+
+
+# Rules 24-26: the reference section.
+
+@pytest.mark.parametrize("field, value", [(0, 1.0), (0, -1e-6), (0, math.nan), (4, math.inf), (4, 0.01)])
+def test_rule_24_tolerance(good, field, value):
+    at = Layout(good).reference + field
+    expect("tolerance", put(good, at, "f", value), at)
+
+
+def test_rule_25_non_finite_reference_input(good):
+    at = Layout(good).ref_inputs + 4
+    expect("non-finite-reference", put(good, at, "f", math.nan), at)
+
+
+def test_rule_25_non_finite_reference_output(good):
+    at = Layout(good).ref_expected
+    expect("non-finite-reference", put(good, at, "f", math.inf), at)
+
+
+def test_rule_26_verification(good):
+    layout = Layout(good)
+    at = layout.ref_expected + 4 * 4  # row 1, output 1
+    (value,) = struct.unpack_from("<f", good, at)
+    broken = put(good, at, "f", value + 1e-3)
+    err = expect("verification", broken, at)
+    assert "reference row 1, output 1" in str(err)
+    # verify=False is the documented way to load such a file anyway.
+    assert load(broken, verify=False).output_width == 3
+
+
+def test_verification_within_tolerance_passes(good):
+    at = Layout(good).ref_expected
+    (value,) = struct.unpack_from("<f", good, at)
+    nudged = put(good, at, "f", value + 5e-6)  # inside atol 1e-5
+    assert load(nudged).verification_margin <= 0
+
+
+def test_every_truncation_is_rejected(good):
+    for n in range(len(good)):
+        with pytest.raises(FormatError) as info:
+            load(good[:n])
+        assert info.value.rule in ("too-short", "file-size"), (n, str(info.value))
+
+
+def test_every_single_bit_flip_is_rejected(good, rng):
+    # Every bit of a small file would take a while under ASan; a random third of them, fixed seed.
+    bits = rng.choice(len(good) * 8, size=len(good) * 8 // 3, replace=False)
+    for bit in bits:
+        damaged = bytearray(good)
+        damaged[bit // 8] ^= 1 << (bit % 8)
+        with pytest.raises(FormatError):
+            load(bytes(damaged))
+
+
+def test_writer_refuses_what_the_loader_would_refuse(small_layers):
+    from mnist_engine.model_file import DenseLayer
+
+    with pytest.raises(ValueError, match="finite"):
+        DenseLayer(np.full((2, 2), np.nan), np.zeros(2))
+    with pytest.raises(ValueError, match="activation"):
+        DenseLayer(np.zeros((2, 2)), np.zeros(2), "gelu")
+    with pytest.raises(ValueError, match="metadata keys"):
+        build(small_layers, meta={"Bad Key": "x"})
+    with pytest.raises(ValueError, match="atol"):
+        build(small_layers, atol=1.0)

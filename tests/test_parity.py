@@ -1,0 +1,66 @@
+"""The product's promise: the engine computes what Keras computes, on all 10,000 MNIST test images,
+for the bundled model and for a model trained during this test run."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import mnist_engine
+
+MAX_ABS_DIFF = 1e-5
+# Where Keras's two best classes are closer than this, rounding may legitimately swap them.
+TIE = 1e-6
+
+
+def assert_parity(engine_p: np.ndarray, keras_p: np.ndarray) -> None:
+    assert engine_p.shape == keras_p.shape == (10000, 10)
+    worst = float(np.abs(engine_p - keras_p).max())
+    assert worst <= MAX_ABS_DIFF, f"max |dp| = {worst:.3g}"
+    disagree = np.flatnonzero(engine_p.argmax(1) != keras_p.argmax(1))
+    top2 = np.sort(keras_p[disagree], axis=1)[:, -2:]
+    ties = (top2[:, 1] - top2[:, 0]) < TIE
+    assert ties.all(), f"argmax differs on rows {disagree[~ties][:10]} where Keras is not tied"
+
+
+@pytest.fixture(scope="module")
+def keras_reference(bundled_keras_model, mnist):
+    (_, _), (x_test, _) = mnist
+    x = x_test.reshape(-1, 784).astype(np.float32) / np.float32(255)
+    return x, bundled_keras_model.predict(x, batch_size=10000, verbose=0)
+
+
+@pytest.mark.parametrize("kernel", mnist_engine.available_kernels())
+def test_bundled_model_uint8_input_matches_keras(mnist, keras_reference, kernel):
+    (_, _), (x_test, _) = mnist
+    engine = mnist_engine.load(mnist_engine.default_model_path(), kernel=kernel)
+    assert_parity(engine.predict(x_test), keras_reference[1])
+
+
+@pytest.mark.parametrize("kernel", mnist_engine.available_kernels())
+def test_bundled_model_float_input_matches_keras(keras_reference, kernel):
+    x, want = keras_reference
+    engine = mnist_engine.load(mnist_engine.default_model_path(), kernel=kernel)
+    assert_parity(engine.predict(x), want)
+
+
+def test_bundled_model_accuracy(mnist):
+    (_, _), (x_test, y_test) = mnist
+    accuracy = (mnist_engine.classify(x_test) == y_test).mean()
+    assert accuracy >= 0.975, accuracy
+
+
+def test_model_trained_now_matches_keras(keras, mnist, tmp_path):
+    (x_train, y_train), (x_test, _) = mnist
+    keras.utils.set_random_seed(5)
+    model = keras.Sequential([keras.Input((28, 28)), keras.layers.Flatten(),
+                              keras.layers.Dense(50, activation="relu"), keras.layers.Dense(50, activation="relu"),
+                              keras.layers.Dense(10, activation="softmax")])
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(x_train.astype(np.float32) / 255, y_train, epochs=1, batch_size=128, verbose=0)
+    path = mnist_engine.export_keras(model, tmp_path / "m50.mnw", reference_images=x_test[:32])
+    engine = mnist_engine.load(path)
+    want = model.predict(x_test.astype(np.float32) / 255, batch_size=10000, verbose=0)
+    assert_parity(engine.predict(x_test), want)
+    assert_parity(engine.predict(x_test.astype(np.float32) / np.float32(255)), want)
+    accuracy = (engine.classify(x_test) == mnist[1][1]).mean()
+    assert accuracy > 0.9, accuracy

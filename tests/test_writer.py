@@ -1,0 +1,76 @@
+"""Writes are atomic: the target holds the old file or the whole new one, never part of one."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+import mnist_engine
+from helpers import random_layers
+from mnist_engine import model_file
+
+
+def test_write_model_round_trip(tmp_path, rng):
+    layers = random_layers(rng, [10, 4, 2], ["relu", "softmax"])
+    path = mnist_engine.write_model(tmp_path / "m.mnw", layers, metadata={"source": "round trip"})
+    engine = mnist_engine.load(path)
+    assert engine.layers == ((10, 4, "relu"), (4, 2, "softmax"))
+    assert engine.metadata["source"] == "round trip"
+    assert engine.metadata["producer"] == "mnist_engine.write_model"
+    assert os.listdir(tmp_path) == ["m.mnw"]
+
+
+def test_written_file_respects_umask(tmp_path, rng):
+    old = os.umask(0o022)
+    try:
+        path = mnist_engine.write_model(tmp_path / "m.mnw", random_layers(rng, [3, 2], ["linear"]))
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644
+
+
+def test_failed_write_keeps_the_old_file(tmp_path, rng, monkeypatch):
+    target = tmp_path / "m.mnw"
+    mnist_engine.write_model(target, random_layers(rng, [3, 2], ["linear"]))
+    before = target.read_bytes()
+
+    def crash(*args):
+        raise OSError("disk on fire")
+
+    monkeypatch.setattr(model_file.os, "fsync", crash)
+    with pytest.raises(OSError, match="disk on fire"):
+        mnist_engine.write_model(target, random_layers(rng, [5, 5], ["relu"]))
+    assert target.read_bytes() == before
+    assert os.listdir(tmp_path) == ["m.mnw"]
+
+
+def test_writer_killed_mid_write_leaves_the_old_file(tmp_path):
+    """SIGKILL a writer after it has written the new bytes but before it renames them into place
+    (the child announces that moment from inside fsync): the target must still be the old file."""
+    target = tmp_path / "m.mnw"
+    code = f"""
+import os, sys, time, numpy as np, mnist_engine
+from mnist_engine import model_file
+from mnist_engine.model_file import DenseLayer
+rng = np.random.default_rng(0)
+mnist_engine.write_model({str(target)!r}, [DenseLayer(rng.normal(size=(8, 4)), np.zeros(4), "relu")])
+def stalled_fsync(fd):
+    print("in fsync", flush=True)
+    time.sleep(60)
+model_file.os.fsync = stalled_fsync
+mnist_engine.write_model({str(target)!r}, [DenseLayer(rng.normal(size=(300, 200)), np.zeros(200), "relu")])
+"""
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "in fsync"
+        old = target.read_bytes()
+    finally:
+        proc.kill()
+        proc.wait()
+    assert target.read_bytes() == old
+    assert mnist_engine.Engine.from_bytes(old).input_width == 8
+    # The killed writer's temporary file is left beside the target, never under its name.
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name != "m.mnw"]
+    assert len(leftovers) == 1 and leftovers[0].startswith(".m.mnw.") and leftovers[0].endswith(".tmp")
