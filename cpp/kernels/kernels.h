@@ -7,8 +7,9 @@
 
 namespace mnist_engine::kernels {
 
-// Computes y[r][j] = b[j] + sum_k x[r][k] * W[k][j] for r < rows and every j of the padded width,
-// then max(y, 0) when `relu` is set (the one activation cheap enough to fuse into every kernel).
+// Computes y[r][j] = b[j] + sum_k x[r][k] * W[k][j] for r < rows and j < out_width, then
+// max(y, 0) when `relu` is set (the one activation cheap enough to fuse into every kernel). A
+// kernel may also write the padding columns of its last panel.
 //
 // The weights are packed once at load into column panels of `panel_width` columns: panel p holds
 // `in` rows of panel_width floats, packed[(p * in + k) * panel_width + c] = W[k][p * panel_width + c],
@@ -19,9 +20,17 @@ struct DenseArgs {
   size_t x_stride;
   size_t rows;
   size_t in;
+  // The nonzero inputs of each row, in increasing k, starting at nz_index + r * in, and where each
+  // block of kIndexBlock inputs ends in that list: row r's ends start at block_ends + r * blocks,
+  // blocks = ceil(in / kIndexBlock). Set only for kernels whose KernelInfo asks. A kernel that sums
+  // over these alone gets the same bits as one summing over every k: fma(0, w, acc) == acc for
+  // finite w, and the format guarantees finite weights.
+  const uint32_t* block_ends;  // row r, block b: how many of its nonzeros have k < (b + 1) * kIndexBlock
+  const uint16_t* nz_index;
   const float* packed;
   const float* bias;
   size_t panels;
+  size_t out_width;  // real output columns; a kernel may skip the padding of the last panel
   float* y;
   size_t y_stride;
   bool relu;
@@ -29,14 +38,27 @@ struct DenseArgs {
 
 using DenseFn = void (*)(const DenseArgs&);
 
+// Writes the indices of the nonzero (or NaN) values of x[0..width) in increasing order to `out`,
+// which has room for `width` entries, and for each block b of kIndexBlock inputs how many of them
+// have k < (b + 1) * kIndexBlock to block_ends[b] (the last entry is the total).
+inline constexpr size_t kIndexBlock = 64;
+using NonzeroIndexFn = void (*)(const float* x, size_t width, uint16_t* out, uint32_t* block_ends);
+// out[i] = float(pixels[i] * scale), the product taken in double and rounded once.
+using PixelsToFloatFn = void (*)(const uint8_t* pixels, size_t n, double scale, float* out);
+
+void nonzero_index_scalar(const float* x, size_t width, uint16_t* out, uint32_t* block_ends);
+void pixels_to_float_scalar(const uint8_t* pixels, size_t n, double scale, float* out);
+
 // Reference: one output at a time, summing k in order. Every other kernel is tested against it.
 void f32_dense_scalar(const DenseArgs& a);
 inline constexpr uint32_t kScalarPanelWidth = 1;
 
 #if defined(MNIST_ENGINE_X86_KERNELS)
-// 4 rows x 16 columns of accumulators in 8 ymm registers; needs AVX2 and FMA.
-void f32_dense_4x16_avx2_fma(const DenseArgs& a);
-inline constexpr uint32_t kAvx2PanelWidth = 16;
+// One row x 64 columns (8 ymm accumulators) over the row's nonzero inputs; AVX2 and FMA.
+void f32_dense_1x64_sparse_avx2_fma(const DenseArgs& a);
+inline constexpr uint32_t kAvx2PanelWidth = 64;
+void nonzero_index_avx2(const float* x, size_t width, uint16_t* out, uint32_t* block_ends);
+void pixels_to_float_avx2(const uint8_t* pixels, size_t n, double scale, float* out);
 #endif
 
 }  // namespace mnist_engine::kernels

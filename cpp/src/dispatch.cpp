@@ -25,9 +25,11 @@ std::string join(const std::vector<std::string>& names) {
 const std::vector<KernelInfo>& kernel_table() {
   static const std::vector<KernelInfo> table = {
 #if defined(MNIST_ENGINE_X86_KERNELS)
-      {"avx2", kernels::kAvx2PanelWidth, has_avx2_fma, kernels::f32_dense_4x16_avx2_fma},
+      {"avx2", kernels::kAvx2PanelWidth, true, has_avx2_fma, kernels::f32_dense_1x64_sparse_avx2_fma,
+       kernels::nonzero_index_avx2, kernels::pixels_to_float_avx2},
 #endif
-      {"scalar", kernels::kScalarPanelWidth, always, kernels::f32_dense_scalar},
+      {"scalar", kernels::kScalarPanelWidth, false, always, kernels::f32_dense_scalar,
+       kernels::nonzero_index_scalar, kernels::pixels_to_float_scalar},
   };
   return table;
 }

@@ -12,8 +12,11 @@ namespace mnist_engine {
 struct KernelInfo {
   const char* name;
   uint32_t panel_width;
+  bool wants_nonzero_index;  // fill DenseArgs::nnz and nz_index before calling `run`
   bool (*cpu_supports)();
   kernels::DenseFn run;
+  kernels::NonzeroIndexFn nonzero_index;
+  kernels::PixelsToFloatFn pixels_to_float;
 };
 
 // Every kernel compiled into this build, best first.

@@ -60,10 +60,12 @@ std::atomic<int> g_default_threads{0};
 
 }  // namespace
 
-AlignedFloats::AlignedFloats(size_t n)
+AlignedFloats::AlignedFloats(size_t n, Uninitialized)
     : data_(static_cast<float*>(::operator new[](std::max<size_t>(n, 1) * sizeof(float),
                                                  std::align_val_t(kAlignment)))),
-      size_(n) {
+      size_(n) {}
+
+AlignedFloats::AlignedFloats(size_t n) : AlignedFloats(n, kUninitialized) {
   std::fill_n(data_.get(), n, 0.0f);
 }
 
@@ -83,12 +85,18 @@ int default_threads() {
 void set_default_threads(int threads) { g_default_threads.store(std::max(threads, 0)); }
 
 struct Engine::Scratch {
-  AlignedFloats input;        // one tile of uint8 rows converted to floats
-  AlignedFloats ping, pong;   // alternating layer outputs
-  explicit Scratch(const Engine& e)
-      : input(kTileRows * e.input_width_),
-        ping(kTileRows * e.max_padded_width_),
-        pong(kTileRows * e.max_padded_width_) {}
+  AlignedFloats input;              // one tile of uint8 rows converted to floats
+  AlignedFloats ping, pong;         // alternating layer outputs
+  std::unique_ptr<uint32_t[]> block_ends;  // per row: where each block of its index list ends
+  std::unique_ptr<uint16_t[]> nz_index;    // per row: its nonzero inputs (widths are <= 65536)
+  // Sized for the rows a tile will really hold and left uninitialised (every element is written
+  // before it is read): a single-image call must not pay for clearing a 64-row tile.
+  Scratch(const Engine& e, size_t rows)
+      : input(rows * e.input_width_, AlignedFloats::kUninitialized),
+        ping(rows * e.max_padded_width_, AlignedFloats::kUninitialized),
+        pong(rows * e.max_padded_width_, AlignedFloats::kUninitialized),
+        block_ends(new uint32_t[rows * (e.max_input_width_ / kernels::kIndexBlock + 1)]),
+        nz_index(new uint16_t[kernel_of(e.kernel_).wants_nonzero_index ? rows * e.max_input_width_ : 1]) {}
 };
 
 std::shared_ptr<const Engine> Engine::from_bytes(const uint8_t* data, size_t size, bool verify,
@@ -101,9 +109,6 @@ std::shared_ptr<const Engine> Engine::from_bytes(const uint8_t* data, size_t siz
   e->kernel_name_ = k.name;
   e->input_width_ = file.input_width;
   e->input_scale_ = file.input_scale;
-  // Scaling in double and rounding once gives each pixel value the float nearest v * scale, which
-  // for a scale of 1/255 is exactly numpy's float32 `x / 255`.
-  for (int v = 0; v < 256; ++v) e->pixel_to_input_[v] = static_cast<float>(v * file.input_scale);
   e->metadata_ = std::move(file.metadata);
 
   const size_t nr = k.panel_width;
@@ -119,6 +124,7 @@ std::shared_ptr<const Engine> Engine::from_bytes(const uint8_t* data, size_t siz
             src.kernel[kk * src.output_width + j];
     std::copy(src.bias.begin(), src.bias.end(), dst.bias.data());
     e->max_padded_width_ = std::max(e->max_padded_width_, dst.panels * nr);
+    e->max_input_width_ = std::max<size_t>(e->max_input_width_, src.input_width);
     e->layers_.push_back(std::move(dst));
   }
   if (verify) e->verify(file.reference);
@@ -157,21 +163,27 @@ template <typename T>
 void Engine::run_tile(const T* x, size_t rows, float* y, Scratch& s) const {
   const float* in;
   size_t in_stride = input_width_;
+  const KernelInfo& kernel = kernel_of(kernel_);
   if constexpr (std::is_same_v<T, uint8_t>) {
-    float* converted = s.input.data();
-    for (size_t i = 0; i < rows * input_width_; ++i) converted[i] = pixel_to_input_[x[i]];
-    in = converted;
+    kernel.pixels_to_float(x, rows * input_width_, input_scale_, s.input.data());
+    in = s.input.data();
   } else {
     in = x;
   }
-  const auto run_kernel = kernel_of(kernel_).run;
   const size_t stride = max_padded_width_;
   float* buffers[2] = {s.ping.data(), s.pong.data()};
   for (size_t l = 0; l < layers_.size(); ++l) {
     const PackedLayer& layer = layers_[l];
+    const size_t width = layer.info.input_width;
+    const size_t blocks = (width + kernels::kIndexBlock - 1) / kernels::kIndexBlock;
+    if (kernel.wants_nonzero_index)
+      for (size_t r = 0; r < rows; ++r)
+        kernel.nonzero_index(in + r * in_stride, width, s.nz_index.get() + r * width,
+                             s.block_ends.get() + r * blocks);
     float* out = buffers[l % 2];
-    run_kernel({in, in_stride, rows, layer.info.input_width, layer.weights.data(), layer.bias.data(),
-                layer.panels, out, stride, layer.info.activation == Activation::Relu});
+    kernel.run({in, in_stride, rows, width, s.block_ends.get(), s.nz_index.get(), layer.weights.data(),
+                layer.bias.data(), layer.panels, layer.info.output_width, out, stride,
+                layer.info.activation == Activation::Relu});
     apply_activation(layer.info.activation, out, rows, stride, layer.info.output_width);
     in = out;
     in_stride = stride;
@@ -190,7 +202,7 @@ void Engine::run(const T* x, size_t rows, float* y, int threads) const {
   const int team = static_cast<int>(std::min<size_t>(std::max(requested, 1), tiles));
   const auto tile_rows = [&](size_t t) { return std::min(kTileRows, rows - t * kTileRows); };
   if (team == 1) {
-    Scratch s(*this);
+    Scratch s(*this, std::min(rows, kTileRows));
     for (size_t t = 0; t < tiles; ++t)
       run_tile(x + t * kTileRows * in, tile_rows(t), y + t * kTileRows * out, s);
     return;
@@ -199,7 +211,7 @@ void Engine::run(const T* x, size_t rows, float* y, int threads) const {
   // it can reach Python, rather than inside OpenMP, where it would terminate the process.
   std::vector<Scratch> scratch;
   scratch.reserve(team);
-  for (int i = 0; i < team; ++i) scratch.emplace_back(*this);
+  for (int i = 0; i < team; ++i) scratch.emplace_back(*this, kTileRows);
 #if defined(_OPENMP)
 #pragma omp parallel for num_threads(team) schedule(static)
 #endif

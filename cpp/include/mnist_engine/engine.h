@@ -16,8 +16,10 @@ namespace mnist_engine {
 // 64-byte aligned float storage: one cache line, and the widest vector load.
 class AlignedFloats {
  public:
+  enum Uninitialized { kUninitialized };
   AlignedFloats() = default;
-  explicit AlignedFloats(size_t n);
+  explicit AlignedFloats(size_t n);  // zero-filled
+  AlignedFloats(size_t n, Uninitialized);
   float* data() { return data_.get(); }
   const float* data() const { return data_.get(); }
   size_t size() const { return size_; }
@@ -81,9 +83,9 @@ class Engine {
 
   uint32_t input_width_ = 0;
   double input_scale_ = 1.0;
-  float pixel_to_input_[256] = {};
   std::vector<PackedLayer> layers_;
   size_t max_padded_width_ = 0;
+  size_t max_input_width_ = 0;
   std::string kernel_name_;
   const void* kernel_ = nullptr;  // KernelInfo*; opaque here so this header stays ISA-free
   std::vector<std::pair<std::string, std::string>> metadata_;
