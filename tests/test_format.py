@@ -56,6 +56,14 @@ def test_crc32c_matches_the_standard_check_value():
     assert mnist_engine._core.crc32c(b"") == 0
 
 
+def test_fast_crc32c_matches_the_portable_table(rng):
+    # Every length 0..64 covers each tail of the 8-byte steps; then some long, odd-sized buffers.
+    for n in [*range(65), 1000, 4095, 1 << 20]:
+        data = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
+        assert mnist_engine._core.crc32c(data) == mnist_engine._core._crc32c_portable(data), n
+        assert mnist_engine._core.crc32c(data, 0x1234) == mnist_engine._core._crc32c_portable(data, 0x1234)
+
+
 def test_written_header_matches_the_spec(good):
     magic, version, bom, size = struct.unpack_from("<8sIIQ", good)
     assert (magic, version, bom, size) == (b"\x89MNW\r\n\x1a\n", 1, 0x0A0B0C0D, len(good))
@@ -296,3 +304,17 @@ def test_writer_refuses_what_the_loader_would_refuse(small_layers):
         build(small_layers, meta={"Bad Key": "x"})
     with pytest.raises(ValueError, match="atol"):
         build(small_layers, atol=1.0)
+
+
+def test_read_layers_returns_the_written_weights(small_layers, good, tmp_path):
+    from mnist_engine.model_file import read_layers
+
+    (tmp_path / "m.mnw").write_bytes(good)
+    layers = read_layers(tmp_path / "m.mnw")
+    for got, want in zip(layers, small_layers):
+        np.testing.assert_array_equal(got.kernel, want.kernel)
+        np.testing.assert_array_equal(got.bias, want.bias)
+        assert got.activation == want.activation
+    (tmp_path / "bad.mnw").write_bytes(good[:-1])
+    with pytest.raises(FormatError):
+        read_layers(tmp_path / "bad.mnw")

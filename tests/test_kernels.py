@@ -12,7 +12,8 @@ from helpers import engine_for, random_layers
 from mnist_engine.reference import forward
 
 BATCHES = [0, 1, 7, 17, 1000]
-WIDTHS = [1, 3, 15, 16, 17, 784]
+# Around every tile edge: SIMD lanes (8, 16), the 64-column panel and the 64-input index block.
+WIDTHS = [1, 3, 15, 16, 17, 63, 64, 65, 784]
 SHAPES = list(itertools.product(WIDTHS, WIDTHS))
 SIMD_KERNELS = [k for k in mnist_engine.available_kernels() if k != "scalar"]
 
@@ -34,9 +35,12 @@ def test_scalar_kernel_matches_numpy(rng, n_in, n_out):
 @pytest.mark.parametrize("kernel", SIMD_KERNELS)
 @pytest.mark.parametrize("n_in, n_out", SHAPES)
 @pytest.mark.parametrize("activation", ["linear", "relu"])
-def test_simd_kernel_matches_scalar(rng, kernel, n_in, n_out, activation):
+@pytest.mark.parametrize("zeros", [0.0, 0.8, 1.0])
+def test_simd_kernel_matches_scalar(rng, kernel, n_in, n_out, activation, zeros):
     layers = random_layers(rng, [n_in, n_out], [activation])
+    # Exact zeros are skipped by the sparse kernels: test none, most (like MNIST) and all.
     x = rng.random((max(BATCHES), n_in), dtype=np.float32)
+    x[rng.random(x.shape) < zeros] = 0.0
     simd, scalar = engine_for(layers, kernel=kernel), engine_for(layers, kernel="scalar")
     assert simd.kernel == kernel
     for rows in BATCHES:

@@ -1,3 +1,4 @@
+#include "f32-fma-peak.h"
 #include "kernels.h"
 
 namespace mnist_engine::kernels {
@@ -16,5 +17,17 @@ void f32_dense_scalar(const DenseArgs& a) {
     }
   }
 }
+
+namespace {
+struct Scalar {
+  using V = float;
+  static constexpr size_t kLanes = 1;
+  static V broadcast(const float* p) { return *p; }
+  static V fmadd(V a, V b, V c) { return a * b + c; }
+  static void store(float* p, V v) { *p = v; }
+};
+}  // namespace
+
+float fma_peak_scalar(uint64_t iterations) { return fma_peak_loop<Scalar>(iterations); }
 
 }  // namespace mnist_engine::kernels

@@ -49,6 +49,10 @@ using PixelsToFloatFn = void (*)(const uint8_t* pixels, size_t n, double scale, 
 void nonzero_index_scalar(const float* x, size_t width, uint16_t* out, uint32_t* block_ends);
 void pixels_to_float_scalar(const uint8_t* pixels, size_t n, double scale, float* out);
 
+// The machine's FMA throughput probe (f32-fma-peak.h): 12 * lanes multiply-adds per iteration.
+using FmaPeakFn = float (*)(uint64_t iterations);
+float fma_peak_scalar(uint64_t iterations);
+
 // Reference: one output at a time, summing k in order. Every other kernel is tested against it.
 void f32_dense_scalar(const DenseArgs& a);
 inline constexpr uint32_t kScalarPanelWidth = 1;
@@ -59,6 +63,14 @@ void f32_dense_1x64_sparse_avx2_fma(const DenseArgs& a);
 inline constexpr uint32_t kAvx2PanelWidth = 64;
 void nonzero_index_avx2(const float* x, size_t width, uint16_t* out, uint32_t* block_ends);
 void pixels_to_float_avx2(const uint8_t* pixels, size_t n, double scale, float* out);
+float fma_peak_avx2(uint64_t iterations);
+
+// The same at 128 columns (8 zmm accumulators); needs AVX-512F.
+void f32_dense_1x128_sparse_avx512f(const DenseArgs& a);
+inline constexpr uint32_t kAvx512PanelWidth = 128;
+void nonzero_index_avx512f(const float* x, size_t width, uint16_t* out, uint32_t* block_ends);
+void pixels_to_float_avx512f(const uint8_t* pixels, size_t n, double scale, float* out);
+float fma_peak_avx512f(uint64_t iterations);
 #endif
 
 }  // namespace mnist_engine::kernels

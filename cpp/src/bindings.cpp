@@ -160,6 +160,13 @@ PYBIND11_MODULE(_core, m) {
                                       static_cast<size_t>(info.size), crc);
         },
         py::arg("data"), py::arg("crc") = 0, "CRC32C (Castagnoli) of a bytes-like object.");
+  m.def("_crc32c_portable",
+        [](const py::buffer& data, uint32_t crc) {
+          const py::buffer_info info = byte_buffer(data);
+          return mnist_engine::crc32c_portable(static_cast<const uint8_t*>(info.ptr),
+                                               static_cast<size_t>(info.size), crc);
+        },
+        py::arg("data"), py::arg("crc") = 0, "The table-driven CRC32C, for testing the fast path.");
   m.def("available_kernels", &mnist_engine::available_kernel_names,
         "Kernels this CPU can run, best first.");
   m.def("compiled_kernels", [] {
@@ -169,6 +176,14 @@ PYBIND11_MODULE(_core, m) {
   }, "Every kernel in this build, best first, whether or not this CPU can run it.");
   m.def("default_kernel", [] { return std::string(mnist_engine::select_kernel("").name); },
         "The kernel a load without kernel= gets (honours MNIST_ENGINE_KERNEL).");
+  m.def("measure_fma_peak_gflops",
+        [](const std::string& kernel, int threads, double seconds) {
+          const auto& k = mnist_engine::select_kernel(kernel);
+          py::gil_scoped_release release;
+          return mnist_engine::measure_fma_peak_gflops(k, threads, seconds);
+        },
+        py::arg("kernel") = "", py::arg("threads") = 1, py::arg("seconds") = 0.3,
+        "Measured float32 FMA throughput (GFLOP/s) of a kernel's ISA: the benchmark's peak.");
   m.def("set_num_threads", [](int t) {
     if (t < 0) throw py::value_error("expected threads >= 0 (0 = OpenMP's default), got " + std::to_string(t));
     mnist_engine::set_default_threads(t);

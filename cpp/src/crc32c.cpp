@@ -28,6 +28,14 @@ const std::array<std::array<uint32_t, 256>, 8>& tables() {
 }  // namespace
 
 uint32_t crc32c(const uint8_t* data, size_t size, uint32_t crc) {
+#if defined(MNIST_ENGINE_X86_KERNELS)
+  static const bool has_sse42 = __builtin_cpu_supports("sse4.2");
+  if (has_sse42) return crc32c_sse42(data, size, crc);
+#endif
+  return crc32c_portable(data, size, crc);
+}
+
+uint32_t crc32c_portable(const uint8_t* data, size_t size, uint32_t crc) {
   const auto& t = tables();
   crc = ~crc;
   while (size >= 8) {

@@ -12,6 +12,7 @@ bool always() { return true; }
 // __builtin_cpu_supports also checks that the OS saves the wider registers (XGETBV), not only the
 // CPUID bits.
 bool has_avx2_fma() { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
+bool has_avx512f() { return __builtin_cpu_supports("avx512f"); }
 #endif
 
 std::string join(const std::vector<std::string>& names) {
@@ -25,11 +26,13 @@ std::string join(const std::vector<std::string>& names) {
 const std::vector<KernelInfo>& kernel_table() {
   static const std::vector<KernelInfo> table = {
 #if defined(MNIST_ENGINE_X86_KERNELS)
+      {"avx512", kernels::kAvx512PanelWidth, true, has_avx512f, kernels::f32_dense_1x128_sparse_avx512f,
+       kernels::nonzero_index_avx512f, kernels::pixels_to_float_avx512f, kernels::fma_peak_avx512f, 16},
       {"avx2", kernels::kAvx2PanelWidth, true, has_avx2_fma, kernels::f32_dense_1x64_sparse_avx2_fma,
-       kernels::nonzero_index_avx2, kernels::pixels_to_float_avx2},
+       kernels::nonzero_index_avx2, kernels::pixels_to_float_avx2, kernels::fma_peak_avx2, 8},
 #endif
       {"scalar", kernels::kScalarPanelWidth, false, always, kernels::f32_dense_scalar,
-       kernels::nonzero_index_scalar, kernels::pixels_to_float_scalar},
+       kernels::nonzero_index_scalar, kernels::pixels_to_float_scalar, kernels::fma_peak_scalar, 1},
   };
   return table;
 }

@@ -17,6 +17,8 @@ struct KernelInfo {
   kernels::DenseFn run;
   kernels::NonzeroIndexFn nonzero_index;
   kernels::PixelsToFloatFn pixels_to_float;
+  kernels::FmaPeakFn fma_peak;
+  uint32_t fma_lanes;  // multiply-adds per lane group of fma_peak: flops = 2 * 12 * lanes per iteration
 };
 
 // Every kernel compiled into this build, best first.
@@ -29,5 +31,8 @@ std::vector<std::string> available_kernel_names();
 // unknown, or known but unsupported by this CPU, throws std::invalid_argument: forcing a kernel
 // must never fall back silently.
 const KernelInfo& select_kernel(const std::string& requested);
+
+// GFLOP/s of `threads` threads running k's FMA probe for about `seconds` (src/peak.cpp).
+double measure_fma_peak_gflops(const KernelInfo& k, int threads, double seconds);
 
 }  // namespace mnist_engine

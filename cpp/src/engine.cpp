@@ -118,11 +118,13 @@ std::shared_ptr<const Engine> Engine::from_bytes(const uint8_t* data, size_t siz
     dst.panels = round_up(src.output_width, nr) / nr;
     dst.weights = AlignedFloats(dst.panels * src.input_width * nr);
     dst.bias = AlignedFloats(dst.panels * nr);
-    for (size_t kk = 0; kk < src.input_width; ++kk)
-      for (size_t j = 0; j < src.output_width; ++j)
-        dst.weights.data()[((j / nr) * src.input_width + kk) * nr + j % nr] =
-            src.kernel[kk * src.output_width + j];
-    std::copy(src.bias.begin(), src.bias.end(), dst.bias.data());
+    for (size_t p = 0; p < dst.panels; ++p) {
+      const size_t first = p * nr, width = std::min(nr, src.output_width - first);
+      for (size_t kk = 0; kk < src.input_width; ++kk)
+        decode_f32(src.kernel + 4 * (kk * src.output_width + first), width,
+                   dst.weights.data() + (p * src.input_width + kk) * nr);
+    }
+    decode_f32(src.bias, src.output_width, dst.bias.data());
     e->max_padded_width_ = std::max(e->max_padded_width_, dst.panels * nr);
     e->max_input_width_ = std::max<size_t>(e->max_input_width_, src.input_width);
     e->layers_.push_back(std::move(dst));

@@ -33,6 +33,18 @@ std::string describe(const std::string& rule, uint64_t offset, const std::string
 
 }  // namespace
 
+void decode_f32(const uint8_t* src, size_t count, float* dst) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  std::memcpy(dst, src, count * 4);  // the file's byte order is the host's
+#else
+  for (size_t i = 0; i < count; ++i) {
+    const uint32_t bits = uint32_t(src[4 * i]) | uint32_t(src[4 * i + 1]) << 8 |
+                          uint32_t(src[4 * i + 2]) << 16 | uint32_t(src[4 * i + 3]) << 24;
+    std::memcpy(dst + i, &bits, 4);
+  }
+#endif
+}
+
 FormatError::FormatError(std::string rule, uint64_t offset, const std::string& detail)
     : std::runtime_error(describe(rule, offset, detail)), rule_(std::move(rule)), offset_(offset) {}
 
@@ -96,17 +108,28 @@ void check_range(const char* rule, uint64_t offset, const char* what, uint64_t v
     throw FormatError(rule, offset, cat("expected ", what, " in ", lo, "..", hi, ", got ", value));
 }
 
-// Copies `count` f32 values into `out`, rejecting NaN and infinities.
-void read_finite_f32(const uint8_t* base, uint64_t offset, uint64_t count, const char* rule,
-                     const std::string& what, std::vector<float>& out) {
-  out.resize(count);
+// Rejects NaN and infinities among `count` f32 values at base + offset. One branch-free pass
+// first (an all-ones exponent is NaN or infinity), then a search for the culprit only when there
+// is one: a loop that can exit early does not vectorise.
+void check_finite_f32(const uint8_t* base, uint64_t offset, uint64_t count, const char* rule,
+                      const std::string& what) {
+  uint32_t any_special = 0;
+  for (uint64_t i = 0; i < count; ++i)
+    any_special |= uint32_t((le_u32(base + offset + 4 * i) & 0x7F800000u) == 0x7F800000u);
+  if (!any_special) return;
   for (uint64_t i = 0; i < count; ++i) {
     const float v = le_f32(base + offset + 4 * i);
     if (!std::isfinite(v))
       throw FormatError(rule, offset + 4 * i, cat("expected a finite f32 in ", what, " element ", i,
                                                   ", got ", v));
-    out[i] = v;
   }
+}
+
+void read_finite_f32(const uint8_t* base, uint64_t offset, uint64_t count, const char* rule,
+                     const std::string& what, std::vector<float>& out) {
+  check_finite_f32(base, offset, count, rule, what);
+  out.resize(count);
+  decode_f32(base + offset, count, out.data());
 }
 
 bool is_valid_utf8(const uint8_t* s, size_t n) {
@@ -256,11 +279,11 @@ ModelFile parse_model_file(const uint8_t* d, size_t size) {
   for (uint32_t i = 0; i < h.layer_count; ++i) {
     DenseLayer& layer = m.layers[i];
     const uint64_t kernel_count = uint64_t(layer.input_width) * layer.output_width;
-    read_finite_f32(d, at, kernel_count, "non-finite-weight", cat("layer ", i, " kernel"),
-                    layer.kernel);
+    check_finite_f32(d, at, kernel_count, "non-finite-weight", cat("layer ", i, " kernel"));
+    layer.kernel = d + at;
     at += 4 * kernel_count;
-    read_finite_f32(d, at, layer.output_width, "non-finite-weight", cat("layer ", i, " bias"),
-                    layer.bias);
+    check_finite_f32(d, at, layer.output_width, "non-finite-weight", cat("layer ", i, " bias"));
+    layer.bias = d + at;
     at += 4 * uint64_t(layer.output_width);
   }
 

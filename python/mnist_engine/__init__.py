@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import os
 import threading
-from pathlib import Path
-from typing import Optional, Union
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from . import _core
 from ._core import (
@@ -27,9 +24,18 @@ from ._core import (
     get_num_threads,
     set_num_threads,
 )
-from .keras_export import export_keras
-from .sklearn_export import export_sklearn
-from .model_file import write_model
+
+if TYPE_CHECKING:  # imported lazily below: `import mnist_engine` must stay fast and free of Keras
+    from pathlib import Path
+    from typing import Optional, Union
+
+    import numpy as np
+
+    from .keras_export import export_keras
+    from .model_file import write_model
+    from .sklearn_export import export_sklearn
+
+    PathLike = Union[str, "os.PathLike[str]"]
 
 __version__: str = _core.__version__
 
@@ -51,16 +57,29 @@ __all__ = [
     "write_model",
 ]
 
-PathLike = Union[str, "os.PathLike[str]"]
+# The writer and exporters load on first use (PEP 562): importing them here would cost more than
+# the rest of `import mnist_engine` together.
+_LAZY = {"export_keras": ".keras_export", "export_sklearn": ".sklearn_export", "write_model": ".model_file"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module 'mnist_engine' has no attribute {name!r}")
+
 
 # The file `mnist-engine` and `mnist_engine.predict` serve: Dense(512)-relu-Dropout x2, then
 # Dense(10)-softmax, trained by tools/train.py.
-_DEFAULT_MODEL = Path(__file__).with_name("models") / "mnist_mlp_512x2.mnw"
+_DEFAULT_MODEL = os.path.join(os.path.dirname(__file__), "models", "mnist_mlp_512x2.mnw")
 
 
 def default_model_path() -> Path:
     """Path of the bundled default model file."""
-    return _DEFAULT_MODEL
+    from pathlib import Path
+
+    return Path(_DEFAULT_MODEL)
 
 
 def load(path: PathLike, verify: bool = True, kernel: Optional[str] = None) -> Engine:
@@ -74,7 +93,8 @@ def load(path: PathLike, verify: bool = True, kernel: Optional[str] = None) -> E
     best one this CPU supports is used, or the one named by ``MNIST_ENGINE_KERNEL``.
     """
     # Read whole, not memory-mapped: another process truncating the file cannot fault us later.
-    data = Path(path).read_bytes()
+    with open(os.fspath(path), "rb") as f:
+        data = f.read()
     return Engine.from_bytes(data, verify=verify, kernel=kernel or "")
 
 

@@ -88,10 +88,17 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--source", help="free-text provenance stored in the file")
     ex.add_argument("--allow-h5", action="store_true", help="load a legacy .h5 model (only if you trust it)")
     ex.set_defaults(run=cmd_export)
+
+    sub.add_parser("bench", help="benchmark against Keras, TFLite, ONNX Runtime, numpy (see --help)", add_help=False)
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:  # the benchmark has its own options (tools/bench.py)
+        from . import bench
+
+        return bench.main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)

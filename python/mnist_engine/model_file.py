@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import os
 import struct
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Optional, Sequence, Union
+from typing import List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
@@ -132,7 +131,7 @@ def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` so that the name holds either the old file or all of the new one,
     even if the process is killed midway: temporary file in the same directory, fsync, rename."""
     target = Path(path)
-    tmp = target.with_name(f".{target.name}.{secrets.token_hex(8)}.tmp")
+    tmp = target.with_name(f".{target.name}.{os.urandom(8).hex()}.tmp")
     # os.open with 0o666 lets the umask decide the permissions, as a plain open() would (mkstemp
     # would make every written model private to its owner).
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
@@ -183,3 +182,19 @@ def write_model(
     data = encode_model(layers, input_scale=input_scale, metadata=meta, reference_inputs=reference_inputs,
                         reference_outputs=reference_outputs, atol=atol, rtol=rtol)
     return atomic_write_bytes(path, data)
+
+
+def read_layers(path: PathLike) -> List[DenseLayer]:
+    """The layers of a model file, as numpy arrays (for other runtimes, benchmarks, inspection).
+
+    The file is validated by the C++ loader first, so this decoder can trust the layout."""
+    data = Path(path).read_bytes()
+    engine = _core.Engine.from_bytes(data, verify=False)
+    at = HEADER.size + LAYER_ENTRY.size * len(engine.layers)
+    layers = []
+    for n_in, n_out, activation in engine.layers:
+        kernel = np.frombuffer(data, "<f4", n_in * n_out, at).reshape(n_in, n_out)
+        bias = np.frombuffer(data, "<f4", n_out, at + 4 * n_in * n_out)
+        layers.append(DenseLayer(kernel, bias, activation))
+        at += 4 * (n_in * n_out + n_out)
+    return layers

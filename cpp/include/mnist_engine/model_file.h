@@ -27,13 +27,18 @@ class FormatError : public std::runtime_error {
   uint64_t offset_;
 };
 
+// The weights stay in the caller's buffer (validated, little-endian f32): the engine packs them
+// straight from there, so a load allocates the model once, not twice.
 struct DenseLayer {
   uint32_t input_width = 0;
   uint32_t output_width = 0;
   Activation activation = Activation::Linear;
-  std::vector<float> kernel;  // input_width x output_width, row-major (Keras layout)
-  std::vector<float> bias;    // output_width
+  const uint8_t* kernel = nullptr;  // input_width x output_width, row-major (Keras layout)
+  const uint8_t* bias = nullptr;    // output_width
 };
+
+// Decodes `count` little-endian f32 values (no alignment needed) into dst.
+void decode_f32(const uint8_t* src, size_t count, float* dst);
 
 struct ReferenceSet {
   float atol = 0.0f;
@@ -54,7 +59,8 @@ struct ModelFile {
 };
 
 // Validates `size` bytes at `data` against every rule of FORMAT.md (except the verification run,
-// which needs an engine) and returns the decoded model. Throws FormatError; never half-returns.
+// which needs an engine) and returns the decoded model, whose layers point into `data`. Throws
+// FormatError; never half-returns.
 ModelFile parse_model_file(const uint8_t* data, size_t size);
 
 // Format constants shared with the tests through the bindings.

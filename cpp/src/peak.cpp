@@ -1,0 +1,48 @@
+// The machine's measured FMA peak, the yardstick tools/bench.py divides every runner by.
+#include <algorithm>
+#include <chrono>
+#include <vector>
+
+#include "dispatch.h"
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
+namespace mnist_engine {
+
+double measure_fma_peak_gflops(const KernelInfo& k, int threads, double seconds) {
+  using clock = std::chrono::steady_clock;
+  const auto elapsed = [](clock::time_point t0) {
+    return std::chrono::duration<double>(clock::now() - t0).count();
+  };
+  // Calibrate on one thread so the timed run lasts about `seconds`.
+  uint64_t iterations = 1 << 16;
+  for (;;) {
+    const auto t0 = clock::now();
+    volatile float sink = k.fma_peak(iterations);
+    (void)sink;
+    const double t = elapsed(t0);
+    if (t > 0.02) {
+      iterations = static_cast<uint64_t>(iterations * std::max(seconds / t, 0.1));
+      break;
+    }
+    iterations *= 4;
+  }
+  threads = std::max(threads, 1);
+  std::vector<float> sinks(threads);
+  const auto t0 = clock::now();
+#if defined(_OPENMP)
+#pragma omp parallel num_threads(threads)
+  sinks[omp_get_thread_num()] = k.fma_peak(iterations);
+#else
+  threads = 1;
+  sinks[0] = k.fma_peak(iterations);
+#endif
+  const double t = elapsed(t0);
+  volatile float sink = sinks[0];
+  (void)sink;
+  return 2.0 * 12.0 * k.fma_lanes * double(iterations) * threads / t / 1e9;
+}
+
+}  // namespace mnist_engine

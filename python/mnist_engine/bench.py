@@ -1,0 +1,388 @@
+"""The benchmark of record: one process, one model, the same 10,000 MNIST test images for every
+runner. Runners whose package is missing are skipped with a line saying so.
+
+    python tools/bench.py [--threads N] [--json out.json] [--plot out.png] [--quick]
+
+For each runner: best-of-N time for the 10k batch after a warm-up, median batch-1 latency over
+many calls, images/s, useful GFLOP/s (dense multiply-adds x 2, whether or not a runner skips
+zeros) and its share of this machine's FMA peak (measured here), max |dp| and argmax agreement
+against Keras (or the float64 numpy reference without Keras), and the time ratio to TFLite fp32.
+Timing goals live here, never in tests.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import gc
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+
+import mnist_engine
+from mnist_engine.model_file import DenseLayer, read_layers
+from mnist_engine.reference import forward
+
+# The bundled model's Keras source, kept in the repository (not in the wheel).
+DEFAULT_KERAS = Path("models") / "mnist_mlp_512x2.keras"
+
+
+@dataclass
+class Runner:
+    name: str
+    batch: Callable[[], np.ndarray]  # predicts the whole test set, returns (N, 10)
+    one: Callable[[int], np.ndarray]  # predicts image i alone, as a batch of one
+    note: str = ""
+
+
+@dataclass
+class Result:
+    name: str
+    batch_ms: float
+    images_per_s: float
+    gflops: float
+    peak_pct: float
+    b1_us: float
+    max_abs_diff: float
+    agreement: int
+    vs_tflite_batch: Optional[float] = None
+    vs_tflite_b1: Optional[float] = None
+    note: str = ""
+
+
+@dataclass
+class Settings:
+    threads: int
+    batch_repeats: int
+    b1_calls: int
+    keras_model: Path
+    model: Path
+    skipped: List[str] = field(default_factory=list)
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def time_runner(r: Runner, s: Settings, n_images: int) -> tuple:
+    r.batch()  # warm-up: allocations, thread pools, lazy graph building
+    best = float("inf")
+    for _ in range(s.batch_repeats):
+        t0 = time.perf_counter()
+        r.batch()
+        best = min(best, time.perf_counter() - t0)
+    for i in range(min(100, s.b1_calls)):
+        r.one(i)
+    samples = []
+    for i in range(s.b1_calls):
+        t0 = time.perf_counter()
+        r.one(i % n_images)
+        samples.append(time.perf_counter() - t0)
+    return best, float(np.median(samples))
+
+
+# ---- runners ------------------------------------------------------------------------------------
+
+def engine_runners(s: Settings, x: np.ndarray, pixels: np.ndarray) -> List[Runner]:
+    runners = []
+    for kernel in mnist_engine.available_kernels():
+        e = mnist_engine.load(s.model, kernel=kernel)
+        runners.append(Runner(f"mnist_engine {kernel} fp32", lambda e=e: e.predict(x, threads=s.threads),
+                              lambda i, e=e: e.predict(x[i:i + 1])))
+    best = mnist_engine.load(s.model)
+    runners.append(Runner(f"mnist_engine {best.kernel} uint8 in", lambda: best.predict(pixels, threads=s.threads),
+                          lambda i: best.predict(pixels[i:i + 1]), "raw pixels; scaled inside"))
+    return runners
+
+
+def numpy_runner(layers: Sequence[DenseLayer], x: np.ndarray) -> Runner:
+    def run(batch: np.ndarray) -> np.ndarray:
+        h = batch
+        for layer in layers:
+            h = h @ layer.kernel + layer.bias
+            if layer.activation == "relu":
+                np.maximum(h, 0, out=h)
+            elif layer.activation == "softmax":
+                h = np.exp(h - h.max(axis=1, keepdims=True))
+                h /= h.sum(axis=1, keepdims=True)
+        return h
+
+    return Runner("numpy float32", lambda: run(x), lambda i: run(x[i:i + 1]), "OpenBLAS sgemm")
+
+
+def onnx_runner(layers: Sequence[DenseLayer], x: np.ndarray, threads: int) -> Runner:
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes, inits, prev = [], [], "x"
+    for i, layer in enumerate(layers):
+        inits += [numpy_helper.from_array(layer.kernel, f"W{i}"), numpy_helper.from_array(layer.bias, f"b{i}")]
+        nodes += [helper.make_node("MatMul", [prev, f"W{i}"], [f"m{i}"]),
+                  helper.make_node("Add", [f"m{i}", f"b{i}"], [f"a{i}"])]
+        op = {"relu": "Relu", "softmax": "Softmax", "sigmoid": "Sigmoid", "tanh": "Tanh"}.get(layer.activation)
+        if op:
+            nodes.append(helper.make_node(op, [f"a{i}"], [f"h{i}"], **({"axis": -1} if op == "Softmax" else {})))
+            prev = f"h{i}"
+        else:
+            prev = f"a{i}"
+    n_in, n_out = layers[0].kernel.shape[0], layers[-1].kernel.shape[1]
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, n_in])],
+                              [helper.make_tensor_value_info(prev, TensorProto.FLOAT, [None, n_out])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return Runner(f"onnxruntime {ort.__version__}", lambda: session.run(None, {"x": x})[0],
+                  lambda i: session.run(None, {"x": x[i:i + 1]})[0])
+
+
+def keras_runners(model, x: np.ndarray) -> List[Runner]:
+    n = len(x)
+    return [
+        Runner("keras predict bs=10000", lambda: model.predict(x, batch_size=n, verbose=0),
+               lambda i: np.asarray(model(x[i:i + 1], training=False)), "batch-1 column: model(x)"),
+        Runner("keras predict bs=32", lambda: model.predict(x, verbose=0),
+               lambda i: np.asarray(model(x[i:i + 1], training=False)), "batch-1 column: model(x)"),
+    ]
+
+
+def tflite_runners(model, x: np.ndarray, threads: int) -> List[Runner]:
+    import tensorflow as tf
+    from ai_edge_litert.interpreter import Interpreter
+
+    def make(content: bytes, name: str) -> Runner:
+        big = Interpreter(model_content=content, num_threads=threads)
+        big_in, big_out = big.get_input_details()[0]["index"], big.get_output_details()[0]["index"]
+        big.resize_tensor_input(big_in, list(x.shape))
+        big.allocate_tensors()
+        one = Interpreter(model_content=content, num_threads=threads)
+        one.allocate_tensors()
+        one_in, one_out = one.get_input_details()[0]["index"], one.get_output_details()[0]["index"]
+
+        def run_big():
+            big.set_tensor(big_in, x)
+            big.invoke()
+            return big.get_tensor(big_out)
+
+        def run_one(i):
+            one.set_tensor(one_in, x[i:i + 1])
+            one.invoke()
+            return one.get_tensor(one_out)
+
+        return Runner(name, run_big, run_one, "XNNPACK delegate")
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    fp32 = converter.convert()
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]  # dynamic-range int8 weights
+    int8 = converter.convert()
+    return [make(fp32, "tflite fp32"), make(int8, "tflite dynamic int8")]
+
+
+# ---- measurements outside the timed runners -----------------------------------------------------
+
+def import_and_load_ms() -> Dict[str, float]:
+    """Fresh-interpreter cost of `import mnist_engine` (with numpy, and on top of numpy), and of
+    the first load + verify of the default model; best of 5 processes."""
+    code = ("import time; t0 = time.perf_counter(); import numpy; t1 = time.perf_counter(); "
+            "import mnist_engine; t2 = time.perf_counter(); mnist_engine.load(mnist_engine._DEFAULT_MODEL); "
+            "t3 = time.perf_counter(); print((t2 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3)")
+    best = [float("inf")] * 3
+    for _ in range(5):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        best = [min(a, float(b)) for a, b in zip(best, out.stdout.split())]
+    return {"import_ms": best[0], "import_own_ms": best[1], "load_verify_ms": best[2]}
+
+
+def peak_rss_growth(threads: int, rows: int = 10000) -> Dict[str, float]:
+    """Peak RSS growth of predicting `rows` MNIST-like rows, in a fresh process, against the size
+    of the output array itself. Linux's peak counter (VmHWM) is reset just before the call, so the
+    figure is the call's own high-water mark, not an earlier one."""
+    code = f"""
+import numpy as np, mnist_engine
+def hwm_kib():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+e = mnist_engine.load(mnist_engine.default_model_path())
+rng = np.random.default_rng(0)
+x = np.where(rng.random(({rows}, 784)) < 0.8, 0, rng.integers(1, 256, ({rows}, 784))).astype(np.float32) / 255
+e.predict(x[:256], threads={threads})
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")
+before = hwm_kib()
+y = e.predict(x, threads={threads})
+print((hwm_kib() - before) / 1024, y.nbytes / 2**20)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if out.returncode != 0:
+        return {"rss_growth_mib": float("nan"), "output_mib": float("nan")}  # not Linux: no VmHWM reset
+    growth, output = map(float, out.stdout.split())
+    return {"rss_growth_mib": growth, "output_mib": output}
+
+
+# ---- the run ------------------------------------------------------------------------------------
+
+def optional(s: Settings, label: str, make: Callable[[], list]) -> list:
+    try:
+        return make()
+    except ImportError as e:
+        s.skipped.append(f"{label}: skipped ({e.name or e} is not installed)")
+    except Exception as e:  # a runner that breaks must not take the benchmark down
+        s.skipped.append(f"{label}: skipped ({type(e).__name__}: {e})")
+    return []
+
+
+def run(s: Settings) -> dict:
+    from mnist_engine.datasets import load_mnist
+
+    (_, _), (images, labels) = load_mnist()
+    pixels = images.reshape(len(images), -1)
+    x = pixels.astype(np.float32) / np.float32(255)
+    layers = read_layers(s.model)
+    flops_per_image = 2 * sum(l.kernel.size for l in layers)
+    peak = mnist_engine._core.measure_fma_peak_gflops(mnist_engine.available_kernels()[0], s.threads, 0.5)
+
+    keras_model = None
+    try:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        import keras
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(s.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+        keras_model = keras.saving.load_model(s.keras_model, compile=False, safe_mode=True)
+    except ImportError as e:
+        s.skipped.append(f"keras, tflite: skipped ({e.name} is not installed)")
+    except OSError as e:
+        s.skipped.append(f"keras, tflite: skipped ({e})")
+
+    if keras_model is not None:
+        reference = keras_model.predict(x, batch_size=len(x), verbose=0)
+        reference_name = "keras predict"
+    else:
+        reference = forward(layers, x).astype(np.float32)
+        reference_name = "numpy float64 reference"
+
+    factories = [("mnist_engine", lambda: engine_runners(s, x, pixels)),
+                 ("numpy", lambda: [numpy_runner(layers, x)]),
+                 ("onnxruntime", lambda: [onnx_runner(layers, x, s.threads)])]
+    if keras_model is not None:
+        factories += [("keras", lambda: keras_runners(keras_model, x)),
+                      ("tflite", lambda: tflite_runners(keras_model, x, s.threads))]
+
+    results: List[Result] = []
+    for label, make in factories:
+        for r in optional(s, label, make):
+            gc.collect()
+            time.sleep(0.3)  # let the previous runner's thread pool stop spinning
+            batch_s, one_s = time_runner(r, s, len(x))
+            p = np.asarray(r.batch())
+            results.append(Result(
+                r.name, batch_s * 1e3, len(x) / batch_s, flops_per_image * len(x) / batch_s / 1e9,
+                100 * flops_per_image * len(x) / batch_s / 1e9 / peak, one_s * 1e6,
+                float(np.abs(p - reference).max()), int((p.argmax(1) == reference.argmax(1)).sum()), note=r.note))
+        gc.collect()
+
+    tflite = next((r for r in results if r.name == "tflite fp32"), None)
+    if tflite:
+        for r in results:
+            r.vs_tflite_batch, r.vs_tflite_b1 = r.batch_ms / tflite.batch_ms, r.b1_us / tflite.b1_us
+    return {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"), "cpu": cpu_name(),
+        "cores": os.cpu_count(), "threads": s.threads, "commit": git_commit(),
+        "mnist_engine": mnist_engine.__version__, "kernels": mnist_engine.available_kernels(),
+        "peak_gflops": peak, "images": len(x), "reference": reference_name,
+        "accuracy": float((mnist_engine.load(s.model).classify(pixels) == labels).mean()),
+        **import_and_load_ms(), **peak_rss_growth(s.threads),
+        "results": [asdict(r) for r in results], "skipped": s.skipped,
+    }
+
+
+def format_table(report: dict) -> str:
+    lines = [f"mnist_engine {report['mnist_engine']} @ {report['commit']}  {report['date']}",
+             f"cpu: {report['cpu']} ({report['cores']} cores), threads={report['threads']}, "
+             f"measured FMA peak {report['peak_gflops']:.0f} GFLOP/s; kernels: {', '.join(report['kernels'])}",
+             f"{report['images']} MNIST test images; accuracy vs labels {report['accuracy'] * 100:.2f}%; "
+             f"parity vs {report['reference']}",
+             "",
+             f"{'runner':<30} {'10k ms':>8} {'img/s':>10} {'GFLOP/s':>8} {'%peak':>6} {'b1 us':>8} "
+             f"{'max|dp|':>9} {'agree':>6} {'x tfl 10k':>9} {'x tfl b1':>8}"]
+    for r in report["results"]:
+        ratio = lambda v: f"{v:9.2f}" if v is not None else f"{'-':>9}"  # noqa: E731
+        lines.append(f"{r['name']:<30} {r['batch_ms']:8.1f} {r['images_per_s']:10,.0f} {r['gflops']:8.1f} "
+                     f"{r['peak_pct']:6.1f} {r['b1_us']:8.1f} {r['max_abs_diff']:9.2e} {r['agreement']:6d} "
+                     f"{ratio(r['vs_tflite_batch'])} {ratio(r['vs_tflite_b1'])[1:]}")
+    lines += ["", f"import mnist_engine: {report['import_ms']:.1f} ms ({report['import_own_ms']:.1f} ms on top of "
+                  f"numpy); first load + verify of the default model: {report['load_verify_ms']:.2f} ms",
+              f"peak RSS growth predicting 10k rows: {report['rss_growth_mib']:.2f} MiB "
+              f"(output array {report['output_mib']:.2f} MiB)"]
+    lines += report["skipped"]
+    return "\n".join(lines)
+
+
+def plot(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = report["results"]
+    names = [r["name"] for r in rows]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(13, 0.45 * len(rows) + 1.5), sharey=True)
+    colours = ["tab:green" if n.startswith("mnist_engine") else "tab:gray" for n in names]
+    a.barh(names, [r["batch_ms"] for r in rows], color=colours)
+    a.set_xlabel("10k images, ms (best of N)")
+    b.barh(names, [r["b1_us"] for r in rows], color=colours)
+    b.set_xlabel("one image, us (median)")
+    b.set_xscale("log")
+    a.invert_yaxis()
+    fig.suptitle(f"{report['cpu']}, {report['threads']} threads, {report['date'][:10]} @ {report['commit']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv: Optional[Sequence[str]] = None, default_keras: Path = DEFAULT_KERAS) -> int:
+    parser = argparse.ArgumentParser(prog="mnist-engine bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--model", type=Path, default=mnist_engine.default_model_path())
+    parser.add_argument("--keras-model", type=Path, default=default_keras,
+                        help="the Keras source of --model, for the Keras and TFLite runners")
+    parser.add_argument("--quick", action="store_true", help="few repetitions: proves the harness works")
+    parser.add_argument("--json", type=Path, help="write the full report as JSON")
+    parser.add_argument("--plot", type=Path, help="write a bar chart (PNG)")
+    args = parser.parse_args(argv)
+    s = Settings(args.threads, 2 if args.quick else 10, 200 if args.quick else 2000, args.keras_model, args.model)
+    report = run(s)
+    print(format_table(report))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+    if args.plot:
+        plot(report, args.plot)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
