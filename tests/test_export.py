@@ -151,3 +151,10 @@ def test_sklearn_mlp_matches_predict_proba(mnist, tmp_path):
     got = engine.predict(x_test)
     assert np.abs(got - want).max() <= 1e-5
     assert (got.argmax(1) == want.argmax(1)).mean() >= 0.9999
+
+
+def test_keras_older_than_the_safe_mode_fixes_is_refused(keras, monkeypatch, tmp_path):
+    monkeypatch.setattr(keras, "__version__", "3.13.1")
+    model = keras.Sequential([keras.Input((784,)), keras.layers.Dense(10)])
+    with pytest.raises(RuntimeError, match=r"Keras >= 3.13.2 is required.*found 3.13.1"):
+        mnist_engine.export_keras(model, tmp_path / "m.mnw")

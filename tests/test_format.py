@@ -283,10 +283,8 @@ def test_every_truncation_is_rejected(good):
         assert info.value.rule in ("too-short", "file-size"), (n, str(info.value))
 
 
-def test_every_single_bit_flip_is_rejected(good, rng):
-    # Every bit of a small file would take a while under ASan; a random third of them, fixed seed.
-    bits = rng.choice(len(good) * 8, size=len(good) * 8 // 3, replace=False)
-    for bit in bits:
+def test_every_single_bit_flip_is_rejected(good):
+    for bit in range(len(good) * 8):
         damaged = bytearray(good)
         damaged[bit // 8] ^= 1 << (bit % 8)
         with pytest.raises(FormatError):
@@ -318,3 +316,25 @@ def test_read_layers_returns_the_written_weights(small_layers, good, tmp_path):
     (tmp_path / "bad.mnw").write_bytes(good[:-1])
     with pytest.raises(FormatError):
         read_layers(tmp_path / "bad.mnw")
+
+
+def test_unaligned_buffers_load_identically(good, rng):
+    """The loader copies into its own aligned buffers: a file starting at an odd address loads
+    and predicts exactly like an aligned one."""
+    x = rng.random((5, 6), dtype=np.float32)
+    want = load(good).predict(x)
+    for shift in (1, 2, 3, 5):
+        padded = bytearray(shift) + good
+        np.testing.assert_array_equal(Engine.from_bytes(memoryview(padded)[shift:]).predict(x), want)
+
+
+def test_file_changed_on_disk_after_load_does_not_affect_the_engine(good, tmp_path, rng):
+    """The file is read whole into memory, never mapped: truncating or rewriting it after a load
+    (another process saving a new model, say) cannot fault or alter a loaded engine."""
+    path = tmp_path / "m.mnw"
+    path.write_bytes(good)
+    engine = mnist_engine.load(path)
+    x = rng.random((3, 6), dtype=np.float32)
+    want = engine.predict(x)
+    path.write_bytes(b"")
+    np.testing.assert_array_equal(engine.predict(x), want)

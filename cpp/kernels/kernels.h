@@ -47,6 +47,21 @@ using NonzeroIndexFn = void (*)(const float* x, size_t width, uint16_t* out, uin
 using PixelsToFloatFn = void (*)(const uint8_t* pixels, size_t n, double scale, float* out);
 
 void nonzero_index_scalar(const float* x, size_t width, uint16_t* out, uint32_t* block_ends);
+
+// Finishes a nonzero index from input k on, given the n entries found before k; k must be a
+// block boundary or a multiple of the caller's SIMD step. The scalar form that every version
+// uses for its tail (and the scalar version for everything). Branch-free: every k is written and
+// the count advances past the nonzero ones only, so the cost does not depend on how predictable
+// the zeros are. NaN compares unequal to 0 and is kept.
+inline void nonzero_index_tail(const float* x, size_t k, size_t width, uint16_t* out, uint32_t n,
+                               uint32_t* block_ends) {
+  for (; k < width; ++k) {
+    out[n] = static_cast<uint16_t>(k);
+    n += x[k] != 0.0f;
+    if ((k + 1) % kIndexBlock == 0) block_ends[k / kIndexBlock] = n;
+  }
+  if (width % kIndexBlock != 0) block_ends[width / kIndexBlock] = n;
+}
 void pixels_to_float_scalar(const uint8_t* pixels, size_t n, double scale, float* out);
 
 // The machine's FMA throughput probe (f32-fma-peak.h): 12 * lanes multiply-adds per iteration.

@@ -39,11 +39,7 @@ void nonzero_index_avx2(const float* x, size_t width, uint16_t* out, uint32_t* b
     n += static_cast<uint32_t>(_mm_popcnt_u32(static_cast<unsigned>(mask)));
     if ((k + 8) % kIndexBlock == 0) block_ends[k / kIndexBlock] = n;
   }
-  for (; k < width; ++k) {
-    out[n] = static_cast<uint16_t>(k);
-    n += x[k] != 0.0f;
-  }
-  if (width % kIndexBlock != 0) block_ends[width / kIndexBlock] = n;
+  nonzero_index_tail(x, k, width, out, n, block_ends);
 }
 
 void pixels_to_float_avx2(const uint8_t* pixels, size_t n, double scale, float* out) {

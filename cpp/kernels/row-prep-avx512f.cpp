@@ -21,12 +21,7 @@ void nonzero_index_avx512f(const float* x, size_t width, uint16_t* out, uint32_t
     n += static_cast<uint32_t>(__builtin_popcount(mask));
     if ((k + 16) % kIndexBlock == 0) block_ends[k / kIndexBlock] = n;
   }
-  for (; k < width; ++k) {
-    out[n] = static_cast<uint16_t>(k);
-    n += x[k] != 0.0f;
-    if ((k + 1) % kIndexBlock == 0) block_ends[k / kIndexBlock] = n;
-  }
-  if (width % kIndexBlock != 0) block_ends[width / kIndexBlock] = n;
+  nonzero_index_tail(x, k, width, out, n, block_ends);
 }
 
 void pixels_to_float_avx512f(const uint8_t* pixels, size_t n, double scale, float* out) {

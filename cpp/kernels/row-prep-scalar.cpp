@@ -4,14 +4,7 @@
 namespace mnist_engine::kernels {
 
 void nonzero_index_scalar(const float* x, size_t width, uint16_t* out, uint32_t* block_ends) {
-  // Branch-free: every k is written and the count advances past the nonzero ones only, so the
-  // cost does not depend on how predictable the zeros are. NaN compares unequal to 0 and is kept.
-  uint32_t n = 0;
-  for (size_t k = 0; k < width; ++k) {
-    out[n] = static_cast<uint16_t>(k);
-    n += x[k] != 0.0f;
-    if ((k + 1) % kIndexBlock == 0 || k + 1 == width) block_ends[k / kIndexBlock] = n;
-  }
+  nonzero_index_tail(x, 0, width, out, 0, block_ends);
 }
 
 void pixels_to_float_scalar(const uint8_t* pixels, size_t n, double scale, float* out) {

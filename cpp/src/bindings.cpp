@@ -130,6 +130,12 @@ py::buffer_info byte_buffer(const py::buffer& data) {
   return info;
 }
 
+template <uint32_t (*Crc)(const uint8_t*, size_t, uint32_t)>
+uint32_t crc_of(const py::buffer& data, uint32_t crc) {
+  const py::buffer_info info = byte_buffer(data);
+  return Crc(static_cast<const uint8_t*>(info.ptr), static_cast<size_t>(info.size), crc);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -153,20 +159,10 @@ PYBIND11_MODULE(_core, m) {
     }
   });
 
-  m.def("crc32c",
-        [](const py::buffer& data, uint32_t crc) {
-          const py::buffer_info info = byte_buffer(data);
-          return mnist_engine::crc32c(static_cast<const uint8_t*>(info.ptr),
-                                      static_cast<size_t>(info.size), crc);
-        },
-        py::arg("data"), py::arg("crc") = 0, "CRC32C (Castagnoli) of a bytes-like object.");
-  m.def("_crc32c_portable",
-        [](const py::buffer& data, uint32_t crc) {
-          const py::buffer_info info = byte_buffer(data);
-          return mnist_engine::crc32c_portable(static_cast<const uint8_t*>(info.ptr),
-                                               static_cast<size_t>(info.size), crc);
-        },
-        py::arg("data"), py::arg("crc") = 0, "The table-driven CRC32C, for testing the fast path.");
+  m.def("crc32c", &crc_of<mnist_engine::crc32c>, py::arg("data"), py::arg("crc") = 0,
+        "CRC32C (Castagnoli) of a bytes-like object.");
+  m.def("_crc32c_portable", &crc_of<mnist_engine::crc32c_portable>, py::arg("data"), py::arg("crc") = 0,
+        "The table-driven CRC32C, for testing the fast path.");
   m.def("available_kernels", &mnist_engine::available_kernel_names,
         "Kernels this CPU can run, best first.");
   m.def("compiled_kernels", [] {

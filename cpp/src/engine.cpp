@@ -12,6 +12,9 @@
 #if defined(_OPENMP)
 #include <omp.h>
 #endif
+#if defined(__unix__) || defined(__APPLE__)
+#include <pthread.h>
+#endif
 
 namespace mnist_engine {
 namespace {
@@ -58,6 +61,17 @@ void apply_activation(Activation a, float* y, size_t rows, size_t stride, size_t
 
 std::atomic<int> g_default_threads{0};
 
+// libgomp's thread pool does not survive fork(): a child that starts a parallel region after its
+// parent used one deadlocks. A forked child therefore predicts on its calling thread only (and
+// get_num_threads() says 1), which is also what process pools want anyway: no oversubscription.
+std::atomic<bool> g_forked_child{false};
+#if defined(__unix__) || defined(__APPLE__)
+const bool kForkGuardInstalled = [] {
+  pthread_atfork(nullptr, nullptr, [] { g_forked_child.store(true); });
+  return true;
+}();
+#endif
+
 }  // namespace
 
 AlignedFloats::AlignedFloats(size_t n, Uninitialized)
@@ -74,6 +88,7 @@ void AlignedFloats::Free::operator()(float* p) const {
 }
 
 int default_threads() {
+  if (g_forked_child.load(std::memory_order_relaxed)) return 1;
   if (const int t = g_default_threads.load(std::memory_order_relaxed); t > 0) return t;
 #if defined(_OPENMP)
   return omp_get_max_threads();
@@ -199,7 +214,9 @@ void Engine::run(const T* x, size_t rows, float* y, int threads) const {
   if (rows == 0) return;
   const size_t tiles = (rows + kTileRows - 1) / kTileRows;
   const size_t in = input_width_, out = output_width();
-  const int requested = threads > 0 ? threads : default_threads();
+  const int requested = g_forked_child.load(std::memory_order_relaxed) ? 1
+                        : threads > 0                                  ? threads
+                                                                       : default_threads();
   // A team costs microseconds to wake; one tile (a single image included) runs on the caller.
   const int team = static_cast<int>(std::min<size_t>(std::max(requested, 1), tiles));
   const auto tile_rows = [&](size_t t) { return std::min(kTileRows, rows - t * kTileRows); };

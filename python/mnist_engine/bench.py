@@ -18,7 +18,6 @@ import gc
 import io
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -29,6 +28,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 import mnist_engine
+from mnist_engine.cli import cpu_name
 from mnist_engine.model_file import DenseLayer, read_layers
 from mnist_engine.reference import forward
 
@@ -67,16 +67,6 @@ class Settings:
     keras_model: Path
     model: Path
     skipped: List[str] = field(default_factory=list)
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def git_commit() -> str:

@@ -28,7 +28,8 @@ ACTIVATION_FUNCTIONS: Dict[str, Callable[[np.ndarray], np.ndarray]] = {
 
 def forward(layers: Sequence, x: np.ndarray) -> np.ndarray:
     """Apply ``layers`` (objects with kernel, bias, activation) to float inputs ``x`` (N, in)."""
-    y = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+    y = np.asarray(x, dtype=np.float64)
+    y = y.reshape(y.shape[0], int(np.prod(y.shape[1:])))  # not -1: that cannot infer 0-row shapes
     for layer in layers:
         y = ACTIVATION_FUNCTIONS[layer.activation](y @ np.asarray(layer.kernel, np.float64)
                                                    + np.asarray(layer.bias, np.float64))

@@ -1,0 +1,46 @@
+#!/usr/bin/env python3
+"""Write the fuzzers' seed corpus: small valid model files and one broken variant per format rule
+family, each prefixed with the harness's control byte (see fuzz_loader.cpp). Deterministic.
+
+    python fuzz/make_corpus.py            # rewrites fuzz/corpus/
+"""
+import hashlib
+import sys
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))
+
+from helpers import build, put, random_layers  # noqa: E402
+
+
+def main() -> None:
+    rng = np.random.default_rng(0)
+    files = {}
+    shapes = {"tiny": ([3, 2], ["softmax"]), "relu_chain": ([6, 5, 3], ["relu", "softmax"]),
+              "wide": ([17, 65, 4], ["relu", "sigmoid"]), "tanh_linear": ([4, 4, 4], ["tanh", "linear"])}
+    for name, (widths, acts) in shapes.items():
+        files[name] = build(random_layers(rng, widths, acts), meta={"note": name}, refs=1)
+    base = files["relu_chain"]
+    files["bad_magic"] = b"PK" + base[2:]
+    files["version_2"] = put(base, 8, "I", 2)
+    files["truncated"] = base[:-9]
+    files["huge_layer"] = put(put(base, 48 + 4, "I", 65536), 48 + 16, "I", 65536)
+    files["nan_weight"] = put(base, 48 + 32 + 4, "f", float("nan"))
+    files["bad_activation"] = put(base, 48 + 8, "I", 9)
+    files["zero_scale"] = put(base, 32, "d", 0.0)
+    out = HERE / "corpus"
+    out.mkdir(exist_ok=True)
+    for old in out.iterdir():
+        old.unlink()
+    for name, data in files.items():
+        for control in (0b0000, 0b1000, 0b0101):  # raw; raw + verify; resealed on avx2
+            blob = bytes([control]) + data
+            (out / f"{name}-{control:02x}-{hashlib.sha1(blob).hexdigest()[:8]}").write_bytes(blob)
+    print(f"wrote {len(list(out.iterdir()))} seeds to {out}")
+
+
+if __name__ == "__main__":
+    main()
