@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_quick_bench_reports_every_runner(mnist, keras, tmp_path):
     out = subprocess.run([sys.executable, str(ROOT / "tools" / "bench.py"), "--quick", "--json", str(tmp_path / "b.json"),
-                          "--plot", str(tmp_path / "b.png")], capture_output=True, text=True, timeout=900)
+                          "--plot", str(tmp_path / "b.png"), "--markdown"], capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     report = json.loads((tmp_path / "b.json").read_text())
     names = [r["name"] for r in report["results"]]
@@ -33,4 +33,5 @@ def test_quick_bench_reports_every_runner(mnist, keras, tmp_path):
         assert ran or said, (family, report["skipped"])
     assert report["rss_growth_mib"] >= 0 and report["load_verify_ms"] > 0
     assert (tmp_path / "b.png").stat().st_size > 1000
-    assert "x tfl 10k" in out.stdout
+    assert "x tfl 10k" in out.stdout and "| runner | 10k ms |" in out.stdout
+    assert report["gil_two_thread_speedup"] > 0

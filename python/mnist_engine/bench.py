@@ -238,6 +238,30 @@ print((hwm_kib() - before) / 1024, y.nbytes / 2**20)
     return {"rss_growth_mib": growth, "output_mib": output}
 
 
+def gil_parallel_speedup(model: Path, x: np.ndarray, repeats: int) -> float:
+    """Throughput of two Python threads predicting with threads=1 each, over one such thread:
+    close to 2 on 2 cores when predict releases the GIL, close to 1 if it did not."""
+    import threading
+
+    engine = mnist_engine.load(model)
+    engine.predict(x, threads=1)
+
+    def work(n: int) -> None:
+        for _ in range(n):
+            engine.predict(x, threads=1)
+
+    t0 = time.perf_counter()
+    work(2 * repeats)
+    serial = time.perf_counter() - t0
+    pair = [threading.Thread(target=work, args=(repeats,)) for _ in range(2)]
+    t0 = time.perf_counter()
+    for t in pair:
+        t.start()
+    for t in pair:
+        t.join()
+    return serial / (time.perf_counter() - t0)
+
+
 # ---- the run ------------------------------------------------------------------------------------
 
 def optional(s: Settings, label: str, make: Callable[[], list]) -> list:
@@ -312,6 +336,7 @@ def run(s: Settings) -> dict:
         "peak_gflops": peak, "images": len(x), "reference": reference_name,
         "accuracy": float((mnist_engine.load(s.model).classify(pixels) == labels).mean()),
         **import_and_load_ms(), **peak_rss_growth(s.threads),
+        "gil_two_thread_speedup": gil_parallel_speedup(s.model, x, max(2, s.batch_repeats // 2)),
         "results": [asdict(r) for r in results], "skipped": s.skipped,
     }
 
@@ -333,8 +358,22 @@ def format_table(report: dict) -> str:
     lines += ["", f"import mnist_engine: {report['import_ms']:.1f} ms ({report['import_own_ms']:.1f} ms on top of "
                   f"numpy); first load + verify of the default model: {report['load_verify_ms']:.2f} ms",
               f"peak RSS growth predicting 10k rows: {report['rss_growth_mib']:.2f} MiB "
-              f"(output array {report['output_mib']:.2f} MiB)"]
+              f"(output array {report['output_mib']:.2f} MiB)",
+              f"two Python threads (threads=1 each) vs one: {report['gil_two_thread_speedup']:.2f}x throughput"]
     lines += report["skipped"]
+    return "\n".join(lines)
+
+
+def format_markdown(report: dict) -> str:
+    """The results as a docs/PERFORMANCE.md table."""
+    ratio = lambda v: f"{v:.2f}" if v is not None else "-"  # noqa: E731
+    lines = ["| runner | 10k ms | images/s | GFLOP/s | % peak | batch-1 µs | max \\|Δp\\| | argmax agree "
+             "| × TFLite 10k | × TFLite b1 |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in report["results"]:
+        lines.append(f"| {r['name']} | {r['batch_ms']:.1f} | {r['images_per_s']:,.0f} | {r['gflops']:.1f} | "
+                     f"{r['peak_pct']:.1f} | {r['b1_us']:.1f} | {r['max_abs_diff']:.2e} | {r['agreement']} | "
+                     f"{ratio(r['vs_tflite_batch'])} | {ratio(r['vs_tflite_b1'])} |")
     return "\n".join(lines)
 
 
@@ -369,10 +408,13 @@ def main(argv: Optional[Sequence[str]] = None, default_keras: Path = DEFAULT_KER
     parser.add_argument("--quick", action="store_true", help="few repetitions: proves the harness works")
     parser.add_argument("--json", type=Path, help="write the full report as JSON")
     parser.add_argument("--plot", type=Path, help="write a bar chart (PNG)")
+    parser.add_argument("--markdown", action="store_true", help="also print the table as markdown")
     args = parser.parse_args(argv)
     s = Settings(args.threads, 2 if args.quick else 10, 200 if args.quick else 2000, args.keras_model, args.model)
     report = run(s)
     print(format_table(report))
+    if args.markdown:
+        print("\n" + format_markdown(report))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
     if args.plot:
