@@ -87,15 +87,26 @@ void AlignedFloats::Free::operator()(float* p) const {
   ::operator delete[](p, std::align_val_t(kAlignment));
 }
 
-int default_threads() {
-  if (g_forked_child.load(std::memory_order_relaxed)) return 1;
-  if (const int t = g_default_threads.load(std::memory_order_relaxed); t > 0) return t;
+namespace {
+
+// The one place that decides how many threads a call may use: `requested` if positive, else the
+// process default (set_default_threads, else OpenMP's). Always 1 without OpenMP and in a forked
+// child (see kForkGuardInstalled).
+int effective_threads(int requested) {
 #if defined(_OPENMP)
+  if (g_forked_child.load(std::memory_order_relaxed)) return 1;
+  if (requested > 0) return requested;
+  if (const int t = g_default_threads.load(std::memory_order_relaxed); t > 0) return t;
   return omp_get_max_threads();
 #else
+  (void)requested;
   return 1;
 #endif
 }
+
+}  // namespace
+
+int default_threads() { return effective_threads(0); }
 
 void set_default_threads(int threads) { g_default_threads.store(std::max(threads, 0)); }
 
@@ -214,11 +225,8 @@ void Engine::run(const T* x, size_t rows, float* y, int threads) const {
   if (rows == 0) return;
   const size_t tiles = (rows + kTileRows - 1) / kTileRows;
   const size_t in = input_width_, out = output_width();
-  const int requested = g_forked_child.load(std::memory_order_relaxed) ? 1
-                        : threads > 0                                  ? threads
-                                                                       : default_threads();
   // A team costs microseconds to wake; one tile (a single image included) runs on the caller.
-  const int team = static_cast<int>(std::min<size_t>(std::max(requested, 1), tiles));
+  const int team = static_cast<int>(std::min<size_t>(effective_threads(threads), tiles));
   const auto tile_rows = [&](size_t t) { return std::min(kTileRows, rows - t * kTileRows); };
   if (team == 1) {
     Scratch s(*this, std::min(rows, kTileRows));
@@ -231,17 +239,12 @@ void Engine::run(const T* x, size_t rows, float* y, int threads) const {
   std::vector<Scratch> scratch;
   scratch.reserve(team);
   for (int i = 0; i < team; ++i) scratch.emplace_back(*this, kTileRows);
-#if defined(_OPENMP)
+#if defined(_OPENMP)  // (without OpenMP, effective_threads is 1 and this is never reached)
 #pragma omp parallel for num_threads(team) schedule(static)
+  for (long long t = 0; t < static_cast<long long>(tiles); ++t)
+    run_tile(x + t * kTileRows * in, tile_rows(t), y + t * kTileRows * out,
+             scratch[omp_get_thread_num()]);
 #endif
-  for (long long t = 0; t < static_cast<long long>(tiles); ++t) {
-#if defined(_OPENMP)
-    Scratch& s = scratch[omp_get_thread_num()];
-#else
-    Scratch& s = scratch[0];
-#endif
-    run_tile(x + t * kTileRows * in, tile_rows(t), y + t * kTileRows * out, s);
-  }
 }
 
 void Engine::predict(const float* x, size_t rows, float* y, int threads) const {
