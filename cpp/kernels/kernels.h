@@ -88,4 +88,11 @@ void pixels_to_float_avx512f(const uint8_t* pixels, size_t n, double scale, floa
 float fma_peak_avx512f(uint64_t iterations);
 #endif
 
+#if defined(MNIST_ENGINE_ARM_KERNELS)
+// One row x 32 columns (8 q-register accumulators) over the row's nonzero inputs; AArch64 NEON.
+void f32_dense_1x32_sparse_neon(const DenseArgs& a);
+inline constexpr uint32_t kNeonPanelWidth = 32;
+float fma_peak_neon(uint64_t iterations);
+#endif
+
 }  // namespace mnist_engine::kernels

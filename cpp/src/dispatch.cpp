@@ -31,6 +31,10 @@ const std::vector<KernelInfo>& kernel_table() {
       {"avx2", kernels::kAvx2PanelWidth, true, has_avx2_fma, kernels::f32_dense_1x64_sparse_avx2_fma,
        kernels::nonzero_index_avx2, kernels::pixels_to_float_avx2, kernels::fma_peak_avx2, 8},
 #endif
+#if defined(MNIST_ENGINE_ARM_KERNELS)
+      {"neon", kernels::kNeonPanelWidth, true, always, kernels::f32_dense_1x32_sparse_neon,
+       kernels::nonzero_index_scalar, kernels::pixels_to_float_scalar, kernels::fma_peak_neon, 4},
+#endif
       {"scalar", kernels::kScalarPanelWidth, false, always, kernels::f32_dense_scalar,
        kernels::nonzero_index_scalar, kernels::pixels_to_float_scalar, kernels::fma_peak_scalar, 1},
   };
