@@ -13,8 +13,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_quick_bench_reports_every_runner(mnist, keras, tmp_path):
-    out = subprocess.run([sys.executable, str(ROOT / "tools" / "bench.py"), "--quick", "--json", str(tmp_path / "b.json"),
-                          "--plot", str(tmp_path / "b.png"), "--markdown"], capture_output=True, text=True, timeout=900)
+    command = [sys.executable, str(ROOT / "tools" / "bench.py"), "--quick", "--json", str(tmp_path / "b.json"),
+               "--plot", str(tmp_path / "b.png"), "--markdown"]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     report = json.loads((tmp_path / "b.json").read_text())
     names = [r["name"] for r in report["results"]]

@@ -124,7 +124,6 @@ def numpy_runner(layers: Sequence[DenseLayer], x: np.ndarray) -> Runner:
 
 
 def onnx_runner(layers: Sequence[DenseLayer], x: np.ndarray, threads: int) -> Runner:
-    import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
@@ -281,7 +280,7 @@ def run(s: Settings) -> dict:
     pixels = images.reshape(len(images), -1)
     x = pixels.astype(np.float32) / np.float32(255)
     layers = read_layers(s.model)
-    flops_per_image = 2 * sum(l.kernel.size for l in layers)
+    flops_per_image = 2 * sum(layer.kernel.size for layer in layers)
     peak = mnist_engine._core.measure_fma_peak_gflops(mnist_engine.available_kernels()[0], s.threads, 0.5)
 
     keras_model = None

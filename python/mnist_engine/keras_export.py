@@ -67,7 +67,7 @@ def _check_single_chain(model, keras) -> List[Any]:
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise UnsupportedModelError(f"expected one input and one output, got {len(model.inputs)} and "
                                     f"{len(model.outputs)}")
-    layers = [l for l in model.layers if not isinstance(l, keras.layers.InputLayer)]
+    layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
     if isinstance(model, keras.Sequential):
         return layers
     previous = model.inputs[0]

@@ -96,8 +96,9 @@ def encode_model(
 
     meta = _encode_metadata(metadata)
     body = [
-        b"".join(LAYER_ENTRY.pack(*l.kernel.shape, ACTIVATION_CODES[l.activation], DTYPE_F32) for l in layers),
-        b"".join(l.kernel.astype("<f4").tobytes() + l.bias.astype("<f4").tobytes() for l in layers),
+        b"".join(LAYER_ENTRY.pack(*layer.kernel.shape, ACTIVATION_CODES[layer.activation], DTYPE_F32)
+                 for layer in layers),
+        b"".join(layer.kernel.astype("<f4").tobytes() + layer.bias.astype("<f4").tobytes() for layer in layers),
         meta,
         struct.pack("<ff", atol, rtol),
         ref_in.tobytes(),
@@ -172,7 +173,7 @@ def write_model(
     Without ``reference_outputs`` the file's expected outputs come from the float64 numpy forward
     pass (:mod:`mnist_engine.reference`); exporters pass their framework's own outputs instead.
     """
-    layers = [l if isinstance(l, DenseLayer) else DenseLayer(*l) for l in layers]
+    layers = [layer if isinstance(layer, DenseLayer) else DenseLayer(*layer) for layer in layers]
     if reference_inputs is None:
         reference_inputs = sample_pixel_inputs(8, layers[0].kernel.shape[0], input_scale)
     if reference_outputs is None:
