@@ -77,7 +77,8 @@ void dense_sparse_rows(const DenseArgs& a) {
   const size_t blocks = (a.in + kIndexBlock - 1) / kIndexBlock;
   for (size_t r = 0; r < a.rows; ++r) nonzeros += a.block_ends[r * blocks + blocks - 1];
   const uint64_t total = uint64_t(a.rows) * a.in;
-  const size_t group = nonzeros * 4 <= total ? 4 : nonzeros * 2 <= total ? 2 : 1;
+  // A single row reuses nothing from L1 anyway: one pass, no partial sums.
+  const size_t group = a.rows == 1 ? blocks : nonzeros * 4 <= total ? 4 : nonzeros * 2 <= total ? 2 : 1;
   for (size_t p = 0; p < a.panels; ++p) {
     // The last panel of a narrow layer (a classifier's 10 outputs) needs only its live vectors.
     const size_t live = a.out_width - p * kPanel;
