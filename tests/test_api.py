@@ -72,6 +72,16 @@ def test_other_float_dtypes_are_converted(engine, pixels, dtype):
     np.testing.assert_array_equal(engine.predict(x), want)
 
 
+def test_misaligned_float_views_are_handled(engine, pixels):
+    """A float32 view into a buffer at an odd address is C-contiguous but misaligned; the engine
+    must not read floats from it in place (UBSan checks this in tools/sanitize_tests.sh)."""
+    x = (pixels / 255.0).astype(np.float32)
+    raw = bytearray(1) + x.tobytes()
+    view = np.frombuffer(raw, np.float32, offset=1).reshape(x.shape)
+    assert not view.flags.aligned
+    np.testing.assert_array_equal(engine.predict(view), engine.predict(x))
+
+
 @pytest.mark.parametrize("layout", ["fortran", "strided", "reversed", "readonly"])
 def test_memory_layouts_give_the_same_result(engine, pixels, layout):
     want = engine.predict(pixels)

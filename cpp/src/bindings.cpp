@@ -41,6 +41,10 @@ struct Batch {
 
 // Accepts uint8 (raw pixels) or any real floating dtype (converted to float32, already scaled), as
 // (N, width) or (N, a, b) with a * b = width, in any memory order. Everything else is an error.
+// A view into a bytes buffer at an odd offset can be C-contiguous and still misaligned; the
+// kernels read floats, so such an input is copied (numpy's own allocations are aligned).
+bool is_aligned(const py::array& a) { return a.flags() & py::detail::npy_api::NPY_ARRAY_ALIGNED_; }
+
 // The common case, a C-contiguous uint8 or float32 array of the right shape, is recognised with a
 // few field reads: a batch-1 call is only microseconds, and the general path's conversions
 // (PyArray_FromAny twice) were a fifth of it.
@@ -48,7 +52,7 @@ bool fast_batch(const py::handle& obj, uint32_t width, Batch& out) {
   const bool pixels = py::array_t<uint8_t, py::array::c_style>::check_(obj);
   if (!pixels && !py::array_t<float, py::array::c_style>::check_(obj)) return false;
   auto a = py::reinterpret_borrow<py::array>(obj);
-  if (a.ndim() != 2 || a.shape(1) != py::ssize_t(width)) return false;  // the general path explains
+  if (a.ndim() != 2 || a.shape(1) != py::ssize_t(width) || !is_aligned(a)) return false;
   out = {a, pixels, static_cast<size_t>(a.shape(0))};
   return true;
 }
@@ -82,7 +86,9 @@ Batch to_batch(const py::handle& obj, uint32_t width) {
   // Fortran-ordered, strided, reversed or big-endian inputs are handled and the common case is free.
   if (pixels)
     return {py::array_t<uint8_t, py::array::c_style | py::array::forcecast>::ensure(a), true, rows};
-  return {py::array_t<float, py::array::c_style | py::array::forcecast>::ensure(a), false, rows};
+  py::array floats = py::array_t<float, py::array::c_style | py::array::forcecast>::ensure(a);
+  if (!is_aligned(floats)) floats = py::array_t<float, py::array::c_style>(floats.request());
+  return {floats, false, rows};
 }
 
 int to_threads(const py::object& threads) {
