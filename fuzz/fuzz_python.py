@@ -6,36 +6,28 @@ then predict on arrays of fuzzer-chosen dtype and shape. Uses the control byte o
     python fuzz/fuzz_python.py fuzz/corpus -atheris_runs=200000
 Only FormatError (from load) and TypeError/ValueError (from predict) are acceptable outcomes."""
 import sys
+from pathlib import Path
 
 import atheris
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 with atheris.instrument_imports():
     import numpy as np
 
-    import mnist_engine
+    from helpers import fuzz_case
     from mnist_engine import Engine, FormatError
 
-KERNELS = ["", "avx2", "scalar", "avx512"]
 DTYPES = [np.uint8, np.float32, np.float64, np.float16, np.int64, np.bool_, np.complex64]
-
-
-def reseal(data: bytes) -> bytes:
-    data = data[:16] + len(data).to_bytes(8, "little") + data[24:]
-    return data[:-4] + mnist_engine._core.crc32c(data[:-4]).to_bytes(4, "little")
 
 
 @atheris.instrument_func
 def test_one_input(blob: bytes) -> None:
     if not blob:
         return
-    control, data = blob[0], blob[1:]
-    if control & 1 and len(data) >= 52:
-        data = reseal(data)
-    kernel = KERNELS[(control >> 1) & 3]
-    if kernel not in mnist_engine.available_kernels():
-        kernel = ""
+    data, kernel, verify = fuzz_case(blob)
     try:
-        engine = Engine.from_bytes(data, verify=bool(control & 8), kernel=kernel)
+        engine = Engine.from_bytes(data, verify=verify, kernel=kernel)
     except FormatError:
         return
     fdp = atheris.FuzzedDataProvider(data)

@@ -10,7 +10,8 @@ import mnist_engine
 from mnist_engine.model_file import DenseLayer, encode_model, sample_pixel_inputs
 from mnist_engine.reference import forward
 
-__all__ = ["DenseLayer", "Layout", "build", "engine_for", "put", "random_layers", "reseal"]
+__all__ = ["DenseLayer", "Layout", "build", "engine_for", "fuzz_case", "put", "random_layers", "reframe",
+           "reseal"]
 
 BASE_META = {"producer": "tests", "producer_version": "0", "source": "tests/helpers.py"}
 
@@ -37,6 +38,27 @@ def reseal(data: bytes) -> bytes:
     """Recompute the trailing CRC32C so a deliberate edit tests its own rule, not the checksum."""
     body = data[:-4]
     return body + struct.pack("<I", mnist_engine._core.crc32c(body))
+
+
+def reframe(data: bytes) -> bytes:
+    """Rewrite the header's file_size to the real length, then reseal: damage of any kind (cuts,
+    insertions) then reaches the rules behind the frame checks."""
+    return reseal(data[:16] + len(data).to_bytes(8, "little") + data[24:]) if len(data) >= 52 else data
+
+
+FUZZ_KERNELS = ["", "avx2", "scalar", "avx512"]
+
+
+def fuzz_case(blob: bytes):
+    """Decode a fuzz input the way fuzz/fuzz_loader.cpp does: (file bytes, kernel, verify).
+    Control byte: bit 0 reframe, bits 1-2 kernel (unavailable -> default), bit 3 verify."""
+    control, data = blob[0], blob[1:]
+    if control & 1:
+        data = reframe(data)
+    kernel = FUZZ_KERNELS[(control >> 1) & 3]
+    if kernel not in mnist_engine.available_kernels():
+        kernel = ""
+    return data, kernel, bool(control & 8)
 
 
 def put(data: bytes, offset: int, fmt: str, *values, seal: bool = True) -> bytes:

@@ -8,15 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import mnist_engine
-from helpers import reseal
+from helpers import fuzz_case
 from mnist_engine import Engine, FormatError
 
 FUZZ = Path(__file__).resolve().parent.parent / "fuzz"
 INPUTS = sorted(p for d in ("corpus", "regressions") if (FUZZ / d).is_dir() for p in (FUZZ / d).iterdir()
                 if p.suffix != ".md")
-KERNELS = ["", "avx2", "scalar", "avx512"]
-
 
 def test_corpus_is_present():
     assert len(INPUTS) >= 30
@@ -24,15 +21,9 @@ def test_corpus_is_present():
 
 @pytest.mark.parametrize("path", INPUTS, ids=lambda p: p.name)
 def test_replay(path):
-    blob = path.read_bytes()
-    control, data = blob[0], blob[1:]
-    if control & 1 and len(data) >= 52:
-        data = reseal(data[:16] + len(data).to_bytes(8, "little") + data[24:])
-    kernel = KERNELS[(control >> 1) & 3]
-    if kernel not in mnist_engine.available_kernels():
-        kernel = ""
+    data, kernel, verify = fuzz_case(path.read_bytes())
     try:
-        engine = Engine.from_bytes(data, verify=bool(control & 8), kernel=kernel)
+        engine = Engine.from_bytes(data, verify=verify, kernel=kernel)
     except FormatError as e:
         assert str(e).startswith(f"{e.rule} at offset {e.offset}: ")
         return
