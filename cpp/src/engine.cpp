@@ -111,14 +111,14 @@ int default_threads() { return effective_threads(0); }
 void set_default_threads(int threads) { g_default_threads.store(std::max(threads, 0)); }
 
 struct Engine::Scratch {
-  AlignedFloats input;              // one tile of uint8 rows converted to floats
+  AlignedFloats input;              // one tile of uint8 rows converted to floats (uint8 calls only)
   AlignedFloats ping, pong;         // alternating layer outputs
   std::unique_ptr<uint32_t[]> block_ends;  // per row: where each block of its index list ends
   std::unique_ptr<uint16_t[]> nz_index;    // per row: its nonzero inputs (widths are <= 65536)
   // Sized for the rows a tile will really hold and left uninitialised (every element is written
   // before it is read): a single-image call must not pay for clearing a 64-row tile.
-  Scratch(const Engine& e, size_t rows)
-      : input(rows * e.input_width_, AlignedFloats::kUninitialized),
+  Scratch(const Engine& e, size_t rows, bool pixels)
+      : input(pixels ? rows * e.input_width_ : 0, AlignedFloats::kUninitialized),
         ping(rows * e.max_padded_width_, AlignedFloats::kUninitialized),
         pong(rows * e.max_padded_width_, AlignedFloats::kUninitialized),
         block_ends(new uint32_t[rows * (e.max_input_width_ / kernels::kIndexBlock + 1)]),
@@ -223,13 +223,14 @@ void Engine::run_tile(const T* x, size_t rows, float* y, Scratch& s) const {
 template <typename T>
 void Engine::run(const T* x, size_t rows, float* y, int threads) const {
   if (rows == 0) return;
+  constexpr bool kPixels = std::is_same_v<T, uint8_t>;
   const size_t tiles = (rows + kTileRows - 1) / kTileRows;
   const size_t in = input_width_, out = output_width();
   // A team costs microseconds to wake; one tile (a single image included) runs on the caller.
   const int team = static_cast<int>(std::min<size_t>(effective_threads(threads), tiles));
   const auto tile_rows = [&](size_t t) { return std::min(kTileRows, rows - t * kTileRows); };
   if (team == 1) {
-    Scratch s(*this, std::min(rows, kTileRows));
+    Scratch s(*this, std::min(rows, kTileRows), kPixels);
     for (size_t t = 0; t < tiles; ++t)
       run_tile(x + t * kTileRows * in, tile_rows(t), y + t * kTileRows * out, s);
     return;
@@ -238,7 +239,7 @@ void Engine::run(const T* x, size_t rows, float* y, int threads) const {
   // it can reach Python, rather than inside OpenMP, where it would terminate the process.
   std::vector<Scratch> scratch;
   scratch.reserve(team);
-  for (int i = 0; i < team; ++i) scratch.emplace_back(*this, kTileRows);
+  for (int i = 0; i < team; ++i) scratch.emplace_back(*this, kTileRows, kPixels);
 #if defined(_OPENMP)  // (without OpenMP, effective_threads is 1 and this is never reached)
 #pragma omp parallel for num_threads(team) schedule(static)
   for (long long t = 0; t < static_cast<long long>(tiles); ++t)

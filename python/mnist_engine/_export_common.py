@@ -8,6 +8,7 @@ import numpy as np
 
 from . import _core
 from .model_file import sample_pixel_inputs
+from .reference import scale_pixels
 
 REFERENCE_ROWS = 16
 
@@ -22,7 +23,7 @@ def reference_inputs_for(images: Optional[np.ndarray], width: int, input_scale: 
     if flat.shape[1] != width:
         raise ValueError(f"expected reference images with {width} values each, got shape {images.shape}")
     if images.dtype == np.uint8:
-        return (flat.astype(np.float64) * input_scale).astype(np.float32)
+        return scale_pixels(flat, input_scale)
     if images.dtype.kind != "f":
         raise TypeError(f"expected uint8 pixels or float reference images, got dtype {images.dtype}")
     return flat.astype(np.float32)

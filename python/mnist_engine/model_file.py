@@ -11,7 +11,7 @@ from typing import List, Mapping, Optional, Sequence, Union
 import numpy as np
 
 from . import _core
-from .reference import forward
+from .reference import forward, scale_pixels
 
 MAGIC = b"\x89MNW\r\n\x1a\n"
 VERSION = 1
@@ -51,10 +51,10 @@ class DenseLayer:
 
 def sample_pixel_inputs(count: int, width: int, input_scale: float, seed: int = 0) -> np.ndarray:
     """Deterministic MNIST-like reference inputs: ~80% zero pixels, the rest 1..255, scaled the way
-    the engine scales uint8 input (each value rounded once from its double product)."""
+    the engine scales uint8 input."""
     rng = np.random.default_rng(seed)
     pixels = np.where(rng.random((count, width)) < 0.8, 0, rng.integers(1, 256, (count, width)))
-    return (pixels.astype(np.float64) * input_scale).astype(np.float32)
+    return scale_pixels(pixels, input_scale)
 
 
 def encode_model(

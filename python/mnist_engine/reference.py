@@ -26,6 +26,12 @@ ACTIVATION_FUNCTIONS: Dict[str, Callable[[np.ndarray], np.ndarray]] = {
 }
 
 
+def scale_pixels(pixels: np.ndarray, scale: float) -> np.ndarray:
+    """uint8 pixels to the model's float inputs exactly as the engine converts them: the product
+    taken in double and rounded once to float32."""
+    return (np.asarray(pixels).astype(np.float64) * scale).astype(np.float32)
+
+
 def forward(layers: Sequence, x: np.ndarray) -> np.ndarray:
     """Apply ``layers`` (objects with kernel, bias, activation) to float inputs ``x`` (N, in)."""
     y = np.asarray(x, dtype=np.float64)
