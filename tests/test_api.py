@@ -137,6 +137,17 @@ def test_bad_thread_counts(engine, threads, pixels):
         engine.predict(pixels, threads=threads)
 
 
+def test_thread_counts_are_bounded_by_four_times_the_cpus(engine, pixels):
+    limit = mnist_engine._core.max_threads()
+    assert limit >= 4 and limit % 4 == 0
+    np.testing.assert_array_equal(engine.predict(pixels, threads=limit), engine.predict(pixels, threads=1))
+    for call in (lambda: engine.predict(pixels, threads=limit + 1), lambda: mnist_engine.set_num_threads(limit + 1),
+                 lambda: mnist_engine.set_num_threads(10**6)):
+        with pytest.raises(ValueError, match=rf"expected threads.* in 1\.\.{limit} \(4x this machine's"):
+            call()
+    assert mnist_engine.get_num_threads() <= limit
+
+
 def test_global_thread_default(pixels):
     before = mnist_engine.get_num_threads()
     try:

@@ -1,37 +1,62 @@
 """Concurrency: the GIL is released during predict, and a forked child can still predict."""
 from __future__ import annotations
 
+import pickle
 import subprocess
 import sys
 import textwrap
 import threading
+import time
 
 import numpy as np
+import pytest
 
 import mnist_engine
 
 
+def progress_during(call) -> tuple:
+    """Run `call` while a second Python thread counts, timestamping its progress. Returns the
+    counts the second thread made in the middle half of the call, and in all of it.
+
+    Only the middle half counts: just before the call starts and just after it returns, the
+    calling thread is running bytecode and may hand the GIL to the counter for a switch interval
+    (5 ms; the call lasts far longer) even if the call itself holds the GIL throughout."""
+    stamps, ready, done = [], threading.Event(), threading.Event()
+
+    def count():
+        ready.set()
+        while not done.is_set():
+            stamps.append(time.perf_counter())
+
+    counter = threading.Thread(target=count)
+    counter.start()
+    ready.wait()
+    t0 = time.perf_counter()
+    call()
+    t1 = time.perf_counter()
+    done.set()
+    counter.join()
+    quarter = (t1 - t0) / 4
+    middle = sum(1 for t in stamps if t0 + quarter <= t <= t1 - quarter)
+    return middle, sum(1 for t in stamps if t0 <= t <= t1)
+
+
 def test_predict_releases_the_gil():
-    """While one thread is inside a long predict, another thread's Python code keeps running.
-    With the GIL held it could not run at all during the call; no timing is asserted."""
+    """While one thread is inside a long predict, another Python thread keeps running through the
+    middle of the call. Were the GIL held, it could not run there at all (see the control below)."""
     engine = mnist_engine.load(mnist_engine.default_model_path())
     x = np.random.default_rng(0).integers(0, 256, (30000, 784), dtype=np.uint8)
-    inside, done = threading.Event(), threading.Event()
-    count = [0]
+    middle, _ = progress_during(lambda: engine.predict(x, threads=1))  # ~0.1-0.3 s of C++ on one core
+    assert middle > 100, f"the other thread made {middle} steps in the middle half of predict"
 
-    def spin():
-        inside.wait()
-        while not done.is_set():
-            count[0] += 1
 
-    t = threading.Thread(target=spin)
-    t.start()
-    inside.set()
-    engine.predict(x, threads=1)  # ~0.1-0.3 s of C++ on one core
-    seen_during = count[0]
-    done.set()
-    t.join()
-    assert seen_during > 1000, f"the other thread ran only {seen_during} iterations during predict"
+@pytest.mark.skipif(not getattr(sys, "_is_gil_enabled", lambda: True)(), reason="free-threaded Python has no GIL")
+def test_the_gil_probe_sees_a_call_that_holds_the_gil():
+    """The control: the same probe around a C call that holds the GIL for its whole duration
+    (pickling a large list) must see no progress in the middle: the GIL test above can fail."""
+    data = list(range(3_000_000))
+    middle, _ = progress_during(lambda: pickle.dumps(data))
+    assert middle == 0
 
 
 def test_predict_after_fork_matches_the_parent():
@@ -53,3 +78,76 @@ def test_predict_after_fork_matches_the_parent():
     """)
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+def test_a_child_of_a_parent_without_a_team_keeps_its_threads():
+    """The fork guard exists because libgomp's pool does not survive fork. A parent that never ran
+    a team has no pool: its forked children (forkserver workers, say) keep every thread."""
+    code = textwrap.dedent("""
+        import os, sys, numpy as np, mnist_engine
+        mnist_engine.set_num_threads(2)
+        e = mnist_engine.load(mnist_engine.default_model_path())
+        x = np.random.default_rng(1).integers(0, 256, (300, 784), dtype=np.uint8)
+        want = e.predict(x, threads=1)  # one thread: no team is started
+        pid = os.fork()
+        if pid == 0:
+            ok = mnist_engine.get_num_threads() == 2 and np.array_equal(e.predict(x, threads=2), want)
+            os._exit(0 if ok else 3)
+        _, status = os.waitpid(pid, 0)
+        sys.exit(os.waitstatus_to_exitcode(status))
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_peak_probe_takes_the_fork_guard_and_checks_its_arguments():
+    with pytest.raises(ValueError, match=r"expected seconds in 0.001..60, got nan"):
+        mnist_engine._core.measure_fma_peak_gflops("", 1, float("nan"))
+    with pytest.raises(ValueError, match="expected seconds"):
+        mnist_engine._core.measure_fma_peak_gflops("", 1, float("inf"))
+    with pytest.raises(ValueError, match="expected threads in 1.."):
+        mnist_engine._core.measure_fma_peak_gflops("", 10**6, 0.01)
+    code = textwrap.dedent("""
+        import os, sys, mnist_engine
+        mnist_engine._core.measure_fma_peak_gflops("", 2, 0.01)  # starts a team
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0 if mnist_engine.get_num_threads() == 1 else 3)
+        _, status = os.waitpid(pid, 0)
+        sys.exit(os.waitstatus_to_exitcode(status))
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
+def test_a_buffer_changed_during_load_cannot_be_half_read(small_layers):
+    """from_bytes reads its buffer several times with the GIL released. A bytearray toggled by
+    another thread between two states (the original, and one with a changed bias) must give, on
+    every load, either the original engine or a checksum error: never a file that passed the
+    checksum in one state and was parsed in the other."""
+    from helpers import Layout, build
+
+    good = build(small_layers, refs=256)
+    buffer = bytearray(good)
+    at = Layout(good).metadata - 4  # the last bias of the last layer
+    x = np.random.default_rng(2).random((4, 6), dtype=np.float32)
+    want = mnist_engine.Engine.from_bytes(good).predict(x)
+    stop = threading.Event()
+
+    def toggle():
+        while not stop.is_set():
+            buffer[at] ^= 0x40
+
+    t = threading.Thread(target=toggle)
+    t.start()
+    try:
+        for _ in range(3000):
+            try:
+                got = mnist_engine.Engine.from_bytes(buffer, verify=False).predict(x)
+            except mnist_engine.FormatError as e:
+                assert e.rule == "checksum", str(e)
+                continue
+            np.testing.assert_array_equal(got, want)
+    finally:
+        stop.set()
+        t.join()

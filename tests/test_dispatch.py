@@ -50,6 +50,35 @@ def test_unknown_kernel_argument_is_an_error():
 def test_unsupported_kernel_is_an_error():
     unsupported = [k for k in mnist_engine.compiled_kernels() if k not in mnist_engine.available_kernels()]
     if not unsupported:
-        pytest.skip("this CPU supports every compiled kernel")
+        pytest.skip("this CPU supports every compiled kernel (the forced test below covers the path)")
     with pytest.raises(ValueError, match="not supported by this CPU"):
         mnist_engine.load(mnist_engine.default_model_path(), kernel=unsupported[0])
+
+
+SIMD = [k for k in mnist_engine.available_kernels() if k != "scalar"]
+
+
+@pytest.mark.skipif(not SIMD, reason="this CPU runs only the scalar kernel")
+@pytest.mark.parametrize("kernel", SIMD)
+def test_unsupported_kernel_path_forced_on_any_cpu(kernel):
+    """MNIST_ENGINE_DISABLE_KERNELS makes the process treat a kernel as unsupported, so the path a
+    machine without it takes (listing, default choice, error on request) runs on every CPU."""
+    code = ("import mnist_engine as m\n"
+            "print(','.join(m.available_kernels()), m.default_kernel(), m.load(m.default_model_path()).kernel)\n"
+            f"m.load(m.default_model_path(), kernel={kernel!r})\n")
+    env = {**os.environ, "MNIST_ENGINE_DISABLE_KERNELS": kernel}
+    env.pop("MNIST_ENGINE_KERNEL", None)
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    remaining = [k for k in mnist_engine.available_kernels() if k != kernel]
+    assert result.stdout.split() == [",".join(remaining), remaining[0], remaining[0]], result.stderr
+    assert f"requested kernel '{kernel}' is not supported by this CPU; available: {', '.join(remaining)}" \
+        in result.stderr
+
+
+@pytest.mark.parametrize("value", ["scalar", "avx9000"])
+def test_disabling_the_reference_or_an_unknown_kernel_is_an_error(value):
+    env = {**os.environ, "MNIST_ENGINE_DISABLE_KERNELS": value}
+    result = subprocess.run([sys.executable, "-c", "import mnist_engine as m; m.available_kernels()"], env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert f"MNIST_ENGINE_DISABLE_KERNELS names '{value}'" in result.stderr

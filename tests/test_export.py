@@ -10,6 +10,7 @@ import pytest
 
 import mnist_engine
 from conftest import require
+from mnist_engine._export_common import ExportMismatchError, InputRangeWarning
 from mnist_engine.keras_export import UnsupportedModelError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,14 +62,15 @@ def test_branching_model_is_refused(keras, tmp_path):
     a = keras.layers.Dense(8, name="left")(inputs)
     b = keras.layers.Dense(8, name="right")(inputs)
     model = keras.Model(inputs, keras.layers.Add(name="join")([a, b]))
-    with pytest.raises(UnsupportedModelError, match="'right'"):
+    with pytest.raises(UnsupportedModelError, match="'join' \\(Add\\) takes 2 inputs"):
         mnist_engine.export_keras(model, tmp_path / "m.mnw")
 
 
 @pytest.mark.parametrize("make, match", [
-    (lambda k: k.layers.BatchNormalization(name="bn"), r"'bn' of type BatchNormalization is not supported"),
+    (lambda k: k.layers.BatchNormalization(name="bn"), r"'bn' \(BatchNormalization\) is not supported"),
     (lambda k: k.layers.Dense(10, activation="gelu", name="g"), r"'g' \(Dense\) has activation 'gelu'"),
-    (lambda k: k.layers.LeakyReLU(name="leaky"), r"'leaky' of type LeakyReLU"),
+    (lambda k: k.layers.LeakyReLU(name="leaky"), r"'leaky' \(LeakyReLU\) is not supported"),
+    (lambda k: k.layers.ReLU(max_value=6.0, name="r6"), r"'r6' \(ReLU\) sets max_value=6.0"),
 ])
 def test_unsupported_layers_are_named(keras, tmp_path, make, match):
     model = keras.Sequential([keras.Input((784,)), keras.layers.Dense(10), make(keras)])
@@ -158,3 +160,228 @@ def test_keras_older_than_the_safe_mode_fixes_is_refused(keras, monkeypatch, tmp
     model = keras.Sequential([keras.Input((784,)), keras.layers.Dense(10)])
     with pytest.raises(RuntimeError, match=r"Keras >= 3.13.2 is required.*found 3.13.1"):
         mnist_engine.export_keras(model, tmp_path / "m.mnw")
+
+
+# Each case below once exported a file that its own loader then rejected (or that gave wrong
+# answers with verify=False), or crashed the exporter. Each now exports with parity or is refused
+# by name, and a refusal leaves nothing at the destination.
+
+def keras_parity(model, engine, images):
+    x = (images.astype(np.float32) / 255).reshape((len(images),) + tuple(model.inputs[0].shape[1:]))
+    want = model.predict(x, verbose=0)
+    got = engine.predict(images)
+    return float(np.abs(got - want).max()), float((got.argmax(1) == want.argmax(1)).mean())
+
+
+def test_channels_first_flatten_permutes_the_first_dense(keras, tmp_path, images):
+    model = keras.Sequential([keras.Input((28, 28)), keras.layers.Flatten(data_format="channels_first"),
+                              keras.layers.Dense(32, activation="relu"), keras.layers.Dense(10, activation="softmax")])
+    diff, agree = keras_parity(model, export_and_load(model, tmp_path), images)
+    assert diff <= 1e-6 and agree == 1.0
+
+
+def test_permute_before_flatten_is_folded(keras, tmp_path, images):
+    model = keras.Sequential([keras.Input((28, 28)), keras.layers.Permute((2, 1)), keras.layers.Flatten(),
+                              keras.layers.Dense(10, activation="softmax")])
+    diff, _ = keras_parity(model, export_and_load(model, tmp_path), images)
+    assert diff <= 1e-6
+
+
+def test_lora_exports_the_effective_kernel(keras, tmp_path, images):
+    model = keras.Sequential([keras.Input((784,)), keras.layers.Dense(32, activation="relu"),
+                              keras.layers.Dense(10, activation="softmax")])
+    model.layers[0].enable_lora(4)
+    # A trained update: lora_b starts at zero, which would hide a missing LoRA term.
+    model.layers[0].lora_kernel_b.assign(np.random.default_rng(0).normal(size=(4, 32)).astype(np.float32))
+    diff, agree = keras_parity(model, export_and_load(model, tmp_path), images)
+    assert diff <= 1e-6 and agree == 1.0
+
+
+def test_shared_stateless_layer_in_a_chain(keras, tmp_path, images):
+    inputs = keras.Input((784,))
+    relu = keras.layers.Activation("relu", name="shared_relu")
+    h = relu(keras.layers.Dense(32)(inputs))
+    h = relu(keras.layers.Dense(16)(h))
+    model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(h))
+    engine = export_and_load(model, tmp_path)
+    assert engine.layers == ((784, 32, "relu"), (32, 16, "relu"), (16, 10, "softmax"))
+    assert keras_parity(model, engine, images)[0] <= 1e-6
+
+
+def test_mixed_float16_exports_its_float32_variables(keras, tmp_path, images):
+    keras.mixed_precision.set_dtype_policy("mixed_float16")
+    try:
+        model = keras.Sequential([keras.Input((784,)), keras.layers.Dense(256, activation="relu"),
+                                  keras.layers.Dense(256, activation="relu"),
+                                  keras.layers.Dense(10, activation="softmax", dtype="float32")])
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")
+    model.layers[0].kernel.assign(model.layers[0].kernel * 8)  # larger activations: float16 rounding shows
+    engine = export_and_load(model, tmp_path)
+    assert engine.metadata["reference_precision"] == "float32"
+    assert "float16" in engine.metadata["model_precision"]
+    diff, agree = keras_parity(model, engine, images)
+    assert diff <= 5e-3 and agree >= 0.95  # against the float16 model itself: its rounding, not ours
+
+
+def test_subclassed_model_is_refused_with_what_to_do(keras, tmp_path):
+    class TwoDense(keras.Model):
+        def __init__(self):
+            super().__init__(name="two_dense")
+            self.a, self.b = keras.layers.Dense(16, activation="relu"), keras.layers.Dense(10)
+
+        def call(self, x):
+            return self.b(self.a(x))
+
+    model = TwoDense()
+    model(np.zeros((1, 784), np.float32))
+    with pytest.raises(UnsupportedModelError, match=r"'two_dense' is a subclassed keras.Model \(TwoDense\).*"
+                                                     r"keras.Sequential"):
+        mnist_engine.export_keras(model, tmp_path / "m.mnw")
+    assert not (tmp_path / "m.mnw").exists()
+
+
+def test_quantized_model_is_refused_by_layer_and_reason(keras, tmp_path):
+    model = keras.Sequential([keras.Input((784,)), keras.layers.Dense(32, name="q"), keras.layers.Dense(10)])
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "InputLayer does not have a quantize method"
+        model.quantize("int8")
+    with pytest.raises(UnsupportedModelError, match=r"'q' \(Dense\) is quantized \(int8"):
+        mnist_engine.export_keras(model, tmp_path / "m.mnw")
+    assert not (tmp_path / "m.mnw").exists()
+
+
+def test_a_mismatch_names_the_first_diverging_layer_and_writes_nothing(keras, tmp_path, monkeypatch):
+    """The exporter proves its file before writing it. A mapping bug (simulated: the second Dense's
+    kernel exported 1% too large) is refused, naming that layer, and the old file stays."""
+    from mnist_engine import keras_export
+
+    real = keras_export.keras_dense_chain
+
+    def wrong_chain(model):
+        chain = real(model)
+        second = chain.layers[1]
+        chain.layers[1] = type(second)(second.kernel * 1.01, second.bias, second.activation)
+        return chain
+
+    monkeypatch.setattr(keras_export, "keras_dense_chain", wrong_chain)
+    model = keras.Sequential([keras.Input((784,)), keras.layers.Dense(20, activation="relu", name="first"),
+                              keras.layers.Dense(12, name="second"), keras.layers.Activation("relu", name="act"),
+                              keras.layers.Dense(10, activation="softmax")])
+    (tmp_path / "m.mnw").write_bytes(b"old")
+    with pytest.raises(ExportMismatchError) as info:
+        mnist_engine.export_keras(model, tmp_path / "m.mnw")
+    message = str(info.value)
+    assert "agree with Keras up to engine layer 0, then diverge at engine layer 1, 'second' (Dense 20->12) + " \
+           "'act' (Activation relu)" in message
+    assert "Nothing was written" in message
+    assert (tmp_path / "m.mnw").read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.mnw"]
+
+
+def test_float_references_outside_the_pixel_range_warn(keras, tmp_path, images):
+    """A model trained on raw 0..255 floats, exported with the default input_scale (1/255): the
+    reference images the user passes show the mismatch, and the export says how to fix it."""
+    model = keras.Sequential([keras.Input((784,)), keras.layers.Dense(10, activation="softmax")])
+    raw = images.reshape(-1, 784).astype(np.float32)
+    with pytest.warns(InputRangeWarning, match=r"lie in 0\.\.255.*export with input_scale=1"):
+        mnist_engine.export_keras(model, tmp_path / "m.mnw", reference_images=raw)
+    assert mnist_engine.load(tmp_path / "m.mnw").metadata["reference_input_range"] == f"float 0 {raw.max():g}"
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", InputRangeWarning)
+        engine = mnist_engine.load(mnist_engine.export_keras(model, tmp_path / "ok.mnw", reference_images=raw,
+                                                             input_scale=1.0))
+    # Logits ~255x larger than on scaled inputs: float32 rounding of the sums is ~1e-5 there.
+    np.testing.assert_allclose(engine.predict(images.reshape(-1, 784)), model.predict(raw, verbose=0), atol=2e-5)
+
+
+@pytest.mark.parametrize("activation, threshold", [("sigmoid", 0.5), ("linear", 0.0), ("tanh", 0.0)])
+def test_one_output_keras_model_classifies_by_threshold(keras, tmp_path, images, activation, threshold):
+    model = keras.Sequential([keras.Input((784,)), keras.layers.Dense(16, activation="relu"),
+                              keras.layers.Dense(1, activation=activation)])
+    engine = export_and_load(model, tmp_path)
+    p = model.predict(images.reshape(-1, 784).astype(np.float32) / 255, verbose=0)[:, 0]
+    labels = engine.classify(images)
+    np.testing.assert_array_equal(labels, (p > threshold).astype(np.int64))
+    assert 0 < labels.sum() < len(labels) or np.all(labels == (p > threshold))
+
+
+def test_one_output_softmax_classify_says_why_not(keras, tmp_path, images):
+    model = keras.Sequential([keras.Input((784,)), keras.layers.Dense(1, activation="softmax")])
+    with pytest.raises(ValueError, match="one-output softmax model always outputs 1.0"):
+        export_and_load(model, tmp_path).classify(images)
+
+
+def test_keras2_h5_gives_a_one_line_hint(keras, tmp_path):
+    h5py = require("h5py")
+    with h5py.File(tmp_path / "old.h5", "w") as f:  # the layout of a Keras 2 weights-only file
+        f.attrs["keras_version"] = "2.4.0"
+        f.create_group("model_weights")
+    with pytest.raises(ValueError, match=r"old\.h5 could not be read by Keras .*load it there and "
+                                         r"model\.save\('model\.keras'\)") as info:
+        mnist_engine.export_keras(tmp_path / "old.h5", tmp_path / "m.mnw", allow_h5=True)
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+    out = subprocess.run([sys.executable, "-m", "mnist_engine.cli", "export", str(tmp_path / "old.h5"),
+                          str(tmp_path / "m.mnw"), "--allow-h5"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    ours = [line for line in out.stderr.splitlines() if line.startswith("mnist-engine")]  # TF logs its own
+    assert len(ours) == 1 and "could not be read by Keras" in ours[0], out.stderr
+
+
+def _binary_data(mnist, labels):
+    (x_train, y_train), (x_test, y_test) = mnist
+    pick = lambda y: np.where(y < 5, labels[0], labels[1])  # noqa: E731
+    return x_train[:3000].reshape(-1, 784), pick(y_train[:3000]), x_test[:2000].reshape(-1, 784)
+
+
+@pytest.mark.parametrize("labels", [(0, 1), (-3, 7), ("low", "high")])
+def test_sklearn_binary_classify_equals_predict(mnist, tmp_path, labels):
+    neural = require("sklearn.neural_network")
+    x, y, x_test = _binary_data(mnist, labels)
+    clf = neural.MLPClassifier(hidden_layer_sizes=(32,), max_iter=5, random_state=0)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        clf.fit(x / 255.0, y)
+    engine = mnist_engine.load(mnist_engine.export_sklearn(clf, tmp_path / "b.mnw"))
+    assert engine.output_width == 1 and engine.classes == tuple(clf.classes_.tolist())
+    got, want = engine.classify(x_test), clf.predict(x_test / 255.0)
+    assert (got == want).mean() >= 0.999, (got != want).sum()  # float32 vs float64 exactly at 0.5
+    np.testing.assert_allclose(engine.predict(x_test)[:, 0], clf.predict_proba(x_test / 255.0)[:, 1], atol=1e-5)
+
+
+def test_sklearn_multiclass_with_string_labels(mnist, tmp_path):
+    neural = require("sklearn.neural_network")
+    (x_train, y_train), (x_test, _) = mnist
+    names = np.array(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"])
+    clf = neural.MLPClassifier(hidden_layer_sizes=(32,), max_iter=3, random_state=0)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        clf.fit(x_train[:3000].reshape(-1, 784) / 255.0, names[y_train[:3000]])
+    engine = mnist_engine.load(mnist_engine.export_sklearn(clf, tmp_path / "s.mnw"))
+    got, want = engine.classify(x_test[:2000]), clf.predict(x_test[:2000].reshape(-1, 784) / 255.0)
+    assert got.dtype.kind == "U" and (got == want).mean() >= 0.999
+
+
+def test_sklearn_labels_the_format_cannot_hold_are_refused_by_name(mnist, tmp_path):
+    neural = require("sklearn.neural_network")
+    x, y, _ = _binary_data(mnist, (False, True))  # booleans: neither integers nor strings
+    clf = neural.MLPClassifier(hidden_layer_sizes=(8,), max_iter=2, random_state=0)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        clf.fit(x / 255.0, y)
+    with pytest.raises(ValueError, match=r"MLPClassifier.classes_ cannot be stored: .*all integers or all strings"
+                                         r".*store_classes=False"):
+        mnist_engine.export_sklearn(clf, tmp_path / "f.mnw")
+    assert not (tmp_path / "f.mnw").exists()
+    engine = mnist_engine.load(mnist_engine.export_sklearn(clf, tmp_path / "f.mnw", store_classes=False))
+    assert engine.classes is None and set(np.unique(engine.classify(x[:200]))) <= {0, 1}

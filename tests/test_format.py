@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import math
+import re
 import resource
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import mnist_engine
-from helpers import Layout, build, put, reseal
+from helpers import Layout, build, put, reframe, reseal
 from mnist_engine import Engine, FormatError
 from mnist_engine.reference import forward
 
@@ -133,7 +135,7 @@ def test_rule_11_meta_count(good):
     expect("meta-count", put(good, 44, "I", 65), 44)
 
 
-# Rules 12-16: the layer table and the sizes it implies.
+# Rules 12-17: the layer table and the sizes it implies.
 
 @pytest.mark.parametrize("field, value", [(0, 0), (4, 0), (4, 65537)])
 def test_rule_12_layer_width(good, field, value):
@@ -159,106 +161,169 @@ def test_rule_15_layer_chain_first_layer(good):
     expect("layer-chain", put(good, 28, "I", 7), 48)
 
 
-def test_rule_16_layout_size_table_past_end(good):
+def test_rule_17_layout_size_table_past_end(good):
     # 64 layers need a 1 KiB table; the file is smaller than that.
     expect("layout-size", put(good, 24, "I", 64), 48)
 
 
-def test_rule_16_layout_size_declared_terabytes_are_not_allocated(small_layers):
+def _declare_layers(small_layers, count: int, width: int, n_in: int = None) -> bytes:
+    """A small valid file whose header and layer table are rewritten to declare `count` layers of
+    width x width (the first n_in x width): the declaration alone is huge, the file is not."""
+    n_in = n_in or width
+    data = bytearray(build(small_layers))
+    data[24:48] = struct.pack("<IIdII", count, n_in, 1 / 255, 1, 3)
+    table = b"".join(struct.pack("<IIII", n_in if i == 0 else width, width, 1, 1) for i in range(count))
+    data = bytes(data[:48]) + table + bytes(data[48:])
+    return reseal(data[:16] + struct.pack("<Q", len(data)) + data[24:])
+
+
+def test_rule_16_model_size_declared_terabytes_are_not_allocated(small_layers):
     # A chain of 64 layers 65536 wide declares ~1 TiB of weights in a file of ~1 KiB. The loader
     # must reject it from arithmetic alone, without allocating.
-    data = bytearray(build(small_layers))
-    header = struct.pack("<IIdII", 64, 65536, 1 / 255, 1, 3)
-    data[24:48] = header
-    table = b"".join(struct.pack("<IIII", 65536, 65536, 1, 1) for _ in range(64))
-    data = bytes(data[:48]) + table + bytes(data[48:])
-    data = data[:16] + struct.pack("<Q", len(data)) + data[24:]
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    err = expect("layout-size", reseal(data))
-    assert "bytes of weights" in str(err)
+    err = expect("model-size", _declare_layers(small_layers, 64, 65536), 48)
+    assert "expected at most 268435456 weights and biases" in str(err)
     grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
     assert grown_kib < 64 * 1024, f"peak RSS grew by {grown_kib} KiB while rejecting the file"
 
 
-# Rule 17: weights.
+def test_rule_16_model_size_cap_is_exact(small_layers):
+    # 4095 x 65535 weights + 65535 biases is just under 2^28; 4096 x 65536 + 65536 is over.
+    cap = mnist_engine._core.FORMAT["max_parameters"]
+    assert 4095 * 65535 + 65535 <= cap < 4096 * 65536 + 65536
+    expect("layout-size", _declare_layers(small_layers, 1, 65535, n_in=4095))
+    expect("model-size", _declare_layers(small_layers, 1, 65536, n_in=4096), 48)
+
+
+def test_rule_17_layout_size_declared_weights_missing(small_layers):
+    # Within the cap (8 x 2048 x 2048 is 2^25 weights) but far more than the file holds.
+    err = expect("layout-size", _declare_layers(small_layers, 8, 2048))
+    assert "bytes of weights" in str(err)
+
+
+# Rule 18: weights.
 
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
-def test_rule_17_non_finite_weight(good, value):
+def test_rule_18_non_finite_weight(good, value):
     at = Layout(good).weights + 4 * 7
     expect("non-finite-weight", put(good, at, "f", value), at)
 
 
-def test_rule_17_non_finite_bias(good):
+def test_rule_18_non_finite_bias(good):
     at = Layout(good).weights + 4 * 30  # layer 0's bias follows its 6x5 kernel
     expect("non-finite-weight", put(good, at, "f", math.nan), at)
 
 
-# Rules 18-23: metadata.
+# Rules 19-25: metadata.
 
-def test_rule_18_metadata_truncated(good):
+def test_rule_19_metadata_truncated(good):
     layout = Layout(good)
     _, _, value_length_at, _ = layout.entries[-1]
     expect("metadata-truncated", put(good, value_length_at, "I", 4000))
 
 
 @pytest.mark.parametrize("bad", [b"X", b"-", b" ", b"\xc3"])
-def test_rule_19_metadata_key_character(good, bad):
+def test_rule_20_metadata_key_character(good, bad):
     _, entry, _, _ = Layout(good).entry("xa")
     expect("metadata-key", put(good, entry + 2, "c", bad), entry + 2)
 
 
-def test_rule_19_metadata_key_length(good):
-    _, entry, _, _ = Layout(good).entry("xa")
-    expect("metadata-key", put(good, entry, "H", 0), entry)
+@pytest.mark.parametrize("key", [b"", b"k" * 65])
+def test_rule_20_metadata_key_length(good, key):
+    # The entry "xa" rewritten with an empty or a 65-byte key, its structure intact (else rule 19).
+    _, entry, value_length_at, _ = Layout(good).entry("xa")
+    broken = good[:entry] + struct.pack("<H", len(key)) + key + good[value_length_at:]
+    expect("metadata-key", reframe(broken), entry)
 
 
-def test_rule_20_metadata_duplicate(good):
+def test_rule_21_metadata_duplicate(good):
     _, entry, _, _ = Layout(good).entry("xb")
     err = expect("metadata-duplicate", put(good, entry + 2, "2s", b"xa"), entry)
     assert "'xa' appears twice" in str(err)
 
 
-def test_rule_21_metadata_value_not_utf8(good):
+def test_rule_22_metadata_value_not_utf8(good):
     _, _, _, value = Layout(good).entry("xa")
     expect("metadata-value", put(good, value, "2s", b"\xff\xfe"), value)
 
 
-def test_rule_21_metadata_value_too_long(good):
+def test_rule_22_metadata_value_too_long(small_layers):
+    # A value really 65,537 bytes long (the writer refuses to write one): the entry is intact, so
+    # rule 19 passes and rule 22 must catch it.
+    data = build(small_layers, meta={"xa": "a" * 65536})
+    _, _, value_length_at, value_at = Layout(data).entry("xa")
+    data = data[:value_length_at] + struct.pack("<I", 65537) + data[value_length_at + 4:value_at] + b"a" \
+        + data[value_at:]
+    expect("metadata-value", reframe(data), value_length_at)
+
+
+def test_rule_19_metadata_truncated_value_length(good):
+    # A declared value length past the section is truncation (rule 19), whatever its size.
     _, _, value_length_at, _ = Layout(good).entry("xa")
-    expect("metadata-value", put(good, value_length_at, "I", 65537), value_length_at)
+    expect("metadata-truncated", put(good, value_length_at, "I", 65537), value_length_at)
 
 
-def test_rule_22_metadata_required(good):
+def test_rule_23_metadata_required(good):
     _, entry, _, _ = Layout(good).entry("source")
     err = expect("metadata-required", put(good, entry + 2, "6s", b"sourcf"))
     assert "'source'" in str(err)
 
 
-def test_rule_23_trailing_bytes(good):
+@pytest.mark.parametrize("value, message", [
+    ("int\n0", r"expected 3 class labels \(one per output\), got 1"),
+    ("float\n0\n1\n2", r"start with the line 'int' or 'str', got 'float'"),
+    ("int\n0\n1\nx", r"integer labels of at most 18 digits, got 'x'"),
+    ("int\n0\n1\n007", r"integer labels of at most 18 digits, got '007'"),
+    ("int\n0\n1\n1234567890123456789", r"at most 18 digits"),
+    ("str\na\n\nb", r"label 1 is empty"),
+    ("str\na\nb\na", r"'a' appears twice"),
+])
+def test_rule_24_metadata_classes(small_layers, value, message):
+    data = build(small_layers, meta={"classes": "int\n0\n1\n2"})
+    _, _, value_length_at, value_at = Layout(data).entry("classes")
+    encoded = value.encode()
+    broken = data[:value_length_at] + struct.pack("<I", len(encoded)) + encoded + data[value_at + 9:]
+    err = expect("metadata-classes", reframe(broken), value_at)
+    assert re.search(message, str(err)), str(err)
+
+
+def test_rule_24_metadata_classes_are_what_classify_returns(small_layers, rng):
+    x = rng.random((40, 6), dtype=np.float32)
+    plain = load(build(small_layers))
+    assert plain.classes is None
+    ints = load(build(small_layers, meta={"classes": "int\n-3\n7\n100"}))
+    assert ints.classes == (-3, 7, 100)
+    np.testing.assert_array_equal(ints.classify(x), np.array([-3, 7, 100])[plain.classify(x)])
+    strs = load(build(small_layers, meta={"classes": "str\ncat\ndog\nemu"}))
+    assert strs.classes == ("cat", "dog", "emu")
+    np.testing.assert_array_equal(strs.classify(x), np.array(["cat", "dog", "emu"])[plain.classify(x)])
+
+
+def test_rule_25_trailing_bytes(good):
     # One entry fewer declared: the last entry's bytes belong to no section.
     layout = Layout(good)
     expect("trailing-bytes", put(good, 44, "I", layout.meta_count - 1), layout.entries[-1][1])
 
 
-# Rules 24-26: the reference section.
+# Rules 26-28: the reference section.
 
 @pytest.mark.parametrize("field, value", [(0, 1.0), (0, -1e-6), (0, math.nan), (4, math.inf), (4, 0.01)])
-def test_rule_24_tolerance(good, field, value):
+def test_rule_26_tolerance(good, field, value):
     at = Layout(good).reference + field
     expect("tolerance", put(good, at, "f", value), at)
 
 
-def test_rule_25_non_finite_reference_input(good):
+def test_rule_27_non_finite_reference_input(good):
     at = Layout(good).ref_inputs + 4
     expect("non-finite-reference", put(good, at, "f", math.nan), at)
 
 
-def test_rule_25_non_finite_reference_output(good):
+def test_rule_27_non_finite_reference_output(good):
     at = Layout(good).ref_expected
     expect("non-finite-reference", put(good, at, "f", math.inf), at)
 
 
-def test_rule_26_verification(good):
+def test_rule_28_verification(good):
     layout = Layout(good)
     at = layout.ref_expected + 4 * 4  # row 1, output 1
     (value,) = struct.unpack_from("<f", good, at)
@@ -267,6 +332,47 @@ def test_rule_26_verification(good):
     assert "reference row 1, output 1" in str(err)
     # verify=False is the documented way to load such a file anyway.
     assert load(broken, verify=False).output_width == 3
+
+
+# The spec's order is the loader's order: each rule runs over the whole file before the next, so
+# a file broken in two places gets the error of the earlier rule, wherever that fault sits.
+
+def test_order_a_later_layers_width_beats_an_earlier_layers_chain(good):
+    broken = put(put(good, 48, "I", 7, seal=False), 48 + 16 + 4, "I", 0)  # layer 0 chain, layer 1 width
+    expect("layer-width", broken, 48 + 16 + 4)
+
+
+def test_order_a_later_layers_dtype_beats_an_earlier_layers_chain(good):
+    broken = put(put(good, 48, "I", 7, seal=False), 48 + 16 + 12, "I", 9)
+    expect("dtype", broken, 48 + 16 + 12)
+
+
+def test_order_duplicate_key_beats_an_earlier_entrys_bad_value(good):
+    layout = Layout(good)
+    _, _, _, xa_value = layout.entry("xa")
+    _, xb_entry, _, _ = layout.entry("xb")
+    broken = put(put(good, xa_value, "2s", b"\xff\xfe", seal=False), xb_entry + 2, "2s", b"xa")
+    expect("metadata-duplicate", broken, xb_entry)
+
+
+def test_order_a_later_keys_bad_character_beats_an_earlier_duplicate(good):
+    layout = Layout(good)
+    _, xa_entry, _, _ = layout.entry("xa")
+    _, xb_entry, _, _ = layout.entry("xb")
+    broken = put(put(good, xb_entry + 2, "2s", b"xa", seal=False), xa_entry + 3, "c", b"!")
+    expect("metadata-key", broken, xa_entry + 3)
+
+
+def test_spec_table_is_the_loaders_rule_table():
+    """docs/FORMAT.md's validation table and the C++ rule table (model_file.h) list the same rules
+    in the same order, and each rule has a test here named after it."""
+    spec = (Path(__file__).resolve().parent.parent / "docs" / "FORMAT.md").read_text()
+    documented = [(int(n), name) for n, name in re.findall(r"^\| (\d+) \| `([a-z-]+)` \|", spec, re.M)]
+    assert documented == list(mnist_engine._core.FORMAT_RULES)
+    tested = {name for name in globals() if name.startswith("test_rule_")}
+    for number, rule in documented:
+        prefix = f"test_rule_{number:02d}_{rule.replace('-', '_')}"
+        assert any(t.startswith(prefix) for t in tested), f"no test breaks rule {number} ({rule})"
 
 
 def test_verification_within_tolerance_passes(good):

@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 
 import mnist_engine
-from helpers import engine_for, random_layers
+from helpers import build, engine_for, random_layers
 from mnist_engine.reference import forward
 
 BATCHES = [0, 1, 7, 17, 1000]
-# Around every tile edge: SIMD lanes (8, 16), the 64-column panel and the 64-input index block.
-WIDTHS = [1, 3, 15, 16, 17, 63, 64, 65, 784]
+# Around every tile edge: SIMD lanes (8, 16), the 64- and 128-column panels and the 64-input index
+# block.
+WIDTHS = [1, 3, 15, 16, 17, 63, 64, 65, 127, 128, 129, 784]
 SHAPES = list(itertools.product(WIDTHS, WIDTHS))
 SIMD_KERNELS = [k for k in mnist_engine.available_kernels() if k != "scalar"]
 
@@ -89,3 +90,36 @@ def test_threads_do_not_change_results(rng, kernel):
     # Rows are independent and each row's sums run in a fixed order, so the split cannot matter.
     np.testing.assert_array_equal(engine.predict(x, threads=2), one)
     np.testing.assert_array_equal(engine.predict(x, threads=7), one)
+
+
+PANEL_WIDTH = {"avx512": 128, "avx2": 64, "neon": 32, "scalar": 1}
+
+
+@pytest.mark.parametrize("kernel", SIMD_KERNELS)
+def test_every_panel_remainder(rng, kernel):
+    """Output widths that leave every possible remainder in the last panel (1..panel width, over
+    one and two panels): the partial last panel is packed at its own width and read with masked
+    loads, so each remainder is a different code path."""
+    panel = PANEL_WIDTH[kernel]
+    x = rng.random((70, 33), dtype=np.float32)
+    x[rng.random(x.shape) < 0.5] = 0.0
+    for n_out in range(1, 2 * panel + 2):
+        layers = random_layers(rng, [33, n_out], ["relu"])
+        got = engine_for(layers, kernel=kernel).predict(x)
+        want = engine_for(layers, kernel="scalar").predict(x)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6, err_msg=f"{n_out} outputs")
+
+
+@pytest.mark.parametrize("kernel", SIMD_KERNELS)
+@pytest.mark.parametrize("n_in, n_out", [(784, 512), (129, 10), (64, 129), (1, 1), (65, 127)])
+def test_zero_skipping_changes_no_bit(rng, kernel, n_in, n_out):
+    """The sparse kernels sum over nonzero inputs only. With skipping switched off they visit every
+    input in the same order; the results must be the same bits, not merely close."""
+    layers = random_layers(rng, [n_in, n_out, 10], ["relu", "softmax"])
+    x = rng.random((150, n_in), dtype=np.float32)
+    x[rng.random(x.shape) < 0.8] = 0.0
+    x[:3] = 0.0  # all-zero rows too
+    data = build(layers)
+    sparse = mnist_engine.Engine.from_bytes(data, kernel=kernel).predict(x)
+    dense = mnist_engine.Engine.from_bytes(data, kernel=kernel, skip_zeros=False).predict(x)
+    np.testing.assert_array_equal(sparse.view(np.uint32), dense.view(np.uint32))

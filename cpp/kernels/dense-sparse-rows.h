@@ -2,7 +2,9 @@
 // one kernel file per instruction set (f32-dense-1x64-sparse-avx2-fma.cpp, ...), each compiled
 // with its own ISA flags. Include it from kernel files only.
 //
-// Isa provides: a vector type V with kLanes floats, and static load/broadcast/fmadd/relu/store.
+// Isa provides: a vector type V with kLanes floats, and static load/broadcast/fmadd/relu/store;
+// a Mask type with tail_mask(count) and load_masked(p, mask), which reads only the first `count`
+// floats (a plain load where the packing pads the tail instead: see KernelInfo::tail_granule).
 // A panel is 8 vectors wide (kPanel = 8 * kLanes columns).
 #pragma once
 
@@ -11,30 +13,43 @@
 namespace mnist_engine::kernels {
 namespace {  // internal linkage: each kernel file gets its own copy, built with its own flags
 
+// The weight vector v of a row: the last vector of a layer's last, partial panel holds fewer than
+// kLanes real columns and is read masked, so that panel needs no zero padding in memory.
+template <class Isa, bool Masked>
+inline typename Isa::V load_weights(const float* p, typename Isa::Mask mask) {
+  if constexpr (Masked) return Isa::load_masked(p, mask);
+  else return Isa::load(p);
+}
+
 // One row's nonzero inputs [index, end) against N vectors of one panel, starting from `init` (the
 // bias, or the partial sums of earlier k blocks). The N accumulators are independent FMA chains;
-// N = 8 covers the FMA latency (4 cycles) at two FMAs per cycle.
+// N = 8 covers the FMA latency (4 cycles) at two FMAs per cycle. A Tail panel (the last of a layer,
+// narrower than kPanel) is packed `stride` floats per row instead of kPanel.
 //
 // Only nonzero inputs are visited. MNIST images are ~81% zero pixels and ReLU layers 50-80%
 // zeros, so this skips most of the work; because fma(0, w, acc) == acc, the result is
-// bit-identical to the dense sum in the same k order.
-template <class Isa, int N>
+// bit-identical to the dense sum in the same k order (one exception: an accumulator that is
+// exactly -0.0, e.g. a -0.0 bias with every input zero, would become +0.0 in the dense sum).
+// tests/test_kernels.py compares the bits with skipping switched off (Engine skip_zeros=False).
+template <class Isa, int N, bool Tail>
 inline void row_panel(const float* x, const uint16_t* index, const uint16_t* end, const float* w,
-                      const float* init, float* y, bool relu) {
+                      size_t tail_stride, typename Isa::Mask mask, const float* init, float* y, bool relu) {
   using V = typename Isa::V;
   constexpr size_t L = Isa::kLanes, kPanel = 8 * L;
+  const size_t stride = Tail ? tail_stride : kPanel;
   // Named accumulators, not an array: GCC keeps a vector array in memory and stores it on every
   // iteration (8 extra stores per k), which halves the kernel's speed.
   V a0, a1, a2, a3, a4, a5, a6, a7;
 #define MNIST_ENGINE_EACH(F) F(0, a0) F(1, a1) F(2, a2) F(3, a3) F(4, a4) F(5, a5) F(6, a6) F(7, a7)
 #define MNIST_ENGINE_INIT(v, a) if constexpr (N > v) a = Isa::load(init + L * v);
-#define MNIST_ENGINE_FMA(v, a) if constexpr (N > v) a = Isa::fmadd(xv, Isa::load(wk + L * v), a);
+#define MNIST_ENGINE_FMA(v, a) \
+  if constexpr (N > v) a = Isa::fmadd(xv, load_weights<Isa, Tail && v == N - 1>(wk + L * v, mask), a);
 #define MNIST_ENGINE_STORE(v, a) if constexpr (N > v) Isa::store(y + L * v, relu ? Isa::relu(a) : a);
   MNIST_ENGINE_EACH(MNIST_ENGINE_INIT)
   for (; index != end; ++index) {
     const size_t k = *index;
     const V xv = Isa::broadcast(x + k);
-    const float* wk = w + k * kPanel;
+    const float* wk = w + k * stride;
     MNIST_ENGINE_EACH(MNIST_ENGINE_FMA)
   }
   MNIST_ENGINE_EACH(MNIST_ENGINE_STORE)
@@ -49,9 +64,11 @@ inline void row_panel(const float* x, const uint16_t* index, const uint16_t* end
 // row would stream the whole panel from L2, and L2 bandwidth, not the FMA units, would set the
 // pace. Partial sums wait in y between groups; each column still sums its k in increasing order,
 // so the result does not depend on the grouping.
-template <class Isa, int N>
+template <class Isa, int N, bool Tail>
 void panel(const DenseArgs& a, size_t p, size_t group) {
-  constexpr size_t kPanel = 8 * Isa::kLanes;
+  constexpr size_t L = Isa::kLanes, kPanel = 8 * L;
+  // Tail: the real columns of the last vector (1..L); the mask is built once per panel.
+  const typename Isa::Mask mask = Isa::tail_mask(Tail ? a.out_width - p * kPanel - (N - 1) * L : L);
   const float* w = a.packed + p * a.in * kPanel;
   const float* bias = a.bias + p * kPanel;
   const size_t blocks = (a.in + kIndexBlock - 1) / kIndexBlock;
@@ -62,8 +79,8 @@ void panel(const DenseArgs& a, size_t p, size_t group) {
       const uint16_t* index = a.nz_index + r * a.in;
       const uint32_t* ends = a.block_ends + r * blocks;
       float* y = a.y + r * a.y_stride + p * kPanel;
-      row_panel<Isa, N>(a.x + r * a.x_stride, index + (b0 ? ends[b0 - 1] : 0),
-                        index + ends[b1 - 1], w, b0 ? y : bias, y, a.relu && last);
+      row_panel<Isa, N, Tail>(a.x + r * a.x_stride, index + (b0 ? ends[b0 - 1] : 0), index + ends[b1 - 1], w,
+                              a.tail_stride, mask, b0 ? y : bias, y, a.relu && last);
     }
   }
 }
@@ -82,15 +99,16 @@ void dense_sparse_rows(const DenseArgs& a) {
   for (size_t p = 0; p < a.panels; ++p) {
     // The last panel of a narrow layer (a classifier's 10 outputs) needs only its live vectors.
     const size_t live = a.out_width - p * kPanel;
-    switch (live >= kPanel ? 8 : (live + L - 1) / L) {
-      case 1: panel<Isa, 1>(a, p, group); break;
-      case 2: panel<Isa, 2>(a, p, group); break;
-      case 3: panel<Isa, 3>(a, p, group); break;
-      case 4: panel<Isa, 4>(a, p, group); break;
-      case 5: panel<Isa, 5>(a, p, group); break;
-      case 6: panel<Isa, 6>(a, p, group); break;
-      case 7: panel<Isa, 7>(a, p, group); break;
-      default: panel<Isa, 8>(a, p, group); break;
+    switch (live >= kPanel ? 0 : (live + L - 1) / L) {
+      case 1: panel<Isa, 1, true>(a, p, group); break;
+      case 2: panel<Isa, 2, true>(a, p, group); break;
+      case 3: panel<Isa, 3, true>(a, p, group); break;
+      case 4: panel<Isa, 4, true>(a, p, group); break;
+      case 5: panel<Isa, 5, true>(a, p, group); break;
+      case 6: panel<Isa, 6, true>(a, p, group); break;
+      case 7: panel<Isa, 7, true>(a, p, group); break;
+      case 8: panel<Isa, 8, true>(a, p, group); break;
+      default: panel<Isa, 8, false>(a, p, group); break;
     }
   }
 }

@@ -16,6 +16,10 @@ struct Avx512F {
   // As in AVX2, max returns its second operand when either is NaN: NaN propagates.
   static V relu(V v) { return _mm512_max_ps(_mm512_setzero_ps(), v); }
   static void store(float* p, V v) { _mm512_storeu_ps(p, v); }
+  // Masked-off lanes are not read (no fault past the buffer) and come back as zero.
+  using Mask = __mmask16;
+  static Mask tail_mask(size_t count) { return static_cast<Mask>((1u << count) - 1); }
+  static V load_masked(const float* p, Mask m) { return _mm512_maskz_loadu_ps(m, p); }
 };
 static_assert(8 * Avx512F::kLanes == kAvx512PanelWidth);
 

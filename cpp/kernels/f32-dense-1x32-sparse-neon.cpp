@@ -17,6 +17,11 @@ struct Neon {
   // fmax (not fmaxnm) returns NaN when either input is NaN: a NaN input propagates as in Keras.
   static V relu(V v) { return vmaxq_f32(vdupq_n_f32(0.0f), v); }
   static void store(float* p, V v) { vst1q_f32(p, v); }
+  // NEON has no masked load: the packing pads a tail row to whole vectors instead (tail granule 4,
+  // at most 3 floats of padding per weight row).
+  using Mask = int;
+  static Mask tail_mask(size_t) { return 0; }
+  static V load_masked(const float* p, Mask) { return vld1q_f32(p); }
 };
 static_assert(8 * Neon::kLanes == kNeonPanelWidth);
 

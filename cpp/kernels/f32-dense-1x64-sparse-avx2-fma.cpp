@@ -16,6 +16,12 @@ struct Avx2Fma {
   // propagates as it does in Keras instead of becoming 0.
   static V relu(V v) { return _mm256_max_ps(_mm256_setzero_ps(), v); }
   static void store(float* p, V v) { _mm256_storeu_ps(p, v); }
+  // vmaskmovps: masked-off lanes are not read, so a tail row may end at the buffer's end.
+  using Mask = __m256i;
+  static Mask tail_mask(size_t count) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(count)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  }
+  static V load_masked(const float* p, Mask m) { return _mm256_maskload_ps(p, m); }
 };
 static_assert(8 * Avx2Fma::kLanes == kAvx2PanelWidth);
 

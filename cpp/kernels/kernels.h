@@ -12,9 +12,11 @@ namespace mnist_engine::kernels {
 // kernel may also write the padding columns of its last panel.
 //
 // The weights are packed once at load into column panels of `panel_width` columns: panel p holds
-// `in` rows of panel_width floats, packed[(p * in + k) * panel_width + c] = W[k][p * panel_width + c],
-// zero-padded past the last real column. `bias` is zero-padded the same way, so a kernel may
-// compute and store whole panels; `y_stride` is at least the padded width.
+// `in` rows of panel_width floats, packed[(p * in + k) * panel_width + c] = W[k][p * panel_width + c].
+// The last panel, when the layer's width is not a multiple of panel_width, holds only its real
+// columns, rounded up to the kernel's tail granule: rows of `tail_stride` floats, so narrow
+// layers cost no padding memory. `bias` is zero-padded to whole panels, so a kernel may compute
+// and store whole vectors; `y_stride` is at least the padded width.
 struct DenseArgs {
   const float* x;
   size_t x_stride;
@@ -28,6 +30,7 @@ struct DenseArgs {
   const uint32_t* block_ends;  // row r, block b: how many of its nonzeros have k < (b + 1) * kIndexBlock
   const uint16_t* nz_index;
   const float* packed;
+  size_t tail_stride;  // floats per weight row of the last panel when it is partial
   const float* bias;
   size_t panels;
   size_t out_width;  // real output columns; a kernel may skip the padding of the last panel
@@ -48,6 +51,11 @@ using PixelsToFloatFn = void (*)(const uint8_t* pixels, size_t n, double scale, 
 
 void nonzero_index_scalar(const float* x, size_t width, uint16_t* out, uint32_t* block_ends);
 
+// Helpers defined in this header are compiled into files with different ISA flags, so they have
+// internal linkage: an `inline` function with external linkage would be one symbol to the linker,
+// which may keep the AVX-512 copy for the scalar path (tests/test_build.py checks the objects).
+namespace {
+
 // Finishes a nonzero index from input k on, given the n entries found before k; k must be a
 // block boundary or a multiple of the caller's SIMD step. The scalar form that every version
 // uses for its tail (and the scalar version for everything). Branch-free: every k is written and
@@ -62,6 +70,9 @@ inline void nonzero_index_tail(const float* x, size_t k, size_t width, uint16_t*
   }
   if (width % kIndexBlock != 0) block_ends[width / kIndexBlock] = n;
 }
+
+}  // namespace
+
 void pixels_to_float_scalar(const uint8_t* pixels, size_t n, double scale, float* out);
 
 // The machine's FMA throughput probe (f32-fma-peak.h): 12 * lanes multiply-adds per iteration.

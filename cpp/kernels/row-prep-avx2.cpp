@@ -2,16 +2,16 @@
 // Scalar, these two loops cost as much as a third of a sparse MNIST forward pass.
 #include <immintrin.h>
 
-#include <array>
-
 #include "kernels.h"
 
 namespace mnist_engine::kernels {
 namespace {
 
 // For each 8-bit mask, the positions of its set bits, packed to the front: a compress by table.
+// A plain array, not std::array: this file is built with AVX2 flags, and std::array's inline
+// members would be weak symbols the linker could share with files built without them.
 struct CompressTable {
-  alignas(16) std::array<std::array<uint16_t, 8>, 256> positions{};
+  alignas(16) uint16_t positions[256][8]{};
   constexpr CompressTable() {
     for (int mask = 0; mask < 256; ++mask) {
       int n = 0;
@@ -31,7 +31,7 @@ void nonzero_index_avx2(const float* x, size_t width, uint16_t* out, uint32_t* b
   for (; k + 8 <= width; k += 8) {
     // _CMP_NEQ_UQ is true for NaN too, so a NaN input is kept and propagates.
     const int mask = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(x + k), zero, _CMP_NEQ_UQ));
-    const __m128i pos = _mm_load_si128(reinterpret_cast<const __m128i*>(kCompress.positions[mask].data()));
+    const __m128i pos = _mm_load_si128(reinterpret_cast<const __m128i*>(kCompress.positions[mask]));
     // Writes 8 slots and keeps popcount(mask) of them: `out` has room for `width` entries and
     // k + 8 <= width here.
     _mm_storeu_si128(reinterpret_cast<__m128i*>(out + n),

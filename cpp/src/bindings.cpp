@@ -93,10 +93,7 @@ Batch to_batch(const py::handle& obj, uint32_t width) {
 
 int to_threads(const py::object& threads) {
   if (threads.is_none()) return 0;
-  const long t = threads.cast<long>();
-  if (t < 1 || t > 4096)
-    throw py::value_error("expected threads=None or 1..4096, got " + std::to_string(t));
-  return static_cast<int>(t);
+  return mnist_engine::check_threads(threads.cast<long long>(), "threads=None or threads");
 }
 
 py::array_t<float> predict(const Engine& e, const py::handle& x, const py::object& threads) {
@@ -116,18 +113,46 @@ py::array_t<float> predict(const Engine& e, const py::handle& x, const py::objec
   return y;
 }
 
-py::array_t<int64_t> classify(const Engine& e, const py::handle& x, const py::object& threads) {
+// A one-output model is a binary classifier: its decision is output > threshold, as Keras users
+// write `model.predict(x) > 0.5` and as scikit-learn's binary predict does (strictly greater).
+float binary_threshold(mnist_engine::Activation a) {
+  using mnist_engine::Activation;
+  switch (a) {
+    case Activation::Sigmoid: return 0.5f;
+    case Activation::Linear:  // a logit
+    case Activation::Tanh:    // odd, like a logit: tanh(z) > 0 exactly when z > 0
+    case Activation::Relu: return 0.0f;  // relu(z) > 0 exactly when z > 0
+    case Activation::Softmax: break;
+  }
+  throw py::value_error("classify: a one-output softmax model always outputs 1.0, so it has no decision; "
+                        "use predict(), or export the model with a sigmoid or linear output");
+}
+
+py::object classify(const Engine& e, const py::handle& x, const py::object& threads) {
+  const size_t width = e.output_width();
+  const float threshold = width == 1 ? binary_threshold(e.output_activation()) : 0.0f;
   const py::array_t<float> p = predict(e, x, threads);
   const auto rows = static_cast<size_t>(p.shape(0));
-  const size_t width = e.output_width();
-  py::array_t<int64_t> labels(static_cast<py::ssize_t>(rows));
+  py::array_t<int64_t> index(static_cast<py::ssize_t>(rows));
   const float* in = p.data();
-  int64_t* out = labels.mutable_data();
+  int64_t* out = index.mutable_data();
   for (size_t r = 0; r < rows; ++r) {
     const float* row = in + r * width;
-    out[r] = std::max_element(row, row + width) - row;
+    out[r] = width == 1 ? int64_t(row[0] > threshold) : std::max_element(row, row + width) - row;
   }
-  return labels;
+  const auto& classes = e.classes();
+  if (classes.kind == mnist_engine::ClassLabels::Int)
+    for (size_t r = 0; r < rows; ++r) out[r] = classes.ints[size_t(out[r])];
+  if (classes.kind == mnist_engine::ClassLabels::Str)
+    return py::module_::import("numpy").attr("asarray")(classes.strs)[index];
+  return std::move(index);
+}
+
+py::object classes_of(const Engine& e) {
+  const auto& c = e.classes();
+  if (c.kind == mnist_engine::ClassLabels::Int) return py::tuple(py::cast(c.ints));
+  if (c.kind == mnist_engine::ClassLabels::Str) return py::tuple(py::cast(c.strs));
+  return py::none();
 }
 
 std::string describe(const Engine& e) {
@@ -161,6 +186,29 @@ PYBIND11_MODULE(_core, m) {
   m.doc() = "mnist_engine's compiled core; import mnist_engine instead.";
   m.attr("__version__") = MNIST_ENGINE_VERSION;
   m.attr("FORMAT_VERSION") = mnist_engine::kFormatVersion;
+  // The format's tables and constants, so the Python writer and the tests read them from the one
+  // place that defines them (cpp/include/mnist_engine/model_file.h).
+  {
+    namespace me = mnist_engine;
+    py::list activations, rules, required;
+    for (const char* name : me::kActivationNames) activations.append(name);
+    for (const auto& r : me::kRules) rules.append(py::make_tuple(int(r.rule), r.name));
+    for (const char* key : me::kRequiredMetadata) required.append(key);
+    m.attr("ACTIVATIONS") = py::tuple(activations);
+    m.attr("FORMAT_RULES") = py::tuple(rules);
+    py::dict f;
+    f["version"] = me::kFormatVersion;
+    f["max_layers"] = me::kMaxLayers;
+    f["max_width"] = me::kMaxWidth;
+    f["max_references"] = me::kMaxReferences;
+    f["max_metadata"] = me::kMaxMetadata;
+    f["max_key_length"] = me::kMaxKeyLength;
+    f["max_value_length"] = me::kMaxValueLength;
+    f["max_tolerance"] = double(me::kMaxTolerance);
+    f["max_parameters"] = me::kMaxParameters;
+    f["required_metadata"] = py::tuple(required);
+    m.attr("FORMAT") = f;
+  }
 
   PYBIND11_CONSTINIT static py::gil_safe_call_once_and_store<py::object> format_error;
   format_error.call_once_and_store_result([&]() {
@@ -199,25 +247,36 @@ PYBIND11_MODULE(_core, m) {
         },
         py::arg("kernel") = "", py::arg("threads") = 1, py::arg("seconds") = 0.3,
         "Measured float32 FMA throughput (GFLOP/s) of a kernel's ISA: the benchmark's peak.");
-  m.def("set_num_threads", [](int t) {
-    if (t < 0) throw py::value_error("expected threads >= 0 (0 = OpenMP's default), got " + std::to_string(t));
-    mnist_engine::set_default_threads(t);
-  }, py::arg("threads"));
+  m.def("set_num_threads", [](long long t) {
+    if (t == 0) return mnist_engine::set_default_threads(0);
+    mnist_engine::set_default_threads(mnist_engine::check_threads(t, "threads (0 = OpenMP's default)"));
+  }, py::arg("threads"), "The default thread count of predict: 1..4x the CPUs, or 0 for OpenMP's default.");
   m.def("get_num_threads", &mnist_engine::default_threads);
+  m.def("max_threads", &mnist_engine::max_threads, "The most threads a call may ask for: 4x the CPUs.");
 
   py::class_<Engine, std::shared_ptr<Engine>>(m, "Engine")
       .def_static(
           "from_bytes",
-          [](const py::buffer& data, bool verify, const std::string& kernel) {
+          [](const py::buffer& data, bool verify, const std::string& kernel, bool skip_zeros) {
             const py::buffer_info info = byte_buffer(data);
             const auto* bytes = static_cast<const uint8_t*>(info.ptr);
             const auto size = static_cast<size_t>(info.size);
+            // The loader reads the buffer several times (checksum, then each rule, then the
+            // weights) with the GIL released. A bytes object cannot change meanwhile; anything
+            // else (bytearray, mmap, a writable memoryview) could be changed by another thread or
+            // process between the checksum and the parse, so it is copied once, under the GIL.
+            std::vector<uint8_t> copy;
+            if (!PyBytes_CheckExact(data.ptr())) {
+              copy.assign(bytes, bytes + size);
+              bytes = copy.data();
+            }
             py::gil_scoped_release release;
-            return std::const_pointer_cast<Engine>(Engine::from_bytes(bytes, size, verify, kernel));
+            return std::const_pointer_cast<Engine>(Engine::from_bytes(bytes, size, verify, kernel, skip_zeros));
           },
-          py::arg("data"), py::arg("verify") = true, py::arg("kernel") = "")
+          py::arg("data"), py::arg("verify") = true, py::arg("kernel") = "", py::arg("skip_zeros") = true)
       .def("predict", &predict, py::arg("x"), py::arg("threads") = py::none())
       .def("classify", &classify, py::arg("x"), py::arg("threads") = py::none())
+      .def_property_readonly("classes", &classes_of)
       .def_property_readonly("input_width", &Engine::input_width)
       .def_property_readonly("output_width", &Engine::output_width)
       .def_property_readonly("input_scale", &Engine::input_scale)

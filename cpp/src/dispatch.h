@@ -12,6 +12,7 @@ namespace mnist_engine {
 struct KernelInfo {
   const char* name;
   uint32_t panel_width;
+  uint32_t tail_granule;     // a layer's last, partial panel is packed round_up(width, this) wide
   bool wants_nonzero_index;  // fill DenseArgs::nnz and nz_index before calling `run`
   bool (*cpu_supports)();
   kernels::DenseFn run;

@@ -5,6 +5,9 @@
 #include <cmath>
 #include <new>
 #include <sstream>
+#include <stdexcept>
+#include <string>
+#include <thread>
 #include <type_traits>
 
 #include "dispatch.h"
@@ -62,12 +65,17 @@ void apply_activation(Activation a, float* y, size_t rows, size_t stride, size_t
 std::atomic<int> g_default_threads{0};
 
 // libgomp's thread pool does not survive fork(): a child that starts a parallel region after its
-// parent used one deadlocks. A forked child therefore predicts on its calling thread only (and
-// get_num_threads() says 1), which is also what process pools want anyway: no oversubscription.
+// parent used one deadlocks. A child forked after this process ran a team therefore predicts on
+// its calling thread only (and get_num_threads() says 1), which is also what process pools want
+// anyway: no oversubscription. A child of a parent that never ran a team has no pool to inherit
+// and keeps every thread.
+std::atomic<bool> g_team_started{false};
 std::atomic<bool> g_forked_child{false};
 #if defined(__unix__) || defined(__APPLE__)
 const bool kForkGuardInstalled = [] {
-  pthread_atfork(nullptr, nullptr, [] { g_forked_child.store(true); });
+  pthread_atfork(nullptr, nullptr, [] {
+    if (g_team_started.load()) g_forked_child.store(true);
+  });
   return true;
 }();
 #endif
@@ -89,13 +97,29 @@ void AlignedFloats::Free::operator()(float* p) const {
 
 namespace {
 
-// The one place that decides how many threads a call may use: `requested` if positive, else the
-// process default (set_default_threads, else OpenMP's). Always 1 without OpenMP and in a forked
-// child (see kForkGuardInstalled).
+}  // namespace
+
+int max_threads() {
+#if defined(_OPENMP)
+  static const int limit = 4 * std::max(omp_get_num_procs(), 1);
+  return limit;
+#else
+  return 4 * std::max<int>(std::thread::hardware_concurrency(), 1);
+#endif
+}
+
+int check_threads(long long requested, const char* what) {
+  if (requested < 1 || requested > max_threads())
+    throw std::invalid_argument(std::string("expected ") + what + " in 1.." + std::to_string(max_threads()) +
+                                " (4x this machine's " + std::to_string(max_threads() / 4) +
+                                " CPUs), got " + std::to_string(requested));
+  return static_cast<int>(requested);
+}
+
 int effective_threads(int requested) {
 #if defined(_OPENMP)
   if (g_forked_child.load(std::memory_order_relaxed)) return 1;
-  if (requested > 0) return requested;
+  if (requested > 0) return std::min(requested, max_threads());
   if (const int t = g_default_threads.load(std::memory_order_relaxed); t > 0) return t;
   return omp_get_max_threads();
 #else
@@ -104,11 +128,13 @@ int effective_threads(int requested) {
 #endif
 }
 
-}  // namespace
+void note_team_started() { g_team_started.store(true); }
 
 int default_threads() { return effective_threads(0); }
 
-void set_default_threads(int threads) { g_default_threads.store(std::max(threads, 0)); }
+void set_default_threads(int threads) {
+  g_default_threads.store(threads == 0 ? 0 : check_threads(threads, "threads (0 = OpenMP's default)"));
+}
 
 struct Engine::Scratch {
   AlignedFloats input;              // one tile of uint8 rows converted to floats (uint8 calls only)
@@ -126,29 +152,38 @@ struct Engine::Scratch {
 };
 
 std::shared_ptr<const Engine> Engine::from_bytes(const uint8_t* data, size_t size, bool verify,
-                                                 const std::string& kernel) {
+                                                 const std::string& kernel, bool skip_zeros) {
   const KernelInfo& k = select_kernel(kernel);
   ModelFile file = parse_model_file(data, size);
 
   std::shared_ptr<Engine> e(new Engine());
   e->kernel_ = &k;
   e->kernel_name_ = k.name;
+  e->skip_zeros_ = skip_zeros;
   e->input_width_ = file.input_width;
   e->input_scale_ = file.input_scale;
   e->metadata_ = std::move(file.metadata);
+
+  e->classes_ = std::move(file.classes);
 
   const size_t nr = k.panel_width;
   for (const DenseLayer& src : file.layers) {
     PackedLayer dst;
     dst.info = {src.input_width, src.output_width, src.activation};
     dst.panels = round_up(src.output_width, nr) / nr;
-    dst.weights = AlignedFloats(dst.panels * src.input_width * nr);
+    // Full panels are nr wide; a partial last one only as wide as its columns (rounded up to the
+    // kernel's granule), so the packed model is the file's size plus a few floats per row.
+    const size_t tail = src.output_width - (dst.panels - 1) * nr;
+    dst.tail_stride = tail == nr ? nr : round_up(tail, k.tail_granule);
+    const size_t in = src.input_width;
+    dst.weights = AlignedFloats((dst.panels - 1) * in * nr + in * dst.tail_stride);
     dst.bias = AlignedFloats(dst.panels * nr);
     for (size_t p = 0; p < dst.panels; ++p) {
       const size_t first = p * nr, width = std::min(nr, src.output_width - first);
-      for (size_t kk = 0; kk < src.input_width; ++kk)
+      const size_t stride = p + 1 == dst.panels ? dst.tail_stride : nr;
+      for (size_t kk = 0; kk < in; ++kk)
         decode_f32(src.kernel + 4 * (kk * src.output_width + first), width,
-                   dst.weights.data() + (p * src.input_width + kk) * nr);
+                   dst.weights.data() + p * in * nr + kk * stride);
     }
     decode_f32(src.bias, src.output_width, dst.bias.data());
     e->max_padded_width_ = std::max(e->max_padded_width_, dst.panels * nr);
@@ -174,7 +209,7 @@ void Engine::verify(const ReferenceSet& ref) {
       s << "reference row " << i / out << ", output " << i % out << ": expected "
         << ref.expected[i] << " +/- " << allowed << ", the engine (kernel " << kernel_name_
         << ") computed " << y[i];
-      throw FormatError("verification", ref.expected_offset + 4 * i, s.str());
+      throw FormatError(Rule::Verification, ref.expected_offset + 4 * i, s.str());
     }
     worst = std::max(worst, excess);
   }
@@ -205,12 +240,19 @@ void Engine::run_tile(const T* x, size_t rows, float* y, Scratch& s) const {
     const size_t width = layer.info.input_width;
     const size_t blocks = (width + kernels::kIndexBlock - 1) / kernels::kIndexBlock;
     if (kernel.wants_nonzero_index)
-      for (size_t r = 0; r < rows; ++r)
-        kernel.nonzero_index(in + r * in_stride, width, s.nz_index.get() + r * width,
-                             s.block_ends.get() + r * blocks);
+      for (size_t r = 0; r < rows; ++r) {
+        uint16_t* index = s.nz_index.get() + r * width;
+        uint32_t* ends = s.block_ends.get() + r * blocks;
+        if (skip_zeros_) {
+          kernel.nonzero_index(in + r * in_stride, width, index, ends);
+          continue;
+        }
+        for (size_t k = 0; k < width; ++k) index[k] = static_cast<uint16_t>(k);
+        for (size_t b = 0; b < blocks; ++b) ends[b] = static_cast<uint32_t>(std::min((b + 1) * kernels::kIndexBlock, width));
+      }
     float* out = buffers[l % 2];
     kernel.run({in, in_stride, rows, width, s.block_ends.get(), s.nz_index.get(), layer.weights.data(),
-                layer.bias.data(), layer.panels, layer.info.output_width, out, stride,
+                layer.tail_stride, layer.bias.data(), layer.panels, layer.info.output_width, out, stride,
                 layer.info.activation == Activation::Relu});
     apply_activation(layer.info.activation, out, rows, stride, layer.info.output_width);
     in = out;
@@ -240,6 +282,7 @@ void Engine::run(const T* x, size_t rows, float* y, int threads) const {
   std::vector<Scratch> scratch;
   scratch.reserve(team);
   for (int i = 0; i < team; ++i) scratch.emplace_back(*this, kTileRows, kPixels);
+  note_team_started();
 #if defined(_OPENMP)  // (without OpenMP, effective_threads is 1 and this is never reached)
 #pragma omp parallel for num_threads(team) schedule(static)
   for (long long t = 0; t < static_cast<long long>(tiles); ++t)

@@ -13,21 +13,17 @@
 namespace mnist_engine {
 
 const char* activation_name(Activation a) {
-  switch (a) {
-    case Activation::Linear: return "linear";
-    case Activation::Relu: return "relu";
-    case Activation::Sigmoid: return "sigmoid";
-    case Activation::Tanh: return "tanh";
-    case Activation::Softmax: return "softmax";
-  }
-  return "unknown";
+  const auto code = uint32_t(a);
+  return code < kActivationCount ? kActivationNames[code] : "unknown";
 }
+
+const char* rule_name(Rule r) { return kRules[size_t(r) - 1].name; }
 
 namespace {
 
-std::string describe(const std::string& rule, uint64_t offset, const std::string& detail) {
+std::string describe(Rule rule, uint64_t offset, const std::string& detail) {
   std::ostringstream s;
-  s << rule << " at offset " << offset << ": " << detail;
+  s << rule_name(rule) << " at offset " << offset << ": " << detail;
   return s.str();
 }
 
@@ -45,8 +41,8 @@ void decode_f32(const uint8_t* src, size_t count, float* dst) {
 #endif
 }
 
-FormatError::FormatError(std::string rule, uint64_t offset, const std::string& detail)
-    : std::runtime_error(describe(rule, offset, detail)), rule_(std::move(rule)), offset_(offset) {}
+FormatError::FormatError(Rule rule, uint64_t offset, const std::string& detail)
+    : std::runtime_error(describe(rule, offset, detail)), rule_(rule_name(rule)), offset_(offset) {}
 
 namespace {
 
@@ -56,9 +52,6 @@ constexpr size_t kHeaderSize = 48;
 constexpr size_t kLayerEntrySize = 16;
 constexpr size_t kChecksumSize = 4;
 constexpr uint32_t kDtypeF32 = 1;
-constexpr size_t kMaxKeyLength = 64;
-constexpr uint32_t kMaxValueLength = 65536;
-constexpr float kMaxTolerance = 1e-3f;
 
 template <typename... Parts>
 std::string cat(const Parts&... parts) {
@@ -92,17 +85,17 @@ double le_f64(const uint8_t* p) {
 uint64_t checked_mul(uint64_t a, uint64_t b, uint64_t offset) {
   uint64_t r;
   if (__builtin_mul_overflow(a, b, &r))
-    throw FormatError("layout-size", offset, cat("expected sizes that fit 64 bits, got ", a, " x ", b));
+    throw FormatError(Rule::LayoutSize, offset, cat("expected sizes that fit 64 bits, got ", a, " x ", b));
   return r;
 }
 uint64_t checked_add(uint64_t a, uint64_t b, uint64_t offset) {
   uint64_t r;
   if (__builtin_add_overflow(a, b, &r))
-    throw FormatError("layout-size", offset, cat("expected sizes that fit 64 bits, got ", a, " + ", b));
+    throw FormatError(Rule::LayoutSize, offset, cat("expected sizes that fit 64 bits, got ", a, " + ", b));
   return r;
 }
 
-void check_range(const char* rule, uint64_t offset, const char* what, uint64_t value,
+void check_range(Rule rule, uint64_t offset, const char* what, uint64_t value,
                  uint64_t lo, uint64_t hi) {
   if (value < lo || value > hi)
     throw FormatError(rule, offset, cat("expected ", what, " in ", lo, "..", hi, ", got ", value));
@@ -111,7 +104,7 @@ void check_range(const char* rule, uint64_t offset, const char* what, uint64_t v
 // Rejects NaN and infinities among `count` f32 values at base + offset. One branch-free pass
 // first (an all-ones exponent is NaN or infinity), then a search for the culprit only when there
 // is one: a loop that can exit early does not vectorise.
-void check_finite_f32(const uint8_t* base, uint64_t offset, uint64_t count, const char* rule,
+void check_finite_f32(const uint8_t* base, uint64_t offset, uint64_t count, Rule rule,
                       const std::string& what) {
   uint32_t any_special = 0;
   for (uint64_t i = 0; i < count; ++i)
@@ -125,7 +118,7 @@ void check_finite_f32(const uint8_t* base, uint64_t offset, uint64_t count, cons
   }
 }
 
-void read_finite_f32(const uint8_t* base, uint64_t offset, uint64_t count, const char* rule,
+void read_finite_f32(const uint8_t* base, uint64_t offset, uint64_t count, Rule rule,
                      const std::string& what, std::vector<float>& out) {
   check_finite_f32(base, offset, count, rule, what);
   out.resize(count);
@@ -168,29 +161,29 @@ struct Header {
 
 Header read_header(const uint8_t* d, size_t size) {
   if (size < kHeaderSize + kChecksumSize)
-    throw FormatError("too-short", 0, cat("expected at least ", kHeaderSize + kChecksumSize,
+    throw FormatError(Rule::TooShort, 0, cat("expected at least ", kHeaderSize + kChecksumSize,
                                           " bytes (header and checksum), got ", size));
   if (std::memcmp(d, kMagic, sizeof kMagic) != 0) {
     std::ostringstream got;
     for (size_t i = 0; i < 8; ++i) got << (i ? " " : "") << std::hex << int(d[i]);
-    throw FormatError("bad-magic", 0, cat("expected the magic 89 4d 4e 57 0d 0a 1a 0a, got ",
+    throw FormatError(Rule::BadMagic, 0, cat("expected the magic 89 4d 4e 57 0d 0a 1a 0a, got ",
                                           got.str(), " (not an mnist_engine weights file)"));
   }
   if (const uint32_t v = le_u32(d + 8); v != kFormatVersion)
-    throw FormatError("unsupported-version", 8,
+    throw FormatError(Rule::UnsupportedVersion, 8,
                       cat("expected format version ", kFormatVersion, ", got version ", v));
   if (const uint32_t bom = le_u32(d + 12); bom != kByteOrderMark)
-    throw FormatError("byte-order", 12, cat("expected the little-endian mark 0x0a0b0c0d, got 0x",
+    throw FormatError(Rule::ByteOrder, 12, cat("expected the little-endian mark 0x0a0b0c0d, got 0x",
                                             std::hex, bom));
   Header h{};
   h.file_size = le_u64(d + 16);
   if (h.file_size != size)
-    throw FormatError("file-size", 16,
+    throw FormatError(Rule::FileSize, 16,
                       cat("expected ", h.file_size, " bytes as the header declares, got ", size,
                           size < h.file_size ? " (truncated)" : " (trailing bytes)"));
   const uint32_t stored = le_u32(d + size - kChecksumSize);
   if (const uint32_t actual = crc32c(d, size - kChecksumSize); actual != stored)
-    throw FormatError("checksum", size - kChecksumSize,
+    throw FormatError(Rule::Checksum, size - kChecksumSize,
                       cat("expected CRC32C 0x", std::hex, actual, " of the preceding bytes, the file "
                           "stores 0x", stored, " (the file is damaged)"));
   h.layer_count = le_u32(d + 24);
@@ -198,144 +191,255 @@ Header read_header(const uint8_t* d, size_t size) {
   h.input_scale = le_f64(d + 32);
   h.ref_count = le_u32(d + 40);
   h.meta_count = le_u32(d + 44);
-  check_range("layer-count", 24, "layer_count", h.layer_count, 1, kMaxLayers);
-  check_range("input-width", 28, "input_width", h.input_width, 1, kMaxWidth);
+  check_range(Rule::LayerCount, 24, "layer_count", h.layer_count, 1, kMaxLayers);
+  check_range(Rule::InputWidth, 28, "input_width", h.input_width, 1, kMaxWidth);
   if (!std::isfinite(h.input_scale) || !(h.input_scale > 0.0))
-    throw FormatError("input-scale", 32,
+    throw FormatError(Rule::InputScale, 32,
                       cat("expected a finite input_scale > 0, got ", h.input_scale));
-  check_range("ref-count", 40, "ref_count", h.ref_count, 1, kMaxReferences);
-  check_range("meta-count", 44, "meta_count", h.meta_count, 0, kMaxMetadata);
+  check_range(Rule::RefCount, 40, "ref_count", h.ref_count, 1, kMaxReferences);
+  check_range(Rule::MetaCount, 44, "meta_count", h.meta_count, 0, kMaxMetadata);
   return h;
 }
 
 }  // namespace
 
-ModelFile parse_model_file(const uint8_t* d, size_t size) {
-  const Header h = read_header(d, size);
-  const uint64_t payload_end = size - kChecksumSize;
+// Everything below the header, rule by rule in the order of docs/FORMAT.md. Each rule is checked
+// over the whole file before the next one starts (all layers for rule 12, then all for rule 13,
+// ...), so which error a file with several faults gets does not depend on where they sit.
+namespace {
 
-  // Layer table.
+struct TableEntry {
+  uint64_t at;
+  uint32_t input_width, output_width, activation, dtype;
+};
+
+struct MetaEntry {
+  uint64_t at;            // the entry's first byte (its key length)
+  uint32_t key_length;
+  uint64_t value_length_at;
+  uint32_t value_length;
+  uint64_t value_at;
+};
+
+std::vector<TableEntry> read_layer_table(const uint8_t* d, const Header& h, uint64_t payload_end) {
+  // The table itself must fit before rules 12-15 read it (the first part of rule 17).
   const uint64_t table_end = kHeaderSize + uint64_t(h.layer_count) * kLayerEntrySize;
   if (table_end > payload_end)
-    throw FormatError("layout-size", kHeaderSize,
+    throw FormatError(Rule::LayoutSize, kHeaderSize,
                       cat("expected ", h.layer_count, " layer descriptors (", table_end - kHeaderSize,
                           " bytes), but only ", payload_end - kHeaderSize, " bytes precede the checksum"));
-
-  ModelFile m;
-  m.version = kFormatVersion;
-  m.input_width = h.input_width;
-  m.input_scale = h.input_scale;
-  m.layers.resize(h.layer_count);
-  uint32_t previous_width = h.input_width;
-  uint64_t weights_bytes = 0;
+  std::vector<TableEntry> table(h.layer_count);
   for (uint32_t i = 0; i < h.layer_count; ++i) {
     const uint64_t at = kHeaderSize + uint64_t(i) * kLayerEntrySize;
-    DenseLayer& layer = m.layers[i];
-    layer.input_width = le_u32(d + at);
-    layer.output_width = le_u32(d + at + 4);
-    const uint32_t activation = le_u32(d + at + 8);
-    const uint32_t dtype = le_u32(d + at + 12);
-    check_range("layer-width", at, cat("layer ", i, " input_width").c_str(), layer.input_width, 1,
-                kMaxWidth);
-    check_range("layer-width", at + 4, cat("layer ", i, " output_width").c_str(),
-                layer.output_width, 1, kMaxWidth);
-    if (activation > uint32_t(Activation::Softmax))
-      throw FormatError("activation", at + 8,
-                        cat("expected an activation code 0..4 (linear, relu, sigmoid, tanh, "
-                            "softmax) for layer ", i, ", got ", activation));
-    layer.activation = Activation(activation);
-    if (dtype != kDtypeF32)
-      throw FormatError("dtype", at + 12, cat("expected dtype code 1 (f32) for layer ", i,
-                                              ", got ", dtype));
-    if (layer.input_width != previous_width)
-      throw FormatError("layer-chain", at,
-                        cat("expected layer ", i, " to take ", previous_width, " inputs (",
-                            i == 0 ? "the model's input width" : "the previous layer's outputs",
-                            "), got ", layer.input_width));
-    previous_width = layer.output_width;
-    const uint64_t params = checked_add(
-        checked_mul(layer.input_width, layer.output_width, at), layer.output_width, at);
-    weights_bytes = checked_add(weights_bytes, checked_mul(params, 4, at), at);
+    table[i] = {at, le_u32(d + at), le_u32(d + at + 4), le_u32(d + at + 8), le_u32(d + at + 12)};
   }
-  const uint32_t output_width = previous_width;
+  for (uint32_t i = 0; i < h.layer_count; ++i) {
+    const TableEntry& e = table[i];
+    check_range(Rule::LayerWidth, e.at, cat("layer ", i, " input_width").c_str(), e.input_width, 1, kMaxWidth);
+    check_range(Rule::LayerWidth, e.at + 4, cat("layer ", i, " output_width").c_str(), e.output_width, 1,
+                kMaxWidth);
+  }
+  for (uint32_t i = 0; i < h.layer_count; ++i)
+    if (table[i].activation >= kActivationCount) {
+      std::string names;
+      for (uint32_t c = 0; c < kActivationCount; ++c) names += cat(c ? ", " : "", kActivationNames[c]);
+      throw FormatError(Rule::ActivationCode, table[i].at + 8,
+                        cat("expected an activation code 0..", kActivationCount - 1, " (", names,
+                            ") for layer ", i, ", got ", table[i].activation));
+    }
+  for (uint32_t i = 0; i < h.layer_count; ++i)
+    if (table[i].dtype != kDtypeF32)
+      throw FormatError(Rule::Dtype, table[i].at + 12,
+                        cat("expected dtype code 1 (f32) for layer ", i, ", got ", table[i].dtype));
+  uint32_t previous_width = h.input_width;
+  for (uint32_t i = 0; i < h.layer_count; ++i) {
+    if (table[i].input_width != previous_width)
+      throw FormatError(Rule::LayerChain, table[i].at,
+                        cat("expected layer ", i, " to take ", previous_width, " inputs (",
+                            i == 0 ? "the model's input width" : "the previous layer's outputs", "), got ",
+                            table[i].input_width));
+    previous_width = table[i].output_width;
+  }
+  // With widths <= 2^16 and at most 64 layers the sum stays below 2^39: no overflow possible.
+  uint64_t parameters = 0;
+  for (const TableEntry& e : table) parameters += uint64_t(e.input_width) * e.output_width + e.output_width;
+  if (parameters > kMaxParameters)
+    throw FormatError(Rule::ModelSize, kHeaderSize,
+                      cat("expected at most ", kMaxParameters, " weights and biases (1 GiB of f32), the layer "
+                          "table declares ", parameters));
+  return table;
+}
 
-  // Every remaining size follows from the header and the table; prove the file holds them all
-  // before copying (and allocating) anything.
+std::vector<MetaEntry> walk_metadata(const uint8_t* d, uint32_t count, uint64_t at, uint64_t end) {
+  std::vector<MetaEntry> entries;
+  for (uint32_t i = 0; i < count; ++i) {
+    MetaEntry e{};
+    e.at = at;
+    if (end - at < 2)
+      throw FormatError(Rule::MetadataTruncated, at,
+                        cat("expected the key length of metadata entry ", i, ", but the metadata section ends"));
+    e.key_length = le_u16(d + at);
+    if (end - at - 2 < uint64_t(e.key_length) + 4)
+      throw FormatError(Rule::MetadataTruncated, at + 2,
+                        cat("expected ", e.key_length + 4, " more bytes for metadata entry ", i,
+                            ", the section has ", end - at - 2, " left"));
+    e.value_length_at = at + 2 + e.key_length;
+    e.value_length = le_u32(d + e.value_length_at);
+    e.value_at = e.value_length_at + 4;
+    if (end - e.value_at < e.value_length)
+      throw FormatError(Rule::MetadataTruncated, e.value_length_at,
+                        cat("expected ", e.value_length, " bytes for the value of metadata entry ", i,
+                            ", the section has ", end - e.value_at, " left"));
+    entries.push_back(e);
+    at = e.value_at + e.value_length;
+  }
+  return entries;
+}
+
+std::string key_of(const uint8_t* d, const MetaEntry& e) {
+  return std::string(reinterpret_cast<const char*>(d + e.at + 2), e.key_length);
+}
+
+// `end`: where the last entry ends, the offset a missing required key is reported at.
+void check_metadata(const uint8_t* d, const std::vector<MetaEntry>& entries, uint64_t end) {
+  for (size_t i = 0; i < entries.size(); ++i) {
+    const MetaEntry& e = entries[i];
+    if (e.key_length < 1 || e.key_length > kMaxKeyLength)
+      throw FormatError(Rule::MetadataKey, e.at, cat("expected a key length of 1..", kMaxKeyLength,
+                                                     " for metadata entry ", i, ", got ", e.key_length));
+    for (uint32_t k = 0; k < e.key_length; ++k)
+      if (!is_key_char(d[e.at + 2 + k]))
+        throw FormatError(Rule::MetadataKey, e.at + 2 + k,
+                          cat("expected key characters a-z 0-9 _ . in metadata entry ", i, ", got byte ",
+                              int(d[e.at + 2 + k])));
+  }
+  std::set<std::string> keys;
+  for (const MetaEntry& e : entries)
+    if (!keys.insert(key_of(d, e)).second)
+      throw FormatError(Rule::MetadataDuplicate, e.at,
+                        cat("expected unique keys, '", key_of(d, e), "' appears twice"));
+  for (const MetaEntry& e : entries) {
+    if (e.value_length > kMaxValueLength)
+      throw FormatError(Rule::MetadataValue, e.value_length_at,
+                        cat("expected a value of at most ", kMaxValueLength, " bytes for key '", key_of(d, e),
+                            "', got ", e.value_length));
+    if (!is_valid_utf8(d + e.value_at, e.value_length))
+      throw FormatError(Rule::MetadataValue, e.value_at, cat("expected UTF-8 for the value of key '", key_of(d, e), "'"));
+  }
+  for (const char* required : kRequiredMetadata)
+    if (!keys.count(required))
+      throw FormatError(Rule::MetadataRequired, end,
+                        cat("expected the metadata key '", required, "', it is missing"));
+}
+
+// `classes`: "int" or "str", then one label per line, one per output (two for a one-output model:
+// the labels below and above its threshold).
+ClassLabels parse_classes(const std::string& value, uint64_t at, uint32_t output_width) {
+  const auto fail = [&](const std::string& what) {
+    throw FormatError(Rule::MetadataClasses, at, what);
+  };
+  std::vector<std::string> lines;
+  size_t start = 0;
+  for (;;) {
+    const size_t nl = value.find('\n', start);
+    lines.push_back(value.substr(start, nl == std::string::npos ? std::string::npos : nl - start));
+    if (nl == std::string::npos) break;
+    start = nl + 1;
+  }
+  ClassLabels c;
+  if (lines[0] == "int") c.kind = ClassLabels::Int;
+  else if (lines[0] == "str") c.kind = ClassLabels::Str;
+  else fail(cat("expected the classes value to start with the line 'int' or 'str', got '", lines[0], "'"));
+  const size_t want = output_width == 1 ? 2 : output_width;
+  if (lines.size() - 1 != want)
+    fail(cat("expected ", want, " class labels (", output_width == 1 ? "two for a one-output model" :
+             "one per output", "), got ", lines.size() - 1));
+  std::set<std::string> seen;
+  for (size_t i = 1; i < lines.size(); ++i) {
+    const std::string& label = lines[i];
+    if (label.empty()) fail(cat("expected non-empty class labels, label ", i - 1, " is empty"));
+    if (!seen.insert(label).second) fail(cat("expected unique class labels, '", label, "' appears twice"));
+    if (c.kind == ClassLabels::Str) {
+      c.strs.push_back(label);
+      continue;
+    }
+    // An optional minus and 1..18 digits: always fits int64, and reads back as the same text.
+    const size_t digits = label.size() - (label[0] == '-');
+    bool ok = digits >= 1 && digits <= 18 && (digits == 1 || label[label.size() - digits] != '0');
+    for (size_t k = label.size() - digits; ok && k < label.size(); ++k) ok = label[k] >= '0' && label[k] <= '9';
+    if (!ok || label == "-0") fail(cat("expected integer labels of at most 18 digits, got '", label, "'"));
+    c.ints.push_back(std::stoll(label));
+  }
+  return c;
+}
+
+}  // namespace
+
+ModelFile parse_model_file(const uint8_t* d, size_t size) {
+  const Header h = read_header(d, size);  // rules 1-11
+  const uint64_t payload_end = size - kChecksumSize;
+  const std::vector<TableEntry> table = read_layer_table(d, h, payload_end);  // rules 12-16
+  const uint64_t table_end = kHeaderSize + uint64_t(h.layer_count) * kLayerEntrySize;
+  const uint32_t output_width = table.back().output_width;
+
+  // Rule 17: every remaining size follows from the header and the table; prove the file holds
+  // them all before copying (and allocating) anything.
+  uint64_t weights_bytes = 0;
+  for (const TableEntry& e : table)
+    weights_bytes = checked_add(weights_bytes,
+                                checked_mul(uint64_t(e.input_width) * e.output_width + e.output_width, 4, e.at),
+                                e.at);
   const uint64_t ref_values = checked_mul(
       h.ref_count, checked_add(h.input_width, output_width, kHeaderSize), kHeaderSize);
   const uint64_t reference_bytes = checked_add(8, checked_mul(ref_values, 4, kHeaderSize), kHeaderSize);
   const uint64_t fixed_end = checked_add(checked_add(table_end, weights_bytes, kHeaderSize),
                                          reference_bytes, kHeaderSize);
   if (fixed_end > payload_end)
-    throw FormatError("layout-size", table_end,
+    throw FormatError(Rule::LayoutSize, table_end,
                       cat("expected at least ", weights_bytes, " bytes of weights and ",
                           reference_bytes, " bytes of reference data after offset ", table_end,
                           ", but the file has ", payload_end - table_end,
                           " bytes before its checksum"));
   const uint64_t metadata_end = payload_end - reference_bytes;
 
-  // Weights.
+  // Rule 18: weights.
+  ModelFile m;
+  m.version = kFormatVersion;
+  m.input_width = h.input_width;
+  m.input_scale = h.input_scale;
+  m.layers.resize(h.layer_count);
   uint64_t at = table_end;
   for (uint32_t i = 0; i < h.layer_count; ++i) {
     DenseLayer& layer = m.layers[i];
+    layer.input_width = table[i].input_width;
+    layer.output_width = table[i].output_width;
+    layer.activation = Activation(table[i].activation);
     const uint64_t kernel_count = uint64_t(layer.input_width) * layer.output_width;
-    check_finite_f32(d, at, kernel_count, "non-finite-weight", cat("layer ", i, " kernel"));
+    check_finite_f32(d, at, kernel_count, Rule::NonFiniteWeight, cat("layer ", i, " kernel"));
     layer.kernel = d + at;
     at += 4 * kernel_count;
-    check_finite_f32(d, at, layer.output_width, "non-finite-weight", cat("layer ", i, " bias"));
+    check_finite_f32(d, at, layer.output_width, Rule::NonFiniteWeight, cat("layer ", i, " bias"));
     layer.bias = d + at;
     at += 4 * uint64_t(layer.output_width);
   }
 
-  // Metadata: variable length, so every read is bounds-checked against the reference section.
-  std::set<std::string> keys;
-  for (uint32_t i = 0; i < h.meta_count; ++i) {
-    const uint64_t entry = at;
-    if (metadata_end - at < 2)
-      throw FormatError("metadata-truncated", at, cat("expected the key length of metadata entry ",
-                                                      i, ", but the metadata section ends"));
-    const uint32_t key_length = le_u16(d + at);
-    at += 2;
-    if (key_length < 1 || key_length > kMaxKeyLength)
-      throw FormatError("metadata-key", entry, cat("expected a key length of 1..", kMaxKeyLength,
-                                                   " for metadata entry ", i, ", got ", key_length));
-    if (metadata_end - at < key_length + 4u)
-      throw FormatError("metadata-truncated", at, cat("expected ", key_length + 4, " more bytes for metadata entry ",
-                                                      i, ", the section has ", metadata_end - at, " left"));
-    std::string key(reinterpret_cast<const char*>(d + at), key_length);
-    for (size_t k = 0; k < key.size(); ++k)
-      if (!is_key_char(uint8_t(key[k])))
-        throw FormatError("metadata-key", at + k,
-                          cat("expected key characters a-z 0-9 _ . in metadata entry ", i,
-                              ", got byte ", int(uint8_t(key[k]))));
-    at += key_length;
-    const uint32_t value_length = le_u32(d + at);
-    if (value_length > kMaxValueLength)
-      throw FormatError("metadata-value", at, cat("expected a value of at most ", kMaxValueLength,
-                                                  " bytes for key '", key, "', got ", value_length));
-    at += 4;
-    if (metadata_end - at < value_length)
-      throw FormatError("metadata-truncated", at, cat("expected ", value_length, " bytes for the value of key '",
-                                                      key, "', the section has ", metadata_end - at, " left"));
-    if (!is_valid_utf8(d + at, value_length))
-      throw FormatError("metadata-value", at, cat("expected UTF-8 for the value of key '", key, "'"));
-    if (!keys.insert(key).second)
-      throw FormatError("metadata-duplicate", entry, cat("expected unique keys, '", key,
-                                                         "' appears twice"));
-    m.metadata.emplace_back(std::move(key),
-                            std::string(reinterpret_cast<const char*>(d + at), value_length));
-    at += value_length;
+  // Rules 19-25: metadata. Its entries are variable-length, so the structure is walked first
+  // (every read bounds-checked against the reference section), then each rule runs over it.
+  const std::vector<MetaEntry> entries = walk_metadata(d, h.meta_count, at, metadata_end);
+  if (!entries.empty()) at = entries.back().value_at + entries.back().value_length;
+  check_metadata(d, entries, at);
+  for (const MetaEntry& e : entries) {
+    m.metadata.emplace_back(key_of(d, e),
+                            std::string(reinterpret_cast<const char*>(d + e.value_at), e.value_length));
+    if (m.metadata.back().first == "classes")
+      m.classes = parse_classes(m.metadata.back().second, e.value_at, output_width);
   }
-  for (const char* required : {"producer", "producer_version", "source"})
-    if (!keys.count(required))
-      throw FormatError("metadata-required", at, cat("expected the metadata key '", required,
-                                                     "', it is missing"));
   if (at != metadata_end)
-    throw FormatError("trailing-bytes", at, cat("expected the reference section at offset ", at,
-                                                ", but ", metadata_end - at,
-                                                " bytes that no section describes come first"));
+    throw FormatError(Rule::TrailingBytes, at, cat("expected the reference section at offset ", at,
+                                                   ", but ", metadata_end - at,
+                                                   " bytes that no section describes come first"));
 
-  // Reference.
+  // Rules 26-27: the reference section.
   ReferenceSet& ref = m.reference;
   ref.count = h.ref_count;
   ref.atol = le_f32(d + at);
@@ -344,14 +448,14 @@ ModelFile parse_model_file(const uint8_t* d, size_t size) {
        {std::tuple<const char*, float, uint64_t>{"atol", ref.atol, at},
         std::tuple<const char*, float, uint64_t>{"rtol", ref.rtol, at + 4}})
     if (!std::isfinite(value) || value < 0.0f || value > kMaxTolerance)
-      throw FormatError("tolerance", offset,
+      throw FormatError(Rule::Tolerance, offset,
                         cat("expected ", name, " in 0..", kMaxTolerance, ", got ", value));
   at += 8;
   const uint64_t input_count = uint64_t(ref.count) * h.input_width;
-  read_finite_f32(d, at, input_count, "non-finite-reference", "reference inputs", ref.inputs);
+  read_finite_f32(d, at, input_count, Rule::NonFiniteReference, "reference inputs", ref.inputs);
   at += 4 * input_count;
   ref.expected_offset = at;
-  read_finite_f32(d, at, uint64_t(ref.count) * output_width, "non-finite-reference",
+  read_finite_f32(d, at, uint64_t(ref.count) * output_width, Rule::NonFiniteReference,
                   "reference outputs", ref.expected);
   return m;
 }

@@ -1,9 +1,12 @@
 // The machine's measured FMA peak, the yardstick tools/bench.py divides every runner by.
 #include <algorithm>
 #include <chrono>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "dispatch.h"
+#include "mnist_engine/engine.h"
 
 #if defined(_OPENMP)
 #include <omp.h>
@@ -12,6 +15,11 @@
 namespace mnist_engine {
 
 double measure_fma_peak_gflops(const KernelInfo& k, int threads, double seconds) {
+  // Checked before any arithmetic: a NaN or infinite duration would make the iteration count's
+  // float-to-integer conversion undefined.
+  if (!(seconds >= 0.001 && seconds <= 60.0))
+    throw std::invalid_argument("expected seconds in 0.001..60, got " + std::to_string(seconds));
+  threads = check_threads(threads, "threads");
   using clock = std::chrono::steady_clock;
   const auto elapsed = [](clock::time_point t0) {
     return std::chrono::duration<double>(clock::now() - t0).count();
@@ -24,15 +32,17 @@ double measure_fma_peak_gflops(const KernelInfo& k, int threads, double seconds)
     (void)sink;
     const double t = elapsed(t0);
     if (t > 0.02) {
-      iterations = static_cast<uint64_t>(iterations * std::max(seconds / t, 0.1));
+      iterations = static_cast<uint64_t>(double(iterations) * std::clamp(seconds / t, 0.1, 3000.0));
       break;
     }
     iterations *= 4;
   }
-  threads = std::max(threads, 1);
+  // The same guard as predict: one thread in a child forked after a team ran.
+  threads = effective_threads(threads);
   std::vector<float> sinks(threads);
   const auto t0 = clock::now();
 #if defined(_OPENMP)
+  if (threads > 1) note_team_started();
 #pragma omp parallel num_threads(threads)
   sinks[omp_get_thread_num()] = k.fma_peak(iterations);
 #else

@@ -1,33 +1,119 @@
 """What the Keras and scikit-learn exporters share: turning caller-given reference images into the
-model's float input domain, and the metadata every export carries."""
+model's float input domain, the metadata every export carries, and the proof every export gives
+before it writes a byte (build in memory, load with full verification, name the first diverging
+layer on a mismatch)."""
 from __future__ import annotations
 
-from typing import Dict, Optional
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Optional, Sequence, Union
 
 import numpy as np
 
 from . import _core
-from .model_file import sample_pixel_inputs
-from .reference import scale_pixels
+from .model_file import DenseLayer, atomic_write_bytes, encode_model, sample_pixel_inputs
+from .reference import forward, scale_pixels
 
 REFERENCE_ROWS = 16
 
 
-def reference_inputs_for(images: Optional[np.ndarray], width: int, input_scale: float) -> np.ndarray:
+class InputRangeWarning(UserWarning):
+    """The reference images lie outside what ``input_scale`` maps uint8 pixels to."""
+
+
+class ExportMismatchError(ValueError):
+    """The exported file does not reproduce the framework's outputs; nothing was written."""
+
+
+@dataclass
+class ReferenceInputs:
+    values: np.ndarray  # (R, width) float32, the model's input domain
+    source_range: str  # "uint8 MIN MAX" or "float MIN MAX": the values as the caller gave them
+
+
+def reference_inputs_for(images: Optional[np.ndarray], width: int, input_scale: float) -> ReferenceInputs:
     """(R, width) float32 in the model's input domain. uint8 images are raw pixels and get scaled
-    exactly as the engine scales them; float images are taken as already scaled."""
+    exactly as the engine scales them; float images are taken as already scaled, and a warning is
+    given when they lie outside 0..255 * input_scale, the range predict(uint8) will feed the model."""
     if images is None:
-        return sample_pixel_inputs(REFERENCE_ROWS, width, input_scale)
+        pixels = np.rint(sample_pixel_inputs(REFERENCE_ROWS, width, 1.0)).astype(np.uint8)
+        return ReferenceInputs(scale_pixels(pixels, input_scale), f"uint8 {pixels.min()} {pixels.max()}")
     images = np.asarray(images)
     flat = images.reshape(len(images), -1)
     if flat.shape[1] != width:
         raise ValueError(f"expected reference images with {width} values each, got shape {images.shape}")
     if images.dtype == np.uint8:
-        return scale_pixels(flat, input_scale)
+        return ReferenceInputs(scale_pixels(flat, input_scale), f"uint8 {flat.min()} {flat.max()}")
     if images.dtype.kind != "f":
         raise TypeError(f"expected uint8 pixels or float reference images, got dtype {images.dtype}")
-    return flat.astype(np.float32)
+    values = flat.astype(np.float32)
+    lo, hi = float(values.min()), float(values.max())
+    top = 255 * input_scale
+    if lo < -1e-6 * top or hi > top * (1 + 1e-6):
+        warnings.warn(
+            f"the float reference images lie in {lo:g}..{hi:g}, but input_scale={input_scale:g} maps uint8 pixels "
+            f"to 0..{top:g}: predict(uint8 pixels) would feed this model inputs unlike the ones it was checked on. "
+            f"If the model was trained on raw 0..255 values, export with input_scale=1; if on x/255, pass "
+            f"reference images scaled the same way (or as uint8 pixels).", InputRangeWarning, stacklevel=3)
+    return ReferenceInputs(values, f"float {lo:.9g} {hi:.9g}")
 
 
 def base_metadata(producer: str, source: str) -> Dict[str, str]:
     return {"producer": producer, "producer_version": _core.__version__, "source": source}
+
+
+@dataclass
+class Stage:
+    """The framework's own output after the part of the model that became engine layer i."""
+    description: str  # e.g. "'dense_1' (Dense 784->32) + 'act' (Activation relu)"
+    outputs: np.ndarray  # (R, out_i)
+
+
+def prove_and_write(
+    out_path: Union[str, "os.PathLike[str]"],
+    layers: Sequence[DenseLayer],
+    *,
+    framework: str,
+    stages: Sequence[Stage],
+    input_scale: float,
+    metadata: Dict[str, str],
+    reference: ReferenceInputs,
+    reference_outputs: np.ndarray,
+    atol: float,
+    rtol: float,
+) -> Path:
+    """Encode the file in memory, load it with full verification (the engine against the
+    framework's outputs on the reference rows) and only then write it, atomically. On a mismatch,
+    raise ExportMismatchError naming the first layer whose output diverges from the framework's
+    intermediate output; the destination is not touched."""
+    meta = {**metadata, "reference_input_range": reference.source_range}
+    data = encode_model(layers, input_scale=input_scale, metadata=meta, reference_inputs=reference.values,
+                        reference_outputs=reference_outputs, atol=atol, rtol=rtol)
+    try:
+        _core.Engine.from_bytes(data, verify=True)
+    except _core.FormatError as e:
+        if e.rule != "verification":
+            raise
+        raise ExportMismatchError(_diagnose(layers, stages, reference.values, framework, atol, rtol, out_path,
+                                            str(e))) from None
+    return atomic_write_bytes(out_path, data)
+
+
+def _diagnose(layers: Sequence[DenseLayer], stages: Sequence[Stage], x: np.ndarray, framework: str, atol: float,
+              rtol: float, out_path, loader_message: str) -> str:
+    nothing = f"Nothing was written to {os.fspath(out_path)}."
+    for i, stage in enumerate(stages):
+        ours = forward(layers[: i + 1], x)
+        want = np.asarray(stage.outputs, np.float64).reshape(ours.shape)
+        excess = np.abs(ours - want) - (atol + rtol * np.abs(want))
+        if np.nanmax(np.where(np.isnan(excess), np.inf, excess)) > 0:
+            worst = float(np.nanmax(np.abs(ours - want)))
+            before = f"agree with {framework} up to engine layer {i - 1}, then " if i else ""
+            return (f"export refused: the exported layers {before}diverge at engine layer {i}, {stage.description}: "
+                    f"max |exported - {framework}| = {worst:.3g} over {len(x)} reference rows (tolerance {atol:g} + "
+                    f"{rtol:g}*|y|). That part of the model computes something the exporter did not map; export the "
+                    f"model without it, or report it with model.summary(). {nothing}")
+    return (f"export refused: every exported layer agrees with {framework} in the float64 reference, but the engine "
+            f"does not ({loader_message}): this is an engine bug, please report it. {nothing}")

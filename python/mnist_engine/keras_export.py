@@ -1,20 +1,33 @@
 """Export a trained Keras model to a ``.mnw`` file. Keras and TensorFlow are imported only when an
-export runs, never by ``import mnist_engine``."""
+export runs, never by ``import mnist_engine``.
+
+The model is traced through its graph (the nodes of each layer call), so a chain is recognised
+however it was built, shared stateless layers included. Layers that only move values around
+before the first Dense (Flatten in either data format, Reshape, Permute) become a permutation of
+the first Dense's rows; a Rescaling there is folded into its weights; Dropout is the identity;
+Activation/ReLU/Softmax merge into the Dense before them. The file is then proven against Keras
+before it is written (see _export_common.prove_and_write)."""
 from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, List, Optional, Tuple, Union
 
 import numpy as np
 
-from ._export_common import base_metadata, reference_inputs_for
-from .model_file import DEFAULT_ATOL, DEFAULT_RTOL, DenseLayer, write_model
+from . import _core
+from ._export_common import ExportMismatchError, Stage, base_metadata, prove_and_write, reference_inputs_for
+from .model_file import DEFAULT_ATOL, DEFAULT_RTOL, DenseLayer
+
+__all__ = ["ExportMismatchError", "UnsupportedModelError", "export_keras", "keras_dense_chain", "load_keras_model"]
 
 # Earlier Keras 3 releases have known safe_mode bypasses (arbitrary code on load).
 MIN_KERAS = (3, 13, 2)
-SUPPORTED_ACTIVATIONS = ("linear", "relu", "sigmoid", "tanh", "softmax")
+SUPPORTED_ACTIVATIONS = _core.ACTIVATIONS
+SUPPORTED_LAYERS = ("InputLayer, Flatten, Reshape, Permute (before the first Dense), Dense, Activation, ReLU, "
+                    "Softmax, Dropout, Rescaling (before the first Dense)")
 
 
 class UnsupportedModelError(ValueError):
@@ -42,101 +55,232 @@ def load_keras_model(path: Union[str, "os.PathLike[str]"], *, allow_h5: bool = F
         if not allow_h5:
             raise ValueError(f"{path} is a legacy HDF5 model, which Keras cannot load safely; re-save it as "
                              ".keras, or pass allow_h5=True (--allow-h5) if you trust its origin")
-        return keras.saving.load_model(path, compile=False)
+        try:
+            return keras.saving.load_model(path, compile=False)
+        except Exception as e:  # Keras 2 files fail deep inside Keras 3's legacy loader
+            raise ValueError(f"{path} could not be read by Keras {keras.__version__} ({type(e).__name__}: "
+                             f"{str(e).splitlines()[0] if str(e) else ''}). A Keras 2 .h5 file converts with the "
+                             "Keras 2 it was made with: load it there and model.save('model.keras'), or rebuild "
+                             "the model in Keras 3 and model.load_weights('model.h5')") from None
     if path.suffix.lower() != ".keras":
         raise ValueError(f"expected a .keras model file, got {path}")
     return keras.saving.load_model(path, compile=False, safe_mode=True)
 
 
-def _activation_of(layer, config_key: str = "activation") -> str:
-    name = layer.get_config().get(config_key)
-    if not isinstance(name, str) or name not in SUPPORTED_ACTIVATIONS:
-        raise UnsupportedModelError(f"layer {layer.name!r} ({type(layer).__name__}) has activation {name!r}; "
-                                    f"supported: {', '.join(SUPPORTED_ACTIVATIONS)}")
-    return name
+@dataclass
+class _Link:
+    """One layer call of the chain: the layer and the shapes (without batch) it maps."""
+    layer: Any
+    in_shape: Tuple[int, ...]
+    out_shape: Tuple[int, ...]
 
 
-def _scalar(value: Any, what: str, layer) -> float:
-    arr = np.asarray(value, dtype=np.float64)
-    if arr.size != 1:
-        raise UnsupportedModelError(f"layer {layer.name!r} (Rescaling) has a per-channel {what}; only scalars fold")
-    return float(arr.reshape(()))
+def _describe(layer) -> str:
+    return f"{layer.name!r} ({type(layer).__name__})"
 
 
-def _check_single_chain(model, keras) -> List[Any]:
+def _check_is_graph_model(model, keras) -> None:
+    if isinstance(model, keras.Sequential) or type(model).__name__ == "Functional":
+        return
+    try:
+        from keras.src.models.functional import Functional  # noqa: PLC0415
+
+        if isinstance(model, Functional):
+            return
+    except ImportError:  # pragma: no cover - a Keras without that module path
+        pass
+    kind = "a subclassed keras.Model" if isinstance(model, keras.Model) else f"not a Keras model ({type(model)})"
+    raise UnsupportedModelError(
+        f"model {getattr(model, 'name', '?')!r} is {kind} ({type(model).__name__}): its call() is Python code the "
+        "exporter cannot read. Rebuild the same layers as keras.Sequential([...]) or a functional "
+        "keras.Model(inputs, outputs), copy the weights over (new.set_weights(model.get_weights())), and export that")
+
+
+def _chain(model, keras) -> List[_Link]:
+    """The layer calls from the model's input to its output, traced through the graph's nodes."""
+    _check_is_graph_model(model, keras)
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise UnsupportedModelError(f"expected one input and one output, got {len(model.inputs)} and "
                                     f"{len(model.outputs)}")
-    layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
-    if isinstance(model, keras.Sequential):
-        return layers
-    previous = model.inputs[0]
-    for layer in layers:
-        if layer.input is not previous:
-            raise UnsupportedModelError(f"layer {layer.name!r} does not take the previous layer's output: only "
-                                        "single-chain models (no branches, skips or shared layers) are supported")
-        previous = layer.output
-    return layers
+    links: List[_Link] = []
+    tensor, start = model.outputs[0], model.inputs[0]
+    while tensor is not start:
+        history = getattr(tensor, "_keras_history", None)
+        if history is None:
+            raise UnsupportedModelError("the model's graph cannot be traced from its output back to its input")
+        layer = history.operation
+        inputs = layer._inbound_nodes[history.node_index].input_tensors
+        if len(inputs) != 1:
+            raise UnsupportedModelError(f"layer {_describe(layer)} takes {len(inputs)} inputs: only single-chain "
+                                        "models (no branches or skip connections) are supported")
+        if isinstance(layer, keras.layers.InputLayer):
+            raise UnsupportedModelError(f"the chain reaches {_describe(layer)}, which is not the model's input")
+        links.append(_Link(layer, tuple(inputs[0].shape[1:]), tuple(tensor.shape[1:])))
+        tensor = inputs[0]
+    return links[::-1]
 
 
-def keras_dense_chain(model) -> Tuple[List[DenseLayer], bool]:
-    """The model as dense layers, and whether it rescales its input itself (a Rescaling layer,
-    folded into the first Dense). Raises UnsupportedModelError naming the first layer it cannot map."""
-    keras = _import_keras()
-    if not model.built:
-        raise UnsupportedModelError("the model is not built: give it an Input or call it once first")
-    scale, offset, rescales = 1.0, 0.0, False
-    dense: List[List[Any]] = []  # [kernel, bias, activation], mutable while Activation layers merge in
-    for layer in _check_single_chain(model, keras):
-        kind = type(layer).__name__
-        if isinstance(layer, (keras.layers.Dropout, keras.layers.Flatten, keras.layers.Reshape)):
-            # Dropout is the identity at inference; Flatten and Reshape never change the row-major order.
-            continue
-        if isinstance(layer, keras.layers.Rescaling):
-            if dense:
-                raise UnsupportedModelError(f"layer {layer.name!r} (Rescaling) follows a Dense layer; only a "
-                                            "Rescaling before the first Dense can be folded")
-            s, o = _scalar(layer.scale, "scale", layer), _scalar(layer.offset, "offset", layer)
-            scale, offset, rescales = scale * s, offset * s + o, True
-        elif isinstance(layer, keras.layers.Dense):
-            if len(layer.output.shape) != 2:
-                raise UnsupportedModelError(f"layer {layer.name!r} (Dense) gets a rank-{len(layer.input.shape)} "
-                                            "input; add a Flatten before it")
-            weights = layer.get_weights()
-            kernel = weights[0]
-            bias = weights[1] if layer.use_bias else np.zeros(kernel.shape[1], np.float32)
-            dense.append([kernel, bias, _activation_of(layer)])
-        elif isinstance(layer, (keras.layers.Activation, keras.layers.ReLU, keras.layers.Softmax)):
-            act = _merge_activation(layer, keras)
-            if not dense or dense[-1][2] != "linear":
-                where = "before any Dense layer" if not dense else f"after a Dense with activation {dense[-1][2]!r}"
-                raise UnsupportedModelError(f"layer {layer.name!r} ({kind}) comes {where}; it can only be merged "
-                                            "into a Dense layer with a linear activation")
-            dense[-1][2] = act
-        else:
-            raise UnsupportedModelError(f"layer {layer.name!r} of type {kind} is not supported; supported: "
-                                        "InputLayer, Flatten, Reshape, Dense, Activation, ReLU, Softmax, "
-                                        "Dropout, Rescaling")
-    if not dense:
-        raise UnsupportedModelError("the model has no Dense layer")
-    if rescales:
-        # (x*s + o) @ W + b = x @ (s*W) + (b + o * sum_k W[k]); folded in float64, rounded once.
-        kernel, bias = np.asarray(dense[0][0], np.float64), np.asarray(dense[0][1], np.float64)
-        dense[0][0], dense[0][1] = kernel * scale, bias + offset * kernel.sum(axis=0)
-    return [DenseLayer(k, b, a) for k, b, a in dense], rescales
+def _activation_of(layer, config_key: str = "activation") -> str:
+    name = layer.get_config().get(config_key)
+    if not isinstance(name, str) or name not in SUPPORTED_ACTIVATIONS:
+        raise UnsupportedModelError(f"layer {_describe(layer)} has activation {name!r}; "
+                                    f"supported: {', '.join(SUPPORTED_ACTIVATIONS)}")
+    return name
 
 
 def _merge_activation(layer, keras) -> str:
     if isinstance(layer, keras.layers.ReLU):
         cfg = layer.get_config()
-        if cfg.get("max_value") is not None or cfg.get("negative_slope", 0) or cfg.get("threshold", 0):
-            raise UnsupportedModelError(f"layer {layer.name!r} (ReLU) is not a plain relu: {cfg}")
+        for key in ("max_value", "negative_slope", "threshold"):
+            if cfg.get(key):  # None or 0 for a plain relu
+                raise UnsupportedModelError(f"layer {_describe(layer)} sets {key}={cfg.get(key)!r}; only a plain relu "
+                                            "(max_value=None, negative_slope=0, threshold=0) is supported")
         return "relu"
     if isinstance(layer, keras.layers.Softmax):
         if layer.get_config().get("axis", -1) not in (-1, 1):
-            raise UnsupportedModelError(f"layer {layer.name!r} (Softmax) is not over the last axis")
+            raise UnsupportedModelError(f"layer {_describe(layer)} is not over the last axis")
         return "softmax"
     return _activation_of(layer)
+
+
+def _scalar(value: Any, what: str, layer) -> float:
+    arr = np.asarray(value, dtype=np.float64)
+    if arr.size != 1:
+        raise UnsupportedModelError(f"layer {_describe(layer)} has a per-channel {what}; only scalars fold")
+    return float(arr.reshape(()))
+
+
+def _numpy(keras, tensor) -> np.ndarray:
+    return np.asarray(keras.ops.convert_to_numpy(tensor))
+
+
+@dataclass
+class _Dense:
+    kernel: np.ndarray
+    bias: np.ndarray
+    activation: str
+    ends_at: int  # index in the chain of the last layer merged into this one
+    parts: List[str] = field(default_factory=list)
+
+
+@dataclass
+class DenseChain:
+    """A Keras model as engine layers, with what the exporter needs to prove them."""
+    layers: List[DenseLayer]
+    rescales: bool  # a Rescaling was folded in: uint8 pixels need no further input scale
+    links: List[Any]
+    ends_at: List[int]  # per engine layer: the chain position whose output it reproduces
+    descriptions: List[str]
+
+
+def keras_dense_chain(model) -> DenseChain:
+    """The model as dense layers. Raises UnsupportedModelError naming the first layer it cannot map."""
+    keras = _import_keras()
+    if not model.built:
+        raise UnsupportedModelError("the model is not built: give it an Input or call it once first")
+    links = _chain(model, keras)
+    if not links:
+        raise UnsupportedModelError("the model has no Dense layer")
+    scale, offset, rescales = 1.0, 0.0, False
+    # Where each input value sits as the values move through Flatten/Reshape/Permute before the
+    # first Dense: index[p] is the engine's (row-major) input position of Keras's position p.
+    index = np.arange(int(np.prod(links[0].in_shape))).reshape(links[0].in_shape)
+    dense: List[_Dense] = []
+    for pos, link in enumerate(links):
+        layer, kind = link.layer, type(link.layer).__name__
+        if getattr(layer, "quantization_mode", None):
+            raise UnsupportedModelError(
+                f"layer {_describe(layer)} is quantized ({layer.quantization_mode}, e.g. by model.quantize): its "
+                "kernel is stored as integers with scales, which this engine does not import yet. Export the float "
+                "model from before quantization")
+        if isinstance(layer, keras.layers.Dropout):
+            continue  # the identity at inference
+        if isinstance(layer, (keras.layers.Flatten, keras.layers.Reshape, keras.layers.Permute)):
+            if dense:
+                if len(link.out_shape) != 1:
+                    raise UnsupportedModelError(f"layer {_describe(layer)} reshapes a Dense output to "
+                                                f"{link.out_shape}; only flat vectors can follow a Dense")
+                continue
+            if isinstance(layer, keras.layers.Permute):
+                index = np.transpose(index, [d - 1 for d in layer.dims])
+            elif isinstance(layer, keras.layers.Flatten):
+                # Keras moves the channels axis last before flattening channels_first data.
+                if layer.get_config().get("data_format") == "channels_first" and index.ndim >= 2:
+                    index = np.moveaxis(index, 0, -1)
+                index = index.reshape(-1)
+            else:
+                index = index.reshape(link.out_shape)
+            continue
+        if isinstance(layer, keras.layers.Rescaling):
+            if dense:
+                raise UnsupportedModelError(f"layer {_describe(layer)} follows a Dense layer; only a Rescaling "
+                                            "before the first Dense can be folded")
+            s, o = _scalar(layer.scale, "scale", layer), _scalar(layer.offset, "offset", layer)
+            scale, offset, rescales = scale * s, offset * s + o, True
+        elif isinstance(layer, keras.layers.Dense):
+            if len(link.in_shape) != 1:
+                raise UnsupportedModelError(f"layer {_describe(layer)} gets a rank-{len(link.in_shape) + 1} input; "
+                                            "add a Flatten before it")
+            # `kernel` is the effective kernel: with LoRA enabled, kernel + alpha/rank * A @ B.
+            kernel = _numpy(keras, layer.kernel).astype(np.float64)
+            bias = _numpy(keras, layer.bias).astype(np.float64) if layer.use_bias else np.zeros(kernel.shape[1])
+            if not dense:
+                order = index.reshape(-1)
+                if not np.array_equal(order, np.arange(order.size)):
+                    permuted = np.empty_like(kernel)
+                    permuted[order] = kernel
+                    kernel = permuted
+            dense.append(_Dense(kernel, bias, _activation_of(layer), pos, [f"{layer.name!r} (Dense "
+                                                                          f"{kernel.shape[0]}->{kernel.shape[1]})"]))
+        elif isinstance(layer, (keras.layers.Activation, keras.layers.ReLU, keras.layers.Softmax)):
+            act = _merge_activation(layer, keras)
+            if not dense or dense[-1].activation != "linear":
+                where = ("before any Dense layer" if not dense
+                         else f"after a Dense with activation {dense[-1].activation!r}")
+                raise UnsupportedModelError(f"layer {_describe(layer)} comes {where}; it can only be merged "
+                                            "into a Dense layer with a linear activation")
+            dense[-1].activation, dense[-1].ends_at = act, pos
+            dense[-1].parts.append(f"{layer.name!r} ({kind} {act})")
+        else:
+            raise UnsupportedModelError(f"layer {_describe(layer)} is not supported; supported: {SUPPORTED_LAYERS}")
+    if not dense:
+        raise UnsupportedModelError("the model has no Dense layer")
+    if rescales:
+        # (x*s + o) @ W + b = x @ (s*W) + (b + o * sum_k W[k]); folded in float64, rounded once.
+        first = dense[0]
+        first.kernel, first.bias = first.kernel * scale, first.bias + offset * first.kernel.sum(axis=0)
+    # Layers after the last Dense that change nothing (Dropout, Flatten) end where the model does.
+    dense[-1].ends_at = len(links) - 1
+    return DenseChain([DenseLayer(d.kernel, d.bias, d.activation) for d in dense], rescales,
+                      [link.layer for link in links], [d.ends_at for d in dense], [" + ".join(d.parts) for d in dense])
+
+
+def _compute_dtypes(model) -> List[str]:
+    return sorted({str(getattr(getattr(layer, "dtype_policy", None), "compute_dtype", "float32"))
+                   for layer in model.layers})
+
+
+def _float32_twin(model, keras):
+    """The same model computing in float32 throughout: for a mixed-precision model, the float32
+    variables are what the file stores, and a float16 forward pass is not a reference the engine's
+    float32 arithmetic can be held to at a float32 tolerance."""
+    def clone(layer):
+        return layer.__class__.from_config({**layer.get_config(), "dtype": "float32"})
+
+    twin = keras.models.clone_model(model, clone_function=clone)
+    twin.set_weights(model.get_weights())
+    return twin
+
+
+def _stage_outputs(keras, chain: DenseChain, x: np.ndarray) -> List[np.ndarray]:
+    """Keras's own outputs after each chain position that an engine layer reproduces."""
+    outputs, wanted = [], set(chain.ends_at)
+    y = x
+    for pos, layer in enumerate(chain.links):
+        y = layer(y, training=False)
+        if pos in wanted:
+            outputs.append(_numpy(keras, y).astype(np.float64).reshape(len(x), -1))
+    return outputs
 
 
 def export_keras(
@@ -153,26 +297,39 @@ def export_keras(
     """Write a Keras model (object or ``.keras`` path) to ``out_path`` in the ``.mnw`` format.
 
     ``input_scale`` is what a raw uint8 pixel must be multiplied by to become this model's input:
-    1/255 for a model trained on ``x / 255`` (the default), 1 for a model with its own Rescaling
-    layer (the default when it has one). ``reference_images`` (uint8 pixels or scaled floats) are
-    stored with Keras's outputs for them, and every load re-checks them; by default 16 synthetic
-    MNIST-like images are used.
+    1/255 for a model trained on ``x / 255`` (the default), 1 for a model trained on raw 0..255
+    values or with its own Rescaling layer (the default when it has one). ``reference_images``
+    (uint8 pixels or floats in the model's input domain) are stored with Keras's outputs for them,
+    and every load re-checks them; by default 16 synthetic MNIST-like images are used. Float
+    reference images outside 0..255*input_scale give an InputRangeWarning: the scale is likely wrong.
+
+    The file is built in memory and loaded with full verification before anything is written; if
+    the engine does not reproduce Keras, ExportMismatchError names the first layer that diverges
+    and ``out_path`` is left untouched. A mixed-precision model is exported from its float32
+    variables and checked against a float32 copy of itself (``reference_precision`` in the file).
     """
     keras = _import_keras()
     model = model_or_path
     if isinstance(model_or_path, (str, os.PathLike)):
         model = load_keras_model(model_or_path, allow_h5=allow_h5)
         source = source if source is not None else Path(model_or_path).name
-    layers, rescales = keras_dense_chain(model)
+    chain = keras_dense_chain(model)
     if input_scale is None:
-        input_scale = 1.0 if rescales else 1 / 255
-    width = layers[0].kernel.shape[0]
-    ref_in = reference_inputs_for(reference_images, width, input_scale)
-    model_shape = tuple(model.inputs[0].shape[1:])
-    ref_out = np.asarray(model.predict(ref_in.reshape((len(ref_in),) + model_shape), verbose=0,
-                                       batch_size=len(ref_in)))
+        input_scale = 1.0 if chain.rescales else 1 / 255
+    width = chain.layers[0].kernel.shape[0]
+    reference = reference_inputs_for(reference_images, width, input_scale)
+    precisions = _compute_dtypes(model)
+    checked = model
+    if precisions != ["float32"]:
+        checked = _float32_twin(model, keras)
+        chain = keras_dense_chain(checked)
+    x = reference.values.reshape((len(reference.values),) + tuple(checked.inputs[0].shape[1:]))
+    ref_out = np.asarray(checked.predict(x, verbose=0, batch_size=len(x))).reshape(len(x), -1)
     meta = base_metadata("mnist_engine.export_keras", source if source is not None else model.name)
-    meta.update({"keras_version": keras.__version__, "backend": keras.backend.backend(),
-                 "model_name": model.name})
-    return write_model(out_path, layers, input_scale=input_scale, metadata=meta, reference_inputs=ref_in,
-                       reference_outputs=ref_out.reshape(len(ref_in), -1), atol=atol, rtol=rtol)
+    meta.update({"keras_version": keras.__version__, "backend": keras.backend.backend(), "model_name": model.name,
+                 "reference_precision": "float32"})
+    if precisions != ["float32"]:
+        meta["model_precision"] = "+".join(precisions)
+    stages = [Stage(d, y) for d, y in zip(chain.descriptions, _stage_outputs(keras, chain, x))]
+    return prove_and_write(out_path, chain.layers, framework="Keras", stages=stages, input_scale=input_scale,
+                           metadata=meta, reference=reference, reference_outputs=ref_out, atol=atol, rtol=rtol)

@@ -14,15 +14,20 @@ from . import _core
 from .reference import forward, scale_pixels
 
 MAGIC = b"\x89MNW\r\n\x1a\n"
-VERSION = 1
 BYTE_ORDER_MARK = 0x0A0B0C0D
 HEADER = struct.Struct("<8sIIQIIdII")  # magic, version, byte order, file size, layers, width, scale, refs, meta
 LAYER_ENTRY = struct.Struct("<IIII")  # input width, output width, activation, dtype
 DTYPE_F32 = 1
-ACTIVATION_CODES = {"linear": 0, "relu": 1, "sigmoid": 2, "tanh": 3, "softmax": 4}
-REQUIRED_METADATA = ("producer", "producer_version", "source")
-MAX_LAYERS, MAX_WIDTH, MAX_REFERENCES, MAX_METADATA = 64, 65536, 256, 64
-MAX_TOLERANCE = 1e-3
+# The vocabulary and the limits are the C++ loader's own tables (model_file.h), read from the
+# extension, so writer and loader cannot drift apart.
+ACTIVATION_CODES = {name: code for code, name in enumerate(_core.ACTIVATIONS)}
+_FORMAT = _core.FORMAT
+VERSION = _FORMAT["version"]
+REQUIRED_METADATA = tuple(_FORMAT["required_metadata"])
+MAX_LAYERS, MAX_WIDTH = _FORMAT["max_layers"], _FORMAT["max_width"]
+MAX_REFERENCES, MAX_METADATA = _FORMAT["max_references"], _FORMAT["max_metadata"]
+MAX_KEY_LENGTH, MAX_VALUE_LENGTH = _FORMAT["max_key_length"], _FORMAT["max_value_length"]
+MAX_TOLERANCE, MAX_PARAMETERS = _FORMAT["max_tolerance"], _FORMAT["max_parameters"]
 DEFAULT_ATOL, DEFAULT_RTOL = 1e-5, 1e-4
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -79,6 +84,9 @@ def encode_model(
         if not (1 <= n_in <= MAX_WIDTH and 1 <= n_out <= MAX_WIDTH):
             raise ValueError(f"layer {i} is {n_in}x{n_out}; widths must be 1..{MAX_WIDTH}")
         width = n_out
+    parameters = sum(layer.kernel.size + layer.bias.size for layer in layers)
+    if parameters > MAX_PARAMETERS:
+        raise ValueError(f"expected at most {MAX_PARAMETERS} weights and biases (1 GiB), the model has {parameters}")
     if not (np.isfinite(input_scale) and input_scale > 0):
         raise ValueError(f"expected a finite input_scale > 0, got {input_scale}")
     if not (0 <= atol <= MAX_TOLERANCE and 0 <= rtol <= MAX_TOLERANCE):
@@ -120,12 +128,39 @@ def _encode_metadata(metadata: Mapping[str, str]) -> bytes:
     out = []
     for key, value in metadata.items():
         k, v = key.encode("ascii", "replace"), str(value).encode("utf-8")
-        if not (1 <= len(k) <= 64) or any(c not in b"abcdefghijklmnopqrstuvwxyz0123456789_." for c in k):
-            raise ValueError(f"metadata keys are 1..64 characters of a-z 0-9 _ . ; got {key!r}")
-        if len(v) > 65536:
-            raise ValueError(f"metadata value of {key!r} is {len(v)} bytes; at most 65536 allowed")
+        if not (1 <= len(k) <= MAX_KEY_LENGTH) or any(c not in b"abcdefghijklmnopqrstuvwxyz0123456789_." for c in k):
+            raise ValueError(f"metadata keys are 1..{MAX_KEY_LENGTH} characters of a-z 0-9 _ . ; got {key!r}")
+        if len(v) > MAX_VALUE_LENGTH:
+            raise ValueError(f"metadata value of {key!r} is {len(v)} bytes; at most {MAX_VALUE_LENGTH} allowed")
         out.append(struct.pack("<H", len(k)) + k + struct.pack("<I", len(v)) + v)
     return b"".join(out)
+
+
+def encode_classes(labels: Sequence, outputs: int) -> str:
+    """The ``classes`` metadata value (docs/FORMAT.md) for ``labels``: what classify() returns per
+    output, two labels for a one-output model. Integer labels stay integers; anything else must be
+    strings the format can hold (non-empty, unique, no newline). Raises ValueError saying which
+    label does not fit."""
+    labels = list(np.asarray(labels).tolist())
+    want = 2 if outputs == 1 else outputs
+    if len(labels) != want:
+        raise ValueError(f"expected {want} class labels for a model with {outputs} output(s), got {len(labels)}")
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in labels):
+        kind = "int"
+        if any(abs(v) >= 10**18 for v in labels):
+            raise ValueError(f"integer class labels must have at most 18 digits, got {labels}")
+    elif all(isinstance(v, str) for v in labels):
+        kind = "str"
+        bad = [v for v in labels if not v or "\n" in v]
+        if bad:
+            raise ValueError(f"string class labels must be non-empty and contain no newline; got {bad[0]!r}")
+    else:
+        types = sorted({type(v).__name__ for v in labels})
+        raise ValueError(f"class labels must be all integers or all strings, got {', '.join(types)}")
+    text = [str(v) for v in labels]
+    if len(set(text)) != len(text):
+        raise ValueError(f"class labels must be unique, got {labels}")
+    return "\n".join([kind, *text])
 
 
 def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
@@ -168,7 +203,9 @@ def write_model(
     atol: float = DEFAULT_ATOL,
     rtol: float = DEFAULT_RTOL,
 ) -> Path:
-    """Write a model file atomically.
+    """Write a model file atomically, after loading it from memory with full verification: a file
+    this writes always loads (a FormatError here means the references and the layers disagree, and
+    nothing is written).
 
     Without ``reference_outputs`` the file's expected outputs come from the float64 numpy forward
     pass (:mod:`mnist_engine.reference`); exporters pass their framework's own outputs instead.
@@ -182,6 +219,7 @@ def write_model(
     meta.update(metadata or {})
     data = encode_model(layers, input_scale=input_scale, metadata=meta, reference_inputs=reference_inputs,
                         reference_outputs=reference_outputs, atol=atol, rtol=rtol)
+    _core.Engine.from_bytes(data, verify=True)
     return atomic_write_bytes(path, data)
 
 

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Union
 
 import numpy as np
 
-from ._export_common import base_metadata, reference_inputs_for
-from .model_file import DEFAULT_ATOL, DEFAULT_RTOL, DenseLayer, write_model
+from ._export_common import Stage, base_metadata, prove_and_write, reference_inputs_for
+from .model_file import DEFAULT_ATOL, DEFAULT_RTOL, DenseLayer, encode_classes
+from .reference import forward
 
 _HIDDEN = {"relu": "relu", "logistic": "sigmoid", "tanh": "tanh", "identity": "linear"}
 _OUTPUT = {"softmax": "softmax", "logistic": "sigmoid", "identity": "linear"}
@@ -19,13 +20,21 @@ def export_sklearn(
     out_path: Union[str, "os.PathLike[str]"],
     *,
     input_scale: float = 1 / 255,
-    reference_images: Optional[np.ndarray] = None,
+    reference_images: Any = None,
     source: str = "",
+    store_classes: bool = True,
     atol: float = DEFAULT_ATOL,
     rtol: float = DEFAULT_RTOL,
 ) -> Path:
     """Write a fitted MLP to ``out_path``. The engine's output is the network's last layer: for a
-    multi-class classifier that is ``predict_proba``; for a binary one, its positive column."""
+    multi-class classifier that is ``predict_proba``; for a binary one, its positive column.
+
+    A classifier's ``classes_`` travel in the file, so ``Engine.classify`` returns sklearn's own
+    labels (``clf.predict``): integers, or strings without newlines. Labels the format cannot hold
+    (floats, booleans, mixed types) are refused by name; ``store_classes=False`` exports without them
+    (classify then returns output indices). Multi-label classifiers store no classes.
+    ``input_scale`` and ``reference_images`` work as in :func:`export_keras`.
+    """
     import sklearn  # noqa: PLC0415 (only exports need it)
 
     if not all(hasattr(mlp, a) for a in ("coefs_", "intercepts_", "activation", "out_activation_")):
@@ -34,14 +43,26 @@ def export_sklearn(
         raise ValueError(f"unsupported activations {mlp.activation!r}/{mlp.out_activation_!r}")
     acts = [_HIDDEN[mlp.activation]] * (len(mlp.coefs_) - 1) + [_OUTPUT[mlp.out_activation_]]
     layers = [DenseLayer(w, b, a) for w, b, a in zip(mlp.coefs_, mlp.intercepts_, acts)]
-    ref_in = reference_inputs_for(reference_images, layers[0].kernel.shape[0], input_scale)
+    reference = reference_inputs_for(reference_images, layers[0].kernel.shape[0], input_scale)
+    x = reference.values
     if hasattr(mlp, "predict_proba"):
-        ref_out = mlp.predict_proba(ref_in)
+        ref_out = mlp.predict_proba(x)
         if mlp.out_activation_ == "logistic" and ref_out.shape[1] == 2 and layers[-1].kernel.shape[1] == 1:
             ref_out = ref_out[:, 1:]
     else:
-        ref_out = np.asarray(mlp.predict(ref_in)).reshape(len(ref_in), -1)
+        ref_out = np.asarray(mlp.predict(x)).reshape(len(x), -1)
     meta = base_metadata("mnist_engine.export_sklearn", source or type(mlp).__name__)
     meta["sklearn_version"] = sklearn.__version__
-    return write_model(out_path, layers, input_scale=input_scale, metadata=meta, reference_inputs=ref_in,
-                       reference_outputs=ref_out, atol=atol, rtol=rtol)
+    multilabel = getattr(getattr(mlp, "_label_binarizer", None), "y_type_", "") == "multilabel-indicator"
+    if store_classes and hasattr(mlp, "classes_") and not multilabel:
+        try:
+            meta["classes"] = encode_classes(mlp.classes_, layers[-1].kernel.shape[1])
+        except ValueError as e:
+            raise ValueError(f"{type(mlp).__name__}.classes_ cannot be stored: {e}. Pass store_classes=False to "
+                             "export without them (classify then returns output indices)") from None
+    # sklearn's forward pass is this same algebra (_forward_pass_fast), so each layer's expected
+    # output is the float64 reference's.
+    stages = [Stage(f"layer {i} (coefs_[{i}] {w.shape[0]}->{w.shape[1]}, {a})", forward(layers[: i + 1], x))
+              for i, (w, a) in enumerate(zip(mlp.coefs_, acts))]
+    return prove_and_write(out_path, layers, framework="scikit-learn", stages=stages, input_scale=input_scale,
+                           metadata=meta, reference=reference, reference_outputs=ref_out, atol=atol, rtol=rtol)

@@ -42,9 +42,11 @@ class Engine {
  public:
   // Parses and validates `data` (docs/FORMAT.md), packs the weights for `kernel` ("" = automatic,
   // see dispatch.h) and, when `verify` is set, checks the file's reference outputs. Throws
-  // FormatError for a bad file and std::invalid_argument for a bad kernel name.
+  // FormatError for a bad file and std::invalid_argument for a bad kernel name. `skip_zeros`
+  // false makes the sparse kernels visit every input, zeros included: slower, and bit-identical
+  // (a diagnostic, and the proof in tests/test_kernels.py that skipping changes nothing).
   static std::shared_ptr<const Engine> from_bytes(const uint8_t* data, size_t size, bool verify,
-                                                  const std::string& kernel);
+                                                  const std::string& kernel, bool skip_zeros = true);
 
   // y (rows x output_width) = the model applied to x (rows x input_width, row-major).
   // uint8 inputs are raw pixels and get the model's input_scale; float inputs are already scaled.
@@ -58,6 +60,9 @@ class Engine {
   const std::string& kernel_name() const { return kernel_name_; }
   std::vector<LayerInfo> layers() const;
   const std::vector<std::pair<std::string, std::string>>& metadata() const { return metadata_; }
+  // The file's `classes` entry (docs/FORMAT.md), or kind None: what classify() reports per output.
+  const ClassLabels& classes() const { return classes_; }
+  Activation output_activation() const { return layers_.back().info.activation; }
   // The largest difference |y - expected| - (atol + rtol|expected|) seen when verifying, so
   // callers can report how close to the tolerance the file came (negative = inside it).
   float verification_margin() const { return verification_margin_; }
@@ -69,7 +74,8 @@ class Engine {
   struct PackedLayer {
     LayerInfo info;
     size_t panels;
-    AlignedFloats weights;  // panels x input_width x panel_width
+    size_t tail_stride;     // floats per weight row of the last panel (panel_width when it is full)
+    AlignedFloats weights;  // full panels: input_width x panel_width each; the last: input_width x tail_stride
     AlignedFloats bias;     // panels x panel_width
   };
   struct Scratch;
@@ -87,12 +93,24 @@ class Engine {
   size_t max_padded_width_ = 0;
   size_t max_input_width_ = 0;
   std::string kernel_name_;
+  bool skip_zeros_ = true;
   const void* kernel_ = nullptr;  // KernelInfo*; opaque here so this header stays ISA-free
   std::vector<std::pair<std::string, std::string>> metadata_;
+  ClassLabels classes_;
   float verification_margin_ = 0.0f;
 };
 
-// The process-wide default thread count for predict (threads <= 0 means "use the default").
+// Thread counts. A call may ask for 1..max_threads() (4x the CPUs: more only adds start-up cost and
+// memory); check_threads throws std::invalid_argument naming `what` otherwise. effective_threads is
+// the one place that decides how many a call gets: `requested` if positive, else the process
+// default (set_default_threads, else OpenMP's); always 1 without OpenMP and in a child forked
+// after a team ran (libgomp's pool does not survive fork).
+int max_threads();
+int check_threads(long long requested, const char* what);
+int effective_threads(int requested);
+// Every OpenMP team start goes through here, so the fork guard knows a pool exists.
+void note_team_started();
+// The process-wide default thread count for predict: 0 restores OpenMP's default.
 int default_threads();
 void set_default_threads(int threads);
 

@@ -1,5 +1,6 @@
 // The weights file, format version 1: parsing and validation. docs/FORMAT.md is the contract;
-// every rule there maps to one FormatError rule name here.
+// the rule table below is its validation table, in its order, and the loader walks it in that
+// order (tests/test_format.py checks the document against this table).
 #pragma once
 
 #include <cstddef>
@@ -11,14 +12,68 @@
 
 namespace mnist_engine {
 
+// The activation vocabulary, one table: the file's codes are the indices, the names are what
+// Python sees (mnist_engine._core.ACTIVATIONS mirrors this table; nothing else lists them).
 enum class Activation : uint32_t { Linear = 0, Relu = 1, Sigmoid = 2, Tanh = 3, Softmax = 4 };
+inline constexpr const char* kActivationNames[] = {"linear", "relu", "sigmoid", "tanh", "softmax"};
+inline constexpr uint32_t kActivationCount = sizeof kActivationNames / sizeof kActivationNames[0];
+static_assert(kActivationCount == uint32_t(Activation::Softmax) + 1, "one name per activation code");
 
 const char* activation_name(Activation a);
+
+// The rules of docs/FORMAT.md's validation table, numbered as there. A file is checked rule by
+// rule in this order, each rule over the whole file before the next, so the first error a broken
+// file gets is the one the spec predicts.
+enum class Rule : uint8_t {
+  TooShort = 1, BadMagic, UnsupportedVersion, ByteOrder, FileSize, Checksum,
+  LayerCount, InputWidth, InputScale, RefCount, MetaCount,
+  LayerWidth, ActivationCode, Dtype, LayerChain, ModelSize, LayoutSize, NonFiniteWeight,
+  MetadataTruncated, MetadataKey, MetadataDuplicate, MetadataValue, MetadataRequired, MetadataClasses,
+  TrailingBytes, Tolerance, NonFiniteReference, Verification,
+};
+struct RuleInfo {
+  Rule rule;
+  const char* name;
+};
+inline constexpr RuleInfo kRules[] = {
+    {Rule::TooShort, "too-short"},
+    {Rule::BadMagic, "bad-magic"},
+    {Rule::UnsupportedVersion, "unsupported-version"},
+    {Rule::ByteOrder, "byte-order"},
+    {Rule::FileSize, "file-size"},
+    {Rule::Checksum, "checksum"},
+    {Rule::LayerCount, "layer-count"},
+    {Rule::InputWidth, "input-width"},
+    {Rule::InputScale, "input-scale"},
+    {Rule::RefCount, "ref-count"},
+    {Rule::MetaCount, "meta-count"},
+    {Rule::LayerWidth, "layer-width"},
+    {Rule::ActivationCode, "activation"},
+    {Rule::Dtype, "dtype"},
+    {Rule::LayerChain, "layer-chain"},
+    {Rule::ModelSize, "model-size"},
+    {Rule::LayoutSize, "layout-size"},
+    {Rule::NonFiniteWeight, "non-finite-weight"},
+    {Rule::MetadataTruncated, "metadata-truncated"},
+    {Rule::MetadataKey, "metadata-key"},
+    {Rule::MetadataDuplicate, "metadata-duplicate"},
+    {Rule::MetadataValue, "metadata-value"},
+    {Rule::MetadataRequired, "metadata-required"},
+    {Rule::MetadataClasses, "metadata-classes"},
+    {Rule::TrailingBytes, "trailing-bytes"},
+    {Rule::Tolerance, "tolerance"},
+    {Rule::NonFiniteReference, "non-finite-reference"},
+    {Rule::Verification, "verification"},
+};
+inline constexpr size_t kRuleCount = sizeof kRules / sizeof kRules[0];
+static_assert(size_t(Rule::Verification) == kRuleCount, "the table lists every rule once, in order");
+
+const char* rule_name(Rule r);
 
 // A broken rule of docs/FORMAT.md: `rule` is its name, `offset` the byte at which it was found.
 class FormatError : public std::runtime_error {
  public:
-  FormatError(std::string rule, uint64_t offset, const std::string& detail);
+  FormatError(Rule rule, uint64_t offset, const std::string& detail);
   const std::string& rule() const { return rule_; }
   uint64_t offset() const { return offset_; }
 
@@ -49,12 +104,20 @@ struct ReferenceSet {
   uint64_t expected_offset = 0;  // file offset of expected[0], for error messages
 };
 
+// The optional `classes` metadata entry, decoded: what classify() returns for each output.
+struct ClassLabels {
+  enum Kind { None, Int, Str } kind = None;
+  std::vector<int64_t> ints;
+  std::vector<std::string> strs;
+};
+
 struct ModelFile {
   uint32_t version = 0;
   uint32_t input_width = 0;
   double input_scale = 0.0;
   std::vector<DenseLayer> layers;
   std::vector<std::pair<std::string, std::string>> metadata;  // in file order
+  ClassLabels classes;
   ReferenceSet reference;
 };
 
@@ -63,11 +126,18 @@ struct ModelFile {
 // FormatError; never half-returns.
 ModelFile parse_model_file(const uint8_t* data, size_t size);
 
-// Format constants shared with the tests through the bindings.
+// Format constants, exported to Python as mnist_engine._core.FORMAT (the writer reads them there).
 inline constexpr uint32_t kFormatVersion = 1;
 inline constexpr uint32_t kMaxLayers = 64;
 inline constexpr uint32_t kMaxWidth = 65536;
 inline constexpr uint32_t kMaxReferences = 256;
 inline constexpr uint32_t kMaxMetadata = 64;
+inline constexpr uint32_t kMaxKeyLength = 64;
+inline constexpr uint32_t kMaxValueLength = 65536;
+inline constexpr float kMaxTolerance = 1e-3f;
+// At most 2^28 weights and biases (1 GiB of f32) per file: the memory a load may commit, whatever
+// the file claims. The engine adds no padding beyond a few vector lanes per weight row.
+inline constexpr uint64_t kMaxParameters = uint64_t(1) << 28;
+inline constexpr const char* kRequiredMetadata[] = {"producer", "producer_version", "source"};
 
 }  // namespace mnist_engine
