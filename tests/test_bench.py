@@ -36,3 +36,25 @@ def test_quick_bench_reports_every_runner(mnist, keras, tmp_path):
     assert (tmp_path / "b.png").stat().st_size > 1000
     assert "x tfl 10k" in out.stdout and "| runner | 10k ms |" in out.stdout
     assert report["gil_two_thread_speedup"] > 0
+
+
+def test_bench_of_another_model_from_another_directory(mnist, keras, tmp_path, rng):
+    """`mnist-engine bench --model X` run outside the repository: every activation goes through the
+    numpy runner, no Keras model stands in for X, and a Keras model that is not X's source is an
+    error rather than a silently meaningless comparison."""
+    from helpers import random_layers
+
+    model = tmp_path / "other.mnw"
+    mnist_engine.write_model(model, random_layers(rng, [784, 40, 30, 10], ["tanh", "sigmoid", "softmax"]))
+    command = [sys.executable, "-m", "mnist_engine.cli", "bench", "--quick", "--model", str(model), "--json", "b.json"]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads((tmp_path / "b.json").read_text())
+    assert report["reference"] == "numpy float64 reference"
+    assert any("no Keras source for --model" in line for line in report["skipped"])
+    numpy_row = next(r for r in report["results"] if r["name"] == "numpy float32")
+    assert numpy_row["max_abs_diff"] <= 1e-5 and numpy_row["agreement"] == 10000
+
+    mismatched = command[:-2] + ["--keras-model", str(ROOT / "models" / "mnist_mlp_512x2.keras")]
+    out = subprocess.run(mismatched, capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    assert out.returncode == 2 and "does not compute --model" in out.stderr and "Traceback" not in out.stderr

@@ -35,3 +35,17 @@ def test_info_on_a_broken_file_is_a_clean_error(tmp_path):
     assert out.returncode == 2
     assert out.stderr.startswith("mnist-engine: error: bad-magic at offset 0")
     assert "Traceback" not in out.stderr
+
+
+def test_info_escapes_what_a_terminal_would_act_on(tmp_path, rng):
+    """Metadata is untrusted: an escape sequence in it must reach the terminal as text."""
+    from helpers import random_layers
+
+    hostile = "\x1b[2J\x1b[31mred\x1b[0m\rover\u202edrow\nnext"
+    path = mnist_engine.write_model(tmp_path / "m.mnw", random_layers(rng, [4, 3], ["softmax"]),
+                                    metadata={"note": hostile, "classes": "str\nyes\nno\nmaybe"})
+    out = run_cli("info", str(path))
+    assert out.returncode == 0, out.stderr
+    assert "\x1b" not in out.stdout and "\r" not in out.stdout and "\u202e" not in out.stdout
+    assert r"note: \x1b[2J\x1b[31mred\x1b[0m\rover\u202edrow\nnext" in out.stdout
+    assert "classify returns: yes, no, maybe" in out.stdout

@@ -59,44 +59,40 @@ def test_the_gil_probe_sees_a_call_that_holds_the_gil():
     assert middle == 0
 
 
+def forked_child_passes(setup: str, child_check: str) -> subprocess.CompletedProcess:
+    """In a fresh interpreter: run `setup`, fork, and have the child exit 0 when `child_check`
+    (an expression) holds. Returns the parent's process, whose exit status is the child's."""
+    code = "\n".join(["import os, sys, numpy as np, mnist_engine", textwrap.dedent(setup).strip(),
+                      "pid = os.fork()",
+                      "if pid == 0:",
+                      f"    os._exit(0 if ({child_check}) else 3)",
+                      "_, status = os.waitpid(pid, 0)",
+                      "sys.exit(os.waitstatus_to_exitcode(status))"])
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+
+
 def test_predict_after_fork_matches_the_parent():
     """libgomp's pool does not survive fork: a child starting a parallel region after its parent
     used one deadlocks. The engine guards this (a forked child predicts on its calling thread and
     get_num_threads() says so); the child must give the parent's exact results, not hang."""
-    code = textwrap.dedent("""
-        import os, sys, numpy as np, mnist_engine
+    result = forked_child_passes("""
         e = mnist_engine.load(mnist_engine.default_model_path())
         x = np.random.default_rng(1).integers(0, 256, (2000, 784), dtype=np.uint8)
         want = e.predict(x, threads=2)
-        pid = os.fork()
-        if pid == 0:
-            ok = (np.array_equal(e.predict(x, threads=2), want) and np.array_equal(e.predict(x[:1]), want[:1])
-                  and mnist_engine.get_num_threads() == 1)
-            os._exit(0 if ok else 3)
-        _, status = os.waitpid(pid, 0)
-        sys.exit(os.waitstatus_to_exitcode(status))
-    """)
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    """, "np.array_equal(e.predict(x, threads=2), want) and np.array_equal(e.predict(x[:1]), want[:1]) "
+         "and mnist_engine.get_num_threads() == 1")
     assert result.returncode == 0, result.stderr
 
 
 def test_a_child_of_a_parent_without_a_team_keeps_its_threads():
     """The fork guard exists because libgomp's pool does not survive fork. A parent that never ran
     a team has no pool: its forked children (forkserver workers, say) keep every thread."""
-    code = textwrap.dedent("""
-        import os, sys, numpy as np, mnist_engine
+    result = forked_child_passes("""
         mnist_engine.set_num_threads(2)
         e = mnist_engine.load(mnist_engine.default_model_path())
         x = np.random.default_rng(1).integers(0, 256, (300, 784), dtype=np.uint8)
         want = e.predict(x, threads=1)  # one thread: no team is started
-        pid = os.fork()
-        if pid == 0:
-            ok = mnist_engine.get_num_threads() == 2 and np.array_equal(e.predict(x, threads=2), want)
-            os._exit(0 if ok else 3)
-        _, status = os.waitpid(pid, 0)
-        sys.exit(os.waitstatus_to_exitcode(status))
-    """)
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    """, "mnist_engine.get_num_threads() == 2 and np.array_equal(e.predict(x, threads=2), want)")
     assert result.returncode == 0, result.stderr
 
 
@@ -107,16 +103,8 @@ def test_the_peak_probe_takes_the_fork_guard_and_checks_its_arguments():
         mnist_engine._core.measure_fma_peak_gflops("", 1, float("inf"))
     with pytest.raises(ValueError, match="expected threads in 1.."):
         mnist_engine._core.measure_fma_peak_gflops("", 10**6, 0.01)
-    code = textwrap.dedent("""
-        import os, sys, mnist_engine
-        mnist_engine._core.measure_fma_peak_gflops("", 2, 0.01)  # starts a team
-        pid = os.fork()
-        if pid == 0:
-            os._exit(0 if mnist_engine.get_num_threads() == 1 else 3)
-        _, status = os.waitpid(pid, 0)
-        sys.exit(os.waitstatus_to_exitcode(status))
-    """)
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    result = forked_child_passes('mnist_engine._core.measure_fma_peak_gflops("", 2, 0.01)  # starts a team',
+                                 "mnist_engine.get_num_threads() == 1")
     assert result.returncode == 0, result.stderr
 
 

@@ -91,6 +91,31 @@ def test_npz_with_wrong_shapes_is_rejected(tmp_path):
         datasets.load_mnist(tmp_path / "bad.npz")
 
 
+def _full_size(**override):
+    arrays = {"x_train": np.zeros((60000, 28, 28), np.uint8), "y_train": np.zeros(60000, np.int64),
+              "x_test": np.zeros((10000, 28, 28), np.uint8), "y_test": np.zeros(10000, np.int64)}
+    return {**arrays, **override}
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"x_test": np.full((10000, 28, 28), 0.5, np.float32)}, r"expected integer x_test, got dtype float32 \(scaled"),
+    ({"x_train": np.full((60000, 28, 28), 256, np.int32)}, r"expected x_train in 0..255, got values 256..256"),
+    ({"y_test": np.full(10000, -1, np.int64)}, r"expected y_test in 0..9, got values -1..-1"),
+    ({"y_train": np.full(60000, 10, np.int64)}, r"expected y_train in 0..9"),
+])
+def test_npz_values_a_cast_would_change_are_rejected(tmp_path, override, message):
+    """float 0..1 pixels cast to uint8 would all become 0 (and 256 would become 0): refused, not cast."""
+    np.savez(tmp_path / "bad.npz", **_full_size(**override))
+    with pytest.raises(DataError, match=message):
+        datasets.load_mnist(tmp_path / "bad.npz")
+
+
+def test_npz_with_wider_integer_types_is_accepted(tmp_path):
+    np.savez(tmp_path / "ok.npz", **_full_size())
+    (x, y), _ = datasets.load_mnist(tmp_path / "ok.npz")
+    assert x.dtype == y.dtype == np.uint8
+
+
 def test_restricted_unpickler_reads_numpy_arrays():
     data = (np.arange(6, dtype=np.float32).reshape(2, 3), np.array([1, 2], np.int64))
     out = restricted_unpickle(pickle.dumps(data, protocol=2))

@@ -274,9 +274,14 @@ PYBIND11_MODULE(_core, m) {
             return std::const_pointer_cast<Engine>(Engine::from_bytes(bytes, size, verify, kernel, skip_zeros));
           },
           py::arg("data"), py::arg("verify") = true, py::arg("kernel") = "", py::arg("skip_zeros") = true)
-      .def("predict", &predict, py::arg("x"), py::arg("threads") = py::none())
-      .def("classify", &classify, py::arg("x"), py::arg("threads") = py::none())
-      .def_property_readonly("classes", &classes_of)
+      .def("predict", &predict, py::arg("x"), py::arg("threads") = py::none(),
+           "The model's outputs, (N, output_width) float32. x: uint8 pixels (scaled by input_scale) or floats "
+           "already in the model's input domain, (N, input_width) or (N, a, b). Releases the GIL.")
+      .def("classify", &classify, py::arg("x"), py::arg("threads") = py::none(),
+           "One label per row: the argmax of predict, or for a one-output model output > threshold (0.5 after a "
+           "sigmoid, else 0), mapped through `classes` when the file has them (int64, or str for string labels).")
+      .def_property_readonly("classes", &classes_of,
+                             "The file's class labels (what classify returns per output), or None: indices.")
       .def_property_readonly("input_width", &Engine::input_width)
       .def_property_readonly("output_width", &Engine::output_width)
       .def_property_readonly("input_scale", &Engine::input_scale)

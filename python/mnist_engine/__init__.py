@@ -31,7 +31,8 @@ if TYPE_CHECKING:  # imported lazily below: `import mnist_engine` must stay fast
 
     import numpy as np
 
-    from .keras_export import export_keras
+    from ._export_common import ExportMismatchError, InputRangeWarning
+    from .keras_export import UnsupportedModelError, export_keras
     from .model_file import write_model
     from .sklearn_export import export_sklearn
 
@@ -41,7 +42,10 @@ __version__: str = _core.__version__
 
 __all__ = [
     "Engine",
+    "ExportMismatchError",
     "FormatError",
+    "InputRangeWarning",
+    "UnsupportedModelError",
     "__version__",
     "available_kernels",
     "classify",
@@ -59,7 +63,9 @@ __all__ = [
 
 # The writer and exporters load on first use (PEP 562): importing them here would cost more than
 # the rest of `import mnist_engine` together.
-_LAZY = {"export_keras": ".keras_export", "export_sklearn": ".sklearn_export", "write_model": ".model_file"}
+_LAZY = {"export_keras": ".keras_export", "export_sklearn": ".sklearn_export", "write_model": ".model_file",
+         "UnsupportedModelError": ".keras_export", "ExportMismatchError": "._export_common",
+         "InputRangeWarning": "._export_common"}
 
 
 def __getattr__(name: str):
@@ -121,5 +127,12 @@ def predict(batch: np.ndarray, threads: Optional[int] = None) -> np.ndarray:
 
 
 def classify(batch: np.ndarray, threads: Optional[int] = None) -> np.ndarray:
-    """Predicted digits, shape (N,) int64, from the bundled default model."""
+    """Predicted digits, shape (N,) int64, from the bundled default model.
+
+    For any engine, :meth:`Engine.classify` is the argmax of ``predict`` mapped through the file's
+    ``classes`` (scikit-learn's labels, ints or strings) when it has them. A one-output model is
+    a binary classifier: the label is 1 (or ``classes[1]``) where the output is above its decision
+    threshold, 0.5 for a sigmoid and 0 for a linear (logit), tanh or relu output, as Keras users
+    write ``model.predict(x) > 0.5`` and as scikit-learn's binary ``predict`` decides.
+    """
     return _default().classify(batch, threads=threads)

@@ -30,7 +30,7 @@ import numpy as np
 import mnist_engine
 from mnist_engine.cli import cpu_name
 from mnist_engine.model_file import DenseLayer, read_layers
-from mnist_engine.reference import forward
+from mnist_engine.reference import ACTIVATION_FUNCTIONS, forward, scale_pixels
 
 # The bundled model's Keras source, kept in the repository (not in the wheel).
 DEFAULT_KERAS = Path("models") / "mnist_mlp_512x2.keras"
@@ -64,7 +64,7 @@ class Settings:
     threads: int
     batch_repeats: int
     b1_calls: int
-    keras_model: Path
+    keras_model: Optional[Path]  # the Keras source of `model`, if known
     model: Path
     skipped: List[str] = field(default_factory=list)
 
@@ -109,18 +109,20 @@ def engine_runners(s: Settings, x: np.ndarray, pixels: np.ndarray) -> List[Runne
 
 
 def numpy_runner(layers: Sequence[DenseLayer], x: np.ndarray) -> Runner:
+    # The reference's activation functions, applied in float32 here: every activation the format
+    # has, from the one table that lists them.
     def run(batch: np.ndarray) -> np.ndarray:
         h = batch
         for layer in layers:
-            h = h @ layer.kernel + layer.bias
-            if layer.activation == "relu":
-                np.maximum(h, 0, out=h)
-            elif layer.activation == "softmax":
-                h = np.exp(h - h.max(axis=1, keepdims=True))
-                h /= h.sum(axis=1, keepdims=True)
+            h = ACTIVATION_FUNCTIONS[layer.activation](h @ layer.kernel + layer.bias)
         return h
 
     return Runner("numpy float32", lambda: run(x), lambda i: run(x[i:i + 1]), "OpenBLAS sgemm")
+
+
+# Our activation names as ONNX operators (None: the identity). tests/test_vocabulary.py checks
+# that it covers the format's table.
+ONNX_OPS = {"linear": None, "relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh", "softmax": "Softmax"}
 
 
 def onnx_runner(layers: Sequence[DenseLayer], x: np.ndarray, threads: int) -> Runner:
@@ -132,7 +134,7 @@ def onnx_runner(layers: Sequence[DenseLayer], x: np.ndarray, threads: int) -> Ru
         inits += [numpy_helper.from_array(layer.kernel, f"W{i}"), numpy_helper.from_array(layer.bias, f"b{i}")]
         nodes += [helper.make_node("MatMul", [prev, f"W{i}"], [f"m{i}"]),
                   helper.make_node("Add", [f"m{i}", f"b{i}"], [f"a{i}"])]
-        op = {"relu": "Relu", "softmax": "Softmax", "sigmoid": "Sigmoid", "tanh": "Tanh"}.get(layer.activation)
+        op = ONNX_OPS[layer.activation]
         if op:
             nodes.append(helper.make_node(op, [f"a{i}"], [f"h{i}"], **({"axis": -1} if op == "Softmax" else {})))
             prev = f"h{i}"
@@ -273,40 +275,61 @@ def optional(s: Settings, label: str, make: Callable[[], list]) -> list:
     return []
 
 
+def load_keras_source(s: Settings, engine, x: np.ndarray):
+    """The Keras model the Keras and TFLite runners time, or None (with the reason in s.skipped).
+    It must be the source of --model: a different model would make every ratio meaningless, so a
+    mismatch is an error, not a footnote."""
+    if s.keras_model is None:
+        s.skipped.append("keras, tflite: skipped (no Keras source for --model; pass --keras-model FILE.keras)")
+        return None
+    if not s.keras_model.is_file():
+        s.skipped.append(f"keras, tflite: skipped ({s.keras_model} not found; run from the repository root or "
+                         "pass --keras-model FILE.keras)")
+        return None
+    try:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        import keras
+        import tensorflow as tf
+    except ImportError as e:
+        s.skipped.append(f"keras, tflite: skipped ({e.name} is not installed)")
+        return None
+    tf.config.threading.set_intra_op_parallelism_threads(s.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    model = keras.saving.load_model(s.keras_model, compile=False, safe_mode=True)
+    sample = x[:256]
+    want = model.predict(sample.reshape((len(sample),) + tuple(model.inputs[0].shape[1:])), verbose=0)
+    diff = float(np.abs(engine.predict(sample) - np.asarray(want).reshape(len(sample), -1)).max()) \
+        if np.asarray(want).size == len(sample) * engine.output_width else float("inf")
+    if not diff <= 1e-4:
+        raise ValueError(f"--keras-model {s.keras_model} does not compute --model {s.model} (max |dp| = {diff:.3g} "
+                         "on 256 test images): pass the Keras model that file was exported from")
+    return model
+
+
 def run(s: Settings) -> dict:
     from mnist_engine.datasets import load_mnist
 
     (_, _), (images, labels) = load_mnist()
     pixels = images.reshape(len(images), -1)
-    x = pixels.astype(np.float32) / np.float32(255)
+    engine = mnist_engine.load(s.model)
+    x = scale_pixels(pixels, engine.input_scale)  # the model's own input domain, not always x / 255
     layers = read_layers(s.model)
     flops_per_image = 2 * sum(layer.kernel.size for layer in layers)
     peak = mnist_engine._core.measure_fma_peak_gflops(mnist_engine.available_kernels()[0], s.threads, 0.5)
 
-    keras_model = None
-    try:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-        import keras
-        import tensorflow as tf
-
-        tf.config.threading.set_intra_op_parallelism_threads(s.threads)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
-        keras_model = keras.saving.load_model(s.keras_model, compile=False, safe_mode=True)
-    except ImportError as e:
-        s.skipped.append(f"keras, tflite: skipped ({e.name} is not installed)")
-    except OSError as e:
-        s.skipped.append(f"keras, tflite: skipped ({e})")
-
+    keras_model = load_keras_source(s, engine, x)
     if keras_model is not None:
+        x = x.reshape((len(x),) + tuple(keras_model.inputs[0].shape[1:]))
         reference = keras_model.predict(x, batch_size=len(x), verbose=0)
         reference_name = "keras predict"
     else:
         reference = forward(layers, x).astype(np.float32)
         reference_name = "numpy float64 reference"
 
-    factories = [("mnist_engine", lambda: engine_runners(s, x, pixels)),
-                 ("numpy", lambda: [numpy_runner(layers, x)]),
-                 ("onnxruntime", lambda: [onnx_runner(layers, x, s.threads)])]
+    flat = x.reshape(len(x), -1)
+    factories = [("mnist_engine", lambda: engine_runners(s, flat, pixels)),
+                 ("numpy", lambda: [numpy_runner(layers, flat)]),
+                 ("onnxruntime", lambda: [onnx_runner(layers, flat, s.threads)])]
     if keras_model is not None:
         factories += [("keras", lambda: keras_runners(keras_model, x)),
                       ("tflite", lambda: tflite_runners(keras_model, x, s.threads))]
@@ -333,9 +356,9 @@ def run(s: Settings) -> dict:
         "cores": os.cpu_count(), "threads": s.threads, "commit": git_commit(),
         "mnist_engine": mnist_engine.__version__, "kernels": mnist_engine.available_kernels(),
         "peak_gflops": peak, "images": len(x), "reference": reference_name,
-        "accuracy": float((mnist_engine.load(s.model).classify(pixels) == labels).mean()),
+        "accuracy": float((engine.classify(pixels) == labels).mean()),
         **import_and_load_ms(), **peak_rss_growth(s.threads),
-        "gil_two_thread_speedup": gil_parallel_speedup(s.model, x, max(2, s.batch_repeats // 2)),
+        "gil_two_thread_speedup": gil_parallel_speedup(s.model, flat, max(2, s.batch_repeats // 2)),
         "results": [asdict(r) for r in results], "skipped": s.skipped,
     }
 
@@ -401,16 +424,23 @@ def plot(report: dict, path: Path) -> None:
 def main(argv: Optional[Sequence[str]] = None, default_keras: Path = DEFAULT_KERAS) -> int:
     parser = argparse.ArgumentParser(prog="mnist-engine bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--model", type=Path, default=mnist_engine.default_model_path())
-    parser.add_argument("--keras-model", type=Path, default=default_keras,
-                        help="the Keras source of --model, for the Keras and TFLite runners")
+    parser.add_argument("--model", type=Path, help="a .mnw file (default: the bundled model)")
+    parser.add_argument("--keras-model", type=Path,
+                        help="the Keras source of --model, for the Keras and TFLite runners (default: the bundled "
+                             "model's, models/mnist_mlp_512x2.keras in the repository, when --model is not given)")
     parser.add_argument("--quick", action="store_true", help="few repetitions: proves the harness works")
     parser.add_argument("--json", type=Path, help="write the full report as JSON")
     parser.add_argument("--plot", type=Path, help="write a bar chart (PNG)")
     parser.add_argument("--markdown", action="store_true", help="also print the table as markdown")
     args = parser.parse_args(argv)
-    s = Settings(args.threads, 2 if args.quick else 10, 200 if args.quick else 2000, args.keras_model, args.model)
-    report = run(s)
+    keras_source = args.keras_model or (default_keras if args.model is None else None)
+    s = Settings(args.threads, 2 if args.quick else 10, 200 if args.quick else 2000, keras_source,
+                 args.model or mnist_engine.default_model_path())
+    try:
+        report = run(s)
+    except ValueError as e:
+        print(f"mnist-engine bench: error: {e}", file=sys.stderr)
+        return 2
     print(format_table(report))
     if args.markdown:
         print("\n" + format_markdown(report))

@@ -43,14 +43,23 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def printable(text: str) -> str:
+    """`text` with every character a terminal would act on (escape sequences, carriage returns,
+    bidi overrides: whatever str.isprintable rejects) shown as its escape. A model file is
+    untrusted input, and its metadata must not be able to rewrite the user's screen."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     engine = mnist_engine.load(args.model, verify=not args.no_verify)
     print(repr(engine))
     for i, (n_in, n_out, act) in enumerate(engine.layers):
         print(f"  layer {i}: {n_in} -> {n_out} {act}")
     print(f"  input scale for uint8 pixels: {engine.input_scale!r}")
+    if engine.classes is not None:
+        print(f"  classify returns: {', '.join(printable(str(c)) for c in engine.classes)}")
     for key, value in engine.metadata.items():
-        print(f"  {key}: {value}")
+        print(f"  {key}: {printable(value)}")
     if not args.no_verify:
         print(f"  verified: reference outputs within tolerance (margin {engine.verification_margin:.3g})")
     return 0

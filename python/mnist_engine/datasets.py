@@ -94,10 +94,20 @@ def _validated(arrays: dict, origin: str) -> Tuple[Split, Split]:
         if a is None or a.shape != shape:
             got = None if a is None else a.shape
             raise DataError(f"{origin}: expected {key} with shape {shape}, got {got}")
-    out = {k: np.ascontiguousarray(arrays[k], dtype=np.uint8) for k in _EXPECTED}
-    if out["y_train"].max() > 9 or out["y_test"].max() > 9:
-        raise DataError(f"{origin}: labels must be 0..9")
+    out = {k: _as_uint8(arrays[k], k, origin, 9 if k.startswith("y") else 255) for k in _EXPECTED}
     return (out["x_train"], out["y_train"]), (out["x_test"], out["y_test"])
+
+
+def _as_uint8(a: np.ndarray, name: str, origin: str, top: int) -> np.ndarray:
+    """Pixels and labels as uint8, refusing what a cast would silently change: float arrays (0..1
+    floats would all become 0) and integers outside 0..top."""
+    a = np.asarray(a)
+    if a.dtype.kind not in "ui":
+        hint = " (scaled floats? store the pixels: np.rint(x * 255).astype(np.uint8))" if a.dtype.kind == "f" else ""
+        raise DataError(f"{origin}: expected integer {name}, got dtype {a.dtype}{hint}")
+    if a.size and (a.min() < 0 or a.max() > top):
+        raise DataError(f"{origin}: expected {name} in 0..{top}, got values {a.min()}..{a.max()}")
+    return np.ascontiguousarray(a, dtype=np.uint8)
 
 
 def _load_npz(path: Path) -> Tuple[Split, Split]:
