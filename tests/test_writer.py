@@ -74,3 +74,23 @@ mnist_engine.write_model({str(target)!r}, [DenseLayer(rng.normal(size=(300, 200)
     # The killed writer's temporary file is left beside the target, never under its name.
     leftovers = [p.name for p in tmp_path.iterdir() if p.name != "m.mnw"]
     assert len(leftovers) == 1 and leftovers[0].startswith(".m.mnw.") and leftovers[0].endswith(".tmp")
+
+
+@pytest.mark.parametrize("labels, outputs, message", [
+    ([0, 1, 2], 2, "expected 2 class labels for a model with 2 output"),
+    ([0, 1], 1, None), (["no", "yes"], 1, None), ([-5, 10**17], 1, None),
+    ([0, 10**18], 1, "at most 18 digits"),
+    (["a", "b\nc"], 2, "contain no newline; got 'b\\\\nc'"),
+    (["a", ""], 2, "non-empty"),
+    ([3, 3], 2, "must be unique"),
+    ([True, False], 2, "all integers or all strings, got bool"),
+    ([0.5, 1.5], 2, "all integers or all strings, got float"),
+])
+def test_class_labels_the_format_can_hold(labels, outputs, message):
+    """encode_classes refuses, with the reason, exactly what rule 24 (metadata-classes) would."""
+    if message is None:
+        value = model_file.encode_classes(labels, outputs)
+        assert value.split("\n") == [("int" if isinstance(labels[0], int) else "str"), *map(str, labels)]
+        return
+    with pytest.raises(ValueError, match=message):
+        model_file.encode_classes(labels, outputs)

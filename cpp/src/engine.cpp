@@ -95,10 +95,6 @@ void AlignedFloats::Free::operator()(float* p) const {
   ::operator delete[](p, std::align_val_t(kAlignment));
 }
 
-namespace {
-
-}  // namespace
-
 int max_threads() {
 #if defined(_OPENMP)
   static const int limit = 4 * std::max(omp_get_num_procs(), 1);
@@ -163,7 +159,6 @@ std::shared_ptr<const Engine> Engine::from_bytes(const uint8_t* data, size_t siz
   e->input_width_ = file.input_width;
   e->input_scale_ = file.input_scale;
   e->metadata_ = std::move(file.metadata);
-
   e->classes_ = std::move(file.classes);
 
   const size_t nr = k.panel_width;
