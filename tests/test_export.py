@@ -310,6 +310,7 @@ def test_one_output_keras_model_classifies_by_threshold(keras, tmp_path, images,
     assert 0 < labels.sum() < len(labels) or np.all(labels == (p > threshold))
 
 
+@pytest.mark.filterwarnings("ignore:You are using a softmax over axis")  # Keras agrees: that is the point
 def test_one_output_softmax_classify_says_why_not(keras, tmp_path, images):
     model = keras.Sequential([keras.Input((784,)), keras.layers.Dense(1, activation="softmax")])
     with pytest.raises(ValueError, match="one-output softmax model always outputs 1.0"):

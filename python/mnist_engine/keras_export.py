@@ -313,16 +313,14 @@ def export_keras(
     if isinstance(model_or_path, (str, os.PathLike)):
         model = load_keras_model(model_or_path, allow_h5=allow_h5)
         source = source if source is not None else Path(model_or_path).name
-    chain = keras_dense_chain(model)
+    _check_is_graph_model(model, keras)  # before cloning: a subclassed model gets our message, not Keras's
+    precisions = _compute_dtypes(model)
+    checked = model if precisions == ["float32"] else _float32_twin(model, keras)
+    chain = keras_dense_chain(checked)
     if input_scale is None:
         input_scale = 1.0 if chain.rescales else 1 / 255
     width = chain.layers[0].kernel.shape[0]
     reference = reference_inputs_for(reference_images, width, input_scale)
-    precisions = _compute_dtypes(model)
-    checked = model
-    if precisions != ["float32"]:
-        checked = _float32_twin(model, keras)
-        chain = keras_dense_chain(checked)
     x = reference.values.reshape((len(reference.values),) + tuple(checked.inputs[0].shape[1:]))
     ref_out = np.asarray(checked.predict(x, verbose=0, batch_size=len(x))).reshape(len(x), -1)
     meta = base_metadata("mnist_engine.export_keras", source if source is not None else model.name)
