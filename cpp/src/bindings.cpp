@@ -247,10 +247,7 @@ PYBIND11_MODULE(_core, m) {
         },
         py::arg("kernel") = "", py::arg("threads") = 1, py::arg("seconds") = 0.3,
         "Measured float32 FMA throughput (GFLOP/s) of a kernel's ISA: the benchmark's peak.");
-  m.def("set_num_threads", [](long long t) {
-    if (t == 0) return mnist_engine::set_default_threads(0);
-    mnist_engine::set_default_threads(mnist_engine::check_threads(t, "threads (0 = OpenMP's default)"));
-  }, py::arg("threads"), "The default thread count of predict: 1..4x the CPUs, or 0 for OpenMP's default.");
+  m.def("set_num_threads", &mnist_engine::set_default_threads, py::arg("threads"), "The default thread count of predict: 1..4x the CPUs, or 0 for OpenMP's default.");
   m.def("get_num_threads", &mnist_engine::default_threads);
   m.def("max_threads", &mnist_engine::max_threads, "The most threads a call may ask for: 4x the CPUs.");
 

@@ -128,7 +128,7 @@ void note_team_started() { g_team_started.store(true); }
 
 int default_threads() { return effective_threads(0); }
 
-void set_default_threads(int threads) {
+void set_default_threads(long long threads) {
   g_default_threads.store(threads == 0 ? 0 : check_threads(threads, "threads (0 = OpenMP's default)"));
 }
 

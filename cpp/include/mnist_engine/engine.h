@@ -110,8 +110,9 @@ int check_threads(long long requested, const char* what);
 int effective_threads(int requested);
 // Every OpenMP team start goes through here, so the fork guard knows a pool exists.
 void note_team_started();
-// The process-wide default thread count for predict: 0 restores OpenMP's default.
+// The process-wide default thread count for predict: 0 restores OpenMP's default; otherwise
+// checked by check_threads (a long long, so a huge Python int cannot wrap before the check).
 int default_threads();
-void set_default_threads(int threads);
+void set_default_threads(long long threads);
 
 }  // namespace mnist_engine
