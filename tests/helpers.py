@@ -56,7 +56,7 @@ def fuzz_case(blob: bytes):
     if control & 1:
         data = reframe(data)
     kernel = FUZZ_KERNELS[(control >> 1) & 3]
-    if kernel not in mnist_engine.available_kernels():
+    if kernel not in mnist_engine.available_kernels("fp32"):
         kernel = ""
     return data, kernel, bool(control & 8)
 

@@ -169,7 +169,7 @@ def test_classify_is_argmax_of_predict(engine, pixels):
     np.testing.assert_array_equal(mnist_engine.classify(pixels), labels)
 
 
-@pytest.mark.parametrize("kernel", mnist_engine.available_kernels())
+@pytest.mark.parametrize("kernel", mnist_engine.available_kernels("fp32"))
 def test_nan_input_propagates_like_keras(kernel, pixels):
     x = (pixels / 255.0).astype(np.float32)
     x[3, 100] = np.nan
@@ -182,7 +182,7 @@ def test_properties_and_repr(engine):
     assert engine.layers == ((784, 512, "relu"), (512, 512, "relu"), (512, 10, "softmax"))
     assert (engine.input_width, engine.output_width) == (784, 10)
     assert engine.input_scale == pytest.approx(1 / 255, rel=1e-15)
-    assert engine.kernel in mnist_engine.available_kernels()
+    assert engine.kernel in mnist_engine.available_kernels("fp32")
     meta = engine.metadata
     assert meta["producer"] == "mnist_engine.export_keras" and meta["keras_version"]
     text = repr(engine)

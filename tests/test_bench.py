@@ -19,22 +19,32 @@ def test_quick_bench_reports_every_runner(mnist, keras, tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     report = json.loads((tmp_path / "b.json").read_text())
     names = [r["name"] for r in report["results"]]
-    for kernel in mnist_engine.available_kernels():
+    for kernel in mnist_engine.available_kernels("fp32"):
         assert f"mnist_engine {kernel} fp32" in names
+    for precision in mnist_engine.available_precisions()[1:]:
+        kernels = [k for k in mnist_engine.available_kernels(precision) if not k.endswith("scalar")]
+        assert {f"mnist_engine {k}" for k in kernels} <= set(names)
+        assert f"mnist_engine {kernels[0]} uint8 in" in names
     assert "numpy float32" in names and "keras predict bs=10000" in names
     assert report["reference"] == "keras predict" and report["peak_gflops"] > 0
     for r in report["results"]:
         assert r["batch_ms"] > 0 and r["b1_us"] > 0
-        if r["name"].startswith("mnist_engine") or r["name"] in ("numpy float32", "tflite fp32"):
+        if r["name"].endswith(("fp32", "fp32 uint8 in")) or r["name"] == "numpy float32":
             assert r["max_abs_diff"] <= 1e-5 and r["agreement"] == 10000, r
+        elif r["name"].startswith("mnist_engine"):  # bf16, int8: the gates of tests/test_precision.py
+            assert r["max_abs_diff"] < 0.05 and r["agreement"] >= 9990, r
+        assert r["accuracy"] > 0.9, r
     # Runners that could not run say why instead of vanishing.
-    for family in ("onnxruntime", "tflite"):
+    for family in ("onnxruntime", "tflite", "openvino"):
         ran = any(n.startswith(family) for n in names)
         said = any(line.startswith(family) or f", {family}" in line for line in report["skipped"])
         assert ran or said, (family, report["skipped"])
     assert report["rss_growth_mib"] >= 0 and report["load_verify_ms"] > 0
     assert (tmp_path / "b.png").stat().st_size > 1000
     assert "x tfl 10k" in out.stdout and "| runner | 10k ms |" in out.stdout
+    if "onnxruntime dynamic int8" in names:
+        engine_rows = [r for r in report["results"] if r["name"].startswith("mnist_engine")]
+        assert all(r["vs_quant_batch"] > 0 for r in engine_rows)
     assert report["gil_two_thread_speedup"] > 0
 
 

@@ -22,7 +22,12 @@ import mnist_engine
 from conftest import IN_CI
 
 ROOT = Path(__file__).resolve().parent.parent
-ISA_FLAGS = {"avx512f": ["-mavx512f", "-mfma", "-mpopcnt"], "avx2": ["-mavx2", "-mfma", "-mpopcnt"],
+# By the ISA a file's name ends with (most specific first), the flags CMakeLists.txt gives it.
+ISA_FLAGS = {"avx512vnni": ["-mavx512f", "-mfma", "-mavx512vnni", "-mpopcnt"],
+             "avx512bf16": ["-mavx512f", "-mfma", "-mavx512bf16", "-mpopcnt"],
+             "avxvnni": ["-mavx2", "-mfma", "-mavxvnni"],
+             "amx": ["-mavx512f", "-mfma", "-mamx-tile", "-mamx-int8", "-mamx-bf16"],
+             "avx512f": ["-mavx512f", "-mfma", "-mpopcnt"], "avx2": ["-mavx2", "-mfma", "-mpopcnt"],
              "sse42": ["-msse4.2"]}
 # The functions ISA files may export: those the ISA-free headers declare for them.
 DECLARED = set(re.findall(r"\b(\w+)\(", (ROOT / "cpp/kernels/kernels.h").read_text()

@@ -5,6 +5,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 import mnist_engine
 
 
@@ -19,7 +21,7 @@ def test_eval_reports_accuracy_speed_and_kernel(mnist):
     accuracy = float(re.search(r"accuracy\s+([\d.]+)% on 10000", out.stdout).group(1))
     assert accuracy >= 97.5
     assert re.search(r"speed\s+[\d,]+ images/s", out.stdout)
-    assert re.search(rf"kernel\s+{mnist_engine.available_kernels()[0]} ", out.stdout)
+    assert re.search(rf"kernel\s+{mnist_engine.default_kernel()} ", out.stdout)
 
 
 def test_info_verifies_and_describes():
@@ -49,3 +51,14 @@ def test_info_escapes_what_a_terminal_would_act_on(tmp_path, rng):
     assert "\x1b" not in out.stdout and "\r" not in out.stdout and "\u202e" not in out.stdout
     assert r"note: \x1b[2J\x1b[31mred\x1b[0m\rover\u202edrow\nnext" in out.stdout
     assert "classify returns: yes, no, maybe" in out.stdout
+
+
+@pytest.mark.parametrize("precision", [p for p in mnist_engine.available_precisions() if p != "fp32"])
+def test_eval_in_reduced_precision(mnist, precision):
+    out = subprocess.run([sys.executable, "-m", "mnist_engine.cli", "eval", "--precision", precision, "--repeat", "1"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    accuracy = float(re.search(r"accuracy\s+([\d.]+)%", out.stdout).group(1))
+    agree = float(re.search(rf"precision {precision}: agrees with fp32 on ([\d.]+)%", out.stdout).group(1))
+    assert accuracy > 97.5 and agree >= 99.9, out.stdout
+    assert re.search(rf"kernel\s+{mnist_engine.default_kernel(precision)} ", out.stdout)

@@ -21,19 +21,44 @@ def test_available_is_a_subset_of_compiled_in_priority_order():
     assert available == [k for k in compiled if k in available]
 
 
-def test_default_is_the_best_available(monkeypatch):
+PRECISIONS = mnist_engine.available_precisions()
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_default_is_the_best_available(monkeypatch, precision):
     monkeypatch.delenv("MNIST_ENGINE_KERNEL", raising=False)
-    assert mnist_engine.default_kernel() == mnist_engine.available_kernels()[0]
-    assert mnist_engine.load(mnist_engine.default_model_path()).kernel == mnist_engine.available_kernels()[0]
+    best = mnist_engine.available_kernels(precision)[0]
+    assert mnist_engine.default_kernel(precision) == best
+    assert mnist_engine.load(mnist_engine.default_model_path(), precision=precision).kernel == best
+    assert mnist_engine.default_kernel() == mnist_engine.available_kernels("fp32")[0]
+
+
+def test_every_kernel_computes_one_precision():
+    by_precision = [k for p in ("fp32", "bf16", "int8") for k in mnist_engine.available_kernels(p)]
+    assert sorted(by_precision) == sorted(mnist_engine.available_kernels())
+    assert all(mnist_engine.available_kernels(p)[-1].endswith("scalar") for p in ("fp32", "bf16", "int8"))
 
 
 @pytest.mark.parametrize("kernel", mnist_engine.available_kernels())
 def test_env_variable_forces_each_available_kernel(kernel):
-    code = ("import mnist_engine as m, numpy as np; e = m.load(m.default_model_path()); "
-            "print(e.kernel, m.default_kernel(), m.predict(np.zeros((1, 784), np.uint8)).shape)")
+    """The variable holds one name per precision; each applies to loads of its own precision only."""
+    precision = mnist_engine._core.kernel_precision(kernel)
+    code = ("import mnist_engine as m, numpy as np; "
+            f"e = m.load(m.default_model_path(), precision={precision!r}); "
+            f"print(e.kernel, e.precision, m.default_kernel({precision!r}), "
+            "e.predict(np.zeros((1, 784), np.uint8)).shape, "
+            "m.load(m.default_model_path()).precision)")
     result = run_with_kernel_env(kernel, code)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == [kernel, kernel, "(1,", "10)"]
+    assert result.stdout.split() == [kernel, precision, kernel, "(1,", "10)", "fp32"]
+
+
+def test_env_variable_with_one_kernel_per_precision():
+    code = "import mnist_engine as m; print(m.default_kernel('fp32'), m.default_kernel('int8'))"
+    result = run_with_kernel_env("int8-scalar,scalar", code)
+    assert result.stdout.split() == ["scalar", "int8-scalar"], result.stderr
+    result = run_with_kernel_env("int8-scalar,int8-scalar", code)
+    assert "MNIST_ENGINE_KERNEL names two int8 kernels" in result.stderr
 
 
 def test_unknown_kernel_in_env_is_an_error_not_a_fallback():
@@ -55,27 +80,52 @@ def test_unsupported_kernel_is_an_error():
         mnist_engine.load(mnist_engine.default_model_path(), kernel=unsupported[0])
 
 
-SIMD = [k for k in mnist_engine.available_kernels() if k != "scalar"]
+SIMD = [k for k in mnist_engine.available_kernels() if not k.endswith("scalar")]
 
 
-@pytest.mark.skipif(not SIMD, reason="this CPU runs only the scalar kernel")
+@pytest.mark.skipif(not SIMD, reason="this CPU runs only the scalar kernels")
 @pytest.mark.parametrize("kernel", SIMD)
 def test_unsupported_kernel_path_forced_on_any_cpu(kernel):
     """MNIST_ENGINE_DISABLE_KERNELS makes the process treat a kernel as unsupported, so the path a
     machine without it takes (listing, default choice, error on request) runs on every CPU."""
+    precision = mnist_engine._core.kernel_precision(kernel)
     code = ("import mnist_engine as m\n"
-            "print(','.join(m.available_kernels()), m.default_kernel(), m.load(m.default_model_path()).kernel)\n"
+            f"print(','.join(m.available_kernels({precision!r})), m.default_kernel({precision!r}), "
+            f"m.load(m.default_model_path(), precision={precision!r}).kernel)\n"
             f"m.load(m.default_model_path(), kernel={kernel!r})\n")
     env = {**os.environ, "MNIST_ENGINE_DISABLE_KERNELS": kernel}
     env.pop("MNIST_ENGINE_KERNEL", None)
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
-    remaining = [k for k in mnist_engine.available_kernels() if k != kernel]
+    remaining = [k for k in mnist_engine.available_kernels(precision) if k != kernel]
+    if remaining[0].endswith("scalar") and precision != "fp32":
+        # The reference alone does not make a precision available: loading it is the error.
+        assert f"precision '{precision}' has no kernel for this CPU" in result.stderr
+        return
     assert result.stdout.split() == [",".join(remaining), remaining[0], remaining[0]], result.stderr
     assert f"requested kernel '{kernel}' is not supported by this CPU; available: {', '.join(remaining)}" \
         in result.stderr
 
 
-@pytest.mark.parametrize("value", ["scalar", "avx9000"])
+def test_unavailable_precision_names_the_ones_this_cpu_runs():
+    code = "import mnist_engine as m; print(m.available_precisions()); m.load(m.default_model_path(), precision='bf16')"
+    disabled = [k for k in mnist_engine.available_kernels("bf16") if not k.endswith("scalar")]
+    env = {**os.environ, "MNIST_ENGINE_DISABLE_KERNELS": ",".join(disabled) or "avx2"}
+    if not disabled:
+        env.pop("MNIST_ENGINE_DISABLE_KERNELS")
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert "'bf16'" not in result.stdout
+    assert "precision 'bf16' has no kernel for this CPU (it needs AVX512-BF16 or AMX-BF16); this CPU runs: fp32" \
+        in result.stderr
+
+
+def test_kernel_of_another_precision_is_an_error():
+    with pytest.raises(ValueError, match="kernel 'int8-scalar' computes int8, but precision 'fp32' was asked for"):
+        mnist_engine.load(mnist_engine.default_model_path(), kernel="int8-scalar", precision="fp32")
+    with pytest.raises(ValueError, match="precision 'fp16' is not one of: fp32, bf16, int8"):
+        mnist_engine.load(mnist_engine.default_model_path(), precision="fp16")
+
+
+@pytest.mark.parametrize("value", ["scalar", "int8-scalar", "avx9000"])
 def test_disabling_the_reference_or_an_unknown_kernel_is_an_error(value):
     env = {**os.environ, "MNIST_ENGINE_DISABLE_KERNELS": value}
     result = subprocess.run([sys.executable, "-c", "import mnist_engine as m; m.available_kernels()"], env=env,

@@ -16,12 +16,12 @@ BATCHES = [0, 1, 7, 17, 1000]
 # block.
 WIDTHS = [1, 3, 15, 16, 17, 63, 64, 65, 127, 128, 129, 784]
 SHAPES = list(itertools.product(WIDTHS, WIDTHS))
-SIMD_KERNELS = [k for k in mnist_engine.available_kernels() if k != "scalar"]
+SIMD_KERNELS = [k for k in mnist_engine.available_kernels("fp32") if k != "scalar"]
 
 
 def test_scalar_reference_is_always_available():
-    assert "scalar" in mnist_engine.available_kernels()
-    assert mnist_engine.available_kernels()[-1] == "scalar"
+    assert "scalar" in mnist_engine.available_kernels("fp32")
+    assert mnist_engine.available_kernels("fp32")[-1] == "scalar"
 
 
 @pytest.mark.parametrize("n_in, n_out", SHAPES)
@@ -51,7 +51,7 @@ def test_simd_kernel_matches_scalar(rng, kernel, n_in, n_out, activation, zeros)
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.sqrt(n_in) / 28)
 
 
-@pytest.mark.parametrize("kernel", mnist_engine.available_kernels())
+@pytest.mark.parametrize("kernel", mnist_engine.available_kernels("fp32"))
 @pytest.mark.parametrize("activation", ["linear", "relu", "sigmoid", "tanh", "softmax"])
 def test_every_activation_matches_numpy(rng, kernel, activation):
     layers = random_layers(rng, [784, 33, 10], ["relu", activation])
@@ -60,7 +60,7 @@ def test_every_activation_matches_numpy(rng, kernel, activation):
     np.testing.assert_allclose(got, forward(layers, x / 255.0), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("kernel", mnist_engine.available_kernels())
+@pytest.mark.parametrize("kernel", mnist_engine.available_kernels("fp32"))
 def test_softmax_is_stable_for_huge_logits(rng, kernel):
     # Logits near 1e4 overflow exp() unless the row max is subtracted first.
     layers = random_layers(rng, [4, 5], ["softmax"])
@@ -72,7 +72,7 @@ def test_softmax_is_stable_for_huge_logits(rng, kernel):
     np.testing.assert_allclose(got.sum(axis=1), 1.0, rtol=1e-6)
 
 
-@pytest.mark.parametrize("kernel", mnist_engine.available_kernels())
+@pytest.mark.parametrize("kernel", mnist_engine.available_kernels("fp32"))
 def test_deep_chain_of_mixed_widths(rng, kernel):
     widths = [784, 100, 50, 25, 10]  # the sklearn MLP shape
     layers = random_layers(rng, widths, ["relu", "relu", "relu", "softmax"])
@@ -81,7 +81,7 @@ def test_deep_chain_of_mixed_widths(rng, kernel):
                                atol=1e-6)
 
 
-@pytest.mark.parametrize("kernel", mnist_engine.available_kernels())
+@pytest.mark.parametrize("kernel", mnist_engine.available_kernels("fp32"))
 def test_threads_do_not_change_results(rng, kernel):
     layers = random_layers(rng, [784, 64, 10], ["relu", "softmax"])
     engine = engine_for(layers, kernel=kernel)

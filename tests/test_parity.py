@@ -29,14 +29,14 @@ def keras_reference(bundled_keras_model, mnist):
     return x, bundled_keras_model.predict(x, batch_size=10000, verbose=0)
 
 
-@pytest.mark.parametrize("kernel", mnist_engine.available_kernels())
+@pytest.mark.parametrize("kernel", mnist_engine.available_kernels("fp32"))
 def test_bundled_model_uint8_input_matches_keras(mnist, keras_reference, kernel):
     (_, _), (x_test, _) = mnist
     engine = mnist_engine.load(mnist_engine.default_model_path(), kernel=kernel)
     assert_parity(engine.predict(x_test), keras_reference[1])
 
 
-@pytest.mark.parametrize("kernel", mnist_engine.available_kernels())
+@pytest.mark.parametrize("kernel", mnist_engine.available_kernels("fp32"))
 def test_bundled_model_float_input_matches_keras(keras_reference, kernel):
     x, want = keras_reference
     engine = mnist_engine.load(mnist_engine.default_model_path(), kernel=kernel)

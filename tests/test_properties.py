@@ -18,7 +18,7 @@ RNG = np.random.default_rng(11)
 LAYERS = [DenseLayer(RNG.normal(size=(16, 7)) / 4, RNG.normal(size=7), "relu"),
           DenseLayer(RNG.normal(size=(7, 3)) / 3, RNG.normal(size=3), "softmax")]
 FILE = build(LAYERS, meta={"note": "property tests"})
-ENGINES = {k: Engine.from_bytes(FILE, kernel=k) for k in mnist_engine.available_kernels()}
+ENGINES = {k: Engine.from_bytes(FILE, kernel=k) for k in mnist_engine.available_kernels("fp32")}
 
 DTYPES = [np.uint8, np.float16, np.float32, np.float64, np.int8, np.int16, np.int32, np.int64, np.uint16,
           np.bool_, np.complex64, np.complex128]

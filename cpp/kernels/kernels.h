@@ -83,6 +83,123 @@ float fma_peak_scalar(uint64_t iterations);
 void f32_dense_scalar(const DenseArgs& a);
 inline constexpr uint32_t kScalarPanelWidth = 1;
 
+// ---- Reduced precision (int8, bf16): docs/PERFORMANCE.md, "Precision modes" ----
+//
+// The activations of a quantized layer are bytes: uint8 (int8 mode) or bfloat16 (bf16 mode),
+// `x_stride` bytes per row, zero-padded to a whole number of 4-byte units (one 32-bit lane of a
+// dot-product instruction: 4 uint8 inputs for vpdpbusd, 2 bf16 for vdpbf16ps). Weights are packed
+// per panel of `panel_width` columns, unit by unit: unit u of panel p is `subgroups` blocks of
+// (panel columns x 4 bytes), column j's 4 bytes holding its weights for the unit's inputs of that
+// block. The last panel holds only its real columns rounded up to the kernel's granule
+// (`tail_stride` columns). Every kernel computes, per row r and column j,
+//   int8: y = fma(float(acc - row_zero[r] * col_sum[j]), row_scale[r] * col_scale[j], bias[j]),
+//         acc = sum_k x_u8[r][k] * w_s8[k][j] in int32 (wrapping: the true value fits);
+//   bf16: y = bias[j] + sum_k float(x_bf16[r][k]) * float(w_bf16[k][j]), summed in float32;
+// then max(y, 0) when `relu` is set. Sparse kernels visit only the row's nonzero units (listed as
+// for DenseArgs, kUnitBlock units per block); integer sums do not depend on order, so skipping
+// zero units changes no bit.
+struct QuantDenseArgs {
+  const uint8_t* x;
+  size_t x_stride;  // bytes
+  size_t rows;
+  size_t units;     // 4-byte units per row (every one, zero or not)
+  const uint32_t* block_ends;
+  const uint16_t* unit_index;
+  const float* row_scale;    // int8: x = row_scale * (x_u8 - row_zero)
+  const int32_t* row_zero;
+  const uint8_t* packed;
+  size_t tail_stride;        // columns of the last panel
+  const float* col_scale;    // int8: w = col_scale * w_s8
+  const int32_t* col_sum;    // int8: sum_k w_s8[k][j], for the zero point
+  const float* bias;
+  size_t panels;
+  size_t out_width;
+  float* y;
+  size_t y_stride;
+  bool relu;
+};
+using QuantDenseFn = void (*)(const QuantDenseArgs&);
+
+inline constexpr size_t kUnitBytes = 4;
+inline constexpr size_t kUnitBlock = 16;  // units per index block: one 64-byte line of activations
+// The unit-level index of a row of `units` 4-byte units: like NonzeroIndexFn over uint32 words.
+using UnitIndexFn = void (*)(const uint8_t* x, size_t units, uint16_t* out, uint32_t* block_ends);
+void unit_index_scalar(const uint8_t* x, size_t units, uint16_t* out, uint32_t* block_ends);
+
+// Float rows to the activations of a quantized layer: `width` floats of each row to `out` (rows of
+// `out_stride` bytes, padding zeroed). int8: asymmetric uint8 per row (quantization_params), so
+// ReLU outputs use the whole 0..255 range with zero point 0; a row with a NaN or infinity gets
+// scale NaN, so its outputs are NaN as on the exact path. bf16: round to nearest even.
+using QuantizeRowsFn = void (*)(const float* x, size_t x_stride, size_t rows, size_t width, uint8_t* out,
+                                size_t out_stride, float* scale, int32_t* zero);
+void quantize_rows_u8_scalar(const float* x, size_t x_stride, size_t rows, size_t width, uint8_t* out,
+                             size_t out_stride, float* scale, int32_t* zero);
+void convert_rows_bf16_scalar(const float* x, size_t x_stride, size_t rows, size_t width, uint8_t* out,
+                              size_t out_stride, float* scale, int32_t* zero);
+
+void u8s8_dense_scalar(const QuantDenseArgs& a);
+void bf16_dense_scalar(const QuantDenseArgs& a);
+
+namespace {
+
+// Per-row int8 parameters from the row's range, computed by this one scalar function for every
+// kernel so that all of them quantize a row to the same bytes. The range always includes 0, so 0
+// is exactly representable (ReLU zeros stay zeros, and skippable).
+struct RowQuantization {
+  float scale, inverse, zero;
+};
+// `finite`: the row holds no NaN or infinity (min and max alone may not see a NaN).
+inline RowQuantization quantization_params(float lo, float hi, bool finite) {
+  lo = lo < 0.0f ? lo : 0.0f;
+  hi = hi > 0.0f ? hi : 0.0f;
+  const float range = hi - lo;
+  if (!finite || !(range - range == 0.0f)) return {__builtin_nanf(""), 0.0f, 0.0f};  // range may overflow
+  if (range == 0.0f) return {1.0f, 0.0f, 0.0f};  // an all-zero row
+  const float inverse = 255.0f / range;
+  float zero = __builtin_nearbyintf(-lo * inverse);
+  zero = zero > 255.0f ? 255.0f : zero;
+  return {range / 255.0f, inverse, zero};
+}
+
+// One value's byte: nearest-even rounding, then clamping in float, where NaN becomes 0 (the same
+// steps and the same NaN rule as _mm512_max_ps(v, 0) then min with 255).
+inline uint8_t quantize_value(float x, const RowQuantization& q) {
+  float v = __builtin_nearbyintf(x * q.inverse) + q.zero;
+  v = v >= 0.0f ? v : 0.0f;
+  v = v <= 255.0f ? v : 255.0f;
+  return static_cast<uint8_t>(v);
+}
+
+// float -> bfloat16, round to nearest even; NaN stays a (quiet) NaN.
+inline uint16_t to_bf16(float f) {
+  uint32_t u;
+  __builtin_memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40);
+  return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+inline float from_bf16(uint16_t h) {
+  const uint32_t u = uint32_t(h) << 16;
+  float f;
+  __builtin_memcpy(&f, &u, 4);
+  return f;
+}
+
+// The unit index's tail, scalar (and the scalar version's whole loop): branch-free like
+// nonzero_index_tail.
+inline void unit_index_tail(const uint8_t* x, size_t u, size_t units, uint16_t* out, uint32_t n,
+                            uint32_t* block_ends) {
+  for (; u < units; ++u) {
+    uint32_t word;
+    __builtin_memcpy(&word, x + kUnitBytes * u, 4);
+    out[n] = static_cast<uint16_t>(u);
+    n += word != 0;
+    if ((u + 1) % kUnitBlock == 0) block_ends[u / kUnitBlock] = n;
+  }
+  if (units % kUnitBlock != 0) block_ends[units / kUnitBlock] = n;
+}
+
+}  // namespace
+
 #if defined(MNIST_ENGINE_X86_KERNELS)
 // One row x 64 columns (8 ymm accumulators) over the row's nonzero inputs; AVX2 and FMA.
 void f32_dense_1x64_sparse_avx2_fma(const DenseArgs& a);
@@ -97,6 +214,21 @@ inline constexpr uint32_t kAvx512PanelWidth = 128;
 void nonzero_index_avx512f(const float* x, size_t width, uint16_t* out, uint32_t* block_ends);
 void pixels_to_float_avx512f(const uint8_t* pixels, size_t n, double scale, float* out);
 float fma_peak_avx512f(uint64_t iterations);
+
+// int8 (u8 activations x s8 weights) and bf16 kernels; see QuantDenseArgs.
+void u8s8_dense_1x128_sparse_avx512vnni(const QuantDenseArgs& a);  // vpdpbusd zmm
+void u8s8_dense_1x64_sparse_avxvnni(const QuantDenseArgs& a);      // vpdpbusd ymm (VEX)
+void u8s8_dense_1x64_sparse_avx2(const QuantDenseArgs& a);         // vpmaddwd on int16 pairs
+void u8s8_dense_32x32_amx(const QuantDenseArgs& a);                // tdpbusd
+void bf16_dense_1x128_sparse_avx512bf16(const QuantDenseArgs& a);  // vdpbf16ps zmm
+void bf16_dense_32x32_amx(const QuantDenseArgs& a);                // tdpbf16ps
+void unit_index_avx512f(const uint8_t* x, size_t units, uint16_t* out, uint32_t* block_ends);
+void quantize_rows_u8_avx512f(const float* x, size_t x_stride, size_t rows, size_t width, uint8_t* out,
+                              size_t out_stride, float* scale, int32_t* zero);
+void quantize_rows_u8_avx2(const float* x, size_t x_stride, size_t rows, size_t width, uint8_t* out,
+                           size_t out_stride, float* scale, int32_t* zero);
+void convert_rows_bf16_avx512bf16(const float* x, size_t x_stride, size_t rows, size_t width, uint8_t* out,
+                                  size_t out_stride, float* scale, int32_t* zero);
 #endif
 
 #if defined(MNIST_ENGINE_ARM_KERNELS)

@@ -230,15 +230,30 @@ PYBIND11_MODULE(_core, m) {
         "CRC32C (Castagnoli) of a bytes-like object.");
   m.def("_crc32c_portable", &crc_of<mnist_engine::crc32c_portable>, py::arg("data"), py::arg("crc") = 0,
         "The table-driven CRC32C, for testing the fast path.");
-  m.def("available_kernels", &mnist_engine::available_kernel_names,
-        "Kernels this CPU can run, best first.");
+  m.def("available_kernels",
+        [](const py::object& precision) {
+          if (precision.is_none()) return mnist_engine::available_kernel_names();
+          return mnist_engine::available_kernel_names(mnist_engine::parse_precision(precision.cast<std::string>()));
+        },
+        py::arg("precision") = py::none(),
+        "Kernels this CPU can run, best first: every precision's, or those of one ('fp32', 'bf16', 'int8').");
+  m.def("available_precisions", &mnist_engine::available_precision_names,
+        "Precisions this CPU runs with a SIMD kernel ('fp32' always): what load(precision=...) accepts.");
+  m.def("kernel_precision", [](const std::string& name) {
+    for (const auto& k : mnist_engine::kernel_table())
+      if (name == k.name) return std::string(mnist_engine::precision_name(k.precision));
+    return std::string(mnist_engine::precision_name(mnist_engine::select_kernel(name).precision));  // throws
+  }, py::arg("kernel"), "The precision a kernel of this build computes.");
   m.def("compiled_kernels", [] {
     std::vector<std::string> names;
     for (const auto& k : mnist_engine::kernel_table()) names.emplace_back(k.name);
     return names;
   }, "Every kernel in this build, best first, whether or not this CPU can run it.");
-  m.def("default_kernel", [] { return std::string(mnist_engine::select_kernel("").name); },
-        "The kernel a load without kernel= gets (honours MNIST_ENGINE_KERNEL).");
+  m.def("default_kernel",
+        [](const std::string& precision) {
+          return std::string(mnist_engine::select_kernel("", mnist_engine::parse_precision(precision)).name);
+        },
+        py::arg("precision") = "fp32", "The kernel a load without kernel= gets (honours MNIST_ENGINE_KERNEL).");
   m.def("measure_fma_peak_gflops",
         [](const std::string& kernel, int threads, double seconds) {
           const auto& k = mnist_engine::select_kernel(kernel);
@@ -254,7 +269,15 @@ PYBIND11_MODULE(_core, m) {
   py::class_<Engine, std::shared_ptr<Engine>>(m, "Engine")
       .def_static(
           "from_bytes",
-          [](const py::buffer& data, bool verify, const std::string& kernel, bool skip_zeros) {
+          [](const py::buffer& data, bool verify, const std::string& kernel, bool skip_zeros,
+             const py::object& precision_arg) {
+            // No precision: the named kernel's, else the exact fp32.
+            mnist_engine::Precision precision = mnist_engine::Precision::Fp32;
+            if (!precision_arg.is_none())
+              precision = mnist_engine::parse_precision(precision_arg.cast<std::string>());
+            else
+              for (const auto& k : mnist_engine::kernel_table())
+                if (kernel == k.name) precision = k.precision;
             const py::buffer_info info = byte_buffer(data);
             const auto* bytes = static_cast<const uint8_t*>(info.ptr);
             const auto size = static_cast<size_t>(info.size);
@@ -268,9 +291,11 @@ PYBIND11_MODULE(_core, m) {
               bytes = copy.data();
             }
             py::gil_scoped_release release;
-            return std::const_pointer_cast<Engine>(Engine::from_bytes(bytes, size, verify, kernel, skip_zeros));
+            return std::const_pointer_cast<Engine>(
+                Engine::from_bytes(bytes, size, verify, kernel, skip_zeros, precision));
           },
-          py::arg("data"), py::arg("verify") = true, py::arg("kernel") = "", py::arg("skip_zeros") = true)
+          py::arg("data"), py::arg("verify") = true, py::arg("kernel") = "", py::arg("skip_zeros") = true,
+          py::arg("precision") = py::none())
       .def("predict", &predict, py::arg("x"), py::arg("threads") = py::none(),
            "The model's outputs, (N, output_width) float32. x: uint8 pixels (scaled by input_scale) or floats "
            "already in the model's input domain, (N, input_width) or (N, a, b). Releases the GIL.")
@@ -283,6 +308,11 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("output_width", &Engine::output_width)
       .def_property_readonly("input_scale", &Engine::input_scale)
       .def_property_readonly("kernel", &Engine::kernel_name)
+      .def_property_readonly("precision",
+                             [](const Engine& e) { return std::string(mnist_engine::precision_name(e.precision())); })
+      .def_property_readonly("reference_deviation", &Engine::reference_deviation,
+                             "bf16/int8: the largest |output - expected| over the file's reference rows (what "
+                             "reduced precision changed there); 0.0 for fp32 or when loaded with verify=False.")
       .def_property_readonly("verification_margin", &Engine::verification_margin)
       .def_property_readonly("layers", [](const Engine& e) {
         py::list out;

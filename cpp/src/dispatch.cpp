@@ -4,6 +4,11 @@
 #include <cstdlib>
 #include <stdexcept>
 
+#if defined(MNIST_ENGINE_X86_KERNELS) && defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
 namespace mnist_engine {
 namespace {
 
@@ -14,7 +19,52 @@ bool always() { return true; }
 // CPUID bits.
 bool has_avx2_fma() { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
 bool has_avx512f() { return __builtin_cpu_supports("avx512f"); }
+bool has_avx512_vnni() { return has_avx512f() && __builtin_cpu_supports("avx512vnni"); }
+bool has_avx_vnni() { return has_avx2_fma() && __builtin_cpu_supports("avxvnni"); }
+bool has_avx512_bf16() { return has_avx512f() && __builtin_cpu_supports("avx512bf16"); }
+
+// Linux hands a process the AMX tile data state (8 KiB per thread) only when asked, once: before
+// that, the first tile instruction faults. A kernel without the permission is unsupported, so
+// selection falls back to the next kernel instead of crashing.
+bool amx_permission() {
+  static const bool granted = [] {
+#if defined(__linux__)
+    constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+    return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+#else
+    return false;
 #endif
+  }();
+  return granted;
+}
+// The permission is asked for last: only on a CPU that has the instructions.
+bool has_amx_tile() { return has_avx512f() && __builtin_cpu_supports("amx-tile"); }
+bool has_amx_int8() { return has_amx_tile() && __builtin_cpu_supports("amx-int8") && amx_permission(); }
+bool has_amx_bf16() { return has_amx_tile() && __builtin_cpu_supports("amx-bf16") && amx_permission(); }
+#endif
+
+KernelInfo fp32_kernel(const char* name, uint32_t panel, uint32_t granule, bool sparse, bool (*supports)(),
+                       kernels::DenseFn run, kernels::NonzeroIndexFn index, kernels::PixelsToFloatFn pixels,
+                       kernels::FmaPeakFn peak, uint32_t lanes) {
+  return {name, Precision::Fp32, panel, granule, supports, sparse, run, index, pixels, peak, lanes,
+          nullptr, nullptr, nullptr, 0, 0, 0, 0, panel == 1};
+}
+
+struct QuantLayout {
+  uint32_t weight_bytes, subgroups, unit_align, row_align;
+};
+constexpr QuantLayout kPlain{1, 1, 1, 1}, kWidened{2, 2, 1, 1}, kBf16{2, 1, 1, 1}, kAmx8{1, 1, 16, 32},
+    kAmx16{2, 1, 16, 32};
+
+KernelInfo quant_kernel(const char* name, Precision precision, uint32_t panel, bool (*supports)(),
+                        kernels::QuantDenseFn run, kernels::UnitIndexFn index, kernels::QuantizeRowsFn prepare,
+                        QuantLayout layout) {
+  // The last panel is padded to whole vectors (the panel's width / 8), or whole tiles (AMX).
+  const uint32_t granule = layout.unit_align > 1 ? panel : std::max(panel / 8, 1u);
+  return {name, precision, panel, granule, supports, false, nullptr, nullptr, nullptr, nullptr, 0,
+          run, index, prepare, layout.weight_bytes, layout.subgroups, layout.unit_align, layout.row_align,
+          panel == 1};
+}
 
 std::string join(const std::vector<std::string>& names) {
   std::string s;
@@ -22,26 +72,41 @@ std::string join(const std::vector<std::string>& names) {
   return s;
 }
 
+std::vector<std::string> split(const std::string& list) {
+  std::vector<std::string> names;
+  for (size_t start = 0; start <= list.size();) {
+    const size_t comma = std::min(list.find(',', start), list.size());
+    if (comma > start) names.push_back(list.substr(start, comma - start));
+    start = comma + 1;
+  }
+  return names;
+}
+
+const KernelInfo* find_kernel(const std::string& name) {
+  for (const auto& k : kernel_table())
+    if (name == k.name) return &k;
+  return nullptr;
+}
+
+std::vector<std::string> all_names() {
+  std::vector<std::string> names;
+  for (const auto& k : kernel_table()) names.emplace_back(k.name);
+  return names;
+}
+
 // MNIST_ENGINE_DISABLE_KERNELS=avx512,avx2 makes this process treat those kernels as unsupported
 // by the CPU, like oneDNN's ONEDNN_MAX_CPU_ISA: a user can reproduce an older machine's choice,
 // and the tests reach the unsupported-kernel path on any CPU. Read at each call (loads and
-// listings only, never per predict). Unknown names and "scalar" are errors, not ignored.
+// listings only, never per predict). Unknown names and the scalar references are errors.
 std::vector<std::string> disabled_kernels() {
-  std::vector<std::string> names;
   const char* env = std::getenv("MNIST_ENGINE_DISABLE_KERNELS");
-  if (!env) return names;
-  const std::string list = env;
-  for (size_t start = 0; start <= list.size();) {
-    const size_t comma = std::min(list.find(',', start), list.size());
-    std::string name = list.substr(start, comma - start);
-    start = comma + 1;
-    if (name.empty()) continue;
-    bool known = false;
-    for (const auto& k : kernel_table()) known |= name == k.name;
-    if (!known || name == "scalar")
+  if (!env) return {};
+  const std::vector<std::string> names = split(env);
+  for (const auto& name : names) {
+    const KernelInfo* k = find_kernel(name);
+    if (!k || k->reference)
       throw std::invalid_argument("MNIST_ENGINE_DISABLE_KERNELS names '" + name + "': expected kernels of this "
-                                  "build other than the scalar reference");
-    names.push_back(name);
+                                  "build other than the scalar references");
   }
   return names;
 }
@@ -52,22 +117,63 @@ bool usable(const KernelInfo& k, const std::vector<std::string>& disabled) {
   return k.cpu_supports();
 }
 
+// The MNIST_ENGINE_KERNEL entry for `precision`, or "" (every entry must name a kernel of this build).
+std::string forced_kernel(Precision precision) {
+  const char* env = std::getenv("MNIST_ENGINE_KERNEL");
+  if (!env || !*env) return "";
+  std::string chosen;
+  for (const auto& name : split(env)) {
+    const KernelInfo* k = find_kernel(name);
+    if (!k)
+      throw std::invalid_argument("MNIST_ENGINE_KERNEL '" + name + "' is not a kernel of this build; expected one of: " +
+                                  join(all_names()));
+    if (k->precision != precision) continue;
+    if (!chosen.empty())
+      throw std::invalid_argument("MNIST_ENGINE_KERNEL names two " + std::string(precision_name(precision)) +
+                                  " kernels: '" + chosen + "' and '" + name + "'");
+    chosen = name;
+  }
+  return chosen;
+}
+
 }  // namespace
 
 const std::vector<KernelInfo>& kernel_table() {
+  namespace k = kernels;
+  using P = Precision;
   static const std::vector<KernelInfo> table = {
 #if defined(MNIST_ENGINE_X86_KERNELS)
-      {"avx512", kernels::kAvx512PanelWidth, 1, true, has_avx512f, kernels::f32_dense_1x128_sparse_avx512f,
-       kernels::nonzero_index_avx512f, kernels::pixels_to_float_avx512f, kernels::fma_peak_avx512f, 16},
-      {"avx2", kernels::kAvx2PanelWidth, 1, true, has_avx2_fma, kernels::f32_dense_1x64_sparse_avx2_fma,
-       kernels::nonzero_index_avx2, kernels::pixels_to_float_avx2, kernels::fma_peak_avx2, 8},
+      fp32_kernel("avx512", k::kAvx512PanelWidth, 1, true, has_avx512f, k::f32_dense_1x128_sparse_avx512f,
+                  k::nonzero_index_avx512f, k::pixels_to_float_avx512f, k::fma_peak_avx512f, 16),
+      fp32_kernel("avx2", k::kAvx2PanelWidth, 1, true, has_avx2_fma, k::f32_dense_1x64_sparse_avx2_fma,
+                  k::nonzero_index_avx2, k::pixels_to_float_avx2, k::fma_peak_avx2, 8),
 #endif
 #if defined(MNIST_ENGINE_ARM_KERNELS)
-      {"neon", kernels::kNeonPanelWidth, 4, true, always, kernels::f32_dense_1x32_sparse_neon,
-       kernels::nonzero_index_scalar, kernels::pixels_to_float_scalar, kernels::fma_peak_neon, 4},
+      fp32_kernel("neon", k::kNeonPanelWidth, 4, true, always, k::f32_dense_1x32_sparse_neon,
+                  k::nonzero_index_scalar, k::pixels_to_float_scalar, k::fma_peak_neon, 4),
 #endif
-      {"scalar", kernels::kScalarPanelWidth, 1, false, always, kernels::f32_dense_scalar,
-       kernels::nonzero_index_scalar, kernels::pixels_to_float_scalar, kernels::fma_peak_scalar, 1},
+      fp32_kernel("scalar", k::kScalarPanelWidth, 1, false, always, k::f32_dense_scalar, k::nonzero_index_scalar,
+                  k::pixels_to_float_scalar, k::fma_peak_scalar, 1),
+#if defined(MNIST_ENGINE_X86_KERNELS)
+      quant_kernel("bf16-amx", P::Bf16, 16, has_amx_bf16, k::bf16_dense_32x32_amx, nullptr,
+                   k::convert_rows_bf16_avx512bf16, kAmx16),
+      quant_kernel("bf16-avx512bf16", P::Bf16, 128, has_avx512_bf16, k::bf16_dense_1x128_sparse_avx512bf16,
+                   k::unit_index_avx512f, k::convert_rows_bf16_avx512bf16, kBf16),
+#endif
+      quant_kernel("bf16-scalar", P::Bf16, 1, always, k::bf16_dense_scalar, nullptr, k::convert_rows_bf16_scalar,
+                   kBf16),
+#if defined(MNIST_ENGINE_X86_KERNELS)
+      quant_kernel("int8-amx", P::Int8, 16, has_amx_int8, k::u8s8_dense_32x32_amx, nullptr,
+                   k::quantize_rows_u8_avx512f, kAmx8),
+      quant_kernel("int8-avx512vnni", P::Int8, 128, has_avx512_vnni, k::u8s8_dense_1x128_sparse_avx512vnni,
+                   k::unit_index_avx512f, k::quantize_rows_u8_avx512f, kPlain),
+      quant_kernel("int8-avxvnni", P::Int8, 64, has_avx_vnni, k::u8s8_dense_1x64_sparse_avxvnni,
+                   k::unit_index_scalar, k::quantize_rows_u8_avx2, kPlain),
+      quant_kernel("int8-avx2", P::Int8, 64, has_avx2_fma, k::u8s8_dense_1x64_sparse_avx2, k::unit_index_scalar,
+                   k::quantize_rows_u8_avx2, kWidened),
+#endif
+      quant_kernel("int8-scalar", P::Int8, 1, always, k::u8s8_dense_scalar, nullptr, k::quantize_rows_u8_scalar,
+                   kPlain),
   };
   return table;
 }
@@ -80,32 +186,56 @@ std::vector<std::string> available_kernel_names() {
   return names;
 }
 
-const KernelInfo& select_kernel(const std::string& requested) {
+std::vector<std::string> available_kernel_names(Precision precision) {
+  const auto disabled = disabled_kernels();
+  std::vector<std::string> names;
+  for (const auto& k : kernel_table())
+    if (k.precision == precision && usable(k, disabled)) names.emplace_back(k.name);
+  return names;
+}
+
+std::vector<std::string> available_precision_names() {
+  const auto disabled = disabled_kernels();
+  std::vector<std::string> names;
+  for (Precision p : {Precision::Fp32, Precision::Bf16, Precision::Int8}) {
+    bool runs = false;
+    for (const auto& k : kernel_table())
+      runs |= k.precision == p && (!k.reference || p == Precision::Fp32) && usable(k, disabled);
+    if (runs) names.emplace_back(precision_name(p));
+  }
+  return names;
+}
+
+const KernelInfo& select_kernel(const std::string& requested, Precision precision) {
   std::string name = requested;
   std::string source = "requested kernel";
   if (name.empty()) {
-    if (const char* env = std::getenv("MNIST_ENGINE_KERNEL"); env && *env) {
-      name = env;
-      source = "MNIST_ENGINE_KERNEL";
-    }
+    name = forced_kernel(precision);
+    if (!name.empty()) source = "MNIST_ENGINE_KERNEL";
   }
-  const auto& table = kernel_table();
   const auto disabled = disabled_kernels();
   if (name.empty()) {
-    for (const auto& k : table)
-      if (usable(k, disabled)) return k;
+    for (const auto& k : kernel_table())
+      if (k.precision == precision && (!k.reference || precision == Precision::Fp32) && usable(k, disabled))
+        return k;
+    throw std::invalid_argument(std::string("precision '") + precision_name(precision) +
+                                "' has no kernel for this CPU (" +
+                                (precision == Precision::Bf16 ? "it needs AVX512-BF16 or AMX-BF16"
+                                                              : "it needs AVX2, AVX-VNNI, AVX512-VNNI or AMX-INT8") +
+                                "); this CPU runs: " + join(available_precision_names()));
   }
-  std::vector<std::string> known;
-  for (const auto& k : table) {
-    known.emplace_back(k.name);
-    if (name != k.name) continue;
-    if (!usable(k, disabled))
-      throw std::invalid_argument(source + " '" + name + "' is not supported by this CPU; available: " +
-                                  join(available_kernel_names()));
-    return k;
-  }
-  throw std::invalid_argument(source + " '" + name + "' is not a kernel of this build; expected one of: " +
-                              join(known));
+  const KernelInfo* k = find_kernel(name);
+  if (!k)
+    throw std::invalid_argument(source + " '" + name + "' is not a kernel of this build; expected one of: " +
+                                join(all_names()));
+  if (k->precision != precision)
+    throw std::invalid_argument(source + " '" + name + "' computes " + precision_name(k->precision) +
+                                ", but precision '" + precision_name(precision) + "' was asked for; its kernels here: " +
+                                join(available_kernel_names(precision)));
+  if (!usable(*k, disabled))
+    throw std::invalid_argument(source + " '" + name + "' is not supported by this CPU; available: " +
+                                join(available_kernel_names(precision)));
+  return *k;
 }
 
 }  // namespace mnist_engine

@@ -1,37 +1,55 @@
 // The table of dense kernels and the run-time choice among them (simdjson/ruy style): the best
-// kernel the CPU supports, unless MNIST_ENGINE_KERNEL or the caller names one.
+// kernel of the wanted precision that the CPU supports, unless MNIST_ENGINE_KERNEL or the caller
+// names one.
 #pragma once
 
 #include <string>
 #include <vector>
 
 #include "kernels.h"
+#include "mnist_engine/engine.h"
 
 namespace mnist_engine {
 
 struct KernelInfo {
   const char* name;
+  Precision precision;
   uint32_t panel_width;
-  uint32_t tail_granule;     // a layer's last, partial panel is packed round_up(width, this) wide
-  bool wants_nonzero_index;  // fill DenseArgs::nnz and nz_index before calling `run`
+  uint32_t tail_granule;  // a layer's last, partial panel is packed round_up(width, this) wide
   bool (*cpu_supports)();
+  // fp32 kernels
+  bool wants_nonzero_index;  // fill DenseArgs::block_ends and nz_index before calling `run`
   kernels::DenseFn run;
   kernels::NonzeroIndexFn nonzero_index;
   kernels::PixelsToFloatFn pixels_to_float;
   kernels::FmaPeakFn fma_peak;
   uint32_t fma_lanes;  // multiply-adds per lane group of fma_peak: flops = 2 * 12 * lanes per iteration
+  // bf16 and int8 kernels (kernels::QuantDenseArgs)
+  kernels::QuantDenseFn quant_run;
+  kernels::UnitIndexFn unit_index;      // null: a dense kernel, no index
+  kernels::QuantizeRowsFn prepare_rows;  // float rows -> this precision's activations
+  uint32_t weight_bytes;  // per weight in the packing: 1 (int8), 2 (bf16, or int8 widened to int16)
+  uint32_t subgroups;     // 4-byte column blocks per weight unit
+  uint32_t unit_align;    // units per row are padded to a multiple of this
+  uint32_t row_align;     // activation buffers hold rows rounded up to this
+  bool reference;         // the scalar reference: chosen only by name
 };
 
 // Every kernel compiled into this build, best first.
 const std::vector<KernelInfo>& kernel_table();
 
-// Names of the kernels this CPU can run, best first.
+// Names of the kernels this CPU can run, best first: all precisions, or one.
 std::vector<std::string> available_kernel_names();
+std::vector<std::string> available_kernel_names(Precision precision);
 
-// `requested` empty means: MNIST_ENGINE_KERNEL if set, else the best available. A name that is
-// unknown, or known but unsupported by this CPU, throws std::invalid_argument: forcing a kernel
-// must never fall back silently.
-const KernelInfo& select_kernel(const std::string& requested);
+// The precisions this CPU runs with a kernel other than the scalar reference (fp32 always).
+std::vector<std::string> available_precision_names();
+
+// `requested` empty means: the MNIST_ENGINE_KERNEL entry of this precision if set (a comma-separated
+// list, at most one name per precision), else the best available. A name that is unknown, of
+// another precision, or unsupported by this CPU throws std::invalid_argument: forcing a kernel
+// must never fall back silently. So does a precision with no kernel here but the reference.
+const KernelInfo& select_kernel(const std::string& requested, Precision precision = Precision::Fp32);
 
 // GFLOP/s of `threads` threads running k's FMA probe for about `seconds` (src/peak.cpp).
 double measure_fma_peak_gflops(const KernelInfo& k, int threads, double seconds);

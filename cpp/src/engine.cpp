@@ -11,6 +11,7 @@
 #include <type_traits>
 
 #include "dispatch.h"
+#include "engine_internal.h"
 
 #if defined(_OPENMP)
 #include <omp.h>
@@ -28,9 +29,8 @@ namespace {
 constexpr size_t kTileRows = 64;
 constexpr size_t kAlignment = 64;
 
-size_t round_up(size_t n, size_t m) { return (n + m - 1) / m * m; }
-
-const KernelInfo& kernel_of(const void* p) { return *static_cast<const KernelInfo*>(p); }
+using internal::kernel_of;
+using internal::round_up;
 
 void softmax_rows(float* y, size_t rows, size_t stride, size_t width) {
   for (size_t r = 0; r < rows; ++r) {
@@ -50,8 +50,9 @@ void map_rows(float* y, size_t rows, size_t stride, size_t width, F f) {
     for (size_t j = 0; j < width; ++j) y[r * stride + j] = f(y[r * stride + j]);
 }
 
-// Relu is fused into the kernels; the rest run here on the real (unpadded) columns.
-void apply_activation(Activation a, float* y, size_t rows, size_t stride, size_t width) {
+}  // namespace
+
+void internal::apply_activation(Activation a, float* y, size_t rows, size_t stride, size_t width) {
   switch (a) {
     case Activation::Linear:
     case Activation::Relu: return;
@@ -61,6 +62,8 @@ void apply_activation(Activation a, float* y, size_t rows, size_t stride, size_t
     case Activation::Softmax: return softmax_rows(y, rows, stride, width);
   }
 }
+
+namespace {
 
 std::atomic<int> g_default_threads{0};
 
@@ -82,17 +85,18 @@ const bool kForkGuardInstalled = [] {
 
 }  // namespace
 
-AlignedFloats::AlignedFloats(size_t n, Uninitialized)
-    : data_(static_cast<float*>(::operator new[](std::max<size_t>(n, 1) * sizeof(float),
-                                                 std::align_val_t(kAlignment)))),
-      size_(n) {}
-
-AlignedFloats::AlignedFloats(size_t n) : AlignedFloats(n, kUninitialized) {
-  std::fill_n(data_.get(), n, 0.0f);
+void* aligned_allocate(size_t bytes) {
+  return ::operator new[](std::max<size_t>(bytes, 1), std::align_val_t(kAlignment));
 }
 
-void AlignedFloats::Free::operator()(float* p) const {
-  ::operator delete[](p, std::align_val_t(kAlignment));
+void aligned_free(void* p) { ::operator delete[](p, std::align_val_t(kAlignment)); }
+
+const char* precision_name(Precision p) { return kPrecisionNames[static_cast<int>(p)]; }
+
+Precision parse_precision(const std::string& name) {
+  for (int i = 0; i < 3; ++i)
+    if (name == kPrecisionNames[i]) return static_cast<Precision>(i);
+  throw std::invalid_argument("precision '" + name + "' is not one of: fp32, bf16, int8");
 }
 
 int max_threads() {
@@ -132,24 +136,11 @@ void set_default_threads(long long threads) {
   g_default_threads.store(threads == 0 ? 0 : check_threads(threads, "threads (0 = OpenMP's default)"));
 }
 
-struct Engine::Scratch {
-  AlignedFloats input;              // one tile of uint8 rows converted to floats (uint8 calls only)
-  AlignedFloats ping, pong;         // alternating layer outputs
-  std::unique_ptr<uint32_t[]> block_ends;  // per row: where each block of its index list ends
-  std::unique_ptr<uint16_t[]> nz_index;    // per row: its nonzero inputs (widths are <= 65536)
-  // Sized for the rows a tile will really hold and left uninitialised (every element is written
-  // before it is read): a single-image call must not pay for clearing a 64-row tile.
-  Scratch(const Engine& e, size_t rows, bool pixels)
-      : input(pixels ? rows * e.input_width_ : 0, AlignedFloats::kUninitialized),
-        ping(rows * e.max_padded_width_, AlignedFloats::kUninitialized),
-        pong(rows * e.max_padded_width_, AlignedFloats::kUninitialized),
-        block_ends(new uint32_t[rows * (e.max_input_width_ / kernels::kIndexBlock + 1)]),
-        nz_index(new uint16_t[kernel_of(e.kernel_).wants_nonzero_index ? rows * e.max_input_width_ : 1]) {}
-};
-
 std::shared_ptr<const Engine> Engine::from_bytes(const uint8_t* data, size_t size, bool verify,
-                                                 const std::string& kernel, bool skip_zeros) {
-  const KernelInfo& k = select_kernel(kernel);
+                                                 const std::string& kernel, bool skip_zeros, Precision precision) {
+  // The kernel first: a bad name or precision is reported before the file is read.
+  const KernelInfo& k = select_kernel(precision == Precision::Fp32 ? kernel : "", Precision::Fp32);
+  const KernelInfo& chosen = precision == Precision::Fp32 ? k : select_kernel(kernel, precision);
   ModelFile file = parse_model_file(data, size);
 
   std::shared_ptr<Engine> e(new Engine());
@@ -165,6 +156,7 @@ std::shared_ptr<const Engine> Engine::from_bytes(const uint8_t* data, size_t siz
   for (const DenseLayer& src : file.layers) {
     PackedLayer dst;
     dst.info = {src.input_width, src.output_width, src.activation};
+    e->shape_.push_back(dst.info);
     dst.panels = round_up(src.output_width, nr) / nr;
     // Full panels are nr wide; a partial last one only as wide as its columns (rounded up to the
     // kernel's granule), so the packed model is the file's size plus a few floats per row.
@@ -186,6 +178,23 @@ std::shared_ptr<const Engine> Engine::from_bytes(const uint8_t* data, size_t siz
     e->layers_.push_back(std::move(dst));
   }
   if (verify) e->verify(file.reference);
+  if (precision == Precision::Fp32) return e;
+
+  // The exact engine has vouched for the weights; the reduced-precision one is built from them.
+  e->precision_ = precision;
+  e->kernel_ = &chosen;
+  e->kernel_name_ = chosen.name;
+  e->max_padded_width_ = 0;
+  for (const DenseLayer& src : file.layers) {
+    QuantLayer q = quantize_layer(src, &chosen, precision);
+    e->max_padded_width_ = std::max(e->max_padded_width_, q.panels * chosen.panel_width);
+    e->max_units_ = std::max(e->max_units_, q.units);
+    e->qlayers_.push_back(std::move(q));
+  }
+  e->max_act_bytes_ = e->max_units_ * kernels::kUnitBytes;
+  for (int p = 0; p < 256; ++p) e->pixel_bf16_[p] = kernels::to_bf16(static_cast<float>(p * e->input_scale_));
+  std::vector<PackedLayer>().swap(e->layers_);
+  if (verify) e->measure_reference_deviation(file.reference);
   return e;
 }
 
@@ -211,14 +220,9 @@ void Engine::verify(const ReferenceSet& ref) {
   verification_margin_ = worst;
 }
 
-std::vector<LayerInfo> Engine::layers() const {
-  std::vector<LayerInfo> out;
-  for (const auto& l : layers_) out.push_back(l.info);
-  return out;
-}
-
 template <typename T>
 void Engine::run_tile(const T* x, size_t rows, float* y, Scratch& s) const {
+  if (precision_ != Precision::Fp32) return run_tile_quantized(x, rows, y, s);
   const float* in;
   size_t in_stride = input_width_;
   const KernelInfo& kernel = kernel_of(kernel_);
@@ -249,7 +253,7 @@ void Engine::run_tile(const T* x, size_t rows, float* y, Scratch& s) const {
     kernel.run({in, in_stride, rows, width, s.block_ends.get(), s.nz_index.get(), layer.weights.data(),
                 layer.tail_stride, layer.bias.data(), layer.panels, layer.info.output_width, out, stride,
                 layer.info.activation == Activation::Relu});
-    apply_activation(layer.info.activation, out, rows, stride, layer.info.output_width);
+    internal::apply_activation(layer.info.activation, out, rows, stride, layer.info.output_width);
     in = out;
     in_stride = stride;
   }

@@ -19,6 +19,7 @@ from ._core import (
     Engine,
     FormatError,
     available_kernels,
+    available_precisions,
     compiled_kernels,
     default_kernel,
     get_num_threads,
@@ -48,6 +49,7 @@ __all__ = [
     "UnsupportedModelError",
     "__version__",
     "available_kernels",
+    "available_precisions",
     "classify",
     "compiled_kernels",
     "default_kernel",
@@ -88,20 +90,25 @@ def default_model_path() -> Path:
     return Path(_DEFAULT_MODEL)
 
 
-def load(path: PathLike, verify: bool = True, kernel: Optional[str] = None) -> Engine:
+def load(path: PathLike, verify: bool = True, kernel: Optional[str] = None,
+         precision: Optional[str] = None) -> Engine:
     """Load a ``.mnw`` model file.
 
     The whole file is validated (docs/FORMAT.md) and, unless ``verify=False``, the engine re-computes
     the file's reference inputs and compares them with the exporter's framework outputs. A bad
     file raises :class:`FormatError` (a ``ValueError``) naming the broken rule and its byte offset.
 
-    ``kernel`` forces a compute kernel by name (see :func:`available_kernels`); by default the
-    best one this CPU supports is used, or the one named by ``MNIST_ENGINE_KERNEL``.
+    ``precision`` is ``"fp32"`` (the default: exact), ``"bf16"`` or ``"int8"`` (faster, approximate:
+    see docs/PERFORMANCE.md for their accuracy); :func:`available_precisions` lists what this CPU
+    runs, and any other raises ``ValueError`` naming those. The file is verified on the exact path
+    first, then the weights are converted. ``kernel`` forces a compute kernel by name (see
+    :func:`available_kernels`; it implies its precision); by default the best one this CPU supports
+    for the precision is used, or the one named by ``MNIST_ENGINE_KERNEL``.
     """
     # Read whole, not memory-mapped: another process truncating the file cannot fault us later.
     with open(os.fspath(path), "rb") as f:
         data = f.read()
-    return Engine.from_bytes(data, verify=verify, kernel=kernel or "")
+    return Engine.from_bytes(data, verify=verify, kernel=kernel or "", precision=precision)
 
 
 _default_engine: Optional[Engine] = None

@@ -3,10 +3,13 @@ runner. Runners whose package is missing are skipped with a line saying so.
 
     python tools/bench.py [--threads N] [--json out.json] [--plot out.png] [--quick]
 
-For each runner: best-of-N time for the 10k batch after a warm-up, median batch-1 latency over
-many calls, images/s, useful GFLOP/s (dense multiply-adds x 2, whether or not a runner skips
-zeros) and its share of this machine's FMA peak (measured here), max |dp| and argmax agreement
-against Keras (or the float64 numpy reference without Keras), and the time ratio to TFLite fp32.
+For each runner (every kernel of every precision this CPU runs, and the peers: Keras, TFLite fp32
+and dynamic int8, ONNX Runtime fp32 and dynamic int8, OpenVINO at its default precision, numpy):
+best-of-N time for the 10k batch after a warm-up, median batch-1 latency over many calls,
+images/s, useful GFLOP/s (dense multiply-adds x 2, whether or not a runner skips zeros) and its
+share of this machine's fp32 FMA peak (measured here), max |dp| and argmax agreement against Keras
+(or the float64 numpy reference without Keras), accuracy, and the time ratios to TFLite fp32 and
+to the fastest quantized peer of the run.
 Timing goals live here, never in tests.
 """
 from __future__ import annotations
@@ -56,7 +59,15 @@ class Result:
     agreement: int
     vs_tflite_batch: Optional[float] = None
     vs_tflite_b1: Optional[float] = None
+    vs_quant_batch: Optional[float] = None  # over the fastest quantized peer of the run
+    vs_quant_b1: Optional[float] = None
+    accuracy: float = float("nan")  # argmax vs the MNIST labels
     note: str = ""
+
+
+def is_quantized_peer(name: str) -> bool:
+    """The other runtimes' approximate modes: TFLite and ORT dynamic int8, OpenVINO's default."""
+    return name in ("tflite dynamic int8", "onnxruntime dynamic int8") or name.startswith("openvino")
 
 
 @dataclass
@@ -97,14 +108,23 @@ def time_runner(r: Runner, s: Settings, n_images: int) -> tuple:
 # ---- runners ------------------------------------------------------------------------------------
 
 def engine_runners(s: Settings, x: np.ndarray, pixels: np.ndarray) -> List[Runner]:
+    """Every kernel of every precision this CPU runs (the reduced-precision scalar references are
+    test oracles, hundreds of times slower, and are left out), then each precision's best kernel
+    on raw uint8 pixels, which int8 feeds to its first layer as they are."""
     runners = []
     for kernel in mnist_engine.available_kernels():
+        precision = mnist_engine._core.kernel_precision(kernel)
+        if precision != "fp32" and kernel.endswith("scalar"):
+            s.skipped.append(f"mnist_engine {kernel}: not timed (a test reference)")
+            continue
         e = mnist_engine.load(s.model, kernel=kernel)
-        runners.append(Runner(f"mnist_engine {kernel} fp32", lambda e=e: e.predict(x, threads=s.threads),
-                              lambda i, e=e: e.predict(x[i:i + 1])))
-    best = mnist_engine.load(s.model)
-    runners.append(Runner(f"mnist_engine {best.kernel} uint8 in", lambda: best.predict(pixels, threads=s.threads),
-                          lambda i: best.predict(pixels[i:i + 1]), "raw pixels; scaled inside"))
+        name = f"mnist_engine {kernel}" + (" fp32" if precision == "fp32" else "")
+        runners.append(Runner(name, lambda e=e: e.predict(x, threads=s.threads), lambda i, e=e: e.predict(x[i:i + 1])))
+    for precision in mnist_engine.available_precisions():
+        best = mnist_engine.load(s.model, precision=precision)
+        name = f"mnist_engine {best.kernel}" + (" fp32" if precision == "fp32" else "") + " uint8 in"
+        runners.append(Runner(name, lambda e=best: e.predict(pixels, threads=s.threads),
+                              lambda i, e=best: e.predict(pixels[i:i + 1]), "raw pixels"))
     return runners
 
 
@@ -125,8 +145,7 @@ def numpy_runner(layers: Sequence[DenseLayer], x: np.ndarray) -> Runner:
 ONNX_OPS = {"linear": None, "relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh", "softmax": "Softmax"}
 
 
-def onnx_runner(layers: Sequence[DenseLayer], x: np.ndarray, threads: int) -> Runner:
-    import onnxruntime as ort
+def onnx_model(layers: Sequence[DenseLayer]):
     from onnx import TensorProto, helper, numpy_helper
 
     nodes, inits, prev = [], [], "x"
@@ -143,12 +162,55 @@ def onnx_runner(layers: Sequence[DenseLayer], x: np.ndarray, threads: int) -> Ru
     n_in, n_out = layers[0].kernel.shape[0], layers[-1].kernel.shape[1]
     graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, n_in])],
                               [helper.make_tensor_value_info(prev, TensorProto.FLOAT, [None, n_out])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    return Runner(f"onnxruntime {ort.__version__}", lambda: session.run(None, {"x": x})[0],
-                  lambda i: session.run(None, {"x": x[i:i + 1]})[0])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def onnx_runners(layers: Sequence[DenseLayer], x: np.ndarray, threads: int) -> List[Runner]:
+    """ONNX Runtime on the float model, and on the same model after its own quantize_dynamic
+    (int8 weights, activations quantized per call): the quantized peer of int8."""
+    import tempfile
+
+    import onnxruntime as ort
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    model = onnx_model(layers).SerializeToString()
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32_path, int8_path = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        fp32_path.write_bytes(model)
+        quantize_dynamic(str(fp32_path), str(int8_path), weight_type=QuantType.QInt8)
+        quantized = int8_path.read_bytes()
+
+    def make(content: bytes, name: str) -> Runner:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        session = ort.InferenceSession(content, options, providers=["CPUExecutionProvider"])
+        return Runner(name, lambda: session.run(None, {"x": x})[0], lambda i: session.run(None, {"x": x[i:i + 1]})[0])
+
+    return [make(model, f"onnxruntime {ort.__version__}"), make(quantized, "onnxruntime dynamic int8")]
+
+
+def openvino_runner(layers: Sequence[DenseLayer], x: np.ndarray, threads: int) -> Runner:
+    """OpenVINO at its default CPU precision (bf16 where the CPU has AMX or AVX512-BF16, else fp32)."""
+    import tempfile
+
+    import openvino as ov
+
+    core = ov.Core()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.onnx"
+        path.write_bytes(onnx_model(layers).SerializeToString())
+        model = core.read_model(str(path))
+    model.reshape([-1, x.shape[1]])
+    compiled = core.compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": threads})
+    request = compiled.create_infer_request()
+    hint = compiled.get_property("INFERENCE_PRECISION_HINT")  # an ov.Type
+    precision = hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint)
+
+    def infer(batch: np.ndarray) -> np.ndarray:
+        return request.infer({0: batch})[compiled.output(0)]
+
+    return Runner(f"openvino {ov.__version__.split('-')[0]} ({precision})", lambda: infer(x),
+                  lambda i: infer(x[i:i + 1]), "default precision")
 
 
 def keras_runners(model, x: np.ndarray) -> List[Runner]:
@@ -204,12 +266,16 @@ def import_and_load_ms() -> Dict[str, float]:
     the first load + verify of the default model; best of 5 processes."""
     code = ("import time; t0 = time.perf_counter(); import numpy; t1 = time.perf_counter(); "
             "import mnist_engine; t2 = time.perf_counter(); mnist_engine.load(mnist_engine._DEFAULT_MODEL); "
-            "t3 = time.perf_counter(); print((t2 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3)")
-    best = [float("inf")] * 3
+            "t3 = time.perf_counter(); print((t2 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3, end=' ')\n"
+            "for p in mnist_engine.available_precisions()[1:]:\n"
+            "    t = time.perf_counter(); mnist_engine.load(mnist_engine._DEFAULT_MODEL, precision=p)\n"
+            "    print((time.perf_counter() - t) * 1e3, end=' ')")
+    best = [float("inf")] * (3 + len(mnist_engine.available_precisions()) - 1)
     for _ in range(5):
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
         best = [min(a, float(b)) for a, b in zip(best, out.stdout.split())]
-    return {"import_ms": best[0], "import_own_ms": best[1], "load_verify_ms": best[2]}
+    loads = {f"load_{p}_ms": t for p, t in zip(mnist_engine.available_precisions()[1:], best[3:])}
+    return {"import_ms": best[0], "import_own_ms": best[1], "load_verify_ms": best[2], **loads}
 
 
 def peak_rss_growth(threads: int, rows: int = 10000) -> Dict[str, float]:
@@ -315,7 +381,7 @@ def run(s: Settings) -> dict:
     x = scale_pixels(pixels, engine.input_scale)  # the model's own input domain, not always x / 255
     layers = read_layers(s.model)
     flops_per_image = 2 * sum(layer.kernel.size for layer in layers)
-    peak = mnist_engine._core.measure_fma_peak_gflops(mnist_engine.available_kernels()[0], s.threads, 0.5)
+    peak = mnist_engine._core.measure_fma_peak_gflops(mnist_engine.available_kernels("fp32")[0], s.threads, 0.5)
 
     keras_model = load_keras_source(s, engine, x)
     if keras_model is not None:
@@ -329,7 +395,8 @@ def run(s: Settings) -> dict:
     flat = x.reshape(len(x), -1)
     factories = [("mnist_engine", lambda: engine_runners(s, flat, pixels)),
                  ("numpy", lambda: [numpy_runner(layers, flat)]),
-                 ("onnxruntime", lambda: [onnx_runner(layers, flat, s.threads)])]
+                 ("onnxruntime", lambda: onnx_runners(layers, flat, s.threads)),
+                 ("openvino", lambda: [openvino_runner(layers, flat, s.threads)])]
     if keras_model is not None:
         factories += [("keras", lambda: keras_runners(keras_model, x)),
                       ("tflite", lambda: tflite_runners(keras_model, x, s.threads))]
@@ -344,13 +411,20 @@ def run(s: Settings) -> dict:
             results.append(Result(
                 r.name, batch_s * 1e3, len(x) / batch_s, flops_per_image * len(x) / batch_s / 1e9,
                 100 * flops_per_image * len(x) / batch_s / 1e9 / peak, one_s * 1e6,
-                float(np.abs(p - reference).max()), int((p.argmax(1) == reference.argmax(1)).sum()), note=r.note))
+                float(np.abs(p - reference).max()), int((p.argmax(1) == reference.argmax(1)).sum()),
+                accuracy=float((p.argmax(1) == labels).mean()), note=r.note))
         gc.collect()
 
     tflite = next((r for r in results if r.name == "tflite fp32"), None)
     if tflite:
         for r in results:
             r.vs_tflite_batch, r.vs_tflite_b1 = r.batch_ms / tflite.batch_ms, r.b1_us / tflite.b1_us
+    # The fastest approximate peer of this run, per column: what int8 and bf16 are measured against.
+    peers = [r for r in results if is_quantized_peer(r.name)]
+    if peers:
+        fastest_batch, fastest_b1 = min(r.batch_ms for r in peers), min(r.b1_us for r in peers)
+        for r in results:
+            r.vs_quant_batch, r.vs_quant_b1 = r.batch_ms / fastest_batch, r.b1_us / fastest_b1
     return {
         "date": datetime.datetime.now().isoformat(timespec="seconds"), "cpu": cpu_name(),
         "cores": os.cpu_count(), "threads": s.threads, "commit": git_commit(),
@@ -370,15 +444,19 @@ def format_table(report: dict) -> str:
              f"{report['images']} MNIST test images; accuracy vs labels {report['accuracy'] * 100:.2f}%; "
              f"parity vs {report['reference']}",
              "",
-             f"{'runner':<30} {'10k ms':>8} {'img/s':>10} {'GFLOP/s':>8} {'%peak':>6} {'b1 us':>8} "
-             f"{'max|dp|':>9} {'agree':>6} {'x tfl 10k':>9} {'x tfl b1':>8}"]
+             f"{'runner':<36} {'10k ms':>8} {'img/s':>10} {'GFLOP/s':>8} {'%peak':>6} {'b1 us':>8} "
+             f"{'max|dp|':>9} {'agree':>6} {'acc %':>6} {'x tfl 10k':>9} {'x tfl b1':>8} {'x q 10k':>8} {'x q b1':>7}"]
     for r in report["results"]:
         ratio = lambda v: f"{v:9.2f}" if v is not None else f"{'-':>9}"  # noqa: E731
-        lines.append(f"{r['name']:<30} {r['batch_ms']:8.1f} {r['images_per_s']:10,.0f} {r['gflops']:8.1f} "
+        lines.append(f"{r['name']:<36} {r['batch_ms']:8.2f} {r['images_per_s']:10,.0f} {r['gflops']:8.1f} "
                      f"{r['peak_pct']:6.1f} {r['b1_us']:8.1f} {r['max_abs_diff']:9.2e} {r['agreement']:6d} "
-                     f"{ratio(r['vs_tflite_batch'])} {ratio(r['vs_tflite_b1'])[1:]}")
+                     f"{r['accuracy'] * 100:6.2f} {ratio(r['vs_tflite_batch'])} {ratio(r['vs_tflite_b1'])[1:]} "
+                     f"{ratio(r['vs_quant_batch'])[1:]} {ratio(r['vs_quant_b1'])[2:]}")
     lines += ["", f"import mnist_engine: {report['import_ms']:.1f} ms ({report['import_own_ms']:.1f} ms on top of "
-                  f"numpy); first load + verify of the default model: {report['load_verify_ms']:.2f} ms",
+                  f"numpy); first load + verify of the default model: {report['load_verify_ms']:.2f} ms" +
+                  "".join(f"; {k[5:-3]}: {v:.2f} ms" for k, v in report.items() if k.startswith("load_")
+                          and k != "load_verify_ms"),
+              "x q: time over the fastest quantized peer of this run (TFLite/ORT dynamic int8, OpenVINO default)",
               f"peak RSS growth predicting 10k rows: {report['rss_growth_mib']:.2f} MiB "
               f"(output array {report['output_mib']:.2f} MiB)",
               f"two Python threads (threads=1 each) vs one: {report['gil_two_thread_speedup']:.2f}x throughput"]
@@ -390,12 +468,13 @@ def format_markdown(report: dict) -> str:
     """The results as a docs/PERFORMANCE.md table."""
     ratio = lambda v: f"{v:.2f}" if v is not None else "-"  # noqa: E731
     lines = ["| runner | 10k ms | images/s | GFLOP/s | % peak | batch-1 µs | max \\|Δp\\| | argmax agree "
-             "| × TFLite 10k | × TFLite b1 |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "| accuracy % | × TFLite 10k | × TFLite b1 | × best quantized 10k | × best quantized b1 |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in report["results"]:
-        lines.append(f"| {r['name']} | {r['batch_ms']:.1f} | {r['images_per_s']:,.0f} | {r['gflops']:.1f} | "
+        lines.append(f"| {r['name']} | {r['batch_ms']:.2f} | {r['images_per_s']:,.0f} | {r['gflops']:.1f} | "
                      f"{r['peak_pct']:.1f} | {r['b1_us']:.1f} | {r['max_abs_diff']:.2e} | {r['agreement']} | "
-                     f"{ratio(r['vs_tflite_batch'])} | {ratio(r['vs_tflite_b1'])} |")
+                     f"{r['accuracy'] * 100:.2f} | {ratio(r['vs_tflite_batch'])} | {ratio(r['vs_tflite_b1'])} | "
+                     f"{ratio(r['vs_quant_batch'])} | {ratio(r['vs_quant_b1'])} |")
     return "\n".join(lines)
 
 

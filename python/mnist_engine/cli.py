@@ -24,7 +24,8 @@ def cpu_name() -> str:
 def cmd_eval(args: argparse.Namespace) -> int:
     from .datasets import load_mnist
 
-    engine = mnist_engine.load(args.model or mnist_engine.default_model_path(), kernel=args.kernel)
+    engine = mnist_engine.load(args.model or mnist_engine.default_model_path(), kernel=args.kernel,
+                               precision=args.precision)
     (_, _), (x_test, y_test) = load_mnist(args.data)
     labels = engine.classify(x_test, threads=args.threads)
     best = float("inf")
@@ -36,9 +37,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(f"model     {args.model or mnist_engine.default_model_path()}")
     print(f"engine    {engine!r}")
     print(f"accuracy  {(labels == y_test).mean() * 100:.2f}% on {len(y_test)} MNIST test images")
+    if engine.precision != "fp32":
+        exact = mnist_engine.load(args.model or mnist_engine.default_model_path())
+        agree = (exact.classify(x_test, threads=args.threads) == labels).mean()
+        print(f"precision {engine.precision}: agrees with fp32 on {agree * 100:.2f}% of the images; "
+              f"max |output - file reference| {engine.reference_deviation:.2e}")
     print(f"speed     {len(x_test) / best:,.0f} images/s ({best * 1e3:.1f} ms per 10k, best of {args.repeat}, "
           f"{threads} thread{'s' if threads != 1 else ''})")
-    print(f"kernel    {engine.kernel} (available: {', '.join(mnist_engine.available_kernels())})")
+    print(f"kernel    {engine.kernel} (available for {engine.precision}: "
+          f"{', '.join(mnist_engine.available_kernels(engine.precision))}; precisions: "
+          f"{', '.join(mnist_engine.available_precisions())})")
     print(f"cpu       {cpu_name()}")
     return 0
 
@@ -81,7 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--model", type=Path, help="a .mnw file (default: the bundled model)")
     ev.add_argument("--data", type=Path, help="MNIST .npz or IDX folder (default: see mnist_engine.datasets)")
     ev.add_argument("--threads", type=int, help="OpenMP threads (default: all cores)")
-    ev.add_argument("--kernel", help="force a kernel (see available_kernels())")
+    ev.add_argument("--precision", choices=["fp32", "bf16", "int8"],
+                    help="arithmetic: fp32 (default, exact), bf16 or int8 (see available_precisions())")
+    ev.add_argument("--kernel", help="force a kernel (see available_kernels()); implies its precision")
     ev.add_argument("--repeat", type=int, default=5, help="timed runs; the best is reported")
     ev.set_defaults(run=cmd_eval)
 

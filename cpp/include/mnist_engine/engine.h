@@ -13,24 +13,40 @@
 
 namespace mnist_engine {
 
-// 64-byte aligned float storage: one cache line, and the widest vector load.
-class AlignedFloats {
+// 64-byte aligned storage: one cache line, and the widest vector load.
+void* aligned_allocate(size_t bytes);
+void aligned_free(void* p);
+
+template <typename T>
+class AlignedArray {
  public:
   enum Uninitialized { kUninitialized };
-  AlignedFloats() = default;
-  explicit AlignedFloats(size_t n);  // zero-filled
-  AlignedFloats(size_t n, Uninitialized);
-  float* data() { return data_.get(); }
-  const float* data() const { return data_.get(); }
+  AlignedArray() = default;
+  explicit AlignedArray(size_t n) : AlignedArray(n, kUninitialized) {  // zero-filled
+    for (size_t i = 0; i < n; ++i) data_[i] = T();
+  }
+  AlignedArray(size_t n, Uninitialized) : data_(static_cast<T*>(aligned_allocate(n * sizeof(T)))), size_(n) {}
+  T* data() { return data_.get(); }
+  const T* data() const { return data_.get(); }
   size_t size() const { return size_; }
 
  private:
   struct Free {
-    void operator()(float* p) const;
+    void operator()(T* p) const { aligned_free(p); }
   };
-  std::unique_ptr<float[], Free> data_;
+  std::unique_ptr<T[], Free> data_;
   size_t size_ = 0;
 };
+using AlignedFloats = AlignedArray<float>;
+
+// The arithmetic a loaded model runs in. fp32 is exact (the file's float32 weights, float32 sums);
+// bf16 rounds weights and activations to bfloat16 and sums in float32; int8 quantizes weights per
+// output column (symmetric) and activations per row (uint8), sums in int32 and rescales to float.
+enum class Precision { Fp32, Bf16, Int8 };
+inline constexpr const char* kPrecisionNames[] = {"fp32", "bf16", "int8"};
+const char* precision_name(Precision p);
+// Throws std::invalid_argument naming the precisions for an unknown name.
+Precision parse_precision(const std::string& name);
 
 struct LayerInfo {
   uint32_t input_width;
@@ -45,8 +61,12 @@ class Engine {
   // FormatError for a bad file and std::invalid_argument for a bad kernel name. `skip_zeros`
   // false makes the sparse kernels visit every input, zeros included: slower, and bit-identical
   // (a diagnostic, and the proof in tests/test_kernels.py that skipping changes nothing).
+  // `precision`: see Precision. The file is always verified on the exact fp32 path (its reference
+  // tolerance is a float32 tolerance); a reduced-precision engine is then built from the same,
+  // verified weights. `kernel` must compute `precision`; "" picks the best for it.
   static std::shared_ptr<const Engine> from_bytes(const uint8_t* data, size_t size, bool verify,
-                                                  const std::string& kernel, bool skip_zeros = true);
+                                                  const std::string& kernel, bool skip_zeros = true,
+                                                  Precision precision = Precision::Fp32);
 
   // y (rows x output_width) = the model applied to x (rows x input_width, row-major).
   // uint8 inputs are raw pixels and get the model's input_scale; float inputs are already scaled.
@@ -55,14 +75,18 @@ class Engine {
   void predict(const uint8_t* x, size_t rows, float* y, int threads) const;
 
   uint32_t input_width() const { return input_width_; }
-  uint32_t output_width() const { return layers_.back().info.output_width; }
+  uint32_t output_width() const { return shape_.back().output_width; }
   double input_scale() const { return input_scale_; }
   const std::string& kernel_name() const { return kernel_name_; }
-  std::vector<LayerInfo> layers() const;
+  Precision precision() const { return precision_; }
+  // Reduced precision only: the largest |output - the file's expected output| over its reference
+  // rows, i.e. what quantization changed where the file says what the exact answer is (0 for fp32).
+  float reference_deviation() const { return reference_deviation_; }
+  const std::vector<LayerInfo>& layers() const { return shape_; }
   const std::vector<std::pair<std::string, std::string>>& metadata() const { return metadata_; }
   // The file's `classes` entry (docs/FORMAT.md), or kind None: what classify() reports per output.
   const ClassLabels& classes() const { return classes_; }
-  Activation output_activation() const { return layers_.back().info.activation; }
+  Activation output_activation() const { return shape_.back().activation; }
   // The largest difference |y - expected| - (atol + rtol|expected|) seen when verifying, so
   // callers can report how close to the tolerance the file came (negative = inside it).
   float verification_margin() const { return verification_margin_; }
@@ -78,7 +102,21 @@ class Engine {
     AlignedFloats weights;  // full panels: input_width x panel_width each; the last: input_width x tail_stride
     AlignedFloats bias;     // panels x panel_width
   };
+  // A layer in bf16 or int8 (kernels.h, QuantDenseArgs): `units` 4-byte input units per row.
+  struct QuantLayer {
+    LayerInfo info;
+    size_t panels;
+    size_t tail_stride;  // columns of the last panel
+    size_t units;
+    AlignedArray<uint8_t> weights;
+    AlignedFloats bias, col_scale;  // panels x panel_width (col_scale: int8 only)
+    AlignedArray<int32_t> col_sum;  // int8 only
+  };
   struct Scratch;
+
+  static QuantLayer quantize_layer(const DenseLayer& src, const void* kernel, Precision precision);
+  template <typename T>
+  void run_tile_quantized(const T* x, size_t rows, float* y, Scratch& s) const;
 
   Engine() = default;
   template <typename T>
@@ -86,10 +124,18 @@ class Engine {
   template <typename T>
   void run_tile(const T* x, size_t rows, float* y, Scratch& s) const;
   void verify(const ReferenceSet& ref);
+  void measure_reference_deviation(const ReferenceSet& ref);
 
   uint32_t input_width_ = 0;
   double input_scale_ = 1.0;
-  std::vector<PackedLayer> layers_;
+  std::vector<LayerInfo> shape_;
+  std::vector<PackedLayer> layers_;   // fp32
+  std::vector<QuantLayer> qlayers_;   // bf16, int8
+  Precision precision_ = Precision::Fp32;
+  uint16_t pixel_bf16_[256] = {};     // bf16: a pixel's scaled value, rounded once
+  size_t max_act_bytes_ = 0;          // bf16/int8: the widest layer's activation row, padded
+  size_t max_units_ = 0;
+  float reference_deviation_ = 0.0f;
   size_t max_padded_width_ = 0;
   size_t max_input_width_ = 0;
   std::string kernel_name_;

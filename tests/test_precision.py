@@ -1,0 +1,239 @@
+"""Reduced precision (bf16, int8): every SIMD kernel against its scalar reference (int8 bit for bit),
+the references against an independent numpy model of the same arithmetic, and the accuracy gates
+on the 10,000 MNIST test images for the bundled model and for a model trained during this run."""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+import mnist_engine
+from helpers import build, random_layers
+from mnist_engine.reference import _sigmoid, _softmax
+
+PRECISIONS = mnist_engine.available_precisions()
+INT8 = [k for k in mnist_engine.available_kernels("int8") if k != "int8-scalar"]
+BF16 = [k for k in mnist_engine.available_kernels("bf16") if k != "bf16-scalar"]
+UNTESTABLE = sorted(set(mnist_engine.compiled_kernels()) - set(mnist_engine.available_kernels()))
+# Around every tile edge: 4-input units, 16-unit index blocks (64 int8 or 32 bf16 inputs), the
+# 8/16-lane vectors and the 16-, 64- and 128-column panels.
+WIDTHS = [1, 3, 15, 16, 17, 63, 64, 65, 127, 128, 129, 784]
+OUT_WIDTHS = [1, 10, 16, 17, 64, 127, 129, 200]
+BATCHES = [0, 1, 7, 33, 70]
+
+
+def test_report_kernels_this_cpu_cannot_run():
+    """Not a check: prints which compiled kernels this CPU skips, so a run's log says what it did not test."""
+    print(f"\nprecisions here: {PRECISIONS}; kernels not testable on this CPU: {UNTESTABLE or 'none'}")
+    assert set(UNTESTABLE) | set(mnist_engine.available_kernels()) == set(mnist_engine.compiled_kernels())
+
+
+def engine(layers, kernel="", precision=None, skip_zeros=True, **kw):
+    return mnist_engine.Engine.from_bytes(build(layers, **kw), kernel=kernel, precision=precision,
+                                          skip_zeros=skip_zeros)
+
+
+def inputs(rng, n_in, zeros):
+    """uint8 pixels with a fraction of zeros, and signed floats (which need a zero point)."""
+    pixels = rng.integers(0, 256, (max(BATCHES), n_in), dtype=np.uint8)
+    pixels[rng.random(pixels.shape) < zeros] = 0
+    floats = rng.normal(size=(max(BATCHES), n_in)).astype(np.float32)
+    floats[rng.random(floats.shape) < zeros] = 0.0
+    return pixels, floats
+
+
+@pytest.mark.skipif(not INT8, reason="this CPU runs no SIMD int8 kernel")
+@pytest.mark.parametrize("kernel", INT8)
+@pytest.mark.parametrize("n_in, n_out", list(itertools.product(WIDTHS, OUT_WIDTHS)))
+def test_int8_kernel_is_bit_identical_to_the_scalar_reference(rng, kernel, n_in, n_out):
+    for activation, zeros in [("linear", 0.0), ("relu", 0.8), ("relu", 1.0)]:
+        layers = random_layers(rng, [n_in, n_out, 5], [activation, "linear"])
+        simd, scalar = engine(layers, kernel), engine(layers, "int8-scalar")
+        assert (simd.kernel, simd.precision) == (kernel, "int8")
+        for x in inputs(rng, n_in, zeros):
+            for rows in BATCHES:
+                np.testing.assert_array_equal(simd.predict(x[:rows]), scalar.predict(x[:rows]))
+
+
+@pytest.mark.skipif(not BF16, reason="this CPU runs no SIMD bf16 kernel")
+@pytest.mark.parametrize("kernel", BF16)
+@pytest.mark.parametrize("n_in, n_out", list(itertools.product(WIDTHS, OUT_WIDTHS)))
+def test_bf16_kernel_matches_the_scalar_reference(rng, kernel, n_in, n_out):
+    for activation, zeros in [("linear", 0.0), ("relu", 0.8), ("relu", 1.0)]:
+        layers = random_layers(rng, [n_in, n_out], [activation])
+        simd, scalar = engine(layers, kernel), engine(layers, "bf16-scalar")
+        for x in inputs(rng, n_in, zeros):
+            for rows in BATCHES:
+                # The same bf16 products (exact in float32), summed in another order.
+                np.testing.assert_allclose(simd.predict(x[:rows]), scalar.predict(x[:rows]),
+                                           rtol=1e-5, atol=2e-6 * np.sqrt(n_in))
+
+
+@pytest.mark.parametrize("kernel", INT8 + BF16)
+def test_skipping_zero_units_changes_no_bit(rng, kernel):
+    layers = random_layers(rng, [784, 300, 10], ["relu", "softmax"])
+    x = inputs(rng, 784, 0.8)[0]
+    dense = engine(layers, kernel, skip_zeros=False)
+    np.testing.assert_array_equal(engine(layers, kernel).predict(x), dense.predict(x))
+
+
+# ---- the references against numpy ----
+
+def bf16(a: np.ndarray) -> np.ndarray:
+    """float32 -> bfloat16 -> float32, nearest even."""
+    u = np.ascontiguousarray(a, np.float32).view(np.uint32).astype(np.uint64)
+    u = (u + 0x7FFF + ((u >> 16) & 1)) >> 16 << 16
+    return u.astype(np.uint32).view(np.float32)
+
+
+def quantize_rows(x: np.ndarray):
+    """docs/PERFORMANCE.md's int8 activations: uint8 per row, range including 0."""
+    x = x.astype(np.float32)
+    lo = np.minimum(x.min(1, initial=0), 0).astype(np.float32)
+    hi = np.maximum(x.max(1, initial=0), 0).astype(np.float32)
+    span = hi - lo
+    safe = np.where(span > 0, span, np.float32(1))
+    inverse = np.where(span > 0, np.float32(255) / safe, np.float32(0)).astype(np.float32)
+    zero = np.minimum(np.rint(-lo * inverse), 255).astype(np.float32)
+    q = np.clip(np.rint(x * inverse[:, None]) + zero[:, None], 0, 255)
+    return q.astype(np.int64), np.where(span > 0, span / np.float32(255), 1).astype(np.float32), zero.astype(np.int64)
+
+
+def quantize_weights(w: np.ndarray):
+    w = w.astype(np.float32)
+    amax = np.abs(w).max(0)
+    inverse = np.where(amax > 0, np.float32(127) / np.where(amax > 0, amax, 1), 0).astype(np.float32)
+    q = np.clip(np.rint(w * inverse), -127, 127).astype(np.int64)
+    return q, np.where(amax > 0, amax / np.float32(127), 1).astype(np.float32)
+
+
+ACTIVATIONS = {"linear": lambda z: z, "relu": lambda z: np.maximum(z, 0), "sigmoid": _sigmoid,
+               "tanh": np.tanh, "softmax": _softmax}
+
+
+def numpy_int8(layers, pixels: np.ndarray, input_scale: float) -> np.ndarray:
+    h = None
+    for i, layer in enumerate(layers):
+        q, col_scale = quantize_weights(layer.kernel)
+        if i == 0:
+            xq, row_scale, zero = pixels.astype(np.int64), np.full(len(pixels), np.float32(input_scale)), 0
+        else:
+            xq, row_scale, zero = quantize_rows(h)
+            zero = zero[:, None]
+        acc = (xq - zero) @ q
+        z = acc * (row_scale[:, None].astype(np.float64) * col_scale) + layer.bias.astype(np.float32)
+        h = ACTIVATIONS[layer.activation](z).astype(np.float32)
+    return h
+
+
+def numpy_bf16(layers, x: np.ndarray) -> np.ndarray:
+    h = x.astype(np.float32)
+    for layer in layers:
+        z = bf16(h).astype(np.float64) @ bf16(layer.kernel.astype(np.float32)) + layer.bias.astype(np.float32)
+        h = ACTIVATIONS[layer.activation](z).astype(np.float32)
+    return h
+
+
+@pytest.mark.parametrize("activation", ["relu", "sigmoid", "tanh", "linear"])
+def test_int8_scalar_reference_is_the_documented_arithmetic(rng, activation):
+    layers = random_layers(rng, [784, 64, 33, 10], [activation, "relu", "softmax"])
+    pixels = rng.integers(0, 256, (50, 784), dtype=np.uint8)
+    got = engine(layers, "int8-scalar").predict(pixels)
+    # numpy sums exactly and rounds once; the engine's fused multiply-add differs in the last bit,
+    # which can move a later layer's quantized byte by one step: tolerances of a few such steps.
+    np.testing.assert_allclose(got, numpy_int8(layers, pixels, 1 / 255), rtol=1e-4, atol=2e-4)
+
+
+def test_bf16_scalar_reference_is_the_documented_arithmetic(rng):
+    layers = random_layers(rng, [784, 64, 33, 10], ["relu", "tanh", "softmax"])
+    x = rng.normal(size=(50, 784)).astype(np.float32)
+    got = engine(layers, "bf16-scalar").predict(x)
+    np.testing.assert_allclose(got, numpy_bf16(layers, x), rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("kernel", ["int8-scalar", "bf16-scalar"] + INT8 + BF16)
+def test_non_finite_input_rows_give_nan_rows(rng, kernel):
+    layers = random_layers(rng, [20, 12, 3], ["relu", "softmax"])
+    x = rng.random((4, 20), dtype=np.float32)
+    x[1, 5], x[2, 0] = np.nan, np.inf
+    got = engine(layers, kernel, input_scale=1.0).predict(x)
+    assert np.isnan(got[1]).all() and np.isnan(got[2]).any()
+    assert np.isfinite(got[[0, 3]]).all()
+
+
+@pytest.mark.parametrize("precision", [p for p in PRECISIONS if p != "fp32"])
+def test_threads_do_not_change_the_result(rng, precision):
+    layers = random_layers(rng, [784, 100, 10], ["relu", "softmax"])
+    e = engine(layers, precision=precision)
+    x = rng.integers(0, 256, (1000, 784), dtype=np.uint8)
+    np.testing.assert_array_equal(e.predict(x, threads=1), e.predict(x, threads=2))
+
+
+def test_reduced_precision_is_built_from_verified_weights(rng):
+    """The file's references are checked on the exact path first, so a corrupt reference fails
+    the load whatever the precision; the engine then reports how far its outputs moved."""
+    layers = random_layers(rng, [784, 64, 10], ["relu", "softmax"])
+    data = build(layers)
+    for precision in PRECISIONS:
+        e = mnist_engine.Engine.from_bytes(data, precision=precision)
+        assert e.precision == precision
+        assert (e.reference_deviation == 0) == (precision == "fp32")
+        assert e.reference_deviation < 0.05
+    with pytest.raises(ValueError, match="kernel 'int8-scalar' computes int8"):
+        mnist_engine.Engine.from_bytes(data, kernel="int8-scalar", precision="bf16")
+
+
+# ---- the gates: docs/PERFORMANCE.md ----
+
+GATES = {"int8": 0.999, "bf16": 0.9995}  # argmax agreement with Keras; accuracy within 0.1 point
+
+
+def check_gates(engine_p: np.ndarray, keras_p: np.ndarray, labels: np.ndarray, precision: str) -> str:
+    agreement = float((engine_p.argmax(1) == keras_p.argmax(1)).mean())
+    accuracy, keras_accuracy = (engine_p.argmax(1) == labels).mean(), (keras_p.argmax(1) == labels).mean()
+    report = (f"{precision}: agreement {agreement:.4%}, accuracy {accuracy:.4f} vs Keras {keras_accuracy:.4f}, "
+              f"max |dp| {np.abs(engine_p - keras_p).max():.2e}")
+    print("\n" + report)
+    assert agreement >= GATES[precision], report
+    assert abs(accuracy - keras_accuracy) <= 0.001, report
+    return report
+
+
+@pytest.fixture(scope="module")
+def keras_reference(bundled_keras_model, mnist):
+    x = mnist[1][0].reshape(-1, 784).astype(np.float32) / np.float32(255)
+    return x, bundled_keras_model.predict(x, batch_size=10000, verbose=0)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_bundled_model_meets_the_gates(mnist, keras_reference, precision):
+    if precision not in PRECISIONS:
+        pytest.skip(f"this CPU does not run {precision}")
+    (_, _), (x_test, y_test) = mnist
+    e = mnist_engine.load(mnist_engine.default_model_path(), precision=precision)
+    check_gates(e.predict(x_test), keras_reference[1], y_test, precision)
+    check_gates(e.predict(keras_reference[0]), keras_reference[1], y_test, precision)
+
+
+@pytest.fixture(scope="module")
+def trained_now(keras, mnist, tmp_path_factory):
+    """The reference notebook's Dense(50)-Dense(50)-Dense(10) net, trained here for 2 epochs."""
+    (x_train, y_train), (x_test, _) = mnist
+    keras.utils.set_random_seed(11)
+    model = keras.Sequential([keras.Input((28, 28)), keras.layers.Flatten(),
+                              keras.layers.Dense(50, activation="relu"), keras.layers.Dense(50, activation="relu"),
+                              keras.layers.Dense(10, activation="softmax")])
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(x_train.astype(np.float32) / 255, y_train, epochs=2, batch_size=128, verbose=0)
+    path = mnist_engine.export_keras(model, tmp_path_factory.mktemp("m") / "m50.mnw", reference_images=x_test[:32])
+    return path, model.predict(x_test.astype(np.float32) / 255, batch_size=10000, verbose=0)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_model_trained_now_meets_the_gates(mnist, trained_now, precision):
+    if precision not in PRECISIONS:
+        pytest.skip(f"this CPU does not run {precision}")
+    path, keras_p = trained_now
+    e = mnist_engine.load(path, precision=precision)
+    check_gates(e.predict(mnist[1][0]), keras_p, mnist[1][1], precision)
