@@ -91,3 +91,16 @@ class Layout:
 
     def entry(self, key: str):
         return next(e for e in self.entries if e[0] == key)
+
+
+def train_dense50(keras, mnist, seed: int, epochs: int):
+    """The reference notebook's Dense(50, relu)-Dense(50, relu)-Dense(10, softmax) net, trained on
+    x / 255 here, in the test run."""
+    (x_train, y_train), _ = mnist
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential([keras.Input((28, 28)), keras.layers.Flatten(),
+                              keras.layers.Dense(50, activation="relu"), keras.layers.Dense(50, activation="relu"),
+                              keras.layers.Dense(10, activation="softmax")])
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(x_train.astype(np.float32) / 255, y_train, epochs=epochs, batch_size=128, verbose=0)
+    return model

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import mnist_engine
+from helpers import train_dense50
 
 MAX_ABS_DIFF = 1e-5
 # Where Keras's two best classes are closer than this, rounding may legitimately swap them.
@@ -50,13 +51,8 @@ def test_bundled_model_accuracy(mnist):
 
 
 def test_model_trained_now_matches_keras(keras, mnist, tmp_path):
-    (x_train, y_train), (x_test, _) = mnist
-    keras.utils.set_random_seed(5)
-    model = keras.Sequential([keras.Input((28, 28)), keras.layers.Flatten(),
-                              keras.layers.Dense(50, activation="relu"), keras.layers.Dense(50, activation="relu"),
-                              keras.layers.Dense(10, activation="softmax")])
-    model.compile("adam", "sparse_categorical_crossentropy")
-    model.fit(x_train.astype(np.float32) / 255, y_train, epochs=1, batch_size=128, verbose=0)
+    (_, _), (x_test, _) = mnist
+    model = train_dense50(keras, mnist, seed=5, epochs=1)
     path = mnist_engine.export_keras(model, tmp_path / "m50.mnw", reference_images=x_test[:32])
     engine = mnist_engine.load(path)
     want = model.predict(x_test.astype(np.float32) / 255, batch_size=10000, verbose=0)

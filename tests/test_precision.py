@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import mnist_engine
-from helpers import build, random_layers
+from helpers import build, random_layers, train_dense50
 from mnist_engine.reference import _sigmoid, _softmax
 
 PRECISIONS = mnist_engine.available_precisions()
@@ -219,13 +219,8 @@ def test_bundled_model_meets_the_gates(mnist, keras_reference, precision):
 @pytest.fixture(scope="module")
 def trained_now(keras, mnist, tmp_path_factory):
     """The reference notebook's Dense(50)-Dense(50)-Dense(10) net, trained here for 2 epochs."""
-    (x_train, y_train), (x_test, _) = mnist
-    keras.utils.set_random_seed(11)
-    model = keras.Sequential([keras.Input((28, 28)), keras.layers.Flatten(),
-                              keras.layers.Dense(50, activation="relu"), keras.layers.Dense(50, activation="relu"),
-                              keras.layers.Dense(10, activation="softmax")])
-    model.compile("adam", "sparse_categorical_crossentropy")
-    model.fit(x_train.astype(np.float32) / 255, y_train, epochs=2, batch_size=128, verbose=0)
+    x_test = mnist[1][0]
+    model = train_dense50(keras, mnist, seed=11, epochs=2)
     path = mnist_engine.export_keras(model, tmp_path_factory.mktemp("m") / "m50.mnw", reference_images=x_test[:32])
     return path, model.predict(x_test.astype(np.float32) / 255, batch_size=10000, verbose=0)
 
