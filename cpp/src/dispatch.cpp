@@ -4,9 +4,12 @@
 #include <cstdlib>
 #include <stdexcept>
 
-#if defined(MNIST_ENGINE_X86_KERNELS) && defined(__linux__)
+#if defined(MNIST_ENGINE_X86_KERNELS)
+#include <cpuid.h>
+#if defined(__linux__)
 #include <sys/syscall.h>
 #include <unistd.h>
+#endif
 #endif
 
 namespace mnist_engine {
@@ -20,8 +23,37 @@ bool always() { return true; }
 bool has_avx2_fma() { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
 bool has_avx512f() { return __builtin_cpu_supports("avx512f"); }
 bool has_avx512_vnni() { return has_avx512f() && __builtin_cpu_supports("avx512vnni"); }
-bool has_avx_vnni() { return has_avx2_fma() && __builtin_cpu_supports("avxvnni"); }
-bool has_avx512_bf16() { return has_avx512f() && __builtin_cpu_supports("avx512bf16"); }
+
+// The newer features are read from CPUID directly: compilers name them differently in
+// __builtin_cpu_supports (clang 14 knows neither "avxvnni" nor the AMX strings), and the library
+// must build with both gcc and clang.
+struct CpuidLeaf7 {
+  unsigned eax, ebx, ecx, edx;
+};
+CpuidLeaf7 cpuid_leaf7(unsigned subleaf) {
+  CpuidLeaf7 r{0, 0, 0, 0};
+  if (!__get_cpuid_count(7, subleaf, &r.eax, &r.ebx, &r.ecx, &r.edx)) r = {0, 0, 0, 0};
+  return r;
+}
+bool cpuid_leaf7_bit(unsigned subleaf, unsigned CpuidLeaf7::*reg, int bit) {
+  static const CpuidLeaf7 sub0 = cpuid_leaf7(0), sub1 = cpuid_leaf7(1);
+  return ((subleaf == 0 ? sub0 : sub1).*reg >> bit) & 1u;
+}
+
+// AVX-VNNI is a VEX (256-bit) encoding: the YMM state check in has_avx2_fma covers the OS side.
+bool has_avx_vnni() { return has_avx2_fma() && cpuid_leaf7_bit(1, &CpuidLeaf7::eax, 4); }
+// The ZMM state check in has_avx512f covers the OS side.
+bool has_avx512_bf16() { return has_avx512f() && cpuid_leaf7_bit(1, &CpuidLeaf7::eax, 5); }
+
+// The OS must enable the tile state in XCR0 (bits 17 TILECFG and 18 TILEDATA) for AMX to exist.
+bool os_saves_tile_state() {
+  unsigned eax, ebx, ecx, edx;
+  if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx) || !((ecx >> 27) & 1u)) return false;  // OSXSAVE
+  unsigned xcr0_lo, xcr0_hi;
+  __asm__ volatile("xgetbv" : "=a"(xcr0_lo), "=d"(xcr0_hi) : "c"(0));
+  constexpr unsigned kTileBits = (1u << 17) | (1u << 18);
+  return (xcr0_lo & kTileBits) == kTileBits;
+}
 
 // Linux hands a process the AMX tile data state (8 KiB per thread) only when asked, once: before
 // that, the first tile instruction faults. A kernel without the permission is unsupported, so
@@ -38,9 +70,11 @@ bool amx_permission() {
   return granted;
 }
 // The permission is asked for last: only on a CPU that has the instructions.
-bool has_amx_tile() { return has_avx512f() && __builtin_cpu_supports("amx-tile"); }
-bool has_amx_int8() { return has_amx_tile() && __builtin_cpu_supports("amx-int8") && amx_permission(); }
-bool has_amx_bf16() { return has_amx_tile() && __builtin_cpu_supports("amx-bf16") && amx_permission(); }
+bool has_amx_tile() {
+  return has_avx512f() && cpuid_leaf7_bit(0, &CpuidLeaf7::edx, 24) && os_saves_tile_state();
+}
+bool has_amx_int8() { return has_amx_tile() && cpuid_leaf7_bit(0, &CpuidLeaf7::edx, 25) && amx_permission(); }
+bool has_amx_bf16() { return has_amx_tile() && cpuid_leaf7_bit(0, &CpuidLeaf7::edx, 22) && amx_permission(); }
 #endif
 
 KernelInfo fp32_kernel(const char* name, uint32_t panel, uint32_t granule, bool sparse, bool (*supports)(),
