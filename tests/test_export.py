@@ -12,6 +12,7 @@ import mnist_engine
 from conftest import require
 from mnist_engine._export_common import ExportMismatchError, InputRangeWarning
 from mnist_engine.keras_export import UnsupportedModelError
+from mnist_engine.model_file import read_layers
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -241,14 +242,34 @@ def test_subclassed_model_is_refused_with_what_to_do(keras, tmp_path):
     assert not (tmp_path / "m.mnw").exists()
 
 
-def test_quantized_model_is_refused_by_layer_and_reason(keras, tmp_path):
-    model = keras.Sequential([keras.Input((784,)), keras.layers.Dense(32, name="q"), keras.layers.Dense(10)])
+def quantized(keras, model, mode: str):
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "InputLayer does not have a quantize method"
-        model.quantize("int8")
-    with pytest.raises(UnsupportedModelError, match=r"'q' \(Dense\) is quantized \(int8"):
+        model.quantize(mode)
+    return model
+
+
+def test_int8_quantized_model_exports_its_dequantized_kernels(keras, tmp_path, rng):
+    model = keras.Sequential([keras.Input((784,)), keras.layers.Dense(32, activation="relu", name="q"),
+                              keras.layers.Dense(10, activation="softmax")])
+    quantized(keras, model, "int8")
+    path = mnist_engine.export_keras(model, tmp_path / "m.mnw")
+    for stored, layer in zip(read_layers(path), model.layers):
+        want = np.asarray(layer._kernel, np.float64) / np.asarray(layer.kernel_scale, np.float64)
+        np.testing.assert_array_equal(stored.kernel, want.astype(np.float32))
+        np.testing.assert_array_equal(stored.bias, np.asarray(layer.bias))
+    meta = mnist_engine.load(path).metadata
+    assert meta["keras_quantization"].startswith("int8")
+    # Keras's own int8 forward also quantizes each layer's input: its distance is stated, and small.
+    assert 0 < float(meta["keras_quantized_max_abs_diff"]) < 0.05
+
+
+def test_other_quantization_modes_are_refused_by_layer_and_reason(keras, tmp_path):
+    model = keras.Sequential([keras.Input((784,)), keras.layers.Dense(32, name="q"), keras.layers.Dense(10)])
+    quantized(keras, model, "int4")
+    with pytest.raises(UnsupportedModelError, match=r"'q' \(Dense\) is quantized \(int4.*only int8"):
         mnist_engine.export_keras(model, tmp_path / "m.mnw")
     assert not (tmp_path / "m.mnw").exists()
 

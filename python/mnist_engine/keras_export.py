@@ -188,11 +188,6 @@ def keras_dense_chain(model) -> DenseChain:
     dense: List[_Dense] = []
     for pos, link in enumerate(links):
         layer, kind = link.layer, type(link.layer).__name__
-        if getattr(layer, "quantization_mode", None):
-            raise UnsupportedModelError(
-                f"layer {_describe(layer)} is quantized ({layer.quantization_mode}, e.g. by model.quantize): its "
-                "kernel is stored as integers with scales, which this engine does not import yet. Export the float "
-                "model from before quantization")
         if isinstance(layer, keras.layers.Dropout):
             continue  # the identity at inference
         if isinstance(layer, (keras.layers.Flatten, keras.layers.Reshape, keras.layers.Permute)):
@@ -221,8 +216,7 @@ def keras_dense_chain(model) -> DenseChain:
             if len(link.in_shape) != 1:
                 raise UnsupportedModelError(f"layer {_describe(layer)} gets a rank-{len(link.in_shape) + 1} input; "
                                             "add a Flatten before it")
-            # `kernel` is the effective kernel: with LoRA enabled, kernel + alpha/rank * A @ B.
-            kernel = _numpy(keras, layer.kernel).astype(np.float64)
+            kernel = dense_kernel(layer, keras)
             bias = _numpy(keras, layer.bias).astype(np.float64) if layer.use_bias else np.zeros(kernel.shape[1])
             if not dense:
                 order = index.reshape(-1)
@@ -253,6 +247,58 @@ def keras_dense_chain(model) -> DenseChain:
     dense[-1].ends_at = len(links) - 1
     return DenseChain([DenseLayer(d.kernel, d.bias, d.activation) for d in dense], rescales,
                       [link.layer for link in links], [d.ends_at for d in dense], [" + ".join(d.parts) for d in dense])
+
+
+def dense_kernel(layer, keras) -> np.ndarray:
+    """The float kernel a Dense layer's matmul applies, in float64.
+
+    A layer quantized by ``model.quantize("int8")`` stores int8 values q and a scale s per output
+    column and multiplies by q / s (Keras also quantizes the layer's input per row, which the
+    float engine does not: see export_keras): that quotient is the kernel exported. Its int8
+    image under the engine's own int8 quantization (symmetric per column, amax -> 127) is q again,
+    so ``precision="int8"`` runs Keras's weights unchanged."""
+    mode = getattr(layer, "quantization_mode", None)
+    if not mode:
+        # `kernel` is the effective kernel: with LoRA enabled, kernel + alpha/rank * A @ B.
+        return _numpy(keras, layer.kernel).astype(np.float64)
+    if mode != "int8":
+        raise UnsupportedModelError(
+            f"layer {_describe(layer)} is quantized ({mode}, by model.quantize): only int8 quantized Dense layers "
+            "are imported. Export the float model from before quantization, or quantize it with "
+            "model.quantize('int8')")
+    kernel = _numpy(keras, layer._kernel).astype(np.float64) / _numpy(keras, layer.kernel_scale).astype(np.float64)
+    if layer.lora_enabled:
+        a, b = (_numpy(keras, v).astype(np.float64) for v in (layer.lora_kernel_a, layer.lora_kernel_b))
+        kernel = kernel + (layer.lora_alpha / layer.lora_rank) * (a @ b)
+    return kernel
+
+
+def _is_quantized(model) -> bool:
+    return any(getattr(layer, "quantization_mode", None) for layer in model.layers)
+
+
+def _dequantized_twin(model, keras):
+    """The model with every int8 kernel replaced by its float kernel (dense_kernel): what the file
+    stores and the float32 engine reproduces at a float32 tolerance. The quantized model itself
+    quantizes each Dense input per row, an error the file's tolerance is not meant to cover."""
+    def clone(layer):
+        config = {**layer.get_config(), "dtype": "float32"}
+        config.pop("quantization_config", None)
+        if getattr(layer, "quantization_mode", None):
+            config.pop("lora_rank", None)  # folded into the kernel
+            config.pop("lora_alpha", None)
+        return layer.__class__.from_config(config)
+
+    twin = keras.models.clone_model(model, clone_function=clone)
+    for source, target in zip(model.layers, twin.layers):
+        if getattr(source, "quantization_mode", None):
+            weights = [dense_kernel(source, keras).astype(np.float32)]
+            if source.use_bias:
+                weights.append(_numpy(keras, source.bias))
+            target.set_weights(weights)
+        elif source.weights:
+            target.set_weights(source.get_weights())
+    return twin
 
 
 def _compute_dtypes(model) -> List[str]:
@@ -307,6 +353,10 @@ def export_keras(
     the engine does not reproduce Keras, ExportMismatchError names the first layer that diverges
     and ``out_path`` is left untouched. A mixed-precision model is exported from its float32
     variables and checked against a float32 copy of itself (``reference_precision`` in the file).
+    A model quantized by ``model.quantize("int8")`` is exported as its dequantized float kernels
+    (``kernel / kernel_scale``) and checked against the float model with those kernels; how far
+    Keras's own int8 outputs are from that is stored as ``keras_quantized_max_abs_diff``. Loading
+    the file with ``precision="int8"`` runs Keras's int8 weights unchanged.
     """
     keras = _import_keras()
     model = model_or_path
@@ -315,7 +365,11 @@ def export_keras(
         source = source if source is not None else Path(model_or_path).name
     _check_is_graph_model(model, keras)  # before cloning: a subclassed model gets our message, not Keras's
     precisions = _compute_dtypes(model)
-    checked = model if precisions == ["float32"] else _float32_twin(model, keras)
+    quantized = _is_quantized(model)
+    if quantized:
+        checked = _dequantized_twin(model, keras)
+    else:
+        checked = model if precisions == ["float32"] else _float32_twin(model, keras)
     chain = keras_dense_chain(checked)
     if input_scale is None:
         input_scale = 1.0 if chain.rescales else 1 / 255
@@ -328,6 +382,11 @@ def export_keras(
                  "reference_precision": "float32"})
     if precisions != ["float32"]:
         meta["model_precision"] = "+".join(precisions)
+    if quantized:
+        # How far the quantized Keras model itself is from what the file reproduces, on the same rows.
+        keras_out = np.asarray(model.predict(x, verbose=0, batch_size=len(x))).reshape(len(x), -1)
+        meta["keras_quantization"] = "int8, weights exported as kernel / kernel_scale"
+        meta["keras_quantized_max_abs_diff"] = f"{float(np.max(np.abs(keras_out - ref_out))):.3g}"
     stages = [Stage(d, y) for d, y in zip(chain.descriptions, _stage_outputs(keras, chain, x))]
     return prove_and_write(out_path, chain.layers, framework="Keras", stages=stages, input_scale=input_scale,
                            metadata=meta, reference=reference, reference_outputs=ref_out, atol=atol, rtol=rtol)
