@@ -104,3 +104,17 @@ def train_dense50(keras, mnist, seed: int, epochs: int):
     model.compile("adam", "sparse_categorical_crossentropy")
     model.fit(x_train.astype(np.float32) / 255, y_train, epochs=epochs, batch_size=128, verbose=0)
     return model
+
+
+def stored_neuron_orders(stored, kernels):
+    """The exporters may renumber hidden neurons (mnist_engine.unit_order). For each stored layer,
+    the original index of each of its output columns, found by exact match against the original
+    ``kernels`` (whose rows are first put in the previous layer's stored order)."""
+    orders, rows = [], None
+    for layer, kernel in zip(stored, kernels, strict=True):
+        kernel = np.asarray(kernel) if rows is None else np.asarray(kernel)[rows]
+        order = [int(np.flatnonzero((kernel == column[:, None]).all(0))[0]) for column in layer.kernel.T]
+        assert sorted(order) == list(range(kernel.shape[1])), "the stored columns are not a permutation"
+        orders.append(order)
+        rows = order
+    return orders

@@ -10,6 +10,7 @@ import pytest
 
 import mnist_engine
 from conftest import require
+from helpers import stored_neuron_orders
 from mnist_engine._export_common import ExportMismatchError, InputRangeWarning
 from mnist_engine.keras_export import UnsupportedModelError
 from mnist_engine.model_file import read_layers
@@ -256,10 +257,15 @@ def test_int8_quantized_model_exports_its_dequantized_kernels(keras, tmp_path, r
                               keras.layers.Dense(10, activation="softmax")])
     quantized(keras, model, "int8")
     path = mnist_engine.export_keras(model, tmp_path / "m.mnw")
-    for stored, layer in zip(read_layers(path), model.layers):
-        want = np.asarray(layer._kernel, np.float64) / np.asarray(layer.kernel_scale, np.float64)
-        np.testing.assert_array_equal(stored.kernel, want.astype(np.float32))
-        np.testing.assert_array_equal(stored.bias, np.asarray(layer.bias))
+    hidden, out = read_layers(path)
+    want = [(np.asarray(layer._kernel, np.float64) / np.asarray(layer.kernel_scale, np.float64)).astype(np.float32)
+            for layer in model.layers]
+    order, last = stored_neuron_orders([hidden, out], want)
+    assert last == list(range(10))
+    np.testing.assert_array_equal(hidden.kernel, want[0][:, order])
+    np.testing.assert_array_equal(hidden.bias, np.asarray(model.layers[0].bias)[order])
+    np.testing.assert_array_equal(out.kernel, want[1][order])
+    np.testing.assert_array_equal(out.bias, np.asarray(model.layers[1].bias))
     meta = mnist_engine.load(path).metadata
     assert meta["keras_quantization"].startswith("int8")
     # Keras's own int8 forward also quantizes each layer's input: its distance is stated, and small.

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import mnist_engine
-from helpers import build, random_layers, train_dense50
+from helpers import build, random_layers, stored_neuron_orders, train_dense50
 from mnist_engine.model_file import read_layers
 from mnist_engine.reference import _sigmoid, _softmax
 
@@ -255,9 +255,15 @@ def test_engine_int8_runs_keras_int8_weights_unchanged(keras_int8):
     model the int8 reference is tested against), is Keras's q again."""
     path, model = keras_int8
     dense = [layer for layer in model.layers if getattr(layer, "quantization_mode", None)]
-    for stored, layer in zip(read_layers(path), dense, strict=True):
-        q, _ = quantize_weights(stored.kernel)
-        np.testing.assert_array_equal(q, np.asarray(layer._kernel))
+    stored = read_layers(path)
+    kernels = [(np.asarray(layer._kernel, np.float64) / np.asarray(layer.kernel_scale, np.float64)).astype(np.float32)
+               for layer in dense]
+    rows = None
+    for layer, keras_layer, order in zip(stored, dense, stored_neuron_orders(stored, kernels), strict=True):
+        q, _ = quantize_weights(layer.kernel)
+        keras_q = np.asarray(keras_layer._kernel)
+        np.testing.assert_array_equal(q, (keras_q if rows is None else keras_q[rows])[:, order])
+        rows = order
 
 
 @pytest.mark.parametrize("precision", ["fp32", "int8"])

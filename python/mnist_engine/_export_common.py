@@ -15,6 +15,7 @@ import numpy as np
 from . import _core
 from .model_file import DenseLayer, atomic_write_bytes, encode_model, sample_pixel_inputs
 from .reference import forward, scale_pixels
+from .unit_order import UNIT, order_hidden_units
 
 REFERENCE_ROWS = 16
 
@@ -83,12 +84,23 @@ def prove_and_write(
     reference_outputs: np.ndarray,
     atol: float,
     rtol: float,
+    calibration: Optional[ReferenceInputs] = None,
 ) -> Path:
     """Encode the file in memory, load it with full verification (the engine against the
     framework's outputs on the reference rows) and only then write it, atomically. On a mismatch,
     raise ExportMismatchError naming the first layer whose output diverges from the framework's
-    intermediate output; the destination is not touched."""
-    meta = {**metadata, "reference_input_range": reference.source_range}
+    intermediate output; the destination is not touched.
+
+    Hidden ReLU neurons are renumbered first (unit_order: the reduced-precision kernels skip zero
+    units), from the ``calibration`` rows or else the reference rows; the model's outputs do not
+    change, and the framework's intermediate outputs are renumbered the same way."""
+    rows = calibration if calibration is not None else reference
+    layers, perms = order_hidden_units(layers, rows.values)
+    stages = [Stage(stage.description, np.asarray(stage.outputs).reshape(len(reference.values), -1)[:, perm])
+              for stage, perm in zip(stages, perms)]
+    meta = {**metadata, "reference_input_range": reference.source_range,
+            "hidden_unit_order": f"co-zero groups of {UNIT} from {len(rows.values)} "
+                                 f"{'calibration' if calibration is not None else 'reference'} rows"}
     data = encode_model(layers, input_scale=input_scale, metadata=meta, reference_inputs=reference.values,
                         reference_outputs=reference_outputs, atol=atol, rtol=rtol)
     try:

@@ -10,6 +10,8 @@ from typing import List, Optional
 
 import mnist_engine
 
+CALIBRATION_IMAGES = 1024  # enough for the neuron order (docs/PERFORMANCE.md); a fraction of a second
+
 
 def cpu_name() -> str:
     try:
@@ -74,8 +76,14 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from .datasets import load_mnist
+
+    calibration = None
+    if args.calibration_data is not None:
+        (train_x, _), _ = load_mnist(args.calibration_data, download=False)
+        calibration = train_x[:CALIBRATION_IMAGES]
     out = mnist_engine.export_keras(args.model, args.out, input_scale=args.input_scale, allow_h5=args.allow_h5,
-                                    source=args.source)
+                                    source=args.source, calibration_images=calibration)
     print(f"wrote {out}: {mnist_engine.load(out)!r}")
     return 0
 
@@ -106,6 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--input-scale", type=float, help="uint8 pixel scale (default 1/255, or 1 with Rescaling)")
     ex.add_argument("--source", help="free-text provenance stored in the file")
     ex.add_argument("--allow-h5", action="store_true", help="load a legacy .h5 model (only if you trust it)")
+    ex.add_argument("--calibration-data", type=Path,
+                    help=f"MNIST .npz or IDX folder: its first {CALIBRATION_IMAGES} training images choose the order "
+                         "of hidden neurons that lets int8/bf16 skip the most zero units (default: the reference "
+                         "images)")
     ex.set_defaults(run=cmd_export)
 
     sub.add_parser("bench", help="benchmark against Keras, TFLite, ONNX Runtime, numpy (see --help)", add_help=False)

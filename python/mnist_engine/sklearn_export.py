@@ -21,6 +21,7 @@ def export_sklearn(
     *,
     input_scale: float = 1 / 255,
     reference_images: Any = None,
+    calibration_images: Any = None,
     source: str = "",
     store_classes: bool = True,
     atol: float = DEFAULT_ATOL,
@@ -33,7 +34,7 @@ def export_sklearn(
     labels (``clf.predict``): integers, or strings without newlines. Labels the format cannot hold
     (floats, booleans, mixed types) are refused by name; ``store_classes=False`` exports without them
     (classify then returns output indices). Multi-label classifiers store no classes.
-    ``input_scale`` and ``reference_images`` work as in :func:`export_keras`.
+    ``input_scale``, ``reference_images`` and ``calibration_images`` work as in :func:`export_keras`.
     """
     import sklearn  # noqa: PLC0415 (only exports need it)
 
@@ -64,5 +65,8 @@ def export_sklearn(
     # output is the float64 reference's.
     stages = [Stage(f"layer {i} (coefs_[{i}] {w.shape[0]}->{w.shape[1]}, {a})", forward(layers[: i + 1], x))
               for i, (w, a) in enumerate(zip(mlp.coefs_, acts))]
+    width = layers[0].kernel.shape[0]
+    calibration = None if calibration_images is None else reference_inputs_for(calibration_images, width, input_scale)
     return prove_and_write(out_path, layers, framework="scikit-learn", stages=stages, input_scale=input_scale,
-                           metadata=meta, reference=reference, reference_outputs=ref_out, atol=atol, rtol=rtol)
+                           metadata=meta, reference=reference, reference_outputs=ref_out, atol=atol, rtol=rtol,
+                           calibration=calibration)
