@@ -227,21 +227,21 @@ void Engine::run_tile(const T* x, size_t rows, float* y, Scratch& s) const {
   size_t in_stride = input_width_;
   const KernelInfo& kernel = kernel_of(kernel_);
   if constexpr (std::is_same_v<T, uint8_t>) {
-    kernel.pixels_to_float(x, rows * input_width_, input_scale_, s.input.data());
-    in = s.input.data();
+    kernel.pixels_to_float(x, rows * input_width_, input_scale_, s.input);
+    in = s.input;
   } else {
     in = x;
   }
   const size_t stride = max_padded_width_;
-  float* buffers[2] = {s.ping.data(), s.pong.data()};
+  float* buffers[2] = {s.ping, s.pong};
   for (size_t l = 0; l < layers_.size(); ++l) {
     const PackedLayer& layer = layers_[l];
     const size_t width = layer.info.input_width;
     const size_t blocks = (width + kernels::kIndexBlock - 1) / kernels::kIndexBlock;
     if (kernel.wants_nonzero_index)
       for (size_t r = 0; r < rows; ++r) {
-        uint16_t* index = s.nz_index.get() + r * width;
-        uint32_t* ends = s.block_ends.get() + r * blocks;
+        uint16_t* index = s.nz_index + r * width;
+        uint32_t* ends = s.block_ends + r * blocks;
         if (skip_zeros_) {
           kernel.nonzero_index(in + r * in_stride, width, index, ends);
           continue;
@@ -250,7 +250,7 @@ void Engine::run_tile(const T* x, size_t rows, float* y, Scratch& s) const {
         for (size_t b = 0; b < blocks; ++b) ends[b] = static_cast<uint32_t>(std::min((b + 1) * kernels::kIndexBlock, width));
       }
     float* out = buffers[l % 2];
-    kernel.run({in, in_stride, rows, width, s.block_ends.get(), s.nz_index.get(), layer.weights.data(),
+    kernel.run({in, in_stride, rows, width, s.block_ends, s.nz_index, layer.weights.data(),
                 layer.tail_stride, layer.bias.data(), layer.panels, layer.info.output_width, out, stride,
                 layer.info.activation == Activation::Relu});
     internal::apply_activation(layer.info.activation, out, rows, stride, layer.info.output_width);

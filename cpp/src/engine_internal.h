@@ -3,6 +3,7 @@
 #pragma once
 
 #include <memory>
+#include <type_traits>
 
 #include "dispatch.h"
 #include "mnist_engine/engine.h"
@@ -17,40 +18,53 @@ void apply_activation(Activation a, float* y, size_t rows, size_t stride, size_t
 
 }  // namespace internal
 
-// One thread's buffers for one tile of rows. Sized for the rows a tile will really hold and left
+// One thread's buffers for one tile of rows, carved from one allocation (a single-image call
+// would otherwise pay for eight). Sized for the rows a tile will really hold and left
 // uninitialised (every element is written before it is read): a single-image call must not pay
 // for clearing a 64-row tile.
 struct Engine::Scratch {
-  AlignedFloats input;                     // fp32: one tile of uint8 rows converted to floats
-  AlignedFloats ping, pong;                // alternating layer outputs
-  std::unique_ptr<uint32_t[]> block_ends;  // per row: where each block of its index list ends
-  std::unique_ptr<uint16_t[]> nz_index;    // fp32, per row: its nonzero inputs (widths are <= 65536)
-  AlignedArray<uint8_t> act;               // bf16/int8: a layer's input rows in its precision
-  std::unique_ptr<float[]> row_scale;      // int8: per row
-  std::unique_ptr<int32_t[]> row_zero;
-  std::unique_ptr<uint16_t[]> unit_index;  // bf16/int8, per row: its nonzero 4-byte units
+  float* input = nullptr;         // fp32: one tile of uint8 rows converted to floats
+  float* ping = nullptr;          // alternating layer outputs
+  float* pong = nullptr;
+  uint32_t* block_ends = nullptr;  // per row: where each block of its index list ends
+  uint16_t* nz_index = nullptr;    // fp32, per row: its nonzero inputs (widths are <= 65536)
+  uint8_t* act = nullptr;          // bf16/int8: a layer's input rows in its precision
+  float* row_scale = nullptr;      // int8: per row
+  int32_t* row_zero = nullptr;
+  uint16_t* unit_index = nullptr;  // bf16/int8, per row: its nonzero 4-byte units
 
   Scratch(const Engine& e, size_t rows, bool pixels) {
     const KernelInfo& k = internal::kernel_of(e.kernel_);
-    ping = AlignedFloats(rows * e.max_padded_width_, AlignedFloats::kUninitialized);
-    pong = AlignedFloats(rows * e.max_padded_width_, AlignedFloats::kUninitialized);
-    if (e.precision_ == Precision::Fp32) {
-      input = AlignedFloats(pixels ? rows * e.input_width_ : 0, AlignedFloats::kUninitialized);
-      block_ends.reset(new uint32_t[rows * (e.max_input_width_ / kernels::kIndexBlock + 1)]);
-      nz_index.reset(new uint16_t[k.wants_nonzero_index ? rows * e.max_input_width_ : 1]);
-      return;
+    size_t at = 0;
+    // Two passes over the same plan: the first sums the sizes, the second hands out pointers.
+    for (int pass = 0; pass < 2; ++pass) {
+      at = 0;
+      const auto take = [&](auto*& p, size_t count) {
+        using T = std::remove_reference_t<decltype(*p)>;
+        if (pass == 1) p = reinterpret_cast<T*>(arena_.data() + at);
+        at += internal::round_up(count * sizeof(T), kAlign);
+      };
+      take(ping, rows * e.max_padded_width_);
+      take(pong, rows * e.max_padded_width_);
+      if (e.precision_ == Precision::Fp32) {
+        take(input, pixels ? rows * e.input_width_ : 0);
+        take(block_ends, rows * (e.max_input_width_ / kernels::kIndexBlock + 1));
+        take(nz_index, k.wants_nonzero_index ? rows * e.max_input_width_ : 1);
+      } else {
+        // A tile kernel (AMX) reads whole blocks of rows; the rows past the tile are never stored.
+        take(act, internal::round_up(rows, k.row_align) * e.max_act_bytes_);
+        take(row_scale, rows);
+        take(row_zero, rows);
+        take(block_ends, rows * (e.max_units_ / kernels::kUnitBlock + 1));
+        take(unit_index, k.unit_index ? rows * e.max_units_ : 1);
+      }
+      if (pass == 0) arena_ = AlignedArray<uint8_t>(at, AlignedArray<uint8_t>::kUninitialized);
     }
-    // A tile kernel (AMX) reads whole blocks of rows; the rows past the tile are never stored.
-    const size_t padded_rows = round_up_rows(rows, k.row_align);
-    act = AlignedArray<uint8_t>(padded_rows * e.max_act_bytes_, AlignedArray<uint8_t>::kUninitialized);
-    row_scale.reset(new float[rows]);
-    row_zero.reset(new int32_t[rows]);
-    block_ends.reset(new uint32_t[rows * (e.max_units_ / kernels::kUnitBlock + 1)]);
-    unit_index.reset(new uint16_t[k.unit_index ? rows * e.max_units_ : 1]);
   }
 
  private:
-  static size_t round_up_rows(size_t rows, size_t align) { return internal::round_up(rows, align); }
+  static constexpr size_t kAlign = 64;  // a cache line, and a zmm register
+  AlignedArray<uint8_t> arena_;
 };
 
 }  // namespace mnist_engine

@@ -102,12 +102,12 @@ template <typename T>
 void Engine::run_tile_quantized(const T* x, size_t rows, float* y, Scratch& s) const {
   const KernelInfo& k = kernel_of(kernel_);
   const size_t stride = max_padded_width_;
-  float* buffers[2] = {s.ping.data(), s.pong.data()};
+  float* buffers[2] = {s.ping, s.pong};
   const float* in = nullptr;
   for (size_t l = 0; l < qlayers_.size(); ++l) {
     const QuantLayer& layer = qlayers_[l];
     const size_t width = layer.info.input_width, act_stride = layer.units * kernels::kUnitBytes;
-    uint8_t* act = s.act.data();
+    uint8_t* act = s.act;
     if constexpr (std::is_same_v<T, uint8_t>) {
       if (l == 0) {
         // Raw pixels are already the uint8 operand of the int8 kernels: x = input_scale * pixel.
@@ -128,13 +128,13 @@ void Engine::run_tile_quantized(const T* x, size_t rows, float* y, Scratch& s) c
     }
     if (l > 0 || !std::is_same_v<T, uint8_t>) {
       const float* src = l == 0 ? reinterpret_cast<const float*>(x) : in;
-      k.prepare_rows(src, l == 0 ? width : stride, rows, width, act, act_stride, s.row_scale.get(), s.row_zero.get());
+      k.prepare_rows(src, l == 0 ? width : stride, rows, width, act, act_stride, s.row_scale, s.row_zero);
     }
     const size_t blocks = (layer.units + kernels::kUnitBlock - 1) / kernels::kUnitBlock;
     if (k.unit_index)
       for (size_t r = 0; r < rows; ++r) {
-        uint16_t* index = s.unit_index.get() + r * layer.units;
-        uint32_t* ends = s.block_ends.get() + r * blocks;
+        uint16_t* index = s.unit_index + r * layer.units;
+        uint32_t* ends = s.block_ends + r * blocks;
         if (skip_zeros_) {
           k.unit_index(act + r * act_stride, layer.units, index, ends);
           continue;
@@ -144,8 +144,8 @@ void Engine::run_tile_quantized(const T* x, size_t rows, float* y, Scratch& s) c
           ends[b] = static_cast<uint32_t>(std::min((b + 1) * kernels::kUnitBlock, layer.units));
       }
     float* out = buffers[l % 2];
-    k.quant_run({act, act_stride, rows, layer.units, s.block_ends.get(), s.unit_index.get(), s.row_scale.get(),
-                 s.row_zero.get(), layer.weights.data(), layer.tail_stride, layer.col_scale.data(),
+    k.quant_run({act, act_stride, rows, layer.units, s.block_ends, s.unit_index, s.row_scale,
+                 s.row_zero, layer.weights.data(), layer.tail_stride, layer.col_scale.data(),
                  layer.col_sum.data(), layer.bias.data(), layer.panels, layer.info.output_width, out, stride,
                  layer.info.activation == Activation::Relu});
     internal::apply_activation(layer.info.activation, out, rows, stride, layer.info.output_width);
