@@ -413,3 +413,19 @@ def test_sklearn_labels_the_format_cannot_hold_are_refused_by_name(mnist, tmp_pa
     assert not (tmp_path / "f.mnw").exists()
     engine = mnist_engine.load(mnist_engine.export_sklearn(clf, tmp_path / "f.mnw", store_classes=False))
     assert engine.classes is None and set(np.unique(engine.classify(x[:200]))) <= {0, 1}
+
+
+def test_cli_export_orders_neurons_from_calibration_data(keras, mnist, tmp_path):
+    from mnist_engine.datasets import locate_mnist
+
+    model = keras.Sequential([keras.Input((784,)), keras.layers.Dense(24, activation="relu"),
+                              keras.layers.Dense(10, activation="softmax")])
+    model.save(tmp_path / "m.keras")
+    out = subprocess.run([sys.executable, "-m", "mnist_engine.cli", "export", str(tmp_path / "m.keras"),
+                          str(tmp_path / "m.mnw"), "--calibration-data", str(locate_mnist())],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    engine = mnist_engine.load(tmp_path / "m.mnw")
+    assert engine.metadata["hidden_unit_order"] == "co-zero groups of 4 from 1024 calibration rows"
+    x = mnist[1][0][:64].reshape(64, -1)
+    np.testing.assert_allclose(engine.predict(x), model.predict(x / 255, verbose=0), atol=1e-5)
