@@ -277,10 +277,16 @@ def _is_quantized(model) -> bool:
     return any(getattr(layer, "quantization_mode", None) for layer in model.layers)
 
 
-def _dequantized_twin(model, keras):
-    """The model with every int8 kernel replaced by its float kernel (dense_kernel): what the file
-    stores and the float32 engine reproduces at a float32 tolerance. The quantized model itself
-    quantizes each Dense input per row, an error the file's tolerance is not meant to cover."""
+def _compute_dtypes(model) -> List[str]:
+    return sorted({str(getattr(getattr(layer, "dtype_policy", None), "compute_dtype", "float32"))
+                   for layer in model.layers})
+
+
+def _float32_twin(model, keras):
+    """The same model computing in float32 throughout, with every int8 kernel replaced by its float
+    kernel (dense_kernel): what the file stores and the float32 engine reproduces at a float32
+    tolerance. A float16 forward pass, or an int8 one (which also quantizes each Dense input per
+    row), is not a reference the engine's float32 arithmetic can be held to."""
     def clone(layer):
         config = {**layer.get_config(), "dtype": "float32"}
         config.pop("quantization_config", None)
@@ -298,23 +304,6 @@ def _dequantized_twin(model, keras):
             target.set_weights(weights)
         elif source.weights:
             target.set_weights(source.get_weights())
-    return twin
-
-
-def _compute_dtypes(model) -> List[str]:
-    return sorted({str(getattr(getattr(layer, "dtype_policy", None), "compute_dtype", "float32"))
-                   for layer in model.layers})
-
-
-def _float32_twin(model, keras):
-    """The same model computing in float32 throughout: for a mixed-precision model, the float32
-    variables are what the file stores, and a float16 forward pass is not a reference the engine's
-    float32 arithmetic can be held to at a float32 tolerance."""
-    def clone(layer):
-        return layer.__class__.from_config({**layer.get_config(), "dtype": "float32"})
-
-    twin = keras.models.clone_model(model, clone_function=clone)
-    twin.set_weights(model.get_weights())
     return twin
 
 
@@ -370,10 +359,7 @@ def export_keras(
     _check_is_graph_model(model, keras)  # before cloning: a subclassed model gets our message, not Keras's
     precisions = _compute_dtypes(model)
     quantized = _is_quantized(model)
-    if quantized:
-        checked = _dequantized_twin(model, keras)
-    else:
-        checked = model if precisions == ["float32"] else _float32_twin(model, keras)
+    checked = model if precisions == ["float32"] and not quantized else _float32_twin(model, keras)
     chain = keras_dense_chain(checked)
     if input_scale is None:
         input_scale = 1.0 if chain.rescales else 1 / 255
