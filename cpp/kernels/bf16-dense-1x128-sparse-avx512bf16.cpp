@@ -12,7 +12,7 @@ namespace {
 struct Avx512Bf16 {
   using Acc = __m512;
   using Xb = __m512i;
-  static constexpr size_t kLanes = 16, kSubgroups = 1;
+  static constexpr size_t kLanes = 16, kSubgroups = 1, kVectors = 8;
   static Xb broadcast(const uint8_t* unit) { return _mm512_set1_epi32(unit_word(unit)); }
   static Acc dot(Acc acc, Xb x, const uint8_t* w, size_t) {
     return _mm512_dpbf16_ps(acc, reinterpret_cast<__m512bh&>(x), load_bf16(w));

@@ -216,7 +216,7 @@ void pixels_to_float_avx512f(const uint8_t* pixels, size_t n, double scale, floa
 float fma_peak_avx512f(uint64_t iterations);
 
 // int8 (u8 activations x s8 weights) and bf16 kernels; see QuantDenseArgs.
-void u8s8_dense_1x128_sparse_avx512vnni(const QuantDenseArgs& a);  // vpdpbusd zmm
+void u8s8_dense_1x64_sparse_avx512vnni(const QuantDenseArgs& a);  // vpdpbusd zmm
 void u8s8_dense_1x64_sparse_avxvnni(const QuantDenseArgs& a);      // vpdpbusd ymm (VEX)
 void u8s8_dense_1x64_sparse_avx2(const QuantDenseArgs& a);         // vpmaddwd on int16 pairs
 void u8s8_dense_32x32_amx(const QuantDenseArgs& a);                // tdpbusd

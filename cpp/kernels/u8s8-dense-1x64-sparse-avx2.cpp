@@ -15,7 +15,7 @@ struct Avx2Int16 : Int32x8 {
   struct Xb {
     __m256i low, high;  // inputs 0,1 and 2,3 of the unit as int16 pairs, in every lane
   };
-  static constexpr size_t kSubgroups = 2;
+  static constexpr size_t kSubgroups = 2, kVectors = 8;
   static Xb broadcast(const uint8_t* unit) {
     const uint32_t v = static_cast<uint32_t>(unit_word(unit));
     const uint32_t low = (v & 0xffu) | ((v & 0xff00u) << 8);

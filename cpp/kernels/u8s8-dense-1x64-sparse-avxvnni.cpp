@@ -10,7 +10,7 @@ namespace {
 
 struct AvxVnni : Int32x8 {
   using Xb = __m256i;
-  static constexpr size_t kSubgroups = 1;
+  static constexpr size_t kSubgroups = 1, kVectors = 8;
   static Xb broadcast(const uint8_t* unit) { return _mm256_set1_epi32(unit_word(unit)); }
   static Acc dot(Acc acc, Xb x, const uint8_t* w, size_t) {
     return _mm256_dpbusd_avx_epi32(acc, x, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w)));

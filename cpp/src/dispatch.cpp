@@ -199,7 +199,7 @@ const std::vector<KernelInfo>& kernel_table() {
 #if defined(MNIST_ENGINE_X86_KERNELS)
       quant_kernel("int8-amx", P::Int8, 16, has_amx_int8, k::u8s8_dense_32x32_amx, nullptr,
                    k::quantize_rows_u8_avx512f, kAmx8),
-      quant_kernel("int8-avx512vnni", P::Int8, 128, has_avx512_vnni, k::u8s8_dense_1x128_sparse_avx512vnni,
+      quant_kernel("int8-avx512vnni", P::Int8, 64, has_avx512_vnni, k::u8s8_dense_1x64_sparse_avx512vnni,
                    k::unit_index_avx512f, k::quantize_rows_u8_avx512f, kPlain),
       quant_kernel("int8-avxvnni", P::Int8, 64, has_avx_vnni, k::u8s8_dense_1x64_sparse_avxvnni,
                    k::unit_index_scalar, k::quantize_rows_u8_avx2, kPlain),
