@@ -31,9 +31,14 @@ inline typename Isa::V load_weights(const float* p, typename Isa::Mask mask) {
 // bit-identical to the dense sum in the same k order (one exception: an accumulator that is
 // exactly -0.0, e.g. a -0.0 bias with every input zero, would become +0.0 in the dense sum).
 // tests/test_kernels.py compares the bits with skipping switched off (Engine skip_zeros=False).
+//
+// Not inlined: inside the row and panel loops GCC ran out of registers and reloaded spilled
+// values in the k loop; out of line the loop keeps everything in registers (AVX2 kernel 15%
+// faster on Zen 4, AVX-512 3%).
 template <class Isa, int N, bool Tail>
-inline void row_panel(const float* x, const uint16_t* index, const uint16_t* end, const float* w,
-                      size_t tail_stride, typename Isa::Mask mask, const float* init, float* y, bool relu) {
+__attribute__((noinline)) void row_panel(const float* x, const uint16_t* index, const uint16_t* end,
+                                         const float* w, size_t tail_stride, typename Isa::Mask mask,
+                                         const float* init, float* y, bool relu) {
   using V = typename Isa::V;
   constexpr size_t L = Isa::kLanes, kPanel = 8 * L;
   const size_t stride = Tail ? tail_stride : kPanel;
