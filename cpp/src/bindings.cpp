@@ -5,6 +5,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <climits>
 #include <cmath>
 #include <sstream>
 
@@ -91,9 +92,19 @@ Batch to_batch(const py::handle& obj, uint32_t width) {
   return {floats, false, rows};
 }
 
+// threads=None (the default) or an integer in range; "2", 2.0 and True are refused by name rather
+// than converted, and a huge int is reported as out of range rather than overflowing.
 int to_threads(const py::object& threads) {
   if (threads.is_none()) return 0;
-  return mnist_engine::check_threads(threads.cast<long long>(), "threads=None or threads");
+  if (PyBool_Check(threads.ptr()) || !PyIndex_Check(threads.ptr()))
+    throw py::type_error("expected threads=None or an int in 1.." + std::to_string(mnist_engine::max_threads()) +
+                         ", got " + std::string(py::str(py::type::of(threads).attr("__name__"))) + " " +
+                         std::string(py::repr(threads)));
+  int overflow = 0;
+  const py::int_ value = py::reinterpret_steal<py::int_>(PyNumber_Index(threads.ptr()));
+  long long n = PyLong_AsLongLongAndOverflow(value.ptr(), &overflow);
+  if (overflow) n = overflow > 0 ? LLONG_MAX : LLONG_MIN;
+  return mnist_engine::check_threads(n, "threads=None or threads");
 }
 
 py::array_t<float> predict(const Engine& e, const py::handle& x, const py::object& threads) {
@@ -178,6 +189,66 @@ template <uint32_t (*Crc)(const uint8_t*, size_t, uint32_t)>
 uint32_t crc_of(const py::buffer& data, uint32_t crc) {
   const py::buffer_info info = byte_buffer(data);
   return Crc(static_cast<const uint8_t*>(info.ptr), static_cast<size_t>(info.size), crc);
+}
+
+std::shared_ptr<Engine> engine_from_buffer(const py::buffer& data, bool verify, const std::string& kernel,
+                                           bool skip_zeros, const py::object& precision_arg,
+                                           const py::object& threads_arg) {
+  // No precision: the named kernel's, else the exact fp32.
+  mnist_engine::Precision precision = mnist_engine::Precision::Fp32;
+  if (!precision_arg.is_none())
+    precision = mnist_engine::parse_precision(precision_arg.cast<std::string>());
+  else
+    for (const auto& k : mnist_engine::kernel_table())
+      if (kernel == k.name) precision = k.precision;
+  const int threads = to_threads(threads_arg);
+  const py::buffer_info info = byte_buffer(data);
+  const auto* bytes = static_cast<const uint8_t*>(info.ptr);
+  const auto size = static_cast<size_t>(info.size);
+  // The loader reads the buffer several times (checksum, then each rule, then the weights) with
+  // the GIL released. A bytes object cannot change meanwhile; anything else (bytearray, mmap, a
+  // writable memoryview) could be changed by another thread or process between the checksum and
+  // the parse, so it is copied once, under the GIL.
+  std::vector<uint8_t> copy;
+  if (!PyBytes_CheckExact(data.ptr())) {
+    copy.assign(bytes, bytes + size);
+    bytes = copy.data();
+  }
+  py::gil_scoped_release release;
+  return std::const_pointer_cast<Engine>(
+      Engine::from_bytes(bytes, size, verify, kernel, skip_zeros, precision, threads));
+}
+
+// Pickling (multiprocessing, concurrent.futures, joblib, Dask): the file's bytes and the load
+// options travel, and the receiving process parses, verifies and packs again for its own CPU.
+// The state is a tuple led by its layout's version, so a later layout can still read this one.
+constexpr int kPickleVersion = 1;
+
+py::tuple engine_state(const Engine& e) {
+  const auto& file = e.file_bytes();
+  return py::make_tuple(kPickleVersion, py::bytes(reinterpret_cast<const char*>(file.data()), file.size()),
+                        e.kernel_request(), std::string(mnist_engine::precision_name(e.precision())),
+                        e.threads(), e.skip_zeros(), e.verified());
+}
+
+std::shared_ptr<Engine> engine_from_state(const py::tuple& state) {
+  if (state.size() != 7 || !py::isinstance<py::int_>(state[0]) || state[0].cast<int>() != kPickleVersion)
+    throw py::value_error("cannot unpickle this Engine: expected a version-" + std::to_string(kPickleVersion) +
+                          " state of 7 items, got " + std::string(py::repr(state[0])) + " with " +
+                          std::to_string(state.size()) + " items (pickled by another mnist_engine version?)");
+  // A thread count is a default, not a requirement: a machine with fewer CPUs caps it.
+  const int threads = std::min(state[4].cast<int>(), mnist_engine::max_threads());
+  return engine_from_buffer(state[1].cast<py::buffer>(), state[6].cast<bool>(), state[2].cast<std::string>(),
+                            state[5].cast<bool>(), state[3], threads ? py::object(py::int_(threads)) : py::none());
+}
+
+// scikit-learn's `classes_`: what classify returns per output, as an array.
+py::array sklearn_classes(const Engine& e) {
+  const auto& c = e.classes();
+  py::module_ np = py::module_::import("numpy");
+  if (c.kind == mnist_engine::ClassLabels::Int) return np.attr("asarray")(c.ints, "int64");
+  if (c.kind == mnist_engine::ClassLabels::Str) return np.attr("asarray")(c.strs);
+  return np.attr("arange")(e.output_width() == 1 ? 2 : e.output_width(), py::arg("dtype") = "int64");
 }
 
 }  // namespace
@@ -266,42 +337,43 @@ PYBIND11_MODULE(_core, m) {
   m.def("get_num_threads", &mnist_engine::default_threads);
   m.def("max_threads", &mnist_engine::max_threads, "The most threads a call may ask for: 4x the CPUs.");
 
-  py::class_<Engine, std::shared_ptr<Engine>>(m, "Engine")
-      .def_static(
-          "from_bytes",
-          [](const py::buffer& data, bool verify, const std::string& kernel, bool skip_zeros,
-             const py::object& precision_arg) {
-            // No precision: the named kernel's, else the exact fp32.
-            mnist_engine::Precision precision = mnist_engine::Precision::Fp32;
-            if (!precision_arg.is_none())
-              precision = mnist_engine::parse_precision(precision_arg.cast<std::string>());
-            else
-              for (const auto& k : mnist_engine::kernel_table())
-                if (kernel == k.name) precision = k.precision;
-            const py::buffer_info info = byte_buffer(data);
-            const auto* bytes = static_cast<const uint8_t*>(info.ptr);
-            const auto size = static_cast<size_t>(info.size);
-            // The loader reads the buffer several times (checksum, then each rule, then the
-            // weights) with the GIL released. A bytes object cannot change meanwhile; anything
-            // else (bytearray, mmap, a writable memoryview) could be changed by another thread or
-            // process between the checksum and the parse, so it is copied once, under the GIL.
-            std::vector<uint8_t> copy;
-            if (!PyBytes_CheckExact(data.ptr())) {
-              copy.assign(bytes, bytes + size);
-              bytes = copy.data();
-            }
-            py::gil_scoped_release release;
-            return std::const_pointer_cast<Engine>(
-                Engine::from_bytes(bytes, size, verify, kernel, skip_zeros, precision));
-          },
-          py::arg("data"), py::arg("verify") = true, py::arg("kernel") = "", py::arg("skip_zeros") = true,
-          py::arg("precision") = py::none())
+  py::class_<Engine, std::shared_ptr<Engine>>(m, "Engine", R"doc(A loaded, verified model: immutable and thread-safe.
+
+Make one with mnist_engine.load(path) (or Engine.from_bytes). predict(x) returns the model's
+outputs as (N, output_width) float32, like Keras's model.predict; classify(x) the labels. Both
+take uint8 pixels (scaled by input_scale) or float32 values, shaped (N, 784) or (N, 28, 28),
+and release the GIL. The scikit-learn names work too: predict_proba, classes_, n_features_in_.
+
+An Engine pickles as its file's bytes and its load options (kernel request, precision, threads),
+and is parsed and verified again where it is unpickled, so it can be sent to multiprocessing,
+concurrent.futures, joblib or Dask workers. copy.copy and copy.deepcopy return the same object:
+nothing about an Engine can change.)doc")
+      .def_static("from_bytes", &engine_from_buffer, py::arg("data"), py::arg("verify") = true,
+                  py::arg("kernel") = "", py::arg("skip_zeros") = true, py::arg("precision") = py::none(),
+                  py::arg("threads") = py::none(),
+                  "An engine from the bytes of a .mnw file; see mnist_engine.load for the arguments.")
       .def("predict", &predict, py::arg("x"), py::arg("threads") = py::none(),
-           "The model's outputs, (N, output_width) float32. x: uint8 pixels (scaled by input_scale) or floats "
-           "already in the model's input domain, (N, input_width) or (N, a, b). Releases the GIL.")
+           "The model's outputs, (N, output_width) float32 (class probabilities for a softmax model).\n\n"
+           "x: uint8 pixels (scaled by input_scale) or floats already in the model's input domain (x / 255 for "
+           "the bundled model), shaped (N, input_width) or (N, a, b) with a * b = input_width. threads: this "
+           "call's OpenMP threads (default: the engine's, else mnist_engine.get_num_threads()). Releases the GIL.")
+      .def("predict_proba", &predict, py::arg("x"), py::arg("threads") = py::none(),
+           "The same as predict: scikit-learn's name for class probabilities.")
       .def("classify", &classify, py::arg("x"), py::arg("threads") = py::none(),
-           "One label per row: the argmax of predict, or for a one-output model output > threshold (0.5 after a "
-           "sigmoid, else 0), mapped through `classes` when the file has them (int64, or str for string labels).")
+           "One label per row, shape (N,): the argmax of predict, or for a one-output model output > threshold "
+           "(0.5 after a sigmoid, else 0), mapped through `classes` when the file has them (int64, or str for "
+           "string labels). Takes the same x and threads as predict.")
+      .def_property_readonly("classes_", &sklearn_classes,
+                             "scikit-learn's classes_: the labels classify returns, as an array (the file's "
+                             "classes, else the output indices 0..output_width-1).")
+      .def_property_readonly("n_features_in_", &Engine::input_width, "scikit-learn's name for input_width.")
+      .def_property_readonly("threads", [](const Engine& e) { return e.threads() ? py::object(py::int_(e.threads())) : py::none(); },
+                             "The threads predict uses when a call names none (load(threads=...)); None: the "
+                             "process default, mnist_engine.get_num_threads().")
+      .def(py::pickle(&engine_state, &engine_from_state))
+      .def("__copy__", [](const std::shared_ptr<Engine>& self) { return self; })
+      .def("__deepcopy__", [](const std::shared_ptr<Engine>& self, const py::object&) { return self; },
+           py::arg("memo"))
       .def_property_readonly("classes", &classes_of,
                              "The file's class labels (what classify returns per output), or None: indices.")
       .def_property_readonly("input_width", &Engine::input_width)

