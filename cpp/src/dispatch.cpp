@@ -90,11 +90,14 @@ struct QuantLayout {
 constexpr QuantLayout kPlain{1, 1, 1, 1}, kWidened{2, 2, 1, 1}, kBf16{2, 1, 1, 1}, kAmx8{1, 1, 16, 32},
     kAmx16{2, 1, 16, 32};
 
-KernelInfo quant_kernel(const char* name, Precision precision, uint32_t panel, bool (*supports)(),
-                        kernels::QuantDenseFn run, kernels::UnitIndexFn index, kernels::QuantizeRowsFn prepare,
-                        QuantLayout layout) {
-  // The last panel is padded to whole vectors (the panel's width / 8), or whole tiles (AMX).
-  const uint32_t granule = layout.unit_align > 1 ? panel : std::max(panel / 8, 1u);
+// A panel is `vectors` accumulators of `lanes` columns (the kernel file's Isa::kVectors and
+// kLanes). The last panel is padded to whole vectors, which the kernel reads whole, or whole tiles
+// (AMX).
+KernelInfo quant_kernel(const char* name, Precision precision, uint32_t lanes, uint32_t vectors,
+                        bool (*supports)(), kernels::QuantDenseFn run, kernels::UnitIndexFn index,
+                        kernels::QuantizeRowsFn prepare, QuantLayout layout) {
+  const uint32_t panel = lanes * vectors;
+  const uint32_t granule = layout.unit_align > 1 ? panel : lanes;
   return {name, precision, panel, granule, supports, false, nullptr, nullptr, nullptr, nullptr, 0,
           run, index, prepare, layout.weight_bytes, layout.subgroups, layout.unit_align, layout.row_align,
           panel == 1};
@@ -189,24 +192,24 @@ const std::vector<KernelInfo>& kernel_table() {
       fp32_kernel("scalar", k::kScalarPanelWidth, 1, false, always, k::f32_dense_scalar, k::nonzero_index_scalar,
                   k::pixels_to_float_scalar, k::fma_peak_scalar, 1),
 #if defined(MNIST_ENGINE_X86_KERNELS)
-      quant_kernel("bf16-amx", P::Bf16, 16, has_amx_bf16, k::bf16_dense_32x32_amx, nullptr,
+      quant_kernel("bf16-amx", P::Bf16, 16, 1, has_amx_bf16, k::bf16_dense_32x32_amx, nullptr,
                    k::convert_rows_bf16_avx512bf16, kAmx16),
-      quant_kernel("bf16-avx512bf16", P::Bf16, 128, has_avx512_bf16, k::bf16_dense_1x128_sparse_avx512bf16,
+      quant_kernel("bf16-avx512bf16", P::Bf16, 16, 8, has_avx512_bf16, k::bf16_dense_1x128_sparse_avx512bf16,
                    k::unit_index_avx512f, k::convert_rows_bf16_avx512bf16, kBf16),
 #endif
-      quant_kernel("bf16-scalar", P::Bf16, 1, always, k::bf16_dense_scalar, nullptr, k::convert_rows_bf16_scalar,
+      quant_kernel("bf16-scalar", P::Bf16, 1, 1, always, k::bf16_dense_scalar, nullptr, k::convert_rows_bf16_scalar,
                    kBf16),
 #if defined(MNIST_ENGINE_X86_KERNELS)
-      quant_kernel("int8-amx", P::Int8, 16, has_amx_int8, k::u8s8_dense_32x32_amx, nullptr,
+      quant_kernel("int8-amx", P::Int8, 16, 1, has_amx_int8, k::u8s8_dense_32x32_amx, nullptr,
                    k::quantize_rows_u8_avx512f, kAmx8),
-      quant_kernel("int8-avx512vnni", P::Int8, 64, has_avx512_vnni, k::u8s8_dense_1x64_sparse_avx512vnni,
+      quant_kernel("int8-avx512vnni", P::Int8, 16, 4, has_avx512_vnni, k::u8s8_dense_1x64_sparse_avx512vnni,
                    k::unit_index_avx512f, k::quantize_rows_u8_avx512f, kPlain),
-      quant_kernel("int8-avxvnni", P::Int8, 64, has_avx_vnni, k::u8s8_dense_1x64_sparse_avxvnni,
+      quant_kernel("int8-avxvnni", P::Int8, 8, 8, has_avx_vnni, k::u8s8_dense_1x64_sparse_avxvnni,
                    k::unit_index_scalar, k::quantize_rows_u8_avx2, kPlain),
-      quant_kernel("int8-avx2", P::Int8, 64, has_avx2_fma, k::u8s8_dense_1x64_sparse_avx2, k::unit_index_scalar,
+      quant_kernel("int8-avx2", P::Int8, 8, 8, has_avx2_fma, k::u8s8_dense_1x64_sparse_avx2, k::unit_index_scalar,
                    k::quantize_rows_u8_avx2, kWidened),
 #endif
-      quant_kernel("int8-scalar", P::Int8, 1, always, k::u8s8_dense_scalar, nullptr, k::quantize_rows_u8_scalar,
+      quant_kernel("int8-scalar", P::Int8, 1, 1, always, k::u8s8_dense_scalar, nullptr, k::quantize_rows_u8_scalar,
                    kPlain),
   };
   return table;
