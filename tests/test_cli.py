@@ -77,31 +77,35 @@ def test_python_dash_m_is_the_cli():
     assert "layer 0: 784 -> 512 relu" in out.stdout
 
 
-def user_error_cases(tmp: Path):
+# (arguments, the message's expected text); "{tmp}" is a folder holding the files user_error_files makes.
+USER_ERRORS = [
+    (["eval", "--repeat", "0"], "argument --repeat: expected a whole number of at least 1, got 0"),
+    (["eval", "--threads", "2x"], "argument --threads: expected a whole number of at least 1, got '2x'"),
+    (["eval", "--threads", "999"], "expected threads=None or threads in 1.."),
+    (["eval", "--model", ""], "argument --model: expected a path, got an empty string"),
+    (["eval", "--model", "{tmp}"], "Is a directory: {tmp}"),
+    (["eval", "--model", "{tmp}/missing.mnw"], "No such file or directory: {tmp}/missing.mnw"),
+    (["info", "{tmp}/text.npz"], "bad-magic at offset 0: expected the magic 89 4d 4e 57 0d 0a 1a 0a, got 72 6f"),
+    (["eval", "--data", "{tmp}/empty.npz"], "expected MNIST as an .npz (a zip of x_train, y_train, x_test, "
+                                            "y_test) or a folder of IDX files, got an empty file"),
+    (["eval", "--data", "{tmp}/text.npz"], "got a file starting 72 6f 6f 74"),
+    (["eval", "--data", "{tmp}/wrong.npz"], "expected x_train with shape (60000, 28, 28), got (3, 3)"),
+    (["eval", "--data", "{tmp}"], "no train-images-idx3-ubyte or train-images-idx3-ubyte.gz"),
+    (["eval", "--precision", "int4"], "argument --precision: invalid choice: 'int4'"),
+]
+
+
+def user_error_files(tmp: Path) -> None:
     (tmp / "empty.npz").write_bytes(b"")
     (tmp / "text.npz").write_text("root:x:0:0\n" * 10)
     np.savez(tmp / "wrong.npz", x_train=np.zeros((3, 3)))
-    return [
-        (["eval", "--repeat", "0"], "argument --repeat: expected a whole number of at least 1, got 0"),
-        (["eval", "--threads", "2x"], "argument --threads: expected a whole number of at least 1, got '2x'"),
-        (["eval", "--threads", "999"], "expected threads=None or threads in 1.."),
-        (["eval", "--model", ""], "argument --model: expected a path, got an empty string"),
-        (["eval", "--model", str(tmp)], f"Is a directory: {tmp}"),
-        (["eval", "--model", str(tmp / "missing.mnw")], f"No such file or directory: {tmp / 'missing.mnw'}"),
-        (["info", str(tmp / "text.npz")],
-         "bad-magic at offset 0: expected the magic 89 4d 4e 57 0d 0a 1a 0a, got 72 6f"),
-        (["eval", "--data", str(tmp / "empty.npz")], "expected MNIST as an .npz (a zip of x_train, y_train, x_test, "
-                                                     "y_test) or a folder of IDX files, got an empty file"),
-        (["eval", "--data", str(tmp / "text.npz")], "got a file starting 72 6f 6f 74"),
-        (["eval", "--data", str(tmp / "wrong.npz")], "expected x_train with shape (60000, 28, 28), got (3, 3)"),
-        (["eval", "--data", str(tmp)], "no train-images-idx3-ubyte or train-images-idx3-ubyte.gz"),
-        (["eval", "--precision", "int4"], "argument --precision: invalid choice: 'int4'"),
-    ]
 
 
-@pytest.mark.parametrize("case", range(12))
-def test_user_errors_are_one_line_and_exit_2(tmp_path, case):
-    args, expected = user_error_cases(tmp_path)[case]
+@pytest.mark.parametrize("args, expected", USER_ERRORS)
+def test_user_errors_are_one_line_and_exit_2(tmp_path, args, expected):
+    user_error_files(tmp_path)
+    args = [a.format(tmp=tmp_path) for a in args]
+    expected = expected.format(tmp=tmp_path)
     out = run_module(*args)
     assert out.returncode == 2, (args, out.stdout, out.stderr)
     last = out.stderr.strip().splitlines()[-1]

@@ -30,6 +30,15 @@ def engine():
     return mnist_engine.load(mnist_engine.default_model_path())
 
 
+@pytest.fixture(scope="module")
+def dask_score():
+    """tools/dask_score.py, the README's scale-out example, as a module."""
+    spec = importlib.util.spec_from_file_location("dask_score", ROOT / "tools" / "dask_score.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def predict_chunk(engine: mnist_engine.Engine, chunk: np.ndarray) -> np.ndarray:
     return engine.predict(chunk)
 
@@ -124,14 +133,11 @@ def test_joblib_loky(engine, images):
 
 
 @pytest.mark.filterwarnings("ignore:Sending large graph")  # the 7.8 MB of images, embedded on purpose
-def test_dask_local_cluster_matches_local_predict(engine, mnist):
+def test_dask_local_cluster_matches_local_predict(engine, mnist, dask_score):
     """The README's scale-out example (tools/dask_score.py) on a real distributed scheduler with
     two worker processes, over the 10k MNIST test images."""
     require("dask.array")
     distributed = require("distributed")
-    spec = importlib.util.spec_from_file_location("dask_score", ROOT / "tools" / "dask_score.py")
-    dask_score = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(dask_score)
     _, (x_test, y_test) = mnist
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster, \
             distributed.Client(cluster) as client:
@@ -142,11 +148,8 @@ def test_dask_local_cluster_matches_local_predict(engine, mnist):
     assert (probs.argmax(1) == y_test).mean() > 0.97
 
 
-def test_dask_example_script_runs_end_to_end(mnist, capsys):
+def test_dask_example_script_runs_end_to_end(mnist, capsys, dask_score):
     require("distributed")
-    spec = importlib.util.spec_from_file_location("dask_score", ROOT / "tools" / "dask_score.py")
-    dask_score = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(dask_score)
     assert dask_score.main(["--images", "30000", "--chunk-rows", "5000"]) == 0  # the test set 3 times
     out = capsys.readouterr().out
     assert "bitwise   equal to a local predict" in out and "accuracy  97.75%" in out
