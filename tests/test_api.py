@@ -41,9 +41,10 @@ def test_public_names_are_exported():
     assert mnist_engine.FormatError.__module__.startswith("mnist_engine")
 
 
-def test_import_does_not_import_tensorflow():
+def test_import_does_not_import_tensorflow_or_the_extras():
     code = ("import sys, mnist_engine, numpy as np; mnist_engine.predict(np.zeros((1, 784), np.uint8)); "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'sklearn')))")
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('tensorflow', 'keras', 'sklearn', 'PIL', 'matplotlib', 'tqdm', 'dask')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     assert out.stdout.strip() == "[]"
 

@@ -1,6 +1,7 @@
 """The mnist-engine command, as a user runs it."""
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -92,11 +93,25 @@ USER_ERRORS = [
     (["eval", "--data", "{tmp}/wrong.npz"], "expected x_train with shape (60000, 28, 28), got (3, 3)"),
     (["eval", "--data", "{tmp}"], "no train-images-idx3-ubyte or train-images-idx3-ubyte.gz"),
     (["eval", "--precision", "int4"], "argument --precision: invalid choice: 'int4'"),
+    (["eval", "--plots", "{tmp}/empty.npz", "--repeat", "1"], "expected a folder for the plots, got a file: "
+                                                              "{tmp}/empty.npz"),
+    (["predict", "{tmp}/text.npz"], "{tmp}/text.npz: expected an image (PNG, JPEG"),
+    (["predict", "{tmp}/missing.png"], "No such file or directory: {tmp}/missing.png"),
+    (["predict", "{tmp}/*.jpeg"], "expected image files, got a pattern that matches none: {tmp}/*.jpeg"),
+    (["predict", "{tmp}/no_images"], "expected images, got folders without any"),
+    (["predict", "{tmp}/blank.png"], "{tmp}/blank.png: found no digit"),
+    (["predict", "--invert", "maybe", "x.png"], "argument --invert: invalid choice: 'maybe'"),
+    (["predict", "--top", "0", "x.png"], "argument --top: expected a whole number of at least 1, got 0"),
 ]
 
 
 def user_error_files(tmp: Path) -> None:
     (tmp / "empty.npz").write_bytes(b"")
+    (tmp / "no_images").mkdir()
+    (tmp / "no_images" / "notes.txt").write_text("a folder without pictures")
+    (tmp / "blank.png").write_bytes(bytes.fromhex(  # an 8x8 white PNG, written without Pillow
+        "89504e470d0a1a0a0000000d4948445200000008000000080800000000e164e157000000104944"
+        "4154789c63fccf00014c0c1431004941010f7960f3f80000000049454e44ae426082"))
     (tmp / "text.npz").write_text("root:x:0:0\n" * 10)
     np.savez(tmp / "wrong.npz", x_train=np.zeros((3, 3)))
 
@@ -139,3 +154,72 @@ def test_datasets_module_has_help():
     out = subprocess.run([sys.executable, "-m", "mnist_engine.datasets", "--help"], capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 0 and "usage:" in out.stdout, out.stderr
+
+
+def drawn_folder(tmp: Path) -> Path:
+    """The README walkthrough's drawings: every digit, 28 and 400 pixels, both polarities."""
+    from drawn_digits import main as draw
+
+    folder = tmp / "drawn"
+    draw([str(folder)])
+    return folder
+
+
+def test_predict_reads_every_drawn_digit(tmp_path):
+    pytest.importorskip("PIL")
+    folder = drawn_folder(tmp_path)
+    out = run_module("predict", str(folder), "--json")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert len(report["results"]) == 40 and report["errors"] == []
+    for r in report["results"]:
+        assert r["digit"] == Path(r["file"]).name[0], r  # the file name starts with the digit drawn
+        assert [t["digit"] for t in r["top"]][0] == r["digit"] and len(r["top"]) == 3
+        probabilities = [t["probability"] for t in r["top"]]
+        assert probabilities == sorted(probabilities, reverse=True) and r["confidence"] == probabilities[0]
+    # text output: one line per file, and a glob the shell did not expand
+    out = run_module("predict", str(folder / "7_*"), "--precision", "int8", "--top", "2")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert len(lines) == 4 and all(re.search(r"7_\S+\.png\s+7\s+[\d.]+%\s+\(top 2: 7 ", line) for line in lines), lines
+
+
+def test_predict_reports_bad_files_and_reads_the_rest(tmp_path):
+    pytest.importorskip("PIL")
+    folder = drawn_folder(tmp_path)
+    (folder / "zz_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
+    out = run_module("predict", str(folder / "3_400px_black-on-white.png"), str(folder / "zz_broken.png"))
+    assert out.returncode == 2
+    assert out.stdout.count("\n") == 1 and re.search(r"black-on-white.png\s+3 ", out.stdout)
+    assert out.stderr.count("\n") == 1 and "zz_broken.png: expected an image" in out.stderr
+
+
+def test_eval_plots_and_json(tmp_path, mnist):
+    pytest.importorskip("matplotlib")
+    out = run_module("eval", "--plots", str(tmp_path / "plots"), "--json", "--repeat", "1")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    (_, _), (x_test, y_test) = mnist
+    predicted = mnist_engine.classify(x_test)
+    assert report["accuracy"] == pytest.approx((predicted == y_test).mean())
+    rows = {r["class"]: r for r in report["per_class"]}
+    for digit in range(10):
+        found = ((predicted == digit) & (y_test == digit)).sum()
+        assert rows[str(digit)]["recall"] == pytest.approx(found / (y_test == digit).sum())
+        assert rows[str(digit)]["precision"] == pytest.approx(found / (predicted == digit).sum())
+    worst = report["confused_pairs"][0]
+    a, b = int(worst["a"]), int(worst["b"])
+    assert worst["a_as_b"] == ((y_test == a) & (predicted == b)).sum()
+    assert worst["b_as_a"] == ((y_test == b) & (predicted == a)).sum()
+    from PIL import Image
+
+    assert sorted(Path(p).name for p in report["plots"]) == ["confusion_matrix.png", "misclassified.png"]
+    for path in report["plots"]:
+        with Image.open(path) as png:
+            assert png.format == "PNG" and min(png.size) > 400
+            assert np.asarray(png.convert("L")).std() > 20  # drawn on, not blank
+    assert not list((tmp_path / "plots").glob(".*"))  # no temporary files left behind
+    # the text form has the per-class table and names the pictures
+    text = run_module("eval", "--plots", str(tmp_path / "plots"), "--repeat", "1")
+    assert re.search(r"^\s+9\s+[\d.]+%\s+[\d.]+%\s+[\d.]+%\s+1009$", text.stdout, re.M), text.stdout
+    assert "most confused pairs" in text.stdout and "misclassified.png" in text.stdout

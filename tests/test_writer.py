@@ -94,3 +94,13 @@ def test_class_labels_the_format_can_hold(labels, outputs, message):
         return
     with pytest.raises(ValueError, match=message):
         model_file.encode_classes(labels, outputs)
+
+
+@pytest.mark.parametrize("where", ["missing/folder/m.mnw", "a_folder"])
+def test_a_failed_write_names_the_users_path_not_the_temporary_file(tmp_path, where):
+    (tmp_path / "a_folder").mkdir()
+    target = tmp_path / where
+    with pytest.raises(OSError) as e:
+        model_file.atomic_write_bytes(target, b"bytes")
+    assert e.value.filename == str(target) and ".tmp" not in str(e.value), str(e.value)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["a_folder"]  # nothing left behind

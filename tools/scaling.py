@@ -13,7 +13,7 @@ import time
 import numpy as np
 
 import mnist_engine
-from mnist_engine.cli import cpu_name
+from mnist_engine._system import cpu_name
 from mnist_engine.datasets import load_mnist
 
 

@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # imported lazily below: `import mnist_engine` must stay fast
     import numpy as np
 
     from ._export_common import ExportMismatchError, InputRangeWarning
+    from .images import ImageError, preprocess_image
     from .keras_export import UnsupportedModelError, export_keras
     from .model_file import write_model
     from .sklearn_export import export_sklearn
@@ -45,6 +46,7 @@ __all__ = [
     "Engine",
     "ExportMismatchError",
     "FormatError",
+    "ImageError",
     "InputRangeWarning",
     "UnsupportedModelError",
     "__version__",
@@ -59,15 +61,16 @@ __all__ = [
     "get_num_threads",
     "load",
     "predict",
+    "preprocess_image",
     "set_num_threads",
     "write_model",
 ]
 
-# The writer and exporters load on first use (PEP 562): importing them here would cost more than
-# the rest of `import mnist_engine` together.
+# The writer, the exporters and the image reader (Pillow) load on first use (PEP 562): importing
+# them here would cost more than the rest of `import mnist_engine` together.
 _LAZY = {"export_keras": ".keras_export", "export_sklearn": ".sklearn_export", "write_model": ".model_file",
          "UnsupportedModelError": ".keras_export", "ExportMismatchError": "._export_common",
-         "InputRangeWarning": "._export_common"}
+         "InputRangeWarning": "._export_common", "preprocess_image": ".images", "ImageError": ".images"}
 
 
 def __getattr__(name: str):

@@ -31,7 +31,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 import mnist_engine
-from mnist_engine.cli import cpu_name
+from mnist_engine._system import cpu_name
 from mnist_engine.model_file import DenseLayer, read_layers
 from mnist_engine.reference import ACTIVATION_FUNCTIONS, forward, scale_pixels
 

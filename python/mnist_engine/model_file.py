@@ -2,6 +2,7 @@
 independent means each checks the other against the spec."""
 from __future__ import annotations
 
+import errno
 import os
 import struct
 from dataclasses import dataclass
@@ -163,6 +164,11 @@ def encode_classes(labels: Sequence, outputs: int) -> str:
     return "\n".join([kind, *text])
 
 
+def _about(e: OSError, target: Path) -> OSError:
+    """`e` re-raised about the path the user asked for: the temporary file is ours, not theirs."""
+    return type(e)(e.errno, e.strerror, str(target)) if e.errno is not None else e
+
+
 def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` so that the name holds either the old file or all of the new one,
     even if the process is killed midway: temporary file in the same directory, fsync, rename."""
@@ -170,18 +176,25 @@ def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
     tmp = target.with_name(f".{target.name}.{os.urandom(8).hex()}.tmp")
     # os.open with 0o666 lets the umask decide the permissions, as a plain open() would (mkstemp
     # would make every written model private to its owner).
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    except OSError as e:
+        raise _about(e, target) from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        if target.is_dir():  # os.replace's error would name the temporary file, not the user's path
+            raise IsADirectoryError(errno.EISDIR, "expected a file path to write, got a directory", str(target))
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(e, OSError) and not isinstance(e, IsADirectoryError):
+            raise _about(e, target) from None
         raise
     if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable (POSIX)
         dir_fd = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)

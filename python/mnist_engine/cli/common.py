@@ -1,0 +1,47 @@
+"""What several subcommands share: argument types, safe printing, loading the engine they run."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import mnist_engine
+
+
+def file_path(text: str) -> Path:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a path, got an empty string")
+    return Path(text)
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {value}")
+    return value
+
+
+def add_engine_options(parser: argparse.ArgumentParser) -> None:
+    """--model, --precision, --kernel and --threads, spelled the same in every subcommand."""
+    parser.add_argument("--model", type=file_path, help="a .mnw file (default: the bundled model)")
+    parser.add_argument("--precision", choices=["fp32", "bf16", "int8"],
+                        help="arithmetic: fp32 (default, exact), bf16 or int8 (see available_precisions())")
+    parser.add_argument("--kernel", help="force a kernel (see available_kernels()); implies its precision")
+    parser.add_argument("--threads", type=positive_int, help="OpenMP threads (default: all cores)")
+
+
+def model_path(args: argparse.Namespace) -> Path:
+    return args.model or mnist_engine.default_model_path()
+
+
+def load_engine(args: argparse.Namespace) -> mnist_engine.Engine:
+    return mnist_engine.load(model_path(args), kernel=args.kernel, precision=args.precision, threads=args.threads)
+
+
+def printable(text: str) -> str:
+    """`text` with every character a terminal would act on (escape sequences, carriage returns,
+    bidi overrides: whatever str.isprintable rejects) shown as its escape. A model file's metadata
+    and a file name on disk are untrusted input that must not be able to rewrite the user's screen."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
