@@ -172,6 +172,7 @@ def test_predict_reads_every_drawn_digit(tmp_path):
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     assert len(report["results"]) == 40 and report["errors"] == []
+    assert out.stderr == ""  # no progress bar without a terminal
     for r in report["results"]:
         assert r["digit"] == Path(r["file"]).name[0], r  # the file name starts with the digit drawn
         assert [t["digit"] for t in r["top"]][0] == r["digit"] and len(r["top"]) == 3

@@ -425,7 +425,17 @@ def test_cli_export_orders_neurons_from_calibration_data(keras, mnist, tmp_path)
                           str(tmp_path / "m.mnw"), "--calibration-data", str(locate_mnist())],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
+    assert out.stderr == ""  # TensorFlow's start-up log is held back; the bar stays off without a terminal
     engine = mnist_engine.load(tmp_path / "m.mnw")
     assert engine.metadata["hidden_unit_order"] == "co-zero groups of 4 from 1024 calibration rows"
     x = mnist[1][0][:64].reshape(64, -1)
     np.testing.assert_allclose(engine.predict(x), model.predict(x / 255, verbose=0), atol=1e-5)
+
+
+def test_cli_export_into_a_directory_is_refused_before_loading_tensorflow(tmp_path):
+    out = subprocess.run([sys.executable, "-c", "import sys; from mnist_engine.cli import main; "
+                          f"code = main(['export', 'm.keras', {str(tmp_path)!r}]); "
+                          "print('tensorflow' in sys.modules); sys.exit(code)"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and out.stdout.strip() == "False"
+    assert out.stderr.strip() == f"mnist-engine: error: expected a file path to write, got a directory: {tmp_path}"

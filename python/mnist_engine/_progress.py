@@ -19,3 +19,31 @@ def progress(iterable: Iterable[T], total: Optional[int] = None, desc: str = "",
     # disable=None: tqdm turns itself off when stderr is not a TTY (CI, pipes, log files).
     return tqdm(iterable, total=total, desc=desc, unit=unit, disable=None, leave=False, file=sys.stderr,
                 delay=PROGRESS_DELAY, dynamic_ncols=True)
+
+
+class Stages:
+    """A bar for work made of a few named steps (download, decode, cache): each ``step(name)``
+    finishes the previous one and shows the new one's name."""
+
+    def __init__(self, total: int, desc: str):
+        self._bar = progress(range(total), total=total, desc=desc, unit="step")
+        self._started = False
+
+    def step(self, name: str) -> None:
+        bar = self._bar
+        if not hasattr(bar, "update"):
+            return
+        if self._started:
+            bar.update(1)
+        self._started = True
+        bar.set_postfix_str(name)
+
+    def close(self) -> None:
+        if hasattr(self._bar, "close"):
+            self._bar.close()
+
+    def __enter__(self) -> "Stages":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

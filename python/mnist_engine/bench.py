@@ -31,6 +31,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 import mnist_engine
+from mnist_engine._progress import progress
 from mnist_engine._system import cpu_name
 from mnist_engine.model_file import DenseLayer, read_layers
 from mnist_engine.reference import ACTIVATION_FUNCTIONS, forward, scale_pixels
@@ -402,7 +403,7 @@ def run(s: Settings) -> dict:
                       ("tflite", lambda: tflite_runners(keras_model, x, s.threads))]
 
     results: List[Result] = []
-    for label, make in factories:
+    for label, make in progress(factories, desc="bench", unit="runtime"):
         for r in optional(s, label, make):
             gc.collect()
             time.sleep(0.3)  # let the previous runner's thread pool stop spinning
@@ -457,6 +458,9 @@ def format_table(report: dict) -> str:
                   "".join(f"; {k[5:-3]}: {v:.2f} ms" for k, v in report.items() if k.startswith("load_")
                           and k != "load_verify_ms"),
               "x q: time over the fastest quantized peer of this run (TFLite/ORT dynamic int8, OpenVINO default)",
+              "%peak: the model's dense multiply-adds per second over this CPU's measured fp32 FMA peak. Above "
+              "100% is not an error: int8 and bf16 do 2-4 multiply-adds per fp32 FMA slot, and runners that skip "
+              "zero pixels and zero ReLU outputs do less arithmetic than the dense count credits them with.",
               f"peak RSS growth predicting 10k rows: {report['rss_growth_mib']:.2f} MiB "
               f"(output array {report['output_mib']:.2f} MiB)",
               f"two Python threads (threads=1 each) vs one: {report['gil_two_thread_speedup']:.2f}x throughput"]

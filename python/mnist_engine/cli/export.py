@@ -2,9 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import sys
+import tempfile
 
 import mnist_engine
 
+from .._progress import Stages
 from .common import file_path
 
 CALIBRATION_IMAGES = 1024  # enough for the neuron order (docs/PERFORMANCE.md); a fraction of a second
@@ -24,14 +29,45 @@ def add_parser(sub) -> None:
     ex.set_defaults(run=run)
 
 
+@contextlib.contextmanager
+def native_stderr_held_back():
+    """Hold back what native code writes to file descriptor 2: TensorFlow's C++ start-up log
+    (absl and oneDNN notices, CPU-feature hints) ignores TF_CPP_MIN_LOG_LEVEL in recent releases.
+    If the block fails, the held-back text is shown after all, so no error is lost."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            held.seek(0)
+            sys.stderr.write(held.read().decode("utf-8", "replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 def run(args: argparse.Namespace) -> int:
     from ..datasets import load_mnist
 
-    calibration = None
-    if args.calibration_data is not None:
-        (train_x, _), _ = load_mnist(args.calibration_data, download=False)
-        calibration = train_x[:CALIBRATION_IMAGES]
-    out = mnist_engine.export_keras(args.model, args.out, input_scale=args.input_scale, allow_h5=args.allow_h5,
-                                    source=args.source, calibration_images=calibration)
-    print(f"wrote {out}: {mnist_engine.load(out)!r}")
+    if args.out.is_dir():  # say so before the seconds TensorFlow takes to load
+        raise IsADirectoryError(21, "expected a file path to write, got a directory", str(args.out))
+    with Stages(3, "export") as stages:
+        stages.step("loading TensorFlow")
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Python-side TensorFlow logging too
+        with native_stderr_held_back():
+            import keras  # noqa: F401  (loaded here so that its start-up noise is held back)
+        calibration = None
+        if args.calibration_data is not None:
+            (train_x, _), _ = load_mnist(args.calibration_data, download=False)
+            calibration = train_x[:CALIBRATION_IMAGES]
+        stages.step("exporting and verifying")
+        out = mnist_engine.export_keras(args.model, args.out, input_scale=args.input_scale, allow_h5=args.allow_h5,
+                                        source=args.source, calibration_images=calibration)
+        stages.step("reading the file back")
+        engine = mnist_engine.load(out)
+    print(f"wrote {out}: {engine!r}")
     return 0
