@@ -224,3 +224,27 @@ def test_eval_plots_and_json(tmp_path, mnist):
     text = run_module("eval", "--plots", str(tmp_path / "plots"), "--repeat", "1")
     assert re.search(r"^\s+9\s+[\d.]+%\s+[\d.]+%\s+[\d.]+%\s+1009$", text.stdout, re.M), text.stdout
     assert "most confused pairs" in text.stdout and "misclassified.png" in text.stdout
+
+
+# (module made unimportable, code to run, the line expected): each extra is named when missing.
+MISSING_EXTRAS = [
+    ("PIL", "from mnist_engine.cli import main; sys.exit(main(['predict', 'x.png']))",
+     'mnist-engine: error: mnist_engine.preprocess_image needs Pillow, which is not installed: '
+     'pip install "mnist-engine[images]"'),
+    ("matplotlib", "from mnist_engine.cli import main; sys.exit(main(['eval', '--repeat', '1', '--plots', 'p']))",
+     'mnist-engine: error: drawing plots needs matplotlib, which is not installed: pip install "mnist-engine[plots]"'),
+    ("keras", "from mnist_engine.cli import main; sys.exit(main(['export', 'm.keras', 'm.mnw']))",
+     'mnist-engine: error: this needs Keras, which is not installed: pip install "mnist-engine[export]"'),
+    ("PIL", "import mnist_engine, numpy as np; mnist_engine.preprocess_image(np.zeros((9, 9)))",
+     'ModuleNotFoundError: mnist_engine.preprocess_image needs Pillow, which is not installed: '
+     'pip install "mnist-engine[images]"'),
+]
+
+
+@pytest.mark.parametrize("module, code, expected", MISSING_EXTRAS, ids=[f"{m}-{i}" for i, (m, _, _) in
+                                                                         enumerate(MISSING_EXTRAS)])
+def test_a_missing_extra_is_named(tmp_path, mnist, module, code, expected):
+    # None in sys.modules makes `import module` fail as if it were not installed
+    out = subprocess.run([sys.executable, "-c", f"import sys; sys.modules[{module!r}] = None; {code}"],
+                         capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert out.returncode != 0 and out.stderr.strip().splitlines()[-1] == expected, out.stderr

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Union
 
 import numpy as np
 
+from ._extras import require
+
 if TYPE_CHECKING:
     from PIL import Image
 
@@ -57,6 +59,7 @@ def preprocess_image(image: ImageLike, invert: Union[str, bool] = "auto") -> np.
     """
     if invert not in ("auto", True, False):
         raise ValueError(f"expected invert='auto', True or False, got {invert!r}")
+    require("PIL.Image", "mnist_engine.preprocess_image")
     try:
         return _preprocess(image, invert)
     except ImageError as e:

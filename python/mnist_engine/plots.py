@@ -13,6 +13,7 @@ from typing import Sequence, Union
 
 import numpy as np
 
+from ._extras import require
 from .model_file import atomic_write_bytes
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -20,6 +21,7 @@ GRID_COLUMNS = 10
 
 
 def _figure(width: float, height: float, layout: str = "constrained"):
+    require("matplotlib", "drawing plots")
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -38,12 +40,12 @@ def save_confusion_matrix(cm: np.ndarray, labels: Sequence[str], path: PathLike,
     """The confusion matrix as a heat map with the count in every non-empty cell. Mistakes get
     their own colour scale (the diagonal, thousands of right answers, would wash them out), and
     the right answers are shown in green with each class's recall."""
-    from matplotlib.colors import ListedColormap
-
     n = cm.shape[0]
     off = cm.astype(np.float64).copy()
     np.fill_diagonal(off, np.nan)
     fig = _figure(1.0 + 0.62 * n, 0.4 + 0.62 * n)
+    from matplotlib.colors import ListedColormap
+
     ax = fig.add_subplot()
     worst = max(1.0, np.nanmax(off)) if n > 1 else 1.0
     image = ax.imshow(off, cmap="Reds", vmin=0, vmax=worst)

@@ -9,6 +9,7 @@ from typing import List, Optional
 
 import mnist_engine
 
+from .._extras import our_message
 from . import evaluate, export, info, predict
 
 
@@ -23,18 +24,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# Optional extras: the package a missing module comes from, for a one-line hint.
-EXTRAS = {"PIL": "images", "matplotlib": "plots", "dask": "dask", "distributed": "dask", "tensorflow": "export",
-          "keras": "export", "sklearn": "sklearn"}
-
-
 def user_error(e: BaseException) -> Optional[str]:
     """The one line a user should see for `e`, or None when `e` is a bug (not the user's input)."""
     if isinstance(e, ModuleNotFoundError) and e.name:
-        root = e.name.split(".")[0]
-        extra = EXTRAS.get(root)
-        hint = f'pip install "mnist-engine[{extra}]"' if extra else f"pip install {root}"
-        return f"this needs {root}, which is not installed: {hint}"
+        return our_message(e)
     if isinstance(e, OSError) and e.filename is not None:
         return f"{e.strerror or e}: {e.filename}"
     if isinstance(e, (ValueError, TypeError, OSError, KeyError)):  # FormatError is a ValueError
