@@ -26,13 +26,17 @@ def require(module: str, purpose: str) -> ModuleType:
     except ModuleNotFoundError as e:
         if e.name is None or e.name.split(".")[0] != module.split(".")[0]:
             raise  # something the module itself imports is missing: not ours to explain
-        raise ModuleNotFoundError(missing_message(module, purpose), name=e.name) from None
+        # A plain ModuleNotFoundError, as callers expect; the mark tells the CLI that its message
+        # already says what to install.
+        error = ModuleNotFoundError(missing_message(module, purpose), name=e.name)
+        error.explained = True
+        raise error from None
 
 
 def our_message(e: ModuleNotFoundError) -> Optional[str]:
     """The one-line explanation for a missing module, for the command line."""
     if not e.name:
         return None
-    if " which is not installed: pip install" in str(e):
+    if getattr(e, "explained", False):
         return str(e)
     return missing_message(e.name)

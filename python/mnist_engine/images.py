@@ -63,8 +63,7 @@ def preprocess_image(image: ImageLike, invert: Union[str, bool] = "auto") -> np.
     try:
         return _preprocess(image, invert)
     except ImageError as e:
-        named = isinstance(image, (str, os.PathLike))
-        if named and not str(e).startswith(os.fspath(image)):  # say which of many files it was
+        if isinstance(image, (str, os.PathLike)):  # say which of many files it was
             raise ImageError(f"{os.fspath(image)}: {e}") from None
         raise
 
@@ -100,9 +99,9 @@ def _grey(image: ImageLike) -> np.ndarray:
     except (FileNotFoundError, IsADirectoryError, PermissionError):
         raise
     except Image.DecompressionBombError as e:
-        raise ImageError(f"{path}: refusing an image this large ({e})") from None
+        raise ImageError(f"refusing an image this large ({e})") from None
     except Exception as e:  # Pillow reports a bad file with OSError, SyntaxError, ValueError, struct.error...
-        raise ImageError(f"{path}: expected an image ({', '.join(FORMATS)}), got something Pillow cannot read "
+        raise ImageError(f"expected an image ({', '.join(FORMATS)}), got something Pillow cannot read "
                          f"({type(e).__name__}: {e})") from None
 
 

@@ -9,8 +9,8 @@ from typing import List, Optional
 
 import mnist_engine
 
-from .._extras import our_message
 from . import evaluate, export, info, predict
+from .common import user_error
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,17 +22,6 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_parser(sub)
     sub.add_parser("bench", help="benchmark against Keras, TFLite, ONNX Runtime, numpy (see --help)", add_help=False)
     return parser
-
-
-def user_error(e: BaseException) -> Optional[str]:
-    """The one line a user should see for `e`, or None when `e` is a bug (not the user's input)."""
-    if isinstance(e, ModuleNotFoundError) and e.name:
-        return our_message(e)
-    if isinstance(e, OSError) and e.filename is not None:
-        return f"{e.strerror or e}: {e.filename}"
-    if isinstance(e, (ValueError, TypeError, OSError, KeyError)):  # FormatError is a ValueError
-        return " ".join(str(e).split()) or type(e).__name__
-    return None
 
 
 def main(argv: Optional[List[str]] = None) -> int:

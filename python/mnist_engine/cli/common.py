@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import List, Optional
 
 import mnist_engine
+
+from .._extras import our_message
 
 
 def file_path(text: str) -> Path:
@@ -38,6 +41,22 @@ def model_path(args: argparse.Namespace) -> Path:
 
 def load_engine(args: argparse.Namespace) -> mnist_engine.Engine:
     return mnist_engine.load(model_path(args), kernel=args.kernel, precision=args.precision, threads=args.threads)
+
+
+def output_names(engine: mnist_engine.Engine, outputs: int) -> List[str]:
+    """What each output means: the file's classes (scikit-learn's labels) or the output's index."""
+    return [str(c) for c in engine.classes] if engine.classes is not None else [str(i) for i in range(outputs)]
+
+
+def user_error(e: BaseException) -> Optional[str]:
+    """The one line a user should see for `e`, or None when `e` is a bug (not the user's input)."""
+    if isinstance(e, ModuleNotFoundError) and e.name:
+        return our_message(e)
+    if isinstance(e, OSError) and e.filename is not None:
+        return f"{e.strerror or e}: {e.filename}"
+    if isinstance(e, (ValueError, TypeError, OSError, KeyError)):  # FormatError is a ValueError
+        return " ".join(str(e).split()) or type(e).__name__
+    return None
 
 
 def printable(text: str) -> str:

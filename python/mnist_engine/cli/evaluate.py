@@ -3,6 +3,7 @@ MNIST test set; ``--plots DIR`` draws them, ``--json`` prints them for machines.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import time
 from pathlib import Path
@@ -14,7 +15,7 @@ import mnist_engine
 
 from .._system import cpu_name
 from ..metrics import class_scores, confusion_matrix, most_confused_pairs
-from .common import add_engine_options, file_path, load_engine, model_path, positive_int
+from .common import add_engine_options, file_path, load_engine, model_path, output_names, positive_int
 
 MAX_GRID = 100  # misclassified digits drawn: a 10x10 grid stays legible
 CONFUSED_PAIRS = 5
@@ -56,8 +57,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"expected a classifier with one output per digit, got {probabilities.shape[1]} output")
     predicted = probabilities.argmax(axis=1)
     truth = class_indices(y_test, engine.classes)
-    names = [str(c) for c in engine.classes] if engine.classes is not None else [
-        str(i) for i in range(probabilities.shape[1])]
+    names = output_names(engine, probabilities.shape[1])
     best = float("inf")
     for _ in range(args.repeat):
         start = time.perf_counter()
@@ -97,7 +97,7 @@ def draw(folder: Path, cm: np.ndarray, names: List[str], images: np.ndarray, tru
     from .. import plots  # matplotlib loads only when a picture is asked for
 
     if folder.exists() and not folder.is_dir():
-        raise NotADirectoryError(20, "expected a folder for the plots, got a file", str(folder))
+        raise NotADirectoryError(errno.ENOTDIR, "expected a folder for the plots, got a file", str(folder))
     folder.mkdir(parents=True, exist_ok=True)
     written = [plots.save_confusion_matrix(cm, names, folder / "confusion_matrix.png")]
     wrong = np.flatnonzero(predicted != truth)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import os
 import sys
 import tempfile
@@ -54,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     from ..datasets import load_mnist
 
     if args.out.is_dir():  # say so before the seconds TensorFlow takes to load
-        raise IsADirectoryError(21, "expected a file path to write, got a directory", str(args.out))
+        raise IsADirectoryError(errno.EISDIR, "expected a file path to write, got a directory", str(args.out))
     with Stages(3, "export") as stages:
         stages.step("loading TensorFlow")
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Python-side TensorFlow logging too

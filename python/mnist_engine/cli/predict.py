@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import glob
 import json
 import sys
@@ -11,7 +12,7 @@ from typing import List, Tuple
 import numpy as np
 
 from .._progress import progress
-from .common import add_engine_options, load_engine, positive_int, printable
+from .common import add_engine_options, load_engine, output_names, positive_int, printable, user_error
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 INVERT = {"auto": "auto", "yes": True, "no": False}
@@ -45,10 +46,10 @@ def expand(arguments: List[str]) -> List[Path]:
         else:
             matches = sorted(Path(m) for m in glob.glob(arg, recursive=True) if Path(m).is_file())
             if not matches:
-                raise FileNotFoundError(2, "expected image files, got a pattern that matches none", arg)
+                raise FileNotFoundError(errno.ENOENT, "expected image files, got a pattern that matches none", arg)
             found += matches
     if not found:
-        raise FileNotFoundError(2, "expected images, got folders without any (.png, .jpg, .bmp, .gif, ...)",
+        raise FileNotFoundError(errno.ENOENT, "expected images, got folders without any (.png, .jpg, .bmp, .gif, ...)",
                                 ", ".join(arguments))
     return found
 
@@ -64,8 +65,6 @@ def read_all(paths: List[Path], invert) -> Tuple[np.ndarray, List[int], List[Tup
             pixels.append(preprocess_image(path, invert=invert))
             kept.append(i)
         except (OSError, ValueError) as e:  # ImageError is a ValueError
-            from . import user_error
-
             failed.append((path, user_error(e)))
     batch = np.stack(pixels) if pixels else np.zeros((0, 28, 28), np.uint8)
     return batch, kept, failed
@@ -78,8 +77,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"expected a model that reads 28x28 images (784 inputs), got {engine.layers[0][0]} inputs")
     batch, kept, failed = read_all(paths, INVERT[args.invert])
     probabilities = engine.predict(batch) if len(batch) else np.zeros((0, engine.layers[-1][1]), np.float32)
-    names = [str(c) for c in engine.classes] if engine.classes is not None else [
-        str(i) for i in range(probabilities.shape[1])]
+    names = output_names(engine, probabilities.shape[1])
     top = min(args.top, len(names))
     results = []
     for row, i in enumerate(kept):
