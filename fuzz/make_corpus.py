@@ -14,6 +14,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
 from helpers import build, put, random_layers  # noqa: E402
+from mnist_engine.model_file import DenseLayer, LayerNormLayer, ScaleShiftLayer  # noqa: E402
 
 
 def main() -> None:
@@ -23,9 +24,17 @@ def main() -> None:
               "wide": ([17, 65, 4], ["relu", "sigmoid"]), "tanh_linear": ([4, 4, 4], ["tanh", "linear"])}
     for name, (widths, acts) in shapes.items():
         files[name] = build(random_layers(rng, widths, acts), meta={"note": name}, refs=1)
+    # Version 2: every op, scalar and per-unit activation parameters.
+    files["v2_ops"] = build([DenseLayer(rng.normal(size=(6, 5)), rng.normal(size=5), "gelu"),
+                             ScaleShiftLayer(rng.uniform(0.5, 2, 5), rng.normal(size=5), "relu_general",
+                                             (0.1, 0.2, np.inf)),
+                             LayerNormLayer(np.ones(5), np.zeros(5), 1e-3, "prelu", rng.uniform(0, 0.3, 5)),
+                             DenseLayer(rng.normal(size=(5, 3)), rng.normal(size=3), "log_softmax")],
+                            meta={"note": "v2_ops"}, refs=1)
     base = files["relu_chain"]
     files["bad_magic"] = b"PK" + base[2:]
-    files["version_2"] = put(base, 8, "I", 2)
+    files["version_3"] = put(base, 8, "I", 3)
+    files["v2_bad_op"] = put(files["v2_ops"], 48 + 20 + 16, "I", 7)
     files["truncated"] = base[:-9]
     files["huge_layer"] = put(put(base, 48 + 4, "I", 65536), 48 + 16, "I", 65536)
     files["nan_weight"] = put(base, 48 + 32 + 4, "f", float("nan"))

@@ -10,8 +10,8 @@ import mnist_engine
 from mnist_engine.model_file import DenseLayer, encode_model, sample_pixel_inputs
 from mnist_engine.reference import forward
 
-__all__ = ["DenseLayer", "Layout", "build", "engine_for", "fuzz_case", "put", "random_layers", "reframe",
-           "reseal"]
+__all__ = ["DenseLayer", "Layout", "as_version_2", "build", "engine_for", "fuzz_case", "put", "random_layers",
+           "reframe", "reseal"]
 
 BASE_META = {"producer": "tests", "producer_version": "0", "source": "tests/helpers.py"}
 
@@ -19,7 +19,7 @@ BASE_META = {"producer": "tests", "producer_version": "0", "source": "tests/help
 def build(layers: Sequence[DenseLayer], *, input_scale: float = 1 / 255, meta: Optional[Dict[str, str]] = None,
           refs: int = 2, **kw) -> bytes:
     """A valid file for `layers`, its reference outputs from the numpy reference."""
-    x = sample_pixel_inputs(refs, layers[0].kernel.shape[0], input_scale)
+    x = sample_pixel_inputs(refs, layers[0].widths[0], input_scale)
     return encode_model(layers, input_scale=input_scale, metadata={**BASE_META, **(meta or {})},
                         reference_inputs=x, reference_outputs=forward(layers, x), **kw)
 
@@ -38,6 +38,15 @@ def reseal(data: bytes) -> bytes:
     """Recompute the trailing CRC32C so a deliberate edit tests its own rule, not the checksum."""
     body = data[:-4]
     return body + struct.pack("<I", mnist_engine._core.crc32c(body))
+
+
+def as_version_2(data: bytes) -> bytes:
+    """A version-1 file rewritten as the version-2 file of the same model: every layer dense."""
+    layout = Layout(data)
+    assert layout.version == 1
+    table = b"".join(data[48 + 16 * i: 64 + 16 * i] + struct.pack("<I", 0) for i in range(layout.layers))
+    body = data[:8] + struct.pack("<I", 2) + data[12:48] + table + data[layout.weights:]
+    return reframe(body)
 
 
 def reframe(data: bytes) -> bytes:
@@ -69,15 +78,31 @@ def put(data: bytes, offset: int, fmt: str, *values, seal: bool = True) -> bytes
 
 class Layout:
     """Section offsets of a file written by `build`, computed from FORMAT.md independently of the
-    loader."""
+    loader (versions 1 and 2)."""
+
+    OP_VALUES = {0: lambda i, o: i * o + o, 1: lambda i, o: 2 * o, 2: lambda i, o: 2 * o + 1}
 
     def __init__(self, data: bytes):
+        (self.version,) = struct.unpack_from("<I", data, 8)
         (self.layers, self.width, _, self.refs, self.meta_count) = struct.unpack_from("<IIdII", data, 24)
         self.table = 48
-        shapes = [struct.unpack_from("<II", data, 48 + 16 * i) for i in range(self.layers)]
-        self.weights = 48 + 16 * self.layers
-        self.metadata = self.weights + sum(4 * (i * o + o) for i, o in shapes)
-        self.out_width = shapes[-1][1]
+        self.entry_size = 16 if self.version == 1 else 20
+        rows = [struct.unpack_from("<IIII" if self.version == 1 else "<IIIII", data, 48 + self.entry_size * i)
+                for i in range(self.layers)]
+        self.weights = 48 + self.entry_size * self.layers
+        # Per layer: where its values start, and where its activation parameters start.
+        self.layer_at, self.parameters_at = [], []
+        at = self.weights
+        for row in rows:
+            n_in, n_out, activation = row[:3]
+            op = row[4] if self.version > 1 else 0
+            names, per_unit, _ = mnist_engine._core.ACTIVATION_PARAMETERS[mnist_engine._core.ACTIVATIONS[activation]]
+            self.layer_at.append(at)
+            at += 4 * self.OP_VALUES[op](n_in, n_out)
+            self.parameters_at.append(at)
+            at += 4 * (len(names) + per_unit * n_out)
+        self.metadata = at
+        self.out_width = rows[-1][1]
         at, self.entries = self.metadata, []
         for _ in range(self.meta_count):
             (klen,) = struct.unpack_from("<H", data, at)

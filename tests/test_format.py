@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import mnist_engine
-from helpers import Layout, build, put, reframe, reseal
+from helpers import Layout, as_version_2, build, put, reframe, reseal
 from mnist_engine import Engine, FormatError
 from mnist_engine.reference import forward
 
@@ -36,6 +36,23 @@ def expect(rule: str, data: bytes, offset: int = None) -> FormatError:
 @pytest.fixture
 def good(small_layers) -> bytes:
     return build(small_layers, meta={"xa": "one", "xb": "two"})
+
+
+@pytest.fixture
+def v2_layers(rng):
+    """6 -> 5 (gelu) -> scale_shift (relu_general) -> layer_norm (prelu) -> 3 (softmax): every op,
+    scalar and per-unit activation parameters, and relu_general's unbounded max_value."""
+    from mnist_engine.model_file import DenseLayer, LayerNormLayer, ScaleShiftLayer
+
+    return [DenseLayer(rng.normal(size=(6, 5)) / 2, rng.normal(size=5), "gelu"),
+            ScaleShiftLayer(rng.uniform(0.5, 2, 5), rng.normal(size=5), "relu_general", (0.1, 0.2, np.inf)),
+            LayerNormLayer(rng.uniform(0.5, 2, 5), rng.normal(size=5), 1e-3, "prelu", rng.uniform(0, 0.3, 5)),
+            DenseLayer(rng.normal(size=(5, 3)) / 2, rng.normal(size=3), "softmax")]
+
+
+@pytest.fixture
+def good_v2(v2_layers) -> bytes:
+    return build(v2_layers)
 
 
 def test_round_trip(small_layers, good, rng):
@@ -84,9 +101,12 @@ def test_rule_02_bad_magic(good):
     assert "50 4b 3 4" in str(err)
 
 
-def test_rule_03_unsupported_version(good):
-    err = expect("unsupported-version", put(good, 8, "I", 2), 8)
-    assert "expected format version 1, got version 2" in str(err)
+@pytest.mark.parametrize("version", [0, 3, 0xFFFFFFFF])
+def test_rule_03_unsupported_version(good, version):
+    err = expect("unsupported-version", put(good, 8, "I", version), 8)
+    assert f"expected format version 1..2, got version {version}" in str(err)
+    if version > 2:
+        assert "newer mnist_engine" in str(err)
 
 
 def test_rule_04_byte_order(good):
@@ -143,25 +163,42 @@ def test_rule_12_layer_width(good, field, value):
 
 
 def test_rule_13_activation(good):
+    # Code 5 (gelu) exists only from version 2 on.
     err = expect("activation", put(good, 48 + 16 + 8, "I", 5), 72)
-    assert "got 5" in str(err)
+    assert "expected an activation code 0..4" in str(err) and "version-1 file, got 5" in str(err)
+
+
+def test_rule_13_activation_version_2(good_v2):
+    err = expect("activation", put(good_v2, 48 + 20 + 8, "I", 21), 76)
+    assert "expected an activation code 0..20" in str(err) and "prelu" in str(err)
+
+
+def test_rule_15_layer_op(good_v2):
+    err = expect("layer-op", put(good_v2, 48 + 20 + 16, "I", 3), 84)
+    assert "expected an op code 0..2" in str(err)
+
+
+def test_rule_16_op_width(good_v2):
+    # The scale_shift layer (layer 1) claims 4 outputs for its 5 inputs.
+    err = expect("op-width", put(good_v2, 48 + 20 + 4, "I", 4), 72)
+    assert "expected layer 1 (scale_shift, element-wise)" in str(err)
 
 
 def test_rule_14_dtype(good):
     expect("dtype", put(good, 48 + 12, "I", 2), 60)
 
 
-def test_rule_15_layer_chain(good):
+def test_rule_17_layer_chain(good):
     # Layer 1 claims 4 inputs while layer 0 gives 5.
     err = expect("layer-chain", put(good, 48 + 16, "I", 4), 64)
     assert "expected layer 1 to take 5 inputs" in str(err)
 
 
-def test_rule_15_layer_chain_first_layer(good):
+def test_rule_17_layer_chain_first_layer(good):
     expect("layer-chain", put(good, 28, "I", 7), 48)
 
 
-def test_rule_17_layout_size_table_past_end(good):
+def test_rule_19_layout_size_table_past_end(good):
     # 64 layers need a 1 KiB table; the file is smaller than that.
     expect("layout-size", put(good, 24, "I", 64), 48)
 
@@ -177,17 +214,17 @@ def _declare_layers(small_layers, count: int, width: int, n_in: int = None) -> b
     return reseal(data[:16] + struct.pack("<Q", len(data)) + data[24:])
 
 
-def test_rule_16_model_size_declared_terabytes_are_not_allocated(small_layers):
+def test_rule_18_model_size_declared_terabytes_are_not_allocated(small_layers):
     # A chain of 64 layers 65536 wide declares ~1 TiB of weights in a file of ~1 KiB. The loader
     # must reject it from arithmetic alone, without allocating.
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     err = expect("model-size", _declare_layers(small_layers, 64, 65536), 48)
-    assert "expected at most 268435456 weights and biases" in str(err)
+    assert "expected at most 268435456 weights, biases and parameters" in str(err)
     grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
     assert grown_kib < 64 * 1024, f"peak RSS grew by {grown_kib} KiB while rejecting the file"
 
 
-def test_rule_16_model_size_cap_is_exact(small_layers):
+def test_rule_18_model_size_cap_is_exact(small_layers):
     # 4095 x 65535 weights + 65535 biases is just under 2^28; 4096 x 65536 + 65536 is over.
     cap = mnist_engine._core.FORMAT["max_parameters"]
     assert 4095 * 65535 + 65535 <= cap < 4096 * 65536 + 65536
@@ -195,59 +232,119 @@ def test_rule_16_model_size_cap_is_exact(small_layers):
     expect("model-size", _declare_layers(small_layers, 1, 65536, n_in=4096), 48)
 
 
-def test_rule_17_layout_size_declared_weights_missing(small_layers):
+def test_rule_19_layout_size_declared_weights_missing(small_layers):
     # Within the cap (8 x 2048 x 2048 is 2^25 weights) but far more than the file holds.
     err = expect("layout-size", _declare_layers(small_layers, 8, 2048))
     assert "bytes of weights" in str(err)
 
 
-# Rule 18: weights.
+# Rules 20-21: weights and parameters.
 
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
-def test_rule_18_non_finite_weight(good, value):
+def test_rule_20_non_finite_weight(good, value):
     at = Layout(good).weights + 4 * 7
     expect("non-finite-weight", put(good, at, "f", value), at)
 
 
-def test_rule_18_non_finite_bias(good):
+def test_rule_20_non_finite_bias(good):
     at = Layout(good).weights + 4 * 30  # layer 0's bias follows its 6x5 kernel
     expect("non-finite-weight", put(good, at, "f", math.nan), at)
 
 
-# Rules 19-25: metadata.
+@pytest.mark.parametrize("layer, index, value", [
+    (1, 0, math.nan),        # relu_general negative_slope
+    (1, 2, -math.inf),       # relu_general max_value: +inf is the only non-finite value allowed
+    (1, 2, math.nan),
+    (2, 4, math.inf),        # a prelu slope
+])
+def test_rule_20_non_finite_weight_parameter(good_v2, layer, index, value):
+    at = Layout(good_v2).parameters_at[layer] + 4 * index
+    err = expect("non-finite-weight", put(good_v2, at, "f", value), at)
+    assert "parameter" in str(err)
 
-def test_rule_19_metadata_truncated(good):
+
+def test_rule_20_non_finite_weight_epsilon(good_v2):
+    at = Layout(good_v2).parameters_at[2] - 4  # layer_norm's epsilon precedes its activation's parameters
+    expect("non-finite-weight", put(good_v2, at, "f", math.inf), at)
+
+
+@pytest.mark.parametrize("where, value, message", [
+    ("epsilon", 0.0, "epsilon > 0, got 0"),
+    ("epsilon", -1e-3, "epsilon > 0"),
+    ("max_value", -1.0, "max_value >= 0"),
+])
+def test_rule_21_layer_parameter(good_v2, where, value, message):
+    layout = Layout(good_v2)
+    at = layout.parameters_at[2] - 4 if where == "epsilon" else layout.parameters_at[1] + 8
+    err = expect("layer-parameter", put(good_v2, at, "f", value), at)
+    assert message in str(err)
+
+
+def test_version_2_round_trip(v2_layers, good_v2, rng, tmp_path):
+    from mnist_engine.model_file import read_layers
+
+    e = load(good_v2)
+    assert Layout(good_v2).version == 2
+    assert e.layers == ((6, 5, "gelu"), (5, 5, "relu_general"), (5, 5, "prelu"), (5, 3, "softmax"))
+    assert e.layer_ops == ("dense", "scale_shift", "layer_norm", "dense")
+    x = rng.random((9, 6), dtype=np.float32)
+    np.testing.assert_allclose(e.predict(x), forward(v2_layers, x), atol=2e-6)
+    (tmp_path / "m.mnw").write_bytes(good_v2)
+    for got, want in zip(read_layers(tmp_path / "m.mnw"), v2_layers, strict=True):
+        assert (got.op, got.activation) == (want.op, want.activation)
+        for a, b in zip(got.values(), want.values(), strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_version_1_models_are_written_as_version_1(good):
+    assert Layout(good).version == 1
+
+
+def test_a_version_1_model_as_version_2_computes_the_same_bits(good, rng):
+    """The version-2 encoding of a version-1 model (every layer dense, op 0) loads and predicts
+    exactly what the version-1 file does, on every fp32 kernel."""
+    v2 = as_version_2(good)
+    assert Layout(v2).version == 2
+    x = rng.random((70, 6), dtype=np.float32)
+    for kernel in mnist_engine.available_kernels("fp32"):
+        want = Engine.from_bytes(good, kernel=kernel).predict(x)
+        np.testing.assert_array_equal(Engine.from_bytes(v2, kernel=kernel).predict(x), want)
+
+
+# Rules 22-28: metadata.
+
+def test_rule_22_metadata_truncated(good):
     layout = Layout(good)
     _, _, value_length_at, _ = layout.entries[-1]
     expect("metadata-truncated", put(good, value_length_at, "I", 4000))
 
 
 @pytest.mark.parametrize("bad", [b"X", b"-", b" ", b"\xc3"])
-def test_rule_20_metadata_key_character(good, bad):
+def test_rule_23_metadata_key_character(good, bad):
     _, entry, _, _ = Layout(good).entry("xa")
     expect("metadata-key", put(good, entry + 2, "c", bad), entry + 2)
 
 
 @pytest.mark.parametrize("key", [b"", b"k" * 65])
-def test_rule_20_metadata_key_length(good, key):
+def test_rule_23_metadata_key_length(good, key):
     # The entry "xa" rewritten with an empty or a 65-byte key, its structure intact (else rule 19).
     _, entry, value_length_at, _ = Layout(good).entry("xa")
     broken = good[:entry] + struct.pack("<H", len(key)) + key + good[value_length_at:]
     expect("metadata-key", reframe(broken), entry)
 
 
-def test_rule_21_metadata_duplicate(good):
+def test_rule_24_metadata_duplicate(good):
     _, entry, _, _ = Layout(good).entry("xb")
     err = expect("metadata-duplicate", put(good, entry + 2, "2s", b"xa"), entry)
     assert "'xa' appears twice" in str(err)
 
 
-def test_rule_22_metadata_value_not_utf8(good):
+def test_rule_25_metadata_value_not_utf8(good):
     _, _, _, value = Layout(good).entry("xa")
     expect("metadata-value", put(good, value, "2s", b"\xff\xfe"), value)
 
 
-def test_rule_22_metadata_value_too_long(small_layers):
+def test_rule_25_metadata_value_too_long(small_layers):
     # A value really 65,537 bytes long (the writer refuses to write one): the entry is intact, so
     # rule 19 passes and rule 22 must catch it.
     data = build(small_layers, meta={"xa": "a" * 65536})
@@ -257,13 +354,13 @@ def test_rule_22_metadata_value_too_long(small_layers):
     expect("metadata-value", reframe(data), value_length_at)
 
 
-def test_rule_19_metadata_truncated_value_length(good):
+def test_rule_22_metadata_truncated_value_length(good):
     # A declared value length past the section is truncation (rule 19), whatever its size.
     _, _, value_length_at, _ = Layout(good).entry("xa")
     expect("metadata-truncated", put(good, value_length_at, "I", 65537), value_length_at)
 
 
-def test_rule_23_metadata_required(good):
+def test_rule_26_metadata_required(good):
     _, entry, _, _ = Layout(good).entry("source")
     err = expect("metadata-required", put(good, entry + 2, "6s", b"sourcf"))
     assert "'source'" in str(err)
@@ -278,7 +375,7 @@ def test_rule_23_metadata_required(good):
     ("str\na\n\nb", r"label 1 is empty"),
     ("str\na\nb\na", r"'a' appears twice"),
 ])
-def test_rule_24_metadata_classes(small_layers, value, message):
+def test_rule_27_metadata_classes(small_layers, value, message):
     data = build(small_layers, meta={"classes": "int\n0\n1\n2"})
     _, _, value_length_at, value_at = Layout(data).entry("classes")
     encoded = value.encode()
@@ -287,7 +384,7 @@ def test_rule_24_metadata_classes(small_layers, value, message):
     assert re.search(message, str(err)), str(err)
 
 
-def test_rule_24_metadata_classes_are_what_classify_returns(small_layers, rng):
+def test_rule_27_metadata_classes_are_what_classify_returns(small_layers, rng):
     x = rng.random((40, 6), dtype=np.float32)
     plain = load(build(small_layers))
     assert plain.classes is None
@@ -299,7 +396,7 @@ def test_rule_24_metadata_classes_are_what_classify_returns(small_layers, rng):
     np.testing.assert_array_equal(strs.classify(x), np.array(["cat", "dog", "emu"])[plain.classify(x)])
 
 
-def test_rule_25_trailing_bytes(good):
+def test_rule_28_trailing_bytes(good):
     # One entry fewer declared: the last entry's bytes belong to no section.
     layout = Layout(good)
     expect("trailing-bytes", put(good, 44, "I", layout.meta_count - 1), layout.entries[-1][1])
@@ -308,22 +405,22 @@ def test_rule_25_trailing_bytes(good):
 # Rules 26-28: the reference section.
 
 @pytest.mark.parametrize("field, value", [(0, 1.0), (0, -1e-6), (0, math.nan), (4, math.inf), (4, 0.01)])
-def test_rule_26_tolerance(good, field, value):
+def test_rule_29_tolerance(good, field, value):
     at = Layout(good).reference + field
     expect("tolerance", put(good, at, "f", value), at)
 
 
-def test_rule_27_non_finite_reference_input(good):
+def test_rule_30_non_finite_reference_input(good):
     at = Layout(good).ref_inputs + 4
     expect("non-finite-reference", put(good, at, "f", math.nan), at)
 
 
-def test_rule_27_non_finite_reference_output(good):
+def test_rule_30_non_finite_reference_output(good):
     at = Layout(good).ref_expected
     expect("non-finite-reference", put(good, at, "f", math.inf), at)
 
 
-def test_rule_28_verification(good):
+def test_rule_31_verification(good):
     layout = Layout(good)
     at = layout.ref_expected + 4 * 4  # row 1, output 1
     (value,) = struct.unpack_from("<f", good, at)
@@ -363,10 +460,33 @@ def test_order_a_later_keys_bad_character_beats_an_earlier_duplicate(good):
     expect("metadata-key", broken, xa_entry + 3)
 
 
+SPEC = Path(__file__).resolve().parent.parent / "docs" / "FORMAT.md"
+
+
+def _spec_table(after: str, before: str):
+    section = SPEC.read_text().split(after)[1].split(before)[0]
+    return re.findall(r"^\| (\d+) \| `([a-z_0-9]+)` \| (.*)$", section, re.M)
+
+
+def test_spec_activation_and_op_tables_are_the_loaders():
+    """The activation and op tables of docs/FORMAT.md list the codes, names, versions and parameters
+    of model_file.h's tables (mnist_engine._core.ACTIVATIONS, ACTIVATION_PARAMETERS, OPS)."""
+    activations = _spec_table("#### Activations", "### Weights")
+    assert [(int(code), name) for code, name, _ in activations] == list(enumerate(mnist_engine._core.ACTIVATIONS))
+    for _, name, rest in activations:
+        since, parameters = [c.strip() for c in rest.split("|")[:2]]
+        names, per_unit, version = mnist_engine._core.ACTIVATION_PARAMETERS[name]
+        assert int(since) == version, name
+        documented = [p.strip() for p in parameters.split(",") if p.strip()]
+        assert documented == list(names) + (["alpha (output_width values)"] if per_unit else []), name
+    ops = _spec_table("| code | op | values | computes |", "The dense kernel")
+    assert [(int(code), name) for code, name, _ in ops] == list(enumerate(mnist_engine._core.OPS))
+
+
 def test_spec_table_is_the_loaders_rule_table():
     """docs/FORMAT.md's validation table and the C++ rule table (model_file.h) list the same rules
     in the same order, and each rule has a test here named after it."""
-    spec = (Path(__file__).resolve().parent.parent / "docs" / "FORMAT.md").read_text()
+    spec = SPEC.read_text().split("## Validation order and errors")[1]
     documented = [(int(n), name) for n, name in re.findall(r"^\| (\d+) \| `([a-z-]+)` \|", spec, re.M)]
     assert documented == list(mnist_engine._core.FORMAT_RULES)
     tested = {name for name in globals() if name.startswith("test_rule_")}
@@ -402,8 +522,20 @@ def test_writer_refuses_what_the_loader_would_refuse(small_layers):
 
     with pytest.raises(ValueError, match="finite"):
         DenseLayer(np.full((2, 2), np.nan), np.zeros(2))
+    from mnist_engine.model_file import LayerNormLayer
+
     with pytest.raises(ValueError, match="activation"):
-        DenseLayer(np.zeros((2, 2)), np.zeros(2), "gelu")
+        DenseLayer(np.zeros((2, 2)), np.zeros(2), "swish")  # Keras's alias: the format says silu
+    with pytest.raises(ValueError, match=r"'elu' takes 1 parameter\(s\) \(alpha\), got 0"):
+        DenseLayer(np.zeros((2, 2)), np.zeros(2), "elu")
+    with pytest.raises(ValueError, match=r"'prelu' takes 2 parameter\(s\) \(one slope per unit\), got 1"):
+        DenseLayer(np.zeros((2, 2)), np.zeros(2), "prelu", [0.1])
+    with pytest.raises(ValueError, match="max_value must be >= 0"):
+        DenseLayer(np.zeros((2, 2)), np.zeros(2), "relu_general", [0, 0, -1])
+    with pytest.raises(ValueError, match="finite parameters"):
+        DenseLayer(np.zeros((2, 2)), np.zeros(2), "leaky_relu", [np.nan])
+    with pytest.raises(ValueError, match="epsilon > 0"):
+        LayerNormLayer(np.ones(2), np.zeros(2), 0.0)
     with pytest.raises(ValueError, match="metadata keys"):
         build(small_layers, meta={"Bad Key": "x"})
     with pytest.raises(ValueError, match="atol"):

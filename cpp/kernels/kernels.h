@@ -75,6 +75,11 @@ inline void nonzero_index_tail(const float* x, size_t k, size_t width, uint16_t*
 
 void pixels_to_float_scalar(const uint8_t* pixels, size_t n, double scale, float* out);
 
+// A version-2 activation (docs/FORMAT.md, code >= 5) applied in place to one row of n values;
+// `params` as the format stores them (prelu: one per value). f32-activation.h, one file per ISA.
+using ActivationFn = void (*)(uint32_t activation, const float* params, float* y, size_t n);
+void f32_activation_scalar(uint32_t activation, const float* params, float* y, size_t n);
+
 // The machine's FMA throughput probe (f32-fma-peak.h): 12 * lanes multiply-adds per iteration.
 using FmaPeakFn = float (*)(uint64_t iterations);
 float fma_peak_scalar(uint64_t iterations);
@@ -207,6 +212,7 @@ inline constexpr uint32_t kAvx2PanelWidth = 64;
 void nonzero_index_avx2(const float* x, size_t width, uint16_t* out, uint32_t* block_ends);
 void pixels_to_float_avx2(const uint8_t* pixels, size_t n, double scale, float* out);
 float fma_peak_avx2(uint64_t iterations);
+void f32_activation_avx2_fma(uint32_t activation, const float* params, float* y, size_t n);
 
 // The same at 128 columns (8 zmm accumulators); needs AVX-512F.
 void f32_dense_1x128_sparse_avx512f(const DenseArgs& a);
@@ -214,6 +220,7 @@ inline constexpr uint32_t kAvx512PanelWidth = 128;
 void nonzero_index_avx512f(const float* x, size_t width, uint16_t* out, uint32_t* block_ends);
 void pixels_to_float_avx512f(const uint8_t* pixels, size_t n, double scale, float* out);
 float fma_peak_avx512f(uint64_t iterations);
+void f32_activation_avx512f(uint32_t activation, const float* params, float* y, size_t n);
 
 // int8 (u8 activations x s8 weights) and bf16 kernels; see QuantDenseArgs.
 void u8s8_dense_1x64_sparse_avx512vnni(const QuantDenseArgs& a);  // vpdpbusd zmm

@@ -5,6 +5,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <climits>
 #include <cmath>
 #include <sstream>
@@ -170,7 +171,9 @@ std::string describe(const Engine& e) {
   std::ostringstream s;
   s << "<mnist_engine.Engine " << e.input_width();
   for (const auto& l : e.layers())
-    s << " -> " << l.output_width << " " << mnist_engine::activation_name(l.activation);
+    s << " -> " << l.output_width << " "
+      << (l.op == mnist_engine::Op::Dense ? "" : std::string(mnist_engine::op_name(l.op)) + " ")
+      << mnist_engine::activation_name(l.activation);
   s << ", kernel=" << e.kernel_name();
   for (const auto& [k, v] : e.metadata())
     if (k == "source") s << ", source=" << py::repr(py::str(v)).cast<std::string>();
@@ -262,7 +265,22 @@ PYBIND11_MODULE(_core, m) {
   {
     namespace me = mnist_engine;
     py::list activations, rules, required;
-    for (const char* name : me::kActivationNames) activations.append(name);
+    py::dict activation_parameters;
+    for (const auto& a : me::kActivations) {
+      activations.append(a.name);
+      py::list names;
+      std::string all = a.parameters;
+      for (size_t start = 0; start < all.size();) {
+        const size_t comma = std::min(all.find(',', start), all.size());
+        names.append(all.substr(start, comma - start));
+        start = comma + 1;
+      }
+      activation_parameters[a.name] = py::make_tuple(py::tuple(names), a.per_unit, a.since_version);
+    }
+    m.attr("ACTIVATION_PARAMETERS") = activation_parameters;
+    py::list ops;
+    for (const char* name : me::kOpNames) ops.append(name);
+    m.attr("OPS") = py::tuple(ops);
     for (const auto& r : me::kRules) rules.append(py::make_tuple(int(r.rule), r.name));
     for (const char* key : me::kRequiredMetadata) required.append(key);
     m.attr("ACTIVATIONS") = py::tuple(activations);
@@ -393,6 +411,11 @@ nothing about an Engine can change.)doc")
                                     mnist_engine::activation_name(l.activation)));
         return py::tuple(out);
       })
+      .def_property_readonly("layer_ops", [](const Engine& e) {
+        py::list out;
+        for (const auto& l : e.layers()) out.append(mnist_engine::op_name(l.op));
+        return py::tuple(out);
+      }, "Per layer, what it computes before its activation: 'dense', 'scale_shift' or 'layer_norm'.")
       .def_property_readonly("metadata", [](const Engine& e) {
         py::dict d;
         for (const auto& [k, v] : e.metadata()) d[py::str(k)] = py::str(v);

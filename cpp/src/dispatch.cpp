@@ -79,8 +79,8 @@ bool has_amx_bf16() { return has_amx_tile() && cpuid_leaf7_bit(0, &CpuidLeaf7::e
 
 KernelInfo fp32_kernel(const char* name, uint32_t panel, uint32_t granule, bool sparse, bool (*supports)(),
                        kernels::DenseFn run, kernels::NonzeroIndexFn index, kernels::PixelsToFloatFn pixels,
-                       kernels::FmaPeakFn peak, uint32_t lanes) {
-  return {name, Precision::Fp32, panel, granule, supports, sparse, run, index, pixels, peak, lanes,
+                       kernels::FmaPeakFn peak, uint32_t lanes, kernels::ActivationFn activate) {
+  return {name, Precision::Fp32, panel, granule, supports, sparse, run, index, pixels, peak, lanes, activate,
           nullptr, nullptr, nullptr, 0, 0, 0, 0, panel == 1};
 }
 
@@ -95,10 +95,10 @@ constexpr QuantLayout kPlain{1, 1, 1, 1}, kWidened{2, 2, 1, 1}, kBf16{2, 1, 1, 1
 // (AMX).
 KernelInfo quant_kernel(const char* name, Precision precision, uint32_t lanes, uint32_t vectors,
                         bool (*supports)(), kernels::QuantDenseFn run, kernels::UnitIndexFn index,
-                        kernels::QuantizeRowsFn prepare, QuantLayout layout) {
+                        kernels::QuantizeRowsFn prepare, QuantLayout layout, kernels::ActivationFn activate) {
   const uint32_t panel = lanes * vectors;
   const uint32_t granule = layout.unit_align > 1 ? panel : lanes;
-  return {name, precision, panel, granule, supports, false, nullptr, nullptr, nullptr, nullptr, 0,
+  return {name, precision, panel, granule, supports, false, nullptr, nullptr, nullptr, nullptr, 0, activate,
           run, index, prepare, layout.weight_bytes, layout.subgroups, layout.unit_align, layout.row_align,
           panel == 1};
 }
@@ -181,36 +181,37 @@ const std::vector<KernelInfo>& kernel_table() {
   static const std::vector<KernelInfo> table = {
 #if defined(MNIST_ENGINE_X86_KERNELS)
       fp32_kernel("avx512", k::kAvx512PanelWidth, 1, true, has_avx512f, k::f32_dense_1x128_sparse_avx512f,
-                  k::nonzero_index_avx512f, k::pixels_to_float_avx512f, k::fma_peak_avx512f, 16),
+                  k::nonzero_index_avx512f, k::pixels_to_float_avx512f, k::fma_peak_avx512f, 16,
+                  k::f32_activation_avx512f),
       fp32_kernel("avx2", k::kAvx2PanelWidth, 1, true, has_avx2_fma, k::f32_dense_1x64_sparse_avx2_fma,
-                  k::nonzero_index_avx2, k::pixels_to_float_avx2, k::fma_peak_avx2, 8),
+                  k::nonzero_index_avx2, k::pixels_to_float_avx2, k::fma_peak_avx2, 8, k::f32_activation_avx2_fma),
 #endif
 #if defined(MNIST_ENGINE_ARM_KERNELS)
       fp32_kernel("neon", k::kNeonPanelWidth, 4, true, always, k::f32_dense_1x32_sparse_neon,
-                  k::nonzero_index_scalar, k::pixels_to_float_scalar, k::fma_peak_neon, 4),
+                  k::nonzero_index_scalar, k::pixels_to_float_scalar, k::fma_peak_neon, 4, k::f32_activation_scalar),
 #endif
       fp32_kernel("scalar", k::kScalarPanelWidth, 1, false, always, k::f32_dense_scalar, k::nonzero_index_scalar,
-                  k::pixels_to_float_scalar, k::fma_peak_scalar, 1),
+                  k::pixels_to_float_scalar, k::fma_peak_scalar, 1, k::f32_activation_scalar),
 #if defined(MNIST_ENGINE_X86_KERNELS)
       quant_kernel("bf16-amx", P::Bf16, 16, 1, has_amx_bf16, k::bf16_dense_32x32_amx, nullptr,
-                   k::convert_rows_bf16_avx512bf16, kAmx16),
+                   k::convert_rows_bf16_avx512bf16, kAmx16, k::f32_activation_avx512f),
       quant_kernel("bf16-avx512bf16", P::Bf16, 16, 8, has_avx512_bf16, k::bf16_dense_1x128_sparse_avx512bf16,
-                   k::unit_index_avx512f, k::convert_rows_bf16_avx512bf16, kBf16),
+                   k::unit_index_avx512f, k::convert_rows_bf16_avx512bf16, kBf16, k::f32_activation_avx512f),
 #endif
       quant_kernel("bf16-scalar", P::Bf16, 1, 1, always, k::bf16_dense_scalar, nullptr, k::convert_rows_bf16_scalar,
-                   kBf16),
+                   kBf16, k::f32_activation_scalar),
 #if defined(MNIST_ENGINE_X86_KERNELS)
       quant_kernel("int8-amx", P::Int8, 16, 1, has_amx_int8, k::u8s8_dense_32x32_amx, nullptr,
-                   k::quantize_rows_u8_avx512f, kAmx8),
+                   k::quantize_rows_u8_avx512f, kAmx8, k::f32_activation_avx512f),
       quant_kernel("int8-avx512vnni", P::Int8, 16, 4, has_avx512_vnni, k::u8s8_dense_1x64_sparse_avx512vnni,
-                   k::unit_index_avx512f, k::quantize_rows_u8_avx512f, kPlain),
+                   k::unit_index_avx512f, k::quantize_rows_u8_avx512f, kPlain, k::f32_activation_avx512f),
       quant_kernel("int8-avxvnni", P::Int8, 8, 8, has_avx_vnni, k::u8s8_dense_1x64_sparse_avxvnni,
-                   k::unit_index_scalar, k::quantize_rows_u8_avx2, kPlain),
+                   k::unit_index_scalar, k::quantize_rows_u8_avx2, kPlain, k::f32_activation_avx2_fma),
       quant_kernel("int8-avx2", P::Int8, 8, 8, has_avx2_fma, k::u8s8_dense_1x64_sparse_avx2, k::unit_index_scalar,
-                   k::quantize_rows_u8_avx2, kWidened),
+                   k::quantize_rows_u8_avx2, kWidened, k::f32_activation_avx2_fma),
 #endif
       quant_kernel("int8-scalar", P::Int8, 1, 1, always, k::u8s8_dense_scalar, nullptr, k::quantize_rows_u8_scalar,
-                   kPlain),
+                   kPlain, k::f32_activation_scalar),
   };
   return table;
 }

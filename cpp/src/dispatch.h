@@ -24,6 +24,7 @@ struct KernelInfo {
   kernels::PixelsToFloatFn pixels_to_float;
   kernels::FmaPeakFn fma_peak;
   uint32_t fma_lanes;  // multiply-adds per lane group of fma_peak: flops = 2 * 12 * lanes per iteration
+  kernels::ActivationFn activate;  // every precision: the version-2 activations, in float
   // bf16 and int8 kernels (kernels::QuantDenseArgs)
   kernels::QuantDenseFn quant_run;
   kernels::UnitIndexFn unit_index;      // null: a dense kernel, no index

@@ -52,7 +52,10 @@ void map_rows(float* y, size_t rows, size_t stride, size_t width, F f) {
 
 }  // namespace
 
-void internal::apply_activation(Activation a, float* y, size_t rows, size_t stride, size_t width) {
+namespace {
+
+// Version 1's activations, computed as they always were, so version-1 files give the same bits.
+void apply_version1_activation(Activation a, float* y, size_t rows, size_t stride, size_t width) {
   switch (a) {
     case Activation::Linear:
     case Activation::Relu: return;
@@ -60,6 +63,54 @@ void internal::apply_activation(Activation a, float* y, size_t rows, size_t stri
       return map_rows(y, rows, stride, width, [](float v) { return 1.0f / (1.0f + std::exp(-v)); });
     case Activation::Tanh: return map_rows(y, rows, stride, width, [](float v) { return std::tanh(v); });
     case Activation::Softmax: return softmax_rows(y, rows, stride, width);
+    default: return;  // version 2's: the kernel's vectorised activate (Engine::activate)
+  }
+}
+
+}  // namespace
+
+void Engine::activate(size_t l, float* y, size_t rows, size_t stride) const {
+  const LayerInfo& info = shape_[l];
+  const LayerParams& p = params_[l];
+  if (uint32_t(info.activation) < kVersion1Activations) {
+    // Relu is fused into the dense kernels; after an element-wise op it runs here.
+    if (info.activation == Activation::Relu && p.op != Op::Dense)
+      map_rows(y, rows, stride, info.output_width, [](float v) { return v < 0.0f ? 0.0f : v; });
+    return apply_version1_activation(info.activation, y, rows, stride, info.output_width);
+  }
+  const KernelInfo& k = kernel_of(kernel_);
+  for (size_t r = 0; r < rows; ++r)
+    k.activate(uint32_t(info.activation), p.activation.data(), y + r * stride, info.output_width);
+}
+
+// scale_shift and layer_norm, row by row, from x into y (never in place: x may be the caller's).
+void Engine::run_elementwise(size_t l, const float* x, size_t x_stride, size_t rows, float* y,
+                             size_t y_stride) const {
+  const LayerParams& p = params_[l];
+  const size_t n = shape_[l].output_width;
+  const float* a = p.first.data();
+  const float* b = p.second.data();
+  for (size_t r = 0; r < rows; ++r) {
+    const float* in = x + r * x_stride;
+    float* out = y + r * y_stride;
+    if (p.op == Op::ScaleShift) {
+      for (size_t j = 0; j < n; ++j) out[j] = in[j] * a[j] + b[j];
+      continue;
+    }
+    // Mean and variance in double, two passes: a row of large, nearly equal values keeps its
+    // variance (a one-pass sum of squares would cancel it away).
+    double sum = 0.0;
+    for (size_t j = 0; j < n; ++j) sum += in[j];
+    const double mean = sum / double(n);
+    double squares = 0.0;
+    for (size_t j = 0; j < n; ++j) squares += (in[j] - mean) * (in[j] - mean);
+    const float inv = static_cast<float>(1.0 / std::sqrt(squares / double(n) + double(p.epsilon)));
+    const float m = static_cast<float>(mean);
+    // Keras's form: x * (inv * gamma) + (beta - mean * inv * gamma).
+    for (size_t j = 0; j < n; ++j) {
+      const float scale = inv * a[j];
+      out[j] = in[j] * scale + (b[j] - m * scale);
+    }
   }
 }
 
@@ -159,11 +210,29 @@ std::shared_ptr<const Engine> Engine::from_bytes(const uint8_t* data, size_t siz
   e->classes_ = std::move(file.classes);
 
   const size_t nr = k.panel_width;
-  for (const DenseLayer& src : file.layers) {
+  e->first_layer_elementwise_ = file.layers[0].op != Op::Dense;
+  for (const FileLayer& src : file.layers) {
     PackedLayer dst;
-    dst.info = {src.input_width, src.output_width, src.activation};
+    dst.info = {src.input_width, src.output_width, src.activation, src.op};
     e->shape_.push_back(dst.info);
+    LayerParams params;
+    params.op = src.op;
+    params.epsilon = src.epsilon;
+    params.activation = src.parameters;
     dst.panels = round_up(src.output_width, nr) / nr;
+    e->max_padded_width_ = std::max(e->max_padded_width_, dst.panels * nr);
+    e->max_input_width_ = std::max<size_t>(e->max_input_width_, src.input_width);
+    if (src.op != Op::Dense) {
+      params.first = AlignedFloats(src.output_width);
+      params.second = AlignedFloats(src.output_width);
+      decode_f32(src.kernel, src.output_width, params.first.data());
+      decode_f32(src.bias, src.output_width, params.second.data());
+      dst.tail_stride = 0;
+      e->params_.push_back(std::move(params));
+      e->layers_.push_back(std::move(dst));
+      continue;
+    }
+    e->params_.push_back(std::move(params));
     // Full panels are nr wide; a partial last one only as wide as its columns (rounded up to the
     // kernel's granule), so the packed model is the file's size plus a few floats per row.
     const size_t tail = src.output_width - (dst.panels - 1) * nr;
@@ -179,8 +248,6 @@ std::shared_ptr<const Engine> Engine::from_bytes(const uint8_t* data, size_t siz
                    dst.weights.data() + p * in * nr + kk * stride);
     }
     decode_f32(src.bias, src.output_width, dst.bias.data());
-    e->max_padded_width_ = std::max(e->max_padded_width_, dst.panels * nr);
-    e->max_input_width_ = std::max<size_t>(e->max_input_width_, src.input_width);
     e->layers_.push_back(std::move(dst));
   }
   if (verify) e->verify(file.reference);
@@ -191,8 +258,10 @@ std::shared_ptr<const Engine> Engine::from_bytes(const uint8_t* data, size_t siz
   e->kernel_ = &chosen;
   e->kernel_name_ = chosen.name;
   e->max_padded_width_ = 0;
-  for (const DenseLayer& src : file.layers) {
-    QuantLayer q = quantize_layer(src, &chosen, precision);
+  for (const FileLayer& src : file.layers) {
+    QuantLayer q = src.op == Op::Dense ? quantize_layer(src, &chosen, precision) : QuantLayer{};
+    q.info = {src.input_width, src.output_width, src.activation, src.op};
+    q.panels = round_up(src.output_width, chosen.panel_width) / chosen.panel_width;
     e->max_padded_width_ = std::max(e->max_padded_width_, q.panels * chosen.panel_width);
     e->max_units_ = std::max(e->max_units_, q.units);
     e->qlayers_.push_back(std::move(q));
@@ -242,6 +311,14 @@ void Engine::run_tile(const T* x, size_t rows, float* y, Scratch& s) const {
   float* buffers[2] = {s.ping, s.pong};
   for (size_t l = 0; l < layers_.size(); ++l) {
     const PackedLayer& layer = layers_[l];
+    float* out = buffers[l % 2];
+    if (layer.info.op != Op::Dense) {
+      run_elementwise(l, in, in_stride, rows, out, stride);
+      activate(l, out, rows, stride);
+      in = out;
+      in_stride = stride;
+      continue;
+    }
     const size_t width = layer.info.input_width;
     const size_t blocks = (width + kernels::kIndexBlock - 1) / kernels::kIndexBlock;
     if (kernel.wants_nonzero_index)
@@ -255,11 +332,10 @@ void Engine::run_tile(const T* x, size_t rows, float* y, Scratch& s) const {
         for (size_t k = 0; k < width; ++k) index[k] = static_cast<uint16_t>(k);
         for (size_t b = 0; b < blocks; ++b) ends[b] = static_cast<uint32_t>(std::min((b + 1) * kernels::kIndexBlock, width));
       }
-    float* out = buffers[l % 2];
     kernel.run({in, in_stride, rows, width, s.block_ends, s.nz_index, layer.weights.data(),
                 layer.tail_stride, layer.bias.data(), layer.panels, layer.info.output_width, out, stride,
                 layer.info.activation == Activation::Relu});
-    internal::apply_activation(layer.info.activation, out, rows, stride, layer.info.output_width);
+    activate(l, out, rows, stride);
     in = out;
     in_stride = stride;
   }

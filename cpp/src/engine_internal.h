@@ -13,8 +13,6 @@ namespace internal {
 
 inline size_t round_up(size_t n, size_t m) { return (n + m - 1) / m * m; }
 inline const KernelInfo& kernel_of(const void* p) { return *static_cast<const KernelInfo*>(p); }
-// Relu is fused into the kernels; the rest run here on the real (unpadded) columns.
-void apply_activation(Activation a, float* y, size_t rows, size_t stride, size_t width);
 
 }  // namespace internal
 
@@ -51,6 +49,8 @@ struct Engine::Scratch {
         take(block_ends, rows * (e.max_input_width_ / kernels::kIndexBlock + 1));
         take(nz_index, k.wants_nonzero_index ? rows * e.max_input_width_ : 1);
       } else {
+        // Pixels go straight into the first dense layer, unless an element-wise layer comes first.
+        take(input, pixels && e.first_layer_elementwise_ ? rows * e.input_width_ : 0);
         // A tile kernel (AMX) reads whole blocks of rows; the rows past the tile are never stored.
         take(act, internal::round_up(rows, k.row_align) * e.max_act_bytes_);
         take(row_scale, rows);

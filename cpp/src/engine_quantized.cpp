@@ -26,14 +26,14 @@ void put(uint8_t* dst, int32_t value, size_t bytes) {
 
 }  // namespace
 
-Engine::QuantLayer Engine::quantize_layer(const DenseLayer& src, const void* kernel, Precision precision) {
+Engine::QuantLayer Engine::quantize_layer(const FileLayer& src, const void* kernel, Precision precision) {
   const KernelInfo& k = kernel_of(kernel);
   const size_t in = src.input_width, out = src.output_width, nr = k.panel_width;
   const size_t inputs_per_unit = precision == Precision::Int8 ? 4 : 2;  // 4 uint8 or 2 bf16
   const size_t per_block = kernels::kUnitBytes / k.weight_bytes;        // inputs per 4-byte column block
 
   QuantLayer q;
-  q.info = {src.input_width, src.output_width, src.activation};
+  q.info = {src.input_width, src.output_width, src.activation, src.op};
   q.units = round_up((in + inputs_per_unit - 1) / inputs_per_unit, k.unit_align);
   q.panels = round_up(out, nr) / nr;
   const size_t tail = out - (q.panels - 1) * nr;
@@ -107,6 +107,24 @@ void Engine::run_tile_quantized(const T* x, size_t rows, float* y, Scratch& s) c
   for (size_t l = 0; l < qlayers_.size(); ++l) {
     const QuantLayer& layer = qlayers_[l];
     const size_t width = layer.info.input_width, act_stride = layer.units * kernels::kUnitBytes;
+    float* out = buffers[l % 2];
+    if (layer.info.op != Op::Dense) {  // element-wise layers run in float, as on the exact path
+      const float* src = in;
+      size_t src_stride = stride;
+      if (l == 0) {
+        src_stride = width;
+        if constexpr (std::is_same_v<T, uint8_t>) {
+          kernels::pixels_to_float_scalar(x, rows * width, input_scale_, s.input);
+          src = s.input;
+        } else {
+          src = x;
+        }
+      }
+      run_elementwise(l, src, src_stride, rows, out, stride);
+      activate(l, out, rows, stride);
+      in = out;
+      continue;
+    }
     uint8_t* act = s.act;
     if constexpr (std::is_same_v<T, uint8_t>) {
       if (l == 0) {
@@ -143,12 +161,11 @@ void Engine::run_tile_quantized(const T* x, size_t rows, float* y, Scratch& s) c
         for (size_t b = 0; b < blocks; ++b)
           ends[b] = static_cast<uint32_t>(std::min((b + 1) * kernels::kUnitBlock, layer.units));
       }
-    float* out = buffers[l % 2];
     k.quant_run({act, act_stride, rows, layer.units, s.block_ends, s.unit_index, s.row_scale,
                  s.row_zero, layer.weights.data(), layer.tail_stride, layer.col_scale.data(),
                  layer.col_sum.data(), layer.bias.data(), layer.panels, layer.info.output_width, out, stride,
                  layer.info.activation == Activation::Relu});
-    internal::apply_activation(layer.info.activation, out, rows, stride, layer.info.output_width);
+    activate(l, out, rows, stride);
     in = out;
   }
   const size_t width = output_width();

@@ -1,4 +1,4 @@
-// Loader for format version 1. The checks run in the order of docs/FORMAT.md's table, and the
+// Loader for format versions 1 and 2. The checks run in the order of docs/FORMAT.md's table, and the
 // rule names below are the ones that table gives; tests/test_format.py breaks each one.
 #include "mnist_engine/model_file.h"
 
@@ -14,7 +14,12 @@ namespace mnist_engine {
 
 const char* activation_name(Activation a) {
   const auto code = uint32_t(a);
-  return code < kActivationCount ? kActivationNames[code] : "unknown";
+  return code < kActivationCount ? kActivations[code].name : "unknown";
+}
+
+const char* op_name(Op op) {
+  const auto code = uint32_t(op);
+  return code < kOpCount ? kOpNames[code] : "unknown";
 }
 
 const char* rule_name(Rule r) { return kRules[size_t(r) - 1].name; }
@@ -49,7 +54,7 @@ namespace {
 constexpr uint8_t kMagic[8] = {0x89, 'M', 'N', 'W', '\r', '\n', 0x1A, '\n'};
 constexpr uint32_t kByteOrderMark = 0x0A0B0C0Du;
 constexpr size_t kHeaderSize = 48;
-constexpr size_t kLayerEntrySize = 16;
+constexpr size_t layer_entry_size(uint32_t version) { return version == 1 ? 16 : 20; }
 constexpr size_t kChecksumSize = 4;
 constexpr uint32_t kDtypeF32 = 1;
 
@@ -154,6 +159,7 @@ bool is_key_char(uint8_t c) {
 }
 
 struct Header {
+  uint32_t version;
   uint64_t file_size;
   uint32_t layer_count, input_width, ref_count, meta_count;
   double input_scale;
@@ -169,13 +175,16 @@ Header read_header(const uint8_t* d, size_t size) {
     throw FormatError(Rule::BadMagic, 0, cat("expected the magic 89 4d 4e 57 0d 0a 1a 0a, got ",
                                           got.str(), " (not an mnist_engine weights file)"));
   }
-  if (const uint32_t v = le_u32(d + 8); v != kFormatVersion)
+  const uint32_t version = le_u32(d + 8);
+  if (version < 1 || version > kFormatVersion)
     throw FormatError(Rule::UnsupportedVersion, 8,
-                      cat("expected format version ", kFormatVersion, ", got version ", v));
+                      cat("expected format version 1..", kFormatVersion, ", got version ", version,
+                          version > kFormatVersion ? " (written by a newer mnist_engine: upgrade to read it)" : ""));
   if (const uint32_t bom = le_u32(d + 12); bom != kByteOrderMark)
     throw FormatError(Rule::ByteOrder, 12, cat("expected the little-endian mark 0x0a0b0c0d, got 0x",
                                             std::hex, bom));
   Header h{};
+  h.version = version;
   h.file_size = le_u64(d + 16);
   if (h.file_size != size)
     throw FormatError(Rule::FileSize, 16,
@@ -210,8 +219,23 @@ namespace {
 
 struct TableEntry {
   uint64_t at;
-  uint32_t input_width, output_width, activation, dtype;
+  uint32_t input_width, output_width, activation, dtype, op;
 };
+
+// How many f32 values a layer stores: its operation's tensors, then its activation's parameters.
+uint64_t op_values(const TableEntry& e) {
+  const uint64_t in = e.input_width, out = e.output_width;
+  switch (Op(e.op)) {
+    case Op::Dense: return in * out + out;
+    case Op::ScaleShift: return 2 * out;
+    case Op::LayerNorm: return 2 * out + 1;
+  }
+  return 0;
+}
+uint64_t activation_values(const TableEntry& e) {
+  const ActivationInfo& a = kActivations[e.activation];
+  return a.scalar_count + (a.per_unit ? e.output_width : 0);
+}
 
 struct MetaEntry {
   uint64_t at;            // the entry's first byte (its key length)
@@ -222,16 +246,17 @@ struct MetaEntry {
 };
 
 std::vector<TableEntry> read_layer_table(const uint8_t* d, const Header& h, uint64_t payload_end) {
-  // The table itself must fit before rules 12-15 read it (the first part of rule 17).
-  const uint64_t table_end = kHeaderSize + uint64_t(h.layer_count) * kLayerEntrySize;
+  // The table itself must fit before rules 12-17 read it (the first part of rule 19).
+  const uint64_t table_end = kHeaderSize + uint64_t(h.layer_count) * layer_entry_size(h.version);
   if (table_end > payload_end)
     throw FormatError(Rule::LayoutSize, kHeaderSize,
                       cat("expected ", h.layer_count, " layer descriptors (", table_end - kHeaderSize,
                           " bytes), but only ", payload_end - kHeaderSize, " bytes precede the checksum"));
   std::vector<TableEntry> table(h.layer_count);
   for (uint32_t i = 0; i < h.layer_count; ++i) {
-    const uint64_t at = kHeaderSize + uint64_t(i) * kLayerEntrySize;
-    table[i] = {at, le_u32(d + at), le_u32(d + at + 4), le_u32(d + at + 8), le_u32(d + at + 12)};
+    const uint64_t at = kHeaderSize + uint64_t(i) * layer_entry_size(h.version);
+    table[i] = {at, le_u32(d + at), le_u32(d + at + 4), le_u32(d + at + 8), le_u32(d + at + 12),
+                h.version == 1 ? uint32_t(Op::Dense) : le_u32(d + at + 16)};
   }
   for (uint32_t i = 0; i < h.layer_count; ++i) {
     const TableEntry& e = table[i];
@@ -239,18 +264,29 @@ std::vector<TableEntry> read_layer_table(const uint8_t* d, const Header& h, uint
     check_range(Rule::LayerWidth, e.at + 4, cat("layer ", i, " output_width").c_str(), e.output_width, 1,
                 kMaxWidth);
   }
+  const uint32_t codes = h.version == 1 ? kVersion1Activations : kActivationCount;
   for (uint32_t i = 0; i < h.layer_count; ++i)
-    if (table[i].activation >= kActivationCount) {
+    if (table[i].activation >= codes) {
       std::string names;
-      for (uint32_t c = 0; c < kActivationCount; ++c) names += cat(c ? ", " : "", kActivationNames[c]);
+      for (uint32_t c = 0; c < codes; ++c) names += cat(c ? ", " : "", kActivations[c].name);
       throw FormatError(Rule::ActivationCode, table[i].at + 8,
-                        cat("expected an activation code 0..", kActivationCount - 1, " (", names,
-                            ") for layer ", i, ", got ", table[i].activation));
+                        cat("expected an activation code 0..", codes - 1, " (", names, ") for layer ", i,
+                            " of a version-", h.version, " file, got ", table[i].activation));
     }
   for (uint32_t i = 0; i < h.layer_count; ++i)
     if (table[i].dtype != kDtypeF32)
       throw FormatError(Rule::Dtype, table[i].at + 12,
                         cat("expected dtype code 1 (f32) for layer ", i, ", got ", table[i].dtype));
+  for (uint32_t i = 0; i < h.layer_count; ++i)
+    if (table[i].op >= kOpCount)
+      throw FormatError(Rule::LayerOp, table[i].at + 16,
+                        cat("expected an op code 0..", kOpCount - 1, " (dense, scale_shift, layer_norm) for layer ",
+                            i, ", got ", table[i].op));
+  for (uint32_t i = 0; i < h.layer_count; ++i)
+    if (table[i].op != uint32_t(Op::Dense) && table[i].output_width != table[i].input_width)
+      throw FormatError(Rule::OpWidth, table[i].at + 4,
+                        cat("expected layer ", i, " (", kOpNames[table[i].op], ", element-wise) to give as many "
+                            "outputs as it takes inputs, ", table[i].input_width, ", got ", table[i].output_width));
   uint32_t previous_width = h.input_width;
   for (uint32_t i = 0; i < h.layer_count; ++i) {
     if (table[i].input_width != previous_width)
@@ -262,11 +298,11 @@ std::vector<TableEntry> read_layer_table(const uint8_t* d, const Header& h, uint
   }
   // With widths <= 2^16 and at most 64 layers the sum stays below 2^39: no overflow possible.
   uint64_t parameters = 0;
-  for (const TableEntry& e : table) parameters += uint64_t(e.input_width) * e.output_width + e.output_width;
+  for (const TableEntry& e : table) parameters += op_values(e) + activation_values(e);
   if (parameters > kMaxParameters)
     throw FormatError(Rule::ModelSize, kHeaderSize,
-                      cat("expected at most ", kMaxParameters, " weights and biases (1 GiB of f32), the layer "
-                          "table declares ", parameters));
+                      cat("expected at most ", kMaxParameters, " weights, biases and parameters (1 GiB of f32), "
+                          "the layer table declares ", parameters));
   return table;
 }
 
@@ -378,17 +414,15 @@ ClassLabels parse_classes(const std::string& value, uint64_t at, uint32_t output
 ModelFile parse_model_file(const uint8_t* d, size_t size) {
   const Header h = read_header(d, size);  // rules 1-11
   const uint64_t payload_end = size - kChecksumSize;
-  const std::vector<TableEntry> table = read_layer_table(d, h, payload_end);  // rules 12-16
-  const uint64_t table_end = kHeaderSize + uint64_t(h.layer_count) * kLayerEntrySize;
+  const std::vector<TableEntry> table = read_layer_table(d, h, payload_end);  // rules 12-18
+  const uint64_t table_end = kHeaderSize + uint64_t(h.layer_count) * layer_entry_size(h.version);
   const uint32_t output_width = table.back().output_width;
 
-  // Rule 17: every remaining size follows from the header and the table; prove the file holds
+  // Rule 19: every remaining size follows from the header and the table; prove the file holds
   // them all before copying (and allocating) anything.
   uint64_t weights_bytes = 0;
   for (const TableEntry& e : table)
-    weights_bytes = checked_add(weights_bytes,
-                                checked_mul(uint64_t(e.input_width) * e.output_width + e.output_width, 4, e.at),
-                                e.at);
+    weights_bytes = checked_add(weights_bytes, checked_mul(op_values(e) + activation_values(e), 4, e.at), e.at);
   const uint64_t ref_values = checked_mul(
       h.ref_count, checked_add(h.input_width, output_width, kHeaderSize), kHeaderSize);
   const uint64_t reference_bytes = checked_add(8, checked_mul(ref_values, 4, kHeaderSize), kHeaderSize);
@@ -402,28 +436,64 @@ ModelFile parse_model_file(const uint8_t* d, size_t size) {
                           " bytes before its checksum"));
   const uint64_t metadata_end = payload_end - reference_bytes;
 
-  // Rule 18: weights.
+  // Rule 20: weights, biases and parameters.
   ModelFile m;
-  m.version = kFormatVersion;
+  m.version = h.version;
   m.input_width = h.input_width;
   m.input_scale = h.input_scale;
   m.layers.resize(h.layer_count);
+  std::vector<uint64_t> parameters_at(h.layer_count);
   uint64_t at = table_end;
   for (uint32_t i = 0; i < h.layer_count; ++i) {
-    DenseLayer& layer = m.layers[i];
+    FileLayer& layer = m.layers[i];
     layer.input_width = table[i].input_width;
     layer.output_width = table[i].output_width;
+    layer.op = Op(table[i].op);
     layer.activation = Activation(table[i].activation);
-    const uint64_t kernel_count = uint64_t(layer.input_width) * layer.output_width;
-    check_finite_f32(d, at, kernel_count, Rule::NonFiniteWeight, cat("layer ", i, " kernel"));
+    const bool dense = layer.op == Op::Dense;
+    const uint64_t first_count = dense ? uint64_t(layer.input_width) * layer.output_width : layer.output_width;
+    const char* first = dense ? "kernel" : layer.op == Op::ScaleShift ? "scale" : "gamma";
+    const char* second = dense ? "bias" : layer.op == Op::ScaleShift ? "shift" : "beta";
+    check_finite_f32(d, at, first_count, Rule::NonFiniteWeight, cat("layer ", i, " ", first));
     layer.kernel = d + at;
-    at += 4 * kernel_count;
-    check_finite_f32(d, at, layer.output_width, Rule::NonFiniteWeight, cat("layer ", i, " bias"));
+    at += 4 * first_count;
+    check_finite_f32(d, at, layer.output_width, Rule::NonFiniteWeight, cat("layer ", i, " ", second));
     layer.bias = d + at;
     at += 4 * uint64_t(layer.output_width);
+    if (layer.op == Op::LayerNorm) {
+      check_finite_f32(d, at, 1, Rule::NonFiniteWeight, cat("layer ", i, " epsilon"));
+      layer.epsilon = le_f32(d + at);
+      at += 4;
+    }
+    parameters_at[i] = at;
+    const uint64_t count = activation_values(table[i]);
+    layer.parameters.resize(count);
+    decode_f32(d + at, count, layer.parameters.data());
+    for (uint64_t k = 0; k < count; ++k) {
+      const float v = layer.parameters[k];
+      // relu_general's max_value (its third parameter) may be +Inf: no upper bound.
+      const bool unbounded_max = layer.activation == Activation::ReluGeneral && k == 2 && v == INFINITY;
+      if (!std::isfinite(v) && !unbounded_max)
+        throw FormatError(Rule::NonFiniteWeight, at + 4 * k,
+                          cat("expected a finite f32 in layer ", i, " ", activation_name(layer.activation),
+                              " parameter ", k, ", got ", v));
+    }
+    at += 4 * count;
   }
 
-  // Rules 19-25: metadata. Its entries are variable-length, so the structure is walked first
+  // Rule 21: parameters outside their domain.
+  for (uint32_t i = 0; i < h.layer_count; ++i) {
+    const FileLayer& layer = m.layers[i];
+    if (layer.op == Op::LayerNorm && !(layer.epsilon > 0.0f))
+      throw FormatError(Rule::LayerParameter, parameters_at[i] - 4,
+                        cat("expected layer ", i, " (layer_norm) epsilon > 0, got ", layer.epsilon));
+    if (layer.activation == Activation::ReluGeneral && !(layer.parameters[2] >= 0.0f))
+      throw FormatError(Rule::LayerParameter, parameters_at[i] + 8,
+                        cat("expected layer ", i, " relu_general max_value >= 0 (+inf for none), got ",
+                            layer.parameters[2]));
+  }
+
+  // Rules 22-28: metadata. Its entries are variable-length, so the structure is walked first
   // (every read bounds-checked against the reference section), then each rule runs over it.
   const std::vector<MetaEntry> entries = walk_metadata(d, h.meta_count, at, metadata_end);
   if (!entries.empty()) at = entries.back().value_at + entries.back().value_length;
@@ -439,7 +509,7 @@ ModelFile parse_model_file(const uint8_t* d, size_t size) {
                                                    ", but ", metadata_end - at,
                                                    " bytes that no section describes come first"));
 
-  // Rules 26-27: the reference section.
+  // Rules 29-30: the reference section.
   ReferenceSet& ref = m.reference;
   ref.count = h.ref_count;
   ref.atol = le_f32(d + at);

@@ -6,6 +6,9 @@ import numpy.typing as npt
 __version__: str
 FORMAT_VERSION: int
 ACTIVATIONS: Tuple[str, ...]
+# name -> (scalar parameter names, one more parameter per output unit, format version it needs)
+ACTIVATION_PARAMETERS: Dict[str, Tuple[Tuple[str, ...], bool, int]]
+OPS: Tuple[str, ...]
 FORMAT_RULES: Tuple[Tuple[int, str], ...]
 FORMAT: Dict[str, Union[int, float, Tuple[str, ...]]]
 
@@ -57,6 +60,8 @@ class Engine:
     def verification_margin(self) -> float: ...
     @property
     def layers(self) -> Tuple[Tuple[int, int, str], ...]: ...
+    @property
+    def layer_ops(self) -> Tuple[str, ...]: ...
     @property
     def metadata(self) -> Dict[str, str]: ...
     def __getstate__(self) -> Tuple[int, bytes, str, str, int, bool, bool]: ...

@@ -135,18 +135,67 @@ def numpy_runner(layers: Sequence[DenseLayer], x: np.ndarray) -> Runner:
     def run(batch: np.ndarray) -> np.ndarray:
         h = batch
         for layer in layers:
-            h = ACTIVATION_FUNCTIONS[layer.activation](h @ layer.kernel + layer.bias)
+            h = ACTIVATION_FUNCTIONS[layer.activation](h @ layer.kernel + layer.bias, *layer.parameters)
         return h
 
     return Runner("numpy float32", lambda: run(x), lambda i: run(x[i:i + 1]), "OpenBLAS sgemm")
 
 
-# Our activation names as ONNX operators (None: the identity). tests/test_vocabulary.py checks
-# that it covers the format's table.
-ONNX_OPS = {"linear": None, "relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh", "softmax": "Softmax"}
+def _first(parameters: Sequence[float]) -> float:
+    return parameters[0]
+
+
+# Our activations as ONNX operators: (op_type, attributes, callables taking the parameters), or None for the
+# identity; the composite ones are built in _onnx_activation. tests/test_vocabulary.py checks that
+# this covers the format's table. Opset 20 (Gelu is the newest operator used).
+ONNX_OPSET = 20
+ONNX_OPS = {
+    "linear": None, "relu": ("Relu", {}), "sigmoid": ("Sigmoid", {}), "tanh": ("Tanh", {}),
+    "softmax": ("Softmax", {"axis": -1}), "gelu": ("Gelu", {}), "gelu_tanh": ("Gelu", {"approximate": "tanh"}),
+    "silu": "x * Sigmoid(x)", "elu": ("Elu", {"alpha": _first}), "selu": ("Selu", {}), "softplus": ("Softplus", {}),
+    "softsign": ("Softsign", {}), "leaky_relu": ("LeakyRelu", {"alpha": _first}), "relu6": "Clip(x, 0, 6)",
+    "hard_sigmoid": ("HardSigmoid", {"alpha": 1 / 6, "beta": 0.5}), "hard_silu": ("HardSwish", {}),
+    "exponential": ("Exp", {}), "mish": ("Mish", {}), "log_softmax": ("LogSoftmax", {"axis": -1}),
+    "relu_general": "Keras's ReLU steps", "prelu": "PRelu(x, alpha)",
+}
+
+
+def _onnx_activation(layer, src: str, dst: str, tag: str):
+    """Nodes and initializers computing ``layer``'s activation of tensor ``src`` into ``dst``."""
+    from onnx import helper, numpy_helper
+
+    spec, p = ONNX_OPS[layer.activation], [float(v) for v in layer.parameters]
+    const = lambda name, value: numpy_helper.from_array(np.asarray(value, np.float32), f"{tag}_{name}")  # noqa: E731
+    if spec is None:
+        return [helper.make_node("Identity", [src], [dst])], []
+    if isinstance(spec, tuple):
+        op, attrs = spec
+        attrs = {k: v(p) if callable(v) else v for k, v in attrs.items()}
+        return [helper.make_node(op, [src], [dst], **attrs)], []
+    if layer.activation == "silu":
+        return [helper.make_node("Sigmoid", [src], [f"{tag}_s"]), helper.make_node("Mul", [src, f"{tag}_s"], [dst])], []
+    if layer.activation == "relu6":
+        return [helper.make_node("Clip", [src, f"{tag}_lo", f"{tag}_hi"], [dst])], [const("lo", 0), const("hi", 6)]
+    if layer.activation == "prelu":
+        return [helper.make_node("PRelu", [src, f"{tag}_alpha"], [dst])], [const("alpha", layer.parameters)]
+    slope, threshold, top = p  # relu_general, in Keras's steps (docs/FORMAT.md)
+    nodes = [helper.make_node("Greater", [src, f"{tag}_t"], [f"{tag}_above"]),
+             helper.make_node("Where", [f"{tag}_above", src, f"{tag}_zero"], [f"{tag}_a"])]
+    inits = [const("t", threshold), const("zero", 0)]
+    last = f"{tag}_a"
+    if top != np.inf:
+        nodes.append(helper.make_node("Clip", [last, f"{tag}_zero", f"{tag}_top"], [f"{tag}_c"]))
+        inits.append(const("top", top))
+        last = f"{tag}_c"
+    nodes += [helper.make_node("Sub", [f"{tag}_t", src], [f"{tag}_d"]),
+              helper.make_node("Relu", [f"{tag}_d"], [f"{tag}_r"]),
+              helper.make_node("Mul", [f"{tag}_r", f"{tag}_slope"], [f"{tag}_n"]),
+              helper.make_node("Sub", [last, f"{tag}_n"], [dst])]
+    return nodes, inits + [const("slope", slope)]
 
 
 def onnx_model(layers: Sequence[DenseLayer]):
+    """An ONNX graph of dense layers: MatMul, Add, then the activation's operators."""
     from onnx import TensorProto, helper, numpy_helper
 
     nodes, inits, prev = [], [], "x"
@@ -154,16 +203,12 @@ def onnx_model(layers: Sequence[DenseLayer]):
         inits += [numpy_helper.from_array(layer.kernel, f"W{i}"), numpy_helper.from_array(layer.bias, f"b{i}")]
         nodes += [helper.make_node("MatMul", [prev, f"W{i}"], [f"m{i}"]),
                   helper.make_node("Add", [f"m{i}", f"b{i}"], [f"a{i}"])]
-        op = ONNX_OPS[layer.activation]
-        if op:
-            nodes.append(helper.make_node(op, [f"a{i}"], [f"h{i}"], **({"axis": -1} if op == "Softmax" else {})))
-            prev = f"h{i}"
-        else:
-            prev = f"a{i}"
+        act_nodes, act_inits = _onnx_activation(layer, f"a{i}", f"h{i}", f"act{i}")
+        nodes, inits, prev = nodes + act_nodes, inits + act_inits, f"h{i}"
     n_in, n_out = layers[0].kernel.shape[0], layers[-1].kernel.shape[1]
     graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, n_in])],
                               [helper.make_tensor_value_info(prev, TensorProto.FLOAT, [None, n_out])], inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET)])
 
 
 def onnx_runners(layers: Sequence[DenseLayer], x: np.ndarray, threads: int) -> List[Runner]:

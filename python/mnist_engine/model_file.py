@@ -7,7 +7,7 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Mapping, Optional, Sequence, Union
+from typing import List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -17,13 +17,16 @@ from .reference import forward, scale_pixels
 MAGIC = b"\x89MNW\r\n\x1a\n"
 BYTE_ORDER_MARK = 0x0A0B0C0D
 HEADER = struct.Struct("<8sIIQIIdII")  # magic, version, byte order, file size, layers, width, scale, refs, meta
-LAYER_ENTRY = struct.Struct("<IIII")  # input width, output width, activation, dtype
+LAYER_ENTRY = {1: struct.Struct("<IIII"),  # input width, output width, activation, dtype
+               2: struct.Struct("<IIIII")}  # ... and the op
 DTYPE_F32 = 1
 # The vocabulary and the limits are the C++ loader's own tables (model_file.h), read from the
 # extension, so writer and loader cannot drift apart.
 ACTIVATION_CODES = {name: code for code, name in enumerate(_core.ACTIVATIONS)}
+ACTIVATION_PARAMETERS = _core.ACTIVATION_PARAMETERS  # name -> (scalar names, per unit, since version)
+OP_CODES = {name: code for code, name in enumerate(_core.OPS)}
 _FORMAT = _core.FORMAT
-VERSION = _FORMAT["version"]
+VERSION = _FORMAT["version"]  # the newest; encode_model writes the oldest that holds the model
 REQUIRED_METADATA = tuple(_FORMAT["required_metadata"])
 MAX_LAYERS, MAX_WIDTH = _FORMAT["max_layers"], _FORMAT["max_width"]
 MAX_REFERENCES, MAX_METADATA = _FORMAT["max_references"], _FORMAT["max_metadata"]
@@ -34,6 +37,31 @@ DEFAULT_ATOL, DEFAULT_RTOL = 1e-5, 1e-4
 PathLike = Union[str, "os.PathLike[str]"]
 
 
+def _activation_parameters(activation: str, parameters, units: int) -> np.ndarray:
+    """The activation's parameters as the format stores them, checked against its table entry."""
+    if activation not in ACTIVATION_CODES:
+        raise ValueError(f"expected an activation in {sorted(ACTIVATION_CODES)}, got {activation!r}")
+    names, per_unit, _ = ACTIVATION_PARAMETERS[activation]
+    values = np.ascontiguousarray(np.asarray(parameters, dtype=np.float32).reshape(-1))
+    want = len(names) + (units if per_unit else 0)
+    if values.size != want:
+        what = ", ".join(names) if names else ("one slope per unit" if per_unit else "none")
+        raise ValueError(f"activation {activation!r} takes {want} parameter(s) ({what}), got {values.size}")
+    finite = np.isfinite(values)
+    if activation == "relu_general":
+        finite[2] = finite[2] or values[2] == np.inf  # max_value: +inf means no upper bound
+        if not values[2] >= 0:
+            raise ValueError(f"relu_general max_value must be >= 0 (inf for none), got {values[2]}")
+    if not finite.all():
+        raise ValueError(f"expected finite parameters for activation {activation!r}, got {values.tolist()}")
+    return values
+
+
+def _finite(*arrays: np.ndarray) -> None:
+    if not all(np.isfinite(a).all() for a in arrays):
+        raise ValueError("expected finite weights, found NaN or infinity")
+
+
 @dataclass(frozen=True)
 class DenseLayer:
     """y = activation(x @ kernel + bias); kernel is (inputs, outputs) as in Keras."""
@@ -41,18 +69,98 @@ class DenseLayer:
     kernel: np.ndarray
     bias: np.ndarray
     activation: str = "linear"
+    parameters: Sequence[float] = ()  # the activation's (docs/FORMAT.md): slopes, clip values
+
+    op = "dense"
 
     def __post_init__(self) -> None:
         kernel = np.ascontiguousarray(self.kernel, dtype=np.float32)
         bias = np.ascontiguousarray(self.bias, dtype=np.float32)
         if kernel.ndim != 2 or bias.shape != (kernel.shape[1],):
             raise ValueError(f"expected a (in, out) kernel and an (out,) bias, got {kernel.shape} and {bias.shape}")
-        if self.activation not in ACTIVATION_CODES:
-            raise ValueError(f"expected an activation in {sorted(ACTIVATION_CODES)}, got {self.activation!r}")
-        if not (np.isfinite(kernel).all() and np.isfinite(bias).all()):
-            raise ValueError("expected finite weights, found NaN or infinity")
+        _finite(kernel, bias)
         object.__setattr__(self, "kernel", kernel)
         object.__setattr__(self, "bias", bias)
+        object.__setattr__(self, "parameters", _activation_parameters(self.activation, self.parameters, bias.size))
+
+    @property
+    def widths(self) -> Tuple[int, int]:
+        return self.kernel.shape
+
+    def values(self) -> List[np.ndarray]:
+        """What the file stores for this layer, in order (FORMAT.md, "Weights")."""
+        return [self.kernel, self.bias, self.parameters]
+
+
+@dataclass(frozen=True)
+class ScaleShiftLayer:
+    """y = activation(x * scale + shift), per feature: a BatchNormalization with nothing to fold into."""
+
+    scale: np.ndarray
+    shift: np.ndarray
+    activation: str = "linear"
+    parameters: Sequence[float] = ()
+
+    op = "scale_shift"
+
+    def __post_init__(self) -> None:
+        scale = np.ascontiguousarray(self.scale, dtype=np.float32).reshape(-1)
+        shift = np.ascontiguousarray(self.shift, dtype=np.float32).reshape(-1)
+        if scale.shape != shift.shape or scale.size == 0:
+            raise ValueError(f"expected scale and shift of one equal width, got {scale.shape} and {shift.shape}")
+        _finite(scale, shift)
+        object.__setattr__(self, "scale", scale)
+        object.__setattr__(self, "shift", shift)
+        object.__setattr__(self, "parameters", _activation_parameters(self.activation, self.parameters, scale.size))
+
+    @property
+    def widths(self) -> Tuple[int, int]:
+        return (self.scale.size, self.scale.size)
+
+    def values(self) -> List[np.ndarray]:
+        return [self.scale, self.shift, self.parameters]
+
+
+@dataclass(frozen=True)
+class LayerNormLayer:
+    """y = activation((x - mean) / sqrt(var + epsilon) * gamma + beta), mean and var over each row."""
+
+    gamma: np.ndarray
+    beta: np.ndarray
+    epsilon: float
+    activation: str = "linear"
+    parameters: Sequence[float] = ()
+
+    op = "layer_norm"
+
+    def __post_init__(self) -> None:
+        gamma = np.ascontiguousarray(self.gamma, dtype=np.float32).reshape(-1)
+        beta = np.ascontiguousarray(self.beta, dtype=np.float32).reshape(-1)
+        if gamma.shape != beta.shape or gamma.size == 0:
+            raise ValueError(f"expected gamma and beta of one equal width, got {gamma.shape} and {beta.shape}")
+        _finite(gamma, beta)
+        epsilon = float(np.float32(self.epsilon))
+        if not (np.isfinite(epsilon) and epsilon > 0):
+            raise ValueError(f"expected a finite layer_norm epsilon > 0, got {self.epsilon}")
+        object.__setattr__(self, "gamma", gamma)
+        object.__setattr__(self, "beta", beta)
+        object.__setattr__(self, "epsilon", epsilon)
+        object.__setattr__(self, "parameters", _activation_parameters(self.activation, self.parameters, gamma.size))
+
+    @property
+    def widths(self) -> Tuple[int, int]:
+        return (self.gamma.size, self.gamma.size)
+
+    def values(self) -> List[np.ndarray]:
+        return [self.gamma, self.beta, np.array([self.epsilon], np.float32), self.parameters]
+
+
+Layer = Union[DenseLayer, ScaleShiftLayer, LayerNormLayer]
+
+
+def format_version_for(layers: Sequence[Layer]) -> int:
+    """The oldest format version that holds ``layers``: 1 for dense layers with version-1 activations."""
+    return max(2 if layer.op != "dense" else ACTIVATION_PARAMETERS[layer.activation][2] for layer in layers)
 
 
 def sample_pixel_inputs(count: int, width: int, input_scale: float, seed: int = 0) -> np.ndarray:
@@ -64,7 +172,7 @@ def sample_pixel_inputs(count: int, width: int, input_scale: float, seed: int = 
 
 
 def encode_model(
-    layers: Sequence[DenseLayer],
+    layers: Sequence[Layer],
     *,
     input_scale: float,
     metadata: Mapping[str, str],
@@ -73,26 +181,27 @@ def encode_model(
     atol: float = DEFAULT_ATOL,
     rtol: float = DEFAULT_RTOL,
 ) -> bytes:
-    """The bytes of a version-1 file. Checks what the loader would check, so a file this writes
-    always loads (verification aside)."""
+    """The bytes of a model file, in the oldest version that holds the model (format_version_for).
+    Checks what the loader would check, so a file this writes always loads (verification aside)."""
     if not 1 <= len(layers) <= MAX_LAYERS:
         raise ValueError(f"expected 1..{MAX_LAYERS} layers, got {len(layers)}")
-    width = layers[0].kernel.shape[0]
+    width = layers[0].widths[0]
     for i, layer in enumerate(layers):
-        n_in, n_out = layer.kernel.shape
+        n_in, n_out = layer.widths
         if n_in != width:
             raise ValueError(f"layer {i} takes {n_in} inputs but the previous layer gives {width}")
         if not (1 <= n_in <= MAX_WIDTH and 1 <= n_out <= MAX_WIDTH):
             raise ValueError(f"layer {i} is {n_in}x{n_out}; widths must be 1..{MAX_WIDTH}")
         width = n_out
-    parameters = sum(layer.kernel.size + layer.bias.size for layer in layers)
+    parameters = sum(v.size for layer in layers for v in layer.values())
     if parameters > MAX_PARAMETERS:
-        raise ValueError(f"expected at most {MAX_PARAMETERS} weights and biases (1 GiB), the model has {parameters}")
+        raise ValueError(f"expected at most {MAX_PARAMETERS} weights, biases and parameters (1 GiB), the model "
+                         f"has {parameters}")
     if not (np.isfinite(input_scale) and input_scale > 0):
         raise ValueError(f"expected a finite input_scale > 0, got {input_scale}")
     if not (0 <= atol <= MAX_TOLERANCE and 0 <= rtol <= MAX_TOLERANCE):
         raise ValueError(f"expected atol and rtol in 0..{MAX_TOLERANCE}, got {atol} and {rtol}")
-    n_in, n_out = layers[0].kernel.shape[0], layers[-1].kernel.shape[1]
+    n_in, n_out = layers[0].widths[0], layers[-1].widths[1]
     ref_in = np.ascontiguousarray(reference_inputs, dtype="<f4").reshape(len(reference_inputs), -1)
     ref_out = np.ascontiguousarray(reference_outputs, dtype="<f4")
     if ref_in.shape[1:] != (n_in,) or ref_out.shape != (len(ref_in), n_out):
@@ -103,18 +212,21 @@ def encode_model(
     if not (np.isfinite(ref_in).all() and np.isfinite(ref_out).all()):
         raise ValueError("expected finite reference inputs and outputs")
 
+    version = format_version_for(layers)
+    entry = LAYER_ENTRY[version]
+    op_field = (lambda layer: (OP_CODES[layer.op],)) if version > 1 else (lambda layer: ())
+    table = [(*layer.widths, ACTIVATION_CODES[layer.activation], DTYPE_F32, *op_field(layer)) for layer in layers]
     meta = _encode_metadata(metadata)
     body = [
-        b"".join(LAYER_ENTRY.pack(*layer.kernel.shape, ACTIVATION_CODES[layer.activation], DTYPE_F32)
-                 for layer in layers),
-        b"".join(layer.kernel.astype("<f4").tobytes() + layer.bias.astype("<f4").tobytes() for layer in layers),
+        b"".join(entry.pack(*fields) for fields in table),
+        b"".join(v.astype("<f4").tobytes() for layer in layers for v in layer.values()),
         meta,
         struct.pack("<ff", atol, rtol),
         ref_in.tobytes(),
         ref_out.tobytes(),
     ]
     size = HEADER.size + sum(map(len, body)) + 4
-    header = HEADER.pack(MAGIC, VERSION, BYTE_ORDER_MARK, size, len(layers), n_in, float(input_scale),
+    header = HEADER.pack(MAGIC, version, BYTE_ORDER_MARK, size, len(layers), n_in, float(input_scale),
                          len(ref_in), len(metadata))
     payload = header + b"".join(body)
     return payload + struct.pack("<I", _core.crc32c(payload))
@@ -207,7 +319,7 @@ def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
 
 def write_model(
     path: PathLike,
-    layers: Sequence[DenseLayer],
+    layers: Sequence[Layer],
     *,
     input_scale: float = 1 / 255,
     metadata: Optional[Mapping[str, str]] = None,
@@ -223,9 +335,10 @@ def write_model(
     Without ``reference_outputs`` the file's expected outputs come from the float64 numpy forward
     pass (:mod:`mnist_engine.reference`); exporters pass their framework's own outputs instead.
     """
-    layers = [layer if isinstance(layer, DenseLayer) else DenseLayer(*layer) for layer in layers]
+    layers = [layer if isinstance(layer, (DenseLayer, ScaleShiftLayer, LayerNormLayer)) else DenseLayer(*layer)
+              for layer in layers]
     if reference_inputs is None:
-        reference_inputs = sample_pixel_inputs(8, layers[0].kernel.shape[0], input_scale)
+        reference_inputs = sample_pixel_inputs(8, layers[0].widths[0], input_scale)
     if reference_outputs is None:
         reference_outputs = forward(layers, reference_inputs)
     meta = {"producer": "mnist_engine.write_model", "producer_version": _core.__version__, "source": ""}
@@ -236,17 +349,36 @@ def write_model(
     return atomic_write_bytes(path, data)
 
 
-def read_layers(path: PathLike) -> List[DenseLayer]:
+def read_layers(path: PathLike) -> List[Layer]:
     """The layers of a model file, as numpy arrays (for other runtimes, benchmarks, inspection).
 
     The file is validated by the C++ loader first, so this decoder can trust the layout."""
     data = Path(path).read_bytes()
-    engine = _core.Engine.from_bytes(data, verify=False)
-    at = HEADER.size + LAYER_ENTRY.size * len(engine.layers)
-    layers = []
-    for n_in, n_out, activation in engine.layers:
-        kernel = np.frombuffer(data, "<f4", n_in * n_out, at).reshape(n_in, n_out)
-        bias = np.frombuffer(data, "<f4", n_out, at + 4 * n_in * n_out)
-        layers.append(DenseLayer(kernel, bias, activation))
-        at += 4 * (n_in * n_out + n_out)
+    _core.Engine.from_bytes(data, verify=False)
+    (version,) = struct.unpack_from("<I", data, 8)
+    (count,) = struct.unpack_from("<I", data, 24)
+    entry = LAYER_ENTRY[version]
+    at = HEADER.size + entry.size * count
+    layers: List[Layer] = []
+
+    def take(n: int) -> np.ndarray:
+        nonlocal at
+        values = np.frombuffer(data, "<f4", n, at)
+        at += 4 * n
+        return values
+
+    for i in range(count):
+        fields = entry.unpack_from(data, HEADER.size + entry.size * i)
+        n_in, n_out, code, op = fields[0], fields[1], fields[2], (fields[4] if version > 1 else 0)
+        activation = _core.ACTIVATIONS[code]
+        names, per_unit, _ = ACTIVATION_PARAMETERS[activation]
+        if _core.OPS[op] == "dense":
+            kernel, bias = take(n_in * n_out).reshape(n_in, n_out), take(n_out)
+            layers.append(DenseLayer(kernel, bias, activation, take(len(names) + per_unit * n_out)))
+        elif _core.OPS[op] == "scale_shift":
+            scale, shift = take(n_out), take(n_out)
+            layers.append(ScaleShiftLayer(scale, shift, activation, take(len(names) + per_unit * n_out)))
+        else:
+            gamma, beta, epsilon = take(n_out), take(n_out), float(take(1)[0])
+            layers.append(LayerNormLayer(gamma, beta, epsilon, activation, take(len(names) + per_unit * n_out)))
     return layers

@@ -54,11 +54,13 @@ def order_hidden_units(layers: Sequence[DenseLayer], x: np.ndarray) -> Tuple[Lis
     calibration rows ``x`` (model-domain inputs), and the permutation of each layer's outputs
     (the identity for layers left alone: non-ReLU layers and the output layer)."""
     layers = list(layers)
-    perms = [np.arange(layer.kernel.shape[1]) for layer in layers]
+    perms = [np.arange(layer.widths[1]) for layer in layers]
     h = np.asarray(x, dtype=np.float64)
     for i in range(len(layers) - 1):
         h = forward(layers[i: i + 1], h)
-        if layers[i].activation != "relu" or len(h) == 0:
+        # Only a dense ReLU layer feeding a dense layer: its neurons are the next one's input rows.
+        dense_pair = layers[i].op == layers[i + 1].op == "dense"
+        if layers[i].activation != "relu" or not dense_pair or len(h) == 0:
             continue
         perm = co_zero_order(h <= 0)
         layer, following = layers[i], layers[i + 1]

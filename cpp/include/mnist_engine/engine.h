@@ -52,6 +52,7 @@ struct LayerInfo {
   uint32_t input_width;
   uint32_t output_width;
   Activation activation;
+  Op op = Op::Dense;
 };
 
 class Engine {
@@ -123,9 +124,21 @@ class Engine {
     AlignedFloats bias, col_scale;  // panels x panel_width (col_scale: int8 only)
     AlignedArray<int32_t> col_sum;  // int8 only
   };
+  // What a layer needs besides a dense kernel's packed weights, for every precision: an element-wise
+  // operation's vectors (scale_shift: scale and shift; layer_norm: gamma and beta, and epsilon)
+  // and the activation's parameters.
+  struct LayerParams {
+    Op op = Op::Dense;
+    AlignedFloats first, second;
+    float epsilon = 0.0f;
+    std::vector<float> activation;
+  };
   struct Scratch;
 
-  static QuantLayer quantize_layer(const DenseLayer& src, const void* kernel, Precision precision);
+  void run_elementwise(size_t l, const float* x, size_t x_stride, size_t rows, float* y, size_t y_stride) const;
+  void activate(size_t l, float* y, size_t rows, size_t stride) const;
+
+  static QuantLayer quantize_layer(const FileLayer& src, const void* kernel, Precision precision);
   template <typename T>
   void run_tile_quantized(const T* x, size_t rows, float* y, Scratch& s) const;
 
@@ -142,6 +155,7 @@ class Engine {
   std::vector<LayerInfo> shape_;
   std::vector<PackedLayer> layers_;   // fp32
   std::vector<QuantLayer> qlayers_;   // bf16, int8
+  std::vector<LayerParams> params_;   // every precision; one per layer
   Precision precision_ = Precision::Fp32;
   uint16_t pixel_bf16_[256] = {};     // bf16: a pixel's scaled value, rounded once
   size_t max_act_bytes_ = 0;          // bf16/int8: the widest layer's activation row, padded
@@ -156,6 +170,7 @@ class Engine {
   std::string kernel_request_;
   std::vector<uint8_t> file_bytes_;
   const void* kernel_ = nullptr;  // KernelInfo*; opaque here so this header stays ISA-free
+  bool first_layer_elementwise_ = false;  // uint8 input then needs converting to float first
   std::vector<std::pair<std::string, std::string>> metadata_;
   ClassLabels classes_;
   float verification_margin_ = 0.0f;

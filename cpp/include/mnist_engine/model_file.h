@@ -1,4 +1,4 @@
-// The weights file, format version 1: parsing and validation. docs/FORMAT.md is the contract;
+// The weights file, format versions 1 and 2: parsing and validation. docs/FORMAT.md is the contract;
 // the rule table below is its validation table, in its order, and the loader walks it in that
 // order (tests/test_format.py checks the document against this table).
 #pragma once
@@ -12,14 +12,57 @@
 
 namespace mnist_engine {
 
-// The activation vocabulary, one table: the file's codes are the indices, the names are what
-// Python sees (mnist_engine._core.ACTIVATIONS mirrors this table; nothing else lists them).
-enum class Activation : uint32_t { Linear = 0, Relu = 1, Sigmoid = 2, Tanh = 3, Softmax = 4 };
-inline constexpr const char* kActivationNames[] = {"linear", "relu", "sigmoid", "tanh", "softmax"};
-inline constexpr uint32_t kActivationCount = sizeof kActivationNames / sizeof kActivationNames[0];
-static_assert(kActivationCount == uint32_t(Activation::Softmax) + 1, "one name per activation code");
+// The activation vocabulary, one table (docs/FORMAT.md, "Activations"): the file's codes are the
+// indices, the names are what Python sees (mnist_engine._core.ACTIVATIONS mirrors this table;
+// nothing else lists them).
+enum class Activation : uint32_t {
+  Linear = 0, Relu, Sigmoid, Tanh, Softmax,  // version 1
+  Gelu, GeluTanh, Silu, Elu, Selu, Softplus, Softsign, LeakyRelu, Relu6, HardSigmoid, HardSilu, Exponential,
+  Mish, LogSoftmax, ReluGeneral, Prelu,
+};
+struct ActivationInfo {
+  Activation code;
+  const char* name;
+  uint32_t since_version;
+  const char* parameters;  // comma-separated names of its scalar f32 parameters ("" for none)
+  uint32_t scalar_count;
+  bool per_unit;           // one more f32 per output (prelu's slopes)
+};
+inline constexpr ActivationInfo kActivations[] = {
+    {Activation::Linear, "linear", 1, "", 0, false},
+    {Activation::Relu, "relu", 1, "", 0, false},
+    {Activation::Sigmoid, "sigmoid", 1, "", 0, false},
+    {Activation::Tanh, "tanh", 1, "", 0, false},
+    {Activation::Softmax, "softmax", 1, "", 0, false},
+    {Activation::Gelu, "gelu", 2, "", 0, false},
+    {Activation::GeluTanh, "gelu_tanh", 2, "", 0, false},
+    {Activation::Silu, "silu", 2, "", 0, false},
+    {Activation::Elu, "elu", 2, "alpha", 1, false},
+    {Activation::Selu, "selu", 2, "", 0, false},
+    {Activation::Softplus, "softplus", 2, "", 0, false},
+    {Activation::Softsign, "softsign", 2, "", 0, false},
+    {Activation::LeakyRelu, "leaky_relu", 2, "negative_slope", 1, false},
+    {Activation::Relu6, "relu6", 2, "", 0, false},
+    {Activation::HardSigmoid, "hard_sigmoid", 2, "", 0, false},
+    {Activation::HardSilu, "hard_silu", 2, "", 0, false},
+    {Activation::Exponential, "exponential", 2, "", 0, false},
+    {Activation::Mish, "mish", 2, "", 0, false},
+    {Activation::LogSoftmax, "log_softmax", 2, "", 0, false},
+    {Activation::ReluGeneral, "relu_general", 2, "negative_slope,threshold,max_value", 3, false},
+    {Activation::Prelu, "prelu", 2, "", 0, true},  // alpha: one slope per output
+};
+inline constexpr uint32_t kActivationCount = sizeof kActivations / sizeof kActivations[0];
+static_assert(kActivationCount == uint32_t(Activation::Prelu) + 1, "one entry per activation code");
+// Codes below this are version 1's.
+inline constexpr uint32_t kVersion1Activations = uint32_t(Activation::Softmax) + 1;
+
+// What a layer does before its activation (format version 2; every version-1 layer is Dense).
+enum class Op : uint32_t { Dense = 0, ScaleShift = 1, LayerNorm = 2 };
+inline constexpr const char* kOpNames[] = {"dense", "scale_shift", "layer_norm"};
+inline constexpr uint32_t kOpCount = sizeof kOpNames / sizeof kOpNames[0];
 
 const char* activation_name(Activation a);
+const char* op_name(Op op);
 
 // The rules of docs/FORMAT.md's validation table, numbered as there. A file is checked rule by
 // rule in this order, each rule over the whole file before the next, so the first error a broken
@@ -27,8 +70,8 @@ const char* activation_name(Activation a);
 enum class Rule : uint8_t {
   TooShort = 1, BadMagic, UnsupportedVersion, ByteOrder, FileSize, Checksum,
   LayerCount, InputWidth, InputScale, RefCount, MetaCount,
-  LayerWidth, ActivationCode, Dtype, LayerChain, ModelSize, LayoutSize, NonFiniteWeight,
-  MetadataTruncated, MetadataKey, MetadataDuplicate, MetadataValue, MetadataRequired, MetadataClasses,
+  LayerWidth, ActivationCode, Dtype, LayerOp, OpWidth, LayerChain, ModelSize, LayoutSize, NonFiniteWeight,
+  LayerParameter, MetadataTruncated, MetadataKey, MetadataDuplicate, MetadataValue, MetadataRequired, MetadataClasses,
   TrailingBytes, Tolerance, NonFiniteReference, Verification,
 };
 struct RuleInfo {
@@ -50,10 +93,13 @@ inline constexpr RuleInfo kRules[] = {
     {Rule::LayerWidth, "layer-width"},
     {Rule::ActivationCode, "activation"},
     {Rule::Dtype, "dtype"},
+    {Rule::LayerOp, "layer-op"},
+    {Rule::OpWidth, "op-width"},
     {Rule::LayerChain, "layer-chain"},
     {Rule::ModelSize, "model-size"},
     {Rule::LayoutSize, "layout-size"},
     {Rule::NonFiniteWeight, "non-finite-weight"},
+    {Rule::LayerParameter, "layer-parameter"},
     {Rule::MetadataTruncated, "metadata-truncated"},
     {Rule::MetadataKey, "metadata-key"},
     {Rule::MetadataDuplicate, "metadata-duplicate"},
@@ -82,14 +128,19 @@ class FormatError : public std::runtime_error {
   uint64_t offset_;
 };
 
-// The weights stay in the caller's buffer (validated, little-endian f32): the engine packs them
-// straight from there, so a load allocates the model once, not twice.
-struct DenseLayer {
+// One layer of the file. Its values stay in the caller's buffer (validated, little-endian f32): the
+// engine packs them straight from there, so a load allocates the model once, not twice.
+struct FileLayer {
   uint32_t input_width = 0;
   uint32_t output_width = 0;
+  Op op = Op::Dense;
   Activation activation = Activation::Linear;
-  const uint8_t* kernel = nullptr;  // input_width x output_width, row-major (Keras layout)
-  const uint8_t* bias = nullptr;    // output_width
+  // Dense: kernel (input_width x output_width, row-major, Keras layout) and bias (output_width).
+  // ScaleShift: scale and shift; LayerNorm: gamma and beta (output_width each).
+  const uint8_t* kernel = nullptr;
+  const uint8_t* bias = nullptr;
+  float epsilon = 0.0f;            // LayerNorm
+  std::vector<float> parameters;   // the activation's: its scalars, then output_width per-unit values
 };
 
 // Decodes `count` little-endian f32 values (no alignment needed) into dst.
@@ -115,7 +166,7 @@ struct ModelFile {
   uint32_t version = 0;
   uint32_t input_width = 0;
   double input_scale = 0.0;
-  std::vector<DenseLayer> layers;
+  std::vector<FileLayer> layers;
   std::vector<std::pair<std::string, std::string>> metadata;  // in file order
   ClassLabels classes;
   ReferenceSet reference;
@@ -127,7 +178,7 @@ struct ModelFile {
 ModelFile parse_model_file(const uint8_t* data, size_t size);
 
 // Format constants, exported to Python as mnist_engine._core.FORMAT (the writer reads them there).
-inline constexpr uint32_t kFormatVersion = 1;
+inline constexpr uint32_t kFormatVersion = 2;  // the newest this loader reads (and 1)
 inline constexpr uint32_t kMaxLayers = 64;
 inline constexpr uint32_t kMaxWidth = 65536;
 inline constexpr uint32_t kMaxReferences = 256;
