@@ -123,3 +123,12 @@ def test_python_block(line_no, code, workdir):
     out = subprocess.run([sys.executable, "-c", PRELUDE + code], cwd=workdir, capture_output=True, text=True,
                          timeout=600, stdin=subprocess.DEVNULL)
     assert out.returncode == 0, f"README.md:{line_no}\n{out.stderr[-3000:]}"
+
+
+def test_the_export_section_lists_what_the_exporter_supports():
+    """The README's list of exportable layers and activations is the exporter's own tables, so the
+    two cannot drift apart (regenerate with mnist_engine.keras_export.supported_markdown())."""
+    from mnist_engine.keras_export import supported_markdown
+
+    block = README.read_text().split("<!-- exporter tables: start -->\n")[1].split("\n<!-- exporter tables: end -->")[0]
+    assert block == supported_markdown()

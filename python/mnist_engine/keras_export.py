@@ -2,32 +2,30 @@
 export runs, never by ``import mnist_engine``.
 
 The model is traced through its graph (the nodes of each layer call), so a chain is recognised
-however it was built, shared stateless layers included. Layers that only move values around
-before the first Dense (Flatten in either data format, Reshape, Permute) become a permutation of
-the first Dense's rows; a Rescaling there is folded into its weights; Dropout is the identity;
-Activation/ReLU/Softmax merge into the Dense before them. The file is then proven against Keras
-before it is written (see _export_common.prove_and_write)."""
+however it was built, shared stateless layers and nested models included. _ChainBuilder then maps
+it layer by layer (LAYER_HANDLING lists what each type becomes): Flatten/Reshape/Permute before
+the first Dense become a permutation of its rows; Rescaling, Normalization and BatchNormalization
+fold into a neighbouring Dense, or run as a scale_shift op when none can take them; activation
+layers merge into the layer before them; LayerNormalization is an engine op; layers that are the
+identity at inference vanish. The file is then proven against Keras before it is written (see
+_export_common.prove_and_write)."""
 from __future__ import annotations
 
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
-from . import _core
 from ._export_common import ExportMismatchError, Stage, base_metadata, prove_and_write, reference_inputs_for
-from .model_file import DEFAULT_ATOL, DEFAULT_RTOL, DenseLayer
+from .model_file import DEFAULT_ATOL, DEFAULT_RTOL, DenseLayer, LayerNormLayer, ScaleShiftLayer
 
 __all__ = ["ExportMismatchError", "UnsupportedModelError", "export_keras", "keras_dense_chain", "load_keras_model"]
 
 # Earlier Keras 3 releases have known safe_mode bypasses (arbitrary code on load).
 MIN_KERAS = (3, 13, 2)
-SUPPORTED_ACTIVATIONS = _core.ACTIVATIONS
-SUPPORTED_LAYERS = ("InputLayer, Flatten, Reshape, Permute (before the first Dense), Dense, Activation, ReLU, "
-                    "Softmax, Dropout, Rescaling (before the first Dense)")
 
 
 class UnsupportedModelError(ValueError):
@@ -115,138 +113,367 @@ def _chain(model, keras) -> List[_Link]:
                                         "models (no branches or skip connections) are supported")
         if isinstance(layer, keras.layers.InputLayer):
             raise UnsupportedModelError(f"the chain reaches {_describe(layer)}, which is not the model's input")
-        links.append(_Link(layer, tuple(inputs[0].shape[1:]), tuple(tensor.shape[1:])))
+        if isinstance(layer, keras.Model):
+            # A Sequential or functional model used as a layer: its own chain, in place (reversed,
+            # as this list is built from the output back).
+            links.extend(_chain(layer, keras)[::-1])
+        else:
+            links.append(_Link(layer, tuple(inputs[0].shape[1:]), tuple(tensor.shape[1:])))
         tensor = inputs[0]
     return links[::-1]
 
 
-def _activation_of(layer, config_key: str = "activation") -> str:
-    name = layer.get_config().get(config_key)
-    if not isinstance(name, str) or name not in SUPPORTED_ACTIVATIONS:
-        raise UnsupportedModelError(f"layer {_describe(layer)} has activation {name!r}; "
-                                    f"supported: {', '.join(SUPPORTED_ACTIVATIONS)}")
-    return name
+# Keras's activation names (and the names of the functions one may pass instead, as their
+# configs serialize them) -> the format's name and parameters. A name absent here is refused.
+KERAS_ACTIVATIONS: Dict[str, Tuple[str, Tuple[float, ...]]] = {
+    "linear": ("linear", ()), "relu": ("relu", ()), "sigmoid": ("sigmoid", ()), "tanh": ("tanh", ()),
+    "softmax": ("softmax", ()), "softmax_v2": ("softmax", ()), "gelu": ("gelu", ()), "silu": ("silu", ()),
+    "swish": ("silu", ()), "elu": ("elu", (1.0,)), "selu": ("selu", ()), "softplus": ("softplus", ()),
+    "softsign": ("softsign", ()), "leaky_relu": ("leaky_relu", (0.2,)), "relu6": ("relu6", ()),
+    "hard_sigmoid": ("hard_sigmoid", ()), "hard_silu": ("hard_silu", ()), "hard_swish": ("hard_silu", ()),
+    "exponential": ("exponential", ()), "exp": ("exponential", ()), "mish": ("mish", ()),
+    "log_softmax": ("log_softmax", ()),
+}
+# Layers that are the identity at inference.
+IDENTITY_LAYERS = ("Dropout", "GaussianNoise", "GaussianDropout", "AlphaDropout", "SpatialDropout1D",
+                   "ActivityRegularization", "Identity")
+# Layers that only move values around (before the first Dense), and layers folded into Dense weights.
+MOVING_LAYERS = ("Flatten", "Reshape", "Permute")
+AFFINE_LAYERS = ("Rescaling", "Normalization", "BatchNormalization")
+ACTIVATION_LAYERS = ("Activation", "ReLU", "LeakyReLU", "ELU", "PReLU", "Softmax")
+# What the exporter does with each layer type it takes: the README's list is generated from this
+# table (supported_markdown; tests/test_readme.py checks it).
+LAYER_HANDLING: Dict[str, str] = {
+    "InputLayer": "the model's input; any shape that a Flatten makes a vector, e.g. (784,), (28, 28), "
+                  "(28, 28, 1), (1, 28, 28)",
+    "Dense": "an engine dense layer, its `activation=` any name below (or the function itself, e.g. "
+             "`tf.nn.softmax`); with LoRA, its effective kernel; `model.quantize('int8')`, its dequantized kernel",
+    "LayerNormalization": "an engine layer_norm op (over the last axis; `rms_scaling=True` is refused)",
+    "Activation": "merged into the layer before it when that one is linear, else an element-wise engine layer",
+    "ReLU": "relu, relu6, leaky_relu or relu_general, by its `max_value`, `negative_slope`, `threshold`",
+    "LeakyReLU": "leaky_relu with its `negative_slope`",
+    "ELU": "elu with its `alpha`",
+    "PReLU": "prelu with its learned per-feature slopes",
+    "Softmax": "softmax over the last axis",
+    "Rescaling": "folded into the next Dense (or the previous one, if still linear)",
+    "Normalization": "folded likewise (mean and variance, adapted or given, `invert` too, any axis layout)",
+    "BatchNormalization": "folded likewise (inference statistics, `epsilon`, `center`, `scale`); with no Dense "
+                          "to fold into, an engine scale_shift op",
+    "Flatten": "before the first Dense: a permutation of its rows (either data format); after: nothing",
+    "Reshape": "likewise",
+    "Permute": "likewise",
+    **{name: "the identity at inference" for name in IDENTITY_LAYERS},
+    "Sequential or functional model used as a layer": "unwrapped into its own layers",
+}
+SUPPORTED_LAYERS = tuple(LAYER_HANDLING)
 
 
-def _merge_activation(layer, keras) -> str:
-    if isinstance(layer, keras.layers.ReLU):
-        cfg = layer.get_config()
-        for key in ("max_value", "negative_slope", "threshold"):
-            if cfg.get(key):  # None or 0 for a plain relu
-                raise UnsupportedModelError(f"layer {_describe(layer)} sets {key}={cfg.get(key)!r}; only a plain relu "
-                                            "(max_value=None, negative_slope=0, threshold=0) is supported")
-        return "relu"
-    if isinstance(layer, keras.layers.Softmax):
-        if layer.get_config().get("axis", -1) not in (-1, 1):
-            raise UnsupportedModelError(f"layer {_describe(layer)} is not over the last axis")
-        return "softmax"
-    return _activation_of(layer)
+def supported_markdown() -> str:
+    """The README's list of what exports, generated from the tables above."""
+    lines = ["| Keras layer | becomes |", "| --- | --- |"]
+    lines += [f"| {name if ' ' in name else f'`{name}`'} | {what} |" for name, what in LAYER_HANDLING.items()]
+    by_target: Dict[str, List[str]] = {}
+    for keras_name, (name, _) in KERAS_ACTIVATIONS.items():
+        by_target.setdefault(name, []).append(f"`{keras_name}`")
+    lines += ["", "Activations (Keras name → engine activation): "
+              + "; ".join(f"{', '.join(names)} → {name}" for name, names in by_target.items()) + "."]
+    return "\n".join(lines)
 
 
-def _scalar(value: Any, what: str, layer) -> float:
-    arr = np.asarray(value, dtype=np.float64)
-    if arr.size != 1:
-        raise UnsupportedModelError(f"layer {_describe(layer)} has a per-channel {what}; only scalars fold")
-    return float(arr.reshape(()))
+def _refuse(layer, setting: str, instead: str) -> UnsupportedModelError:
+    """One line: the layer, its type, the setting that blocks it, and what would work."""
+    return UnsupportedModelError(f"layer {_describe(layer)}: {setting} is not supported; {instead}")
+
+
+def _keras_activation(layer, value: Any) -> Tuple[str, Tuple[float, ...]]:
+    """A Dense's or Activation's `activation` (a name, or a function as its config serializes it)."""
+    name = value
+    if isinstance(value, dict):  # a function object, e.g. tf.nn.softmax: {"config": "softmax_v2", ...}
+        name = value.get("config")
+    if name is None:
+        name = "linear"
+    if not isinstance(name, str) or name not in KERAS_ACTIVATIONS:
+        raise _refuse(layer, f"activation={name!r}",
+                      f"supported activations: {', '.join(sorted(KERAS_ACTIVATIONS))}")
+    return KERAS_ACTIVATIONS[name]
+
+
+def _activation_layer(layer, keras, features: int) -> Tuple[str, Tuple[float, ...]]:
+    """The format's activation for an activation layer on a vector of `features` values."""
+    cfg = layer.get_config()
+    kind = type(layer).__name__
+    if kind == "Activation":
+        return _keras_activation(layer, cfg.get("activation"))
+    if kind == "ReLU":
+        slope, top = float(cfg.get("negative_slope") or 0.0), cfg.get("max_value")
+        threshold = float(cfg.get("threshold") or 0.0)
+        top = np.inf if top is None else float(top)
+        if slope == 0 and threshold == 0:
+            return ("relu", ()) if top == np.inf else (("relu6", ()) if top == 6 else ("relu_general", (0, 0, top)))
+        if threshold == 0 and top == np.inf:
+            return "leaky_relu", (slope,)
+        return "relu_general", (slope, threshold, top)
+    if kind == "LeakyReLU":
+        return "leaky_relu", (float(cfg.get("negative_slope", cfg.get("alpha", 0.3))),)
+    if kind == "ELU":
+        return "elu", (float(cfg.get("alpha", 1.0)),)
+    if kind == "Softmax":
+        if cfg.get("axis", -1) not in (-1, 1):
+            raise _refuse(layer, f"axis={cfg.get('axis')!r}", "a Softmax over the last axis (axis=-1) is")
+        return "softmax", ()
+    # PReLU: one learned slope per feature.
+    alpha = _numpy(keras, layer.alpha).astype(np.float64).reshape(-1)
+    if alpha.size == 1:
+        alpha = np.full(features, alpha[0])
+    if alpha.size != features:
+        raise _refuse(layer, f"shared_axes={cfg.get('shared_axes')!r}", "a PReLU with one slope per feature is")
+    return "prelu", tuple(alpha)
 
 
 def _numpy(keras, tensor) -> np.ndarray:
     return np.asarray(keras.ops.convert_to_numpy(tensor))
 
 
+def _per_element(values: np.ndarray, shape: Tuple[int, ...], batch_axis: bool = True) -> np.ndarray:
+    """Values stored in Keras's broadcast shape (with a leading batch axis of 1 when `batch_axis`),
+    as one value per element of a tensor of `shape` (no batch)."""
+    values = np.asarray(values, np.float64)
+    if batch_axis and values.ndim == len(shape) + 1:
+        values = values.reshape(values.shape[1:])
+    return np.broadcast_to(values, shape)
+
+
+def _broadcast_axis(layer, values: np.ndarray, shape: Tuple[int, ...], axis) -> np.ndarray:
+    """Per-feature `values` of a layer normalizing over `axis`, broadcast to a tensor `shape` (no batch)."""
+    axes = [axis] if isinstance(axis, int) else list(axis)
+    axes = sorted(a % (len(shape) + 1) - 1 for a in axes)  # Keras counts the batch axis
+    if any(a < 0 for a in axes):
+        raise _refuse(layer, f"axis={axis!r}", "normalizing over feature axes (not the batch) is")
+    keep = [shape[a] if a in axes else 1 for a in range(len(shape))]
+    return np.broadcast_to(np.asarray(values, np.float64).reshape(keep), shape)
+
+
+def _affine_of(layer, keras, shape: Tuple[int, ...]) -> Tuple[np.ndarray, np.ndarray]:
+    """(scale, offset) of an affine layer at inference, each of the tensor's `shape`."""
+    kind = type(layer).__name__
+    cfg = layer.get_config()
+    if kind == "Rescaling":
+        return (_per_element(_numpy(keras, layer.scale), shape, batch_axis=False),
+                _per_element(_numpy(keras, layer.offset), shape, batch_axis=False))
+    if kind == "Normalization":
+        mean = _per_element(_numpy(keras, layer.mean), shape)
+        spread = np.maximum(np.sqrt(_per_element(_numpy(keras, layer.variance), shape)), keras.config.epsilon())
+        if cfg.get("invert"):
+            return spread, mean
+        return 1.0 / spread, -mean / spread
+    # BatchNormalization, with its moving (inference) statistics.
+    axis = cfg.get("axis", -1)
+    gamma = _numpy(keras, layer.gamma) if layer.scale else 1.0
+    beta = _numpy(keras, layer.beta) if layer.center else 0.0
+    mean, variance = _numpy(keras, layer.moving_mean), _numpy(keras, layer.moving_variance)
+    scale = np.asarray(gamma, np.float64) / np.sqrt(np.asarray(variance, np.float64) + float(layer.epsilon))
+    offset = np.asarray(beta, np.float64) - np.asarray(mean, np.float64) * scale
+    return _broadcast_axis(layer, scale, shape, axis), _broadcast_axis(layer, offset, shape, axis)
+
+
 @dataclass
-class _Dense:
-    kernel: np.ndarray
-    bias: np.ndarray
-    activation: str
-    ends_at: int  # index in the chain of the last layer merged into this one
+class _Part:
+    """One engine layer being assembled: what it computes, and which Keras layers it stands for."""
+    op: str
+    values: List[np.ndarray]  # dense: kernel, bias (float64); scale_shift: scale, shift; layer_norm: gamma, beta
+    activation: str = "linear"
+    parameters: Tuple[float, ...] = ()
+    epsilon: float = 0.0
+    ends_at: int = 0  # the chain position whose output this engine layer reproduces
     parts: List[str] = field(default_factory=list)
+
+    def layer(self):
+        if self.op == "dense":
+            return DenseLayer(*self.values, self.activation, self.parameters)
+        if self.op == "scale_shift":
+            return ScaleShiftLayer(*self.values, self.activation, self.parameters)
+        return LayerNormLayer(*self.values, self.epsilon, self.activation, self.parameters)
 
 
 @dataclass
 class DenseChain:
     """A Keras model as engine layers, with what the exporter needs to prove them."""
-    layers: List[DenseLayer]
+    layers: List[Any]
     rescales: bool  # a Rescaling was folded in: uint8 pixels need no further input scale
     links: List[Any]
     ends_at: List[int]  # per engine layer: the chain position whose output it reproduces
     descriptions: List[str]
 
 
+class _ChainBuilder:
+    """Walks the traced chain once, folding what folds and emitting engine layers.
+
+    An affine map (Rescaling, Normalization, BatchNormalization) is folded, in float64:
+    - into the Dense before it, when that Dense has no activation yet: W s, b s + o;
+    - otherwise it waits ("pending", per feature of the current tensor, moved along by Flatten,
+      Reshape and Permute) and folds into the next Dense's input rows: s W, b + o W;
+    - and when something else needs the values first (an activation on a Dense that already has
+      one, a LayerNormalization, the model's end), it becomes a scale_shift engine layer."""
+
+    def __init__(self, keras, links: List[_Link]):
+        self.keras, self.links = keras, links
+        shape = links[0].in_shape
+        # index[p]: the engine's (row-major) input position of Keras's position p, before the first Dense.
+        self.index = np.arange(int(np.prod(shape))).reshape(shape)
+        self.scale, self.offset = np.ones(shape), np.zeros(shape)
+        self.pending_from: List[str] = []
+        self.parts: List[_Part] = []
+        self.rescales = False
+
+    def _has_pending(self) -> bool:
+        return bool(self.pending_from)
+
+    def _move(self, transform) -> None:
+        self.index, self.scale, self.offset = transform(self.index), transform(self.scale), transform(self.offset)
+
+    def _flush(self, pos: int) -> None:
+        """Emit the pending affine map as a scale_shift layer."""
+        if not self._has_pending():
+            return
+        if self.scale.ndim != 1:
+            raise UnsupportedModelError(f"{', '.join(self.pending_from)} scale multi-dimensional values that no "
+                                        "Dense layer follows; add a Flatten before them")
+        self.parts.append(_Part("scale_shift", [self.scale.copy(), self.offset.copy()], ends_at=pos - 1,
+                                parts=list(self.pending_from)))
+        self._reset_pending(self.scale.shape)
+
+    def _reset_pending(self, shape) -> None:
+        self.scale, self.offset, self.pending_from = np.ones(shape), np.zeros(shape), []
+
+    def add(self, pos: int, link: _Link) -> None:
+        keras, layer, kind = self.keras, link.layer, type(link.layer).__name__
+        if kind in IDENTITY_LAYERS or (kind == "Activation" and _keras_activation(layer, layer.get_config().get(
+                "activation"))[0] == "linear"):
+            return
+        if kind in MOVING_LAYERS:
+            return self._moving(link, kind)
+        if kind in AFFINE_LAYERS:
+            return self._affine(pos, link, kind)
+        if isinstance(layer, keras.layers.Dense):
+            return self._dense(pos, link)
+        if kind in ACTIVATION_LAYERS:
+            return self._activation(pos, link)
+        if kind == "LayerNormalization":
+            return self._layer_norm(pos, link)
+        raise UnsupportedModelError(f"layer {_describe(layer)} is not supported; supported: "
+                                    f"{', '.join(SUPPORTED_LAYERS)}")
+
+    def _moving(self, link: _Link, kind: str) -> None:
+        layer = link.layer
+        if self.parts:
+            if len(link.out_shape) != 1:
+                raise _refuse(layer, f"reshaping a Dense output to {link.out_shape}",
+                              "only flat vectors can follow a Dense")
+            return
+        if kind == "Permute":
+            self._move(lambda a: np.transpose(a, [d - 1 for d in layer.dims]))
+        elif kind == "Flatten":
+            # Keras moves the channels axis last before flattening channels_first data.
+            channels_first = layer.get_config().get("data_format") == "channels_first" and self.index.ndim >= 2
+            self._move(lambda a: (np.moveaxis(a, 0, -1) if channels_first else a).reshape(-1))
+        else:
+            self._move(lambda a: a.reshape(link.out_shape))
+
+    def _affine(self, pos: int, link: _Link, kind: str) -> None:
+        layer = link.layer
+        scale, offset = _affine_of(layer, self.keras, tuple(link.in_shape))
+        self.rescales |= kind == "Rescaling" and not self.parts
+        last = self.parts[-1] if self.parts else None
+        if last is not None and last.op == "dense" and last.activation == "linear" and not self._has_pending():
+            kernel, bias = last.values
+            last.values = [kernel * scale, bias * scale + offset]
+            last.ends_at = pos
+            last.parts.append(f"{layer.name!r} ({kind}, folded)")
+            return
+        if self.scale.shape != scale.shape:
+            self._reset_pending(scale.shape)
+        self.scale, self.offset = self.scale * scale, self.offset * scale + offset
+        self.pending_from.append(f"{layer.name!r} ({kind})")
+
+    def _dense(self, pos: int, link: _Link) -> None:
+        layer, keras = link.layer, self.keras
+        if len(link.in_shape) != 1:
+            raise _refuse(layer, f"a rank-{len(link.in_shape) + 1} input {('batch',) + tuple(link.in_shape)}",
+                          "add a Flatten before it")
+        kernel = dense_kernel(layer, keras)
+        bias = _numpy(keras, layer.bias).astype(np.float64) if layer.use_bias else np.zeros(kernel.shape[1])
+        described = [f"{layer.name!r} (Dense {kernel.shape[0]}->{kernel.shape[1]})"]
+        if self._has_pending():
+            # (x s + o) W + b = x (s W) + (b + o W): folded in float64, rounded once.
+            bias = bias + self.offset @ kernel
+            kernel = self.scale[:, None] * kernel
+            described = [f"{', '.join(self.pending_from)} folded into"] + described
+            self._reset_pending(kernel.shape[1])
+        if not self.parts:
+            order = self.index.reshape(-1)
+            if not np.array_equal(order, np.arange(order.size)):
+                permuted = np.empty_like(kernel)
+                permuted[order] = kernel
+                kernel = permuted
+        activation, parameters = _keras_activation(layer, layer.get_config().get("activation"))
+        self.parts.append(_Part("dense", [kernel, bias], activation, parameters, ends_at=pos, parts=described))
+        self._reset_pending(kernel.shape[1])
+
+    def _features(self, link: _Link) -> int:
+        if len(link.in_shape) != 1:
+            raise _refuse(link.layer, f"a rank-{len(link.in_shape) + 1} input", "add a Flatten before it")
+        return int(link.in_shape[0])
+
+    def _activation(self, pos: int, link: _Link) -> None:
+        layer = link.layer
+        features = self._features(link)
+        activation, parameters = _activation_layer(layer, self.keras, features)
+        self._flush(pos)
+        last = self.parts[-1] if self.parts else None
+        if last is None or last.activation != "linear":
+            # Nothing to merge into: an identity scale_shift carries the activation.
+            last = _Part("scale_shift", [np.ones(features), np.zeros(features)], ends_at=pos)
+            self.parts.append(last)
+        last.activation, last.parameters, last.ends_at = activation, parameters, pos
+        last.parts.append(f"{layer.name!r} ({type(layer).__name__} {activation})")
+
+    def _layer_norm(self, pos: int, link: _Link) -> None:
+        layer, keras = link.layer, self.keras
+        cfg = layer.get_config()
+        features = self._features(link)
+        if cfg.get("rms_scaling"):
+            raise _refuse(layer, "rms_scaling=True", "LayerNormalization with rms_scaling=False is")
+        axis = cfg.get("axis", -1)
+        if axis not in (-1, 1, [-1], [1], (-1,), (1,)):
+            raise _refuse(layer, f"axis={axis!r}", "normalizing over the last axis (axis=-1) is")
+        self._flush(pos)
+        gamma = _numpy(keras, layer.gamma).astype(np.float64) if cfg.get("scale", True) else np.ones(features)
+        beta = _numpy(keras, layer.beta).astype(np.float64) if cfg.get("center", True) else np.zeros(features)
+        self.parts.append(_Part("layer_norm", [gamma, beta], epsilon=float(layer.epsilon), ends_at=pos,
+                                parts=[f"{layer.name!r} (LayerNormalization)"]))
+
+    def finish(self) -> DenseChain:
+        if not any(part.op == "dense" for part in self.parts):
+            raise UnsupportedModelError("the model has no Dense layer")
+        self._flush(len(self.links))
+        # Layers after the last engine layer that change nothing (Dropout, Flatten) end where the model does.
+        self.parts[-1].ends_at = len(self.links) - 1
+        return DenseChain([p.layer() for p in self.parts], self.rescales, [link.layer for link in self.links],
+                          [p.ends_at for p in self.parts], [" + ".join(p.parts) for p in self.parts])
+
+
 def keras_dense_chain(model) -> DenseChain:
-    """The model as dense layers. Raises UnsupportedModelError naming the first layer it cannot map."""
+    """The model as engine layers. Raises UnsupportedModelError naming the first layer it cannot map."""
     keras = _import_keras()
     if not model.built:
         raise UnsupportedModelError("the model is not built: give it an Input or call it once first")
     links = _chain(model, keras)
     if not links:
         raise UnsupportedModelError("the model has no Dense layer")
-    scale, offset, rescales = 1.0, 0.0, False
-    # Where each input value sits as the values move through Flatten/Reshape/Permute before the
-    # first Dense: index[p] is the engine's (row-major) input position of Keras's position p.
-    index = np.arange(int(np.prod(links[0].in_shape))).reshape(links[0].in_shape)
-    dense: List[_Dense] = []
+    builder = _ChainBuilder(keras, links)
     for pos, link in enumerate(links):
-        layer, kind = link.layer, type(link.layer).__name__
-        if isinstance(layer, keras.layers.Dropout):
-            continue  # the identity at inference
-        if isinstance(layer, (keras.layers.Flatten, keras.layers.Reshape, keras.layers.Permute)):
-            if dense:
-                if len(link.out_shape) != 1:
-                    raise UnsupportedModelError(f"layer {_describe(layer)} reshapes a Dense output to "
-                                                f"{link.out_shape}; only flat vectors can follow a Dense")
-                continue
-            if isinstance(layer, keras.layers.Permute):
-                index = np.transpose(index, [d - 1 for d in layer.dims])
-            elif isinstance(layer, keras.layers.Flatten):
-                # Keras moves the channels axis last before flattening channels_first data.
-                if layer.get_config().get("data_format") == "channels_first" and index.ndim >= 2:
-                    index = np.moveaxis(index, 0, -1)
-                index = index.reshape(-1)
-            else:
-                index = index.reshape(link.out_shape)
-            continue
-        if isinstance(layer, keras.layers.Rescaling):
-            if dense:
-                raise UnsupportedModelError(f"layer {_describe(layer)} follows a Dense layer; only a Rescaling "
-                                            "before the first Dense can be folded")
-            s, o = _scalar(layer.scale, "scale", layer), _scalar(layer.offset, "offset", layer)
-            scale, offset, rescales = scale * s, offset * s + o, True
-        elif isinstance(layer, keras.layers.Dense):
-            if len(link.in_shape) != 1:
-                raise UnsupportedModelError(f"layer {_describe(layer)} gets a rank-{len(link.in_shape) + 1} input; "
-                                            "add a Flatten before it")
-            kernel = dense_kernel(layer, keras)
-            bias = _numpy(keras, layer.bias).astype(np.float64) if layer.use_bias else np.zeros(kernel.shape[1])
-            if not dense:
-                order = index.reshape(-1)
-                if not np.array_equal(order, np.arange(order.size)):
-                    permuted = np.empty_like(kernel)
-                    permuted[order] = kernel
-                    kernel = permuted
-            dense.append(_Dense(kernel, bias, _activation_of(layer), pos, [f"{layer.name!r} (Dense "
-                                                                          f"{kernel.shape[0]}->{kernel.shape[1]})"]))
-        elif isinstance(layer, (keras.layers.Activation, keras.layers.ReLU, keras.layers.Softmax)):
-            act = _merge_activation(layer, keras)
-            if not dense or dense[-1].activation != "linear":
-                where = ("before any Dense layer" if not dense
-                         else f"after a Dense with activation {dense[-1].activation!r}")
-                raise UnsupportedModelError(f"layer {_describe(layer)} comes {where}; it can only be merged "
-                                            "into a Dense layer with a linear activation")
-            dense[-1].activation, dense[-1].ends_at = act, pos
-            dense[-1].parts.append(f"{layer.name!r} ({kind} {act})")
-        else:
-            raise UnsupportedModelError(f"layer {_describe(layer)} is not supported; supported: {SUPPORTED_LAYERS}")
-    if not dense:
-        raise UnsupportedModelError("the model has no Dense layer")
-    if rescales:
-        # (x*s + o) @ W + b = x @ (s*W) + (b + o * sum_k W[k]); folded in float64, rounded once.
-        first = dense[0]
-        first.kernel, first.bias = first.kernel * scale, first.bias + offset * first.kernel.sum(axis=0)
-    # Layers after the last Dense that change nothing (Dropout, Flatten) end where the model does.
-    dense[-1].ends_at = len(links) - 1
-    return DenseChain([DenseLayer(d.kernel, d.bias, d.activation) for d in dense], rescales,
-                      [link.layer for link in links], [d.ends_at for d in dense], [" + ".join(d.parts) for d in dense])
+        builder.add(pos, link)
+    return builder.finish()
 
 
 def dense_kernel(layer, keras) -> np.ndarray:

@@ -1,0 +1,106 @@
+"""scikit-learn: MLPClassifier with every hidden activation, binary and multi-label outputs,
+MLPRegressor with one and several outputs, and fitted Pipelines whose scalers fold into the first
+layer, each checked against scikit-learn's own predictions on 2000 MNIST test images."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+import mnist_engine
+
+pytest.importorskip("sklearn")
+from sklearn.exceptions import ConvergenceWarning  # noqa: E402
+from sklearn.neural_network import MLPClassifier, MLPRegressor  # noqa: E402
+from sklearn.pipeline import make_pipeline  # noqa: E402
+from sklearn.preprocessing import MaxAbsScaler, MinMaxScaler, StandardScaler  # noqa: E402
+
+TRAIN, TEST = 4000, 2000
+
+
+@pytest.fixture(scope="module")
+def data(mnist):
+    (x, y), (x_test, y_test) = mnist
+    scale = np.float32(1 / 255)
+    return (x[:TRAIN].reshape(TRAIN, -1) * scale, y[:TRAIN], x_test[:TEST])
+
+
+def fit(model, x, y):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return model.fit(x, y)
+
+
+def export(model, tmp_path):
+    return mnist_engine.load(mnist_engine.export_sklearn(model, tmp_path / "m.mnw"))
+
+
+def sklearn_input(pixels):
+    """What scikit-learn was fed: pixels / 255 in float32, exactly as the engine scales uint8 input."""
+    return pixels.reshape(len(pixels), -1).astype(np.float64) * (1 / 255)
+
+
+def assert_parity(got, want, atol=1e-5):
+    worst = float(np.max(np.abs(got - np.asarray(want).reshape(got.shape))))
+    assert worst <= atol, f"max |engine - scikit-learn| = {worst:.3g}"
+
+
+@pytest.mark.parametrize("activation", ["identity", "logistic", "tanh", "relu"])
+def test_mlp_classifier_every_hidden_activation(data, tmp_path, activation):
+    x, y, test = data
+    mlp = fit(MLPClassifier(hidden_layer_sizes=(40, 20), activation=activation, max_iter=15, random_state=0), x, y)
+    engine = export(mlp, tmp_path)
+    x_test = sklearn_input(test).astype(np.float32)
+    assert_parity(engine.predict(test), mlp.predict_proba(x_test))
+    assert np.array_equal(engine.classify(test), mlp.predict(x_test))
+
+
+def test_mlp_classifier_multi_label(data, tmp_path):
+    x, y, test = data
+    labels = np.stack([y % 2 == 0, y > 4, np.isin(y, [0, 6, 8, 9])], axis=1).astype(int)
+    mlp = fit(MLPClassifier(hidden_layer_sizes=(32,), max_iter=15, random_state=0), x, labels)
+    engine = export(mlp, tmp_path)
+    assert engine.layers[-1] == (32, 3, "sigmoid")
+    assert_parity(engine.predict(test), mlp.predict_proba(sklearn_input(test).astype(np.float32)))
+
+
+@pytest.mark.parametrize("outputs", [1, 2])
+def test_mlp_regressor(data, tmp_path, outputs):
+    x, y, test = data
+    target = y.astype(float) if outputs == 1 else np.stack([y, (y - 4.5) ** 2 / 10], axis=1)
+    mlp = fit(MLPRegressor(hidden_layer_sizes=(32, 16), max_iter=20, random_state=0), x, target)
+    engine = export(mlp, tmp_path)
+    assert engine.layers[-1] == (16, outputs, "linear")
+    assert_parity(engine.predict(test), mlp.predict(sklearn_input(test).astype(np.float32)), atol=1e-4)
+
+
+@pytest.mark.parametrize("scaler", [StandardScaler(), StandardScaler(with_mean=False), MinMaxScaler((-1, 1)),
+                                    MaxAbsScaler()], ids=["standard", "standard-no-mean", "minmax", "maxabs"])
+def test_pipeline_scalers_fold_into_the_first_layer(data, tmp_path, scaler):
+    x, y, test = data
+    pipe = fit(make_pipeline(scaler, MLPClassifier(hidden_layer_sizes=(32,), max_iter=15, random_state=0)), x, y)
+    engine = export(pipe, tmp_path)
+    assert len(engine.layers) == 2  # no engine layer for the scaler
+    x_test = sklearn_input(test).astype(np.float32)
+    assert_parity(engine.predict(test), pipe.predict_proba(x_test))
+    assert np.array_equal(engine.classify(test), pipe.predict(x_test))
+
+
+def test_pipeline_regressor_with_a_scaler(data, tmp_path):
+    x, y, test = data
+    mlp = MLPRegressor(hidden_layer_sizes=(16,), max_iter=20, random_state=0)
+    pipe = fit(make_pipeline(StandardScaler(), mlp), x, y.astype(float))
+    assert_parity(export(pipe, tmp_path).predict(test), pipe.predict(sklearn_input(test).astype(np.float32)),
+                  atol=1e-4)
+
+
+def test_pipeline_steps_that_do_not_fold_are_refused_by_name(data, tmp_path):
+    from sklearn.decomposition import PCA
+
+    x, y, _ = data
+    pipe = fit(make_pipeline(PCA(20), MLPClassifier(hidden_layer_sizes=(8,), max_iter=5, random_state=0)), x, y)
+    with pytest.raises(ValueError, match=r"^pipeline step PCA is not supported: only StandardScaler, MinMaxScaler, "
+                                         r"MaxAbsScaler before the MLP fold into its first layer$"):
+        mnist_engine.export_sklearn(pipe, tmp_path / "m.mnw")
+    assert not (tmp_path / "m.mnw").exists()
