@@ -77,6 +77,7 @@ def test_branching_model_is_refused(keras, tmp_path):
     (lambda k: k.layers.UnitNormalization(name="unit"),
      r"^layer 'unit' \(UnitNormalization\) is not supported; supported: InputLayer, Dense, LayerNormalization, "),
 ])
+@pytest.mark.filterwarnings("ignore:You passed `rms_scaling=True`:UserWarning")  # Keras's own deprecation
 def test_unsupported_layers_are_named(keras, tmp_path, make, match):
     """A refusal is one line: the layer, its type, the setting that blocks it, what works instead."""
     model = keras.Sequential([keras.Input((784,)), keras.layers.Dense(10), make(keras)])

@@ -58,6 +58,7 @@ def check_parity(keras, model, images, tmp_path, scale=1 / 255, **export_kw):
                                     batch_size=500)).reshape(len(images), -1)
     got = engine.predict(images)
     worst = float(np.max(np.abs(got - want)))
+    print(f"parity: max |engine - Keras| = {worst:.2g} on {len(images)} images; layers {engine.layers}")
     assert worst <= 1e-5, f"max |engine - Keras| = {worst:.3g}"
     if want.shape[1] > 1:
         top2 = np.sort(want, axis=1)[:, -2:]

@@ -426,7 +426,7 @@ def run(s: Settings) -> dict:
     engine = mnist_engine.load(s.model)
     x = scale_pixels(pixels, engine.input_scale)  # the model's own input domain, not always x / 255
     layers = read_layers(s.model)
-    flops_per_image = 2 * sum(layer.kernel.size for layer in layers)
+    flops_per_image = 2 * sum(layer.kernel.size for layer in layers if layer.op == "dense")
     peak = mnist_engine._core.measure_fma_peak_gflops(mnist_engine.available_kernels("fp32")[0], s.threads, 0.5)
 
     keras_model = load_keras_source(s, engine, x)

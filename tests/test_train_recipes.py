@@ -1,0 +1,72 @@
+"""tools/train.py: every reference recipe trains (briefly: --quick), exports, and the engine
+reproduces the framework on the whole 10k MNIST test set: max |Δp| <= 1e-5 and the same predicted
+digit for every image whose top two probabilities are not a near-tie (< 1e-6 apart).
+
+The two recipes fed raw 0..255 rows (dense50, dense75x4) sum products 255 times larger than the
+x/255 ones, and float32 itself then sets the limit: on the quick dense50 model Keras is 7.4e-6 and
+the engine 9.7e-6 from the exact (float64) probabilities, so they can differ by 1.5e-5 without
+either being wrong. There the bound is the larger of 1e-5 and twice Keras's own distance from the
+exact answer: the engine must be as close to Keras as two float32 computations of it can be."""
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import mnist_engine
+from mnist_engine.model_file import read_layers
+from mnist_engine.reference import forward
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def train_tool():
+    spec = importlib.util.spec_from_file_location("train_tool", ROOT / "tools" / "train.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules[spec.name]
+
+
+@pytest.mark.parametrize("arch", ["mlp512", "scaled", "sklearn", "dense50", "dense75x4", "gelu_bn"])
+def test_recipe_trains_exports_and_matches_on_10k(train_tool, arch, tmp_path, mnist, keras, capsys):
+    if arch == "sklearn":
+        pytest.importorskip("sklearn")
+    args = train_tool.parse_args(["--arch", arch, "--quick", "--out-dir", str(tmp_path)])
+    model, path = train_tool.train_and_export(args)
+    assert path == tmp_path / f"{arch}.mnw"
+    _, (x_test, y_test) = mnist
+    recipe = train_tool.RECIPES[arch]
+    x = train_tool.model_input(recipe, x_test)
+    if recipe.keras:
+        assert (tmp_path / f"{arch}.keras").exists()
+        want = np.asarray(model.predict(x.reshape((len(x),) + tuple(model.inputs[0].shape[1:])), verbose=0,
+                                        batch_size=1000))
+    else:
+        want = model.predict_proba(x)
+    got = mnist_engine.load(path).predict(x_test)
+    worst = float(np.abs(got - want).max())
+    exact = forward(read_layers(path), x)
+    framework_error = float(np.abs(want - exact).max())
+    bound = 1e-5 if recipe.input_scale != 1.0 else max(1e-5, 2 * framework_error)
+    assert worst <= bound, (f"{arch}: max |engine - framework| = {worst:.3g} on 10k images (framework vs float64: "
+                            f"{framework_error:.3g}, engine vs float64: {np.abs(got - exact).max():.3g})")
+    top2 = np.sort(want, axis=1)[:, -2:]
+    clear = top2[:, 1] - top2[:, 0] >= 1e-6
+    disagree = int((got.argmax(1) != want.argmax(1))[clear].sum())
+    assert disagree == 0
+    print(f"{arch}: max |dp| {worst:.2g} (framework vs float64 {framework_error:.2g}, engine vs float64 "
+          f"{np.abs(got - exact).max():.2g}), argmax agrees on {clear.sum()} of 10000 (others near-ties)")
+
+
+def test_help_lists_every_recipe(train_tool, capsys):
+    with pytest.raises(SystemExit):
+        train_tool.parse_args(["--help"])
+    out = capsys.readouterr().out
+    for name in train_tool.RECIPES:
+        assert f"  {name} " in out
