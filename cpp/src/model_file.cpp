@@ -35,6 +35,7 @@ std::string describe(Rule rule, uint64_t offset, const std::string& detail) {
 }  // namespace
 
 void decode_f32(const uint8_t* src, size_t count, float* dst) {
+  if (count == 0) return;  // dst may be an empty vector's null data(), which memcpy must not get
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
   std::memcpy(dst, src, count * 4);  // the file's byte order is the host's
 #else
