@@ -15,7 +15,7 @@ import mnist_engine
 from helpers import build
 from mnist_engine import _core
 from mnist_engine.model_file import ACTIVATION_PARAMETERS, DenseLayer, ScaleShiftLayer
-from mnist_engine.reference import forward
+from mnist_engine.reference import forward, scale_pixels
 
 # Parameters tried for the activations that take some (prelu's slopes are drawn per unit).
 PARAMETERS = {
@@ -152,14 +152,21 @@ def test_every_path_computes_the_same_activation(name, parameters, rng):
         np.testing.assert_allclose(engine.predict(x), want, rtol=1e-6, atol=1e-6, err_msg=repr(engine))
 
 
-def test_each_kernel_vectorises_its_activations():
-    """Which activation kernels ran is what a user can see and force (simdjson-style); printed
-    here so a CI log says which ISAs were exercised on this CPU and which were skipped."""
-    compiled = mnist_engine.compiled_kernels() if hasattr(mnist_engine, "compiled_kernels") else []
-    runs = float32_kernels()
-    skipped = [k for k in compiled if k not in mnist_engine.available_kernels() and not k.startswith(("int8", "bf16"))]
-    print(f"activation kernels tested: {runs}; skipped (CPU lacks them): {skipped or 'none'}")
-    assert "scalar" in runs
+def test_an_element_wise_first_layer_takes_uint8_pixels(rng):
+    """uint8 pixels reach a scale_shift first layer converted exactly as float input would be, on
+    every kernel of every precision (the reduced-precision engines convert them separately)."""
+    from mnist_engine.model_file import LayerNormLayer
+
+    layers = [ScaleShiftLayer(rng.uniform(0.5, 2, 30), rng.normal(size=30), "gelu"),
+              DenseLayer(rng.normal(size=(30, 12)) / 5, rng.normal(size=12), "relu"),
+              LayerNormLayer(np.ones(12), np.zeros(12), 1e-3, "softmax")]
+    data = build(layers, input_scale=1 / 255)
+    pixels = rng.integers(0, 256, (70, 30)).astype(np.uint8)
+    floats = scale_pixels(pixels, 1 / 255)  # exactly the engine's conversion
+    for precision in mnist_engine.available_precisions():
+        for kernel in mnist_engine.available_kernels(precision):
+            engine = mnist_engine.Engine.from_bytes(data, kernel=kernel, precision=precision)
+            np.testing.assert_array_equal(engine.predict(pixels), engine.predict(floats), err_msg=kernel)
 
 
 @pytest.mark.parametrize("name, parameters", CASES, ids=IDS)
