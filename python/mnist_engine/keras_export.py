@@ -390,8 +390,7 @@ class _ChainBuilder:
             last.ends_at = pos
             last.parts.append(f"{layer.name!r} ({kind}, folded)")
             return
-        if self.scale.shape != scale.shape:
-            self._reset_pending(scale.shape)
+        # The pending map always has the current tensor's shape (moved along, reset after each layer).
         self.scale, self.offset = self.scale * scale, self.offset * scale + offset
         self.pending_from.append(f"{layer.name!r} ({kind})")
 
@@ -408,7 +407,6 @@ class _ChainBuilder:
             bias = bias + self.offset @ kernel
             kernel = self.scale[:, None] * kernel
             described = [f"{', '.join(self.pending_from)} folded into"] + described
-            self._reset_pending(kernel.shape[1])
         if not self.parts:
             order = self.index.reshape(-1)
             if not np.array_equal(order, np.arange(order.size)):

@@ -62,6 +62,16 @@ def _finite(*arrays: np.ndarray) -> None:
         raise ValueError("expected finite weights, found NaN or infinity")
 
 
+def _feature_vectors(first, second, names: str) -> Tuple[np.ndarray, np.ndarray]:
+    """An element-wise layer's two per-feature vectors, as finite float32 of one equal, nonzero width."""
+    a = np.ascontiguousarray(first, dtype=np.float32).reshape(-1)
+    b = np.ascontiguousarray(second, dtype=np.float32).reshape(-1)
+    if a.shape != b.shape or a.size == 0:
+        raise ValueError(f"expected {names} of one equal width, got {a.shape} and {b.shape}")
+    _finite(a, b)
+    return a, b
+
+
 @dataclass(frozen=True)
 class DenseLayer:
     """y = activation(x @ kernel + bias); kernel is (inputs, outputs) as in Keras."""
@@ -104,11 +114,7 @@ class ScaleShiftLayer:
     op = "scale_shift"
 
     def __post_init__(self) -> None:
-        scale = np.ascontiguousarray(self.scale, dtype=np.float32).reshape(-1)
-        shift = np.ascontiguousarray(self.shift, dtype=np.float32).reshape(-1)
-        if scale.shape != shift.shape or scale.size == 0:
-            raise ValueError(f"expected scale and shift of one equal width, got {scale.shape} and {shift.shape}")
-        _finite(scale, shift)
+        scale, shift = _feature_vectors(self.scale, self.shift, "scale and shift")
         object.__setattr__(self, "scale", scale)
         object.__setattr__(self, "shift", shift)
         object.__setattr__(self, "parameters", _activation_parameters(self.activation, self.parameters, scale.size))
@@ -134,11 +140,7 @@ class LayerNormLayer:
     op = "layer_norm"
 
     def __post_init__(self) -> None:
-        gamma = np.ascontiguousarray(self.gamma, dtype=np.float32).reshape(-1)
-        beta = np.ascontiguousarray(self.beta, dtype=np.float32).reshape(-1)
-        if gamma.shape != beta.shape or gamma.size == 0:
-            raise ValueError(f"expected gamma and beta of one equal width, got {gamma.shape} and {beta.shape}")
-        _finite(gamma, beta)
+        gamma, beta = _feature_vectors(self.gamma, self.beta, "gamma and beta")
         epsilon = float(np.float32(self.epsilon))
         if not (np.isfinite(epsilon) and epsilon > 0):
             raise ValueError(f"expected a finite layer_norm epsilon > 0, got {self.epsilon}")
