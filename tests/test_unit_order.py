@@ -41,6 +41,20 @@ def test_order_changes_no_output_and_leaves_non_relu_layers(rng):
     np.testing.assert_array_equal(ordered[1].kernel, layers[1].kernel[perms[0]])
 
 
+@pytest.mark.parametrize("activation, parameters", [("elu", (0.7,)), ("leaky_relu", (0.05,)), ("prelu", None)])
+def test_order_keeps_the_next_layers_activation_parameters(rng, activation, parameters):
+    """Renumbering a relu layer rebuilds the layer after it: its activation's parameters (a slope,
+    one slope per unit) must survive, or the model would change or fail to build."""
+    layers = random_layers(rng, [12, 16, 4], ["relu", "linear"])
+    parameters = rng.uniform(0.05, 0.3, 4) if parameters is None else parameters
+    layers[1] = DenseLayer(layers[1].kernel, layers[1].bias, activation, parameters)
+    x = rng.standard_normal((40, 12))
+    ordered, perms = order_hidden_units(layers, x)
+    assert list(perms[0]) != list(range(16))
+    np.testing.assert_array_equal(ordered[1].parameters, layers[1].parameters)
+    np.testing.assert_allclose(forward(ordered, x), forward(layers, x), rtol=1e-6, atol=1e-7)
+
+
 def test_order_with_no_calibration_rows_is_the_identity(rng):
     layers = random_layers(rng, [8, 6, 3], ["relu", "linear"])
     ordered, perms = order_hidden_units(layers, np.zeros((0, 8)))

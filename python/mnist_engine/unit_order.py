@@ -65,6 +65,7 @@ def order_hidden_units(layers: Sequence[DenseLayer], x: np.ndarray) -> Tuple[Lis
         perm = co_zero_order(h <= 0)
         layer, following = layers[i], layers[i + 1]
         layers[i] = DenseLayer(layer.kernel[:, perm], layer.bias[perm], layer.activation)
-        layers[i + 1] = DenseLayer(following.kernel[perm, :], following.bias, following.activation)
+        layers[i + 1] = DenseLayer(following.kernel[perm, :], following.bias, following.activation,
+                                   following.parameters)
         perms[i], h = perm, h[:, perm]
     return layers, perms
