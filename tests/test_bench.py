@@ -7,7 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 import mnist_engine
+from conftest import require
+from mnist_engine.model_file import DenseLayer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -68,3 +72,21 @@ def test_bench_of_another_model_from_another_directory(mnist, keras, tmp_path, r
     mismatched = command[:-2] + ["--keras-model", str(ROOT / "models" / "mnist_mlp_512x2.keras")]
     out = subprocess.run(mismatched, capture_output=True, text=True, timeout=900, cwd=tmp_path)
     assert out.returncode == 2 and "does not compute --model" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_the_numpy_and_onnx_runners_run_every_engine_op(rng):
+    """The bench's own numpy and ONNX (hence OpenVINO) versions of a model compute what the float64
+    reference does, for every op of the format (dense, scale_shift, layer_norm)."""
+    from mnist_engine.bench import numpy_runner, onnx_runners
+    from mnist_engine.model_file import LayerNormLayer, ScaleShiftLayer
+    from mnist_engine.reference import forward
+
+    require("onnxruntime")
+    layers = [DenseLayer(rng.normal(0, 0.3, (12, 16)), rng.normal(0, 0.1, 16), "relu"),
+              LayerNormLayer(rng.uniform(0.5, 1.5, 16), rng.normal(0, 0.2, 16), 1e-3, "gelu"),
+              ScaleShiftLayer(rng.uniform(0.5, 2, 16), rng.normal(0, 0.3, 16), "tanh"),
+              DenseLayer(rng.normal(0, 0.3, (16, 5)), rng.normal(0, 0.1, 5), "softmax")]
+    x = rng.normal(0, 2, (64, 12)).astype(np.float32)
+    want = forward(layers, x)
+    for runner in [numpy_runner(layers, x), onnx_runners(layers, x, threads=1)[0]]:
+        np.testing.assert_allclose(runner.batch(), want, atol=2e-6, err_msg=runner.name)

@@ -235,6 +235,9 @@ MISSING_EXTRAS = [
      'mnist-engine: error: drawing plots needs matplotlib, which is not installed: pip install "mnist-engine[plots]"'),
     ("keras", "from mnist_engine.cli import main; sys.exit(main(['export', 'm.keras', 'm.mnw']))",
      'mnist-engine: error: this needs Keras, which is not installed: pip install "mnist-engine[export]"'),
+    ("onnx", "from mnist_engine.cli import main; sys.exit(main(['export', 'm.onnx', 'm.mnw']))",
+     'mnist-engine: error: mnist_engine.export_onnx needs onnx, which is not installed: '
+     'pip install "mnist-engine[onnx]"'),
     ("PIL", "import mnist_engine, numpy as np; mnist_engine.preprocess_image(np.zeros((9, 9)))",
      'ModuleNotFoundError: mnist_engine.preprocess_image needs Pillow, which is not installed: '
      'pip install "mnist-engine[images]"'),

@@ -7,8 +7,8 @@ How each kind is run:
   test command, ``pip install ".[test]"``, for real, in a fresh venv.
 - ``python -m pytest``: not run; it is the run executing this test.
 - anything else (``mnist-engine ...``, ``python tools/...``, ``python -m ...``): run in a scratch
-  folder holding what the README tells the reader to bring (``my_model.keras``, ``my_model.mnw``),
-  with ``tools/`` and ``tests/`` reachable as in a checkout; it must exit 0.
+  folder holding what the README tells the reader to bring (``my_model.keras``, ``my_model.onnx``,
+  ``my_model.mnw``), with ``tools/`` and ``tests/`` reachable as in a checkout; it must exit 0.
 - Python blocks: run in the same folder after a prelude that defines the names the README leaves to
   the reader (PRELUDE); they must not raise.
 """
@@ -80,6 +80,12 @@ def workdir(tmp_path_factory, mnist):
         (work / name).symlink_to(ROOT / name)
     shutil.copy(ROOT / "models" / "mnist_mlp_512x2.keras", work / "my_model.keras")
     shutil.copy(mnist_engine.default_model_path(), work / "my_model.mnw")
+    # The bundled network as an ONNX graph (MatMul, Add, Relu, Softmax), as a PyTorch user brings one.
+    from mnist_engine.bench import onnx_model
+    from mnist_engine.model_file import read_layers
+
+    layers = read_layers(mnist_engine.default_model_path())
+    (work / "my_model.onnx").write_bytes(onnx_model(layers).SerializeToString())
     return work
 
 
@@ -131,4 +137,12 @@ def test_the_export_section_lists_what_the_exporter_supports():
     from mnist_engine.keras_export import supported_markdown
 
     block = README.read_text().split("<!-- exporter tables: start -->\n")[1].split("\n<!-- exporter tables: end -->")[0]
+    assert block == supported_markdown()
+
+
+def test_the_onnx_section_lists_what_the_onnx_exporter_supports():
+    """Likewise for ONNX graphs (regenerate with mnist_engine.onnx_export.supported_markdown())."""
+    from mnist_engine.onnx_export import supported_markdown
+
+    block = README.read_text().split("<!-- onnx tables: start -->\n")[1].split("\n<!-- onnx tables: end -->")[0]
     assert block == supported_markdown()

@@ -4,9 +4,9 @@
     >>> mnist_engine.predict(np.zeros((2, 784), np.uint8)).shape
     (2, 10)
 
-Models are ``.mnw`` files (docs/FORMAT.md) written by :func:`export_keras` or
-:func:`export_sklearn`; :func:`load` reads and verifies one. TensorFlow is never imported here:
-only the exporters need it, and they import it when called.
+Models are ``.mnw`` files (docs/FORMAT.md) written by :func:`export_keras`, :func:`export_onnx`
+or :func:`export_sklearn`; :func:`load` reads and verifies one. TensorFlow and onnx are never
+imported here: only the exporters need them, and they import them when called.
 """
 from __future__ import annotations
 
@@ -32,10 +32,11 @@ if TYPE_CHECKING:  # imported lazily below: `import mnist_engine` must stay fast
 
     import numpy as np
 
-    from ._export_common import ExportMismatchError, InputRangeWarning
+    from ._export_common import ExportMismatchError, InputRangeWarning, UnsupportedModelError
     from .images import ImageError, preprocess_image
-    from .keras_export import UnsupportedModelError, export_keras
+    from .keras_export import export_keras
     from .model_file import write_model
+    from .onnx_export import export_onnx
     from .sklearn_export import export_sklearn
 
     PathLike = Union[str, "os.PathLike[str]"]
@@ -57,6 +58,7 @@ __all__ = [
     "default_kernel",
     "default_model_path",
     "export_keras",
+    "export_onnx",
     "export_sklearn",
     "get_num_threads",
     "load",
@@ -68,9 +70,10 @@ __all__ = [
 
 # The writer, the exporters and the image reader (Pillow) load on first use (PEP 562): importing
 # them here would cost more than the rest of `import mnist_engine` together.
-_LAZY = {"export_keras": ".keras_export", "export_sklearn": ".sklearn_export", "write_model": ".model_file",
-         "UnsupportedModelError": ".keras_export", "ExportMismatchError": "._export_common",
-         "InputRangeWarning": "._export_common", "preprocess_image": ".images", "ImageError": ".images"}
+_LAZY = {"export_keras": ".keras_export", "export_onnx": ".onnx_export", "export_sklearn": ".sklearn_export",
+         "write_model": ".model_file", "UnsupportedModelError": "._export_common",
+         "ExportMismatchError": "._export_common", "InputRangeWarning": "._export_common",
+         "preprocess_image": ".images", "ImageError": ".images"}
 
 
 def __getattr__(name: str):

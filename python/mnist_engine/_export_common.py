@@ -1,19 +1,26 @@
-"""What the Keras and scikit-learn exporters share: turning caller-given reference images into the
-model's float input domain, the metadata every export carries, and the proof every export gives
-before it writes a byte (build in memory, load with full verification, name the first diverging
-layer on a mismatch)."""
+"""What the Keras, ONNX and scikit-learn exporters share: turning caller-given reference images into
+the model's float input domain, the engine layer being assembled, the metadata every export
+carries, and the proof every export gives before it writes a byte (build in memory, load with full
+verification, name the first diverging layer on a mismatch)."""
 from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from . import _core
-from .model_file import DenseLayer, atomic_write_bytes, encode_model, sample_pixel_inputs
+from .model_file import (
+    DenseLayer,
+    LayerNormLayer,
+    ScaleShiftLayer,
+    atomic_write_bytes,
+    encode_model,
+    sample_pixel_inputs,
+)
 from .reference import forward, scale_pixels
 from .unit_order import UNIT, order_hidden_units
 
@@ -26,6 +33,30 @@ class InputRangeWarning(UserWarning):
 
 class ExportMismatchError(ValueError):
     """The exported file does not reproduce the framework's outputs; nothing was written."""
+
+
+class UnsupportedModelError(ValueError):
+    """The model contains something the engine cannot represent; the message names it."""
+
+
+@dataclass
+class LayerDraft:
+    """One engine layer being assembled by an exporter: what it computes, and which of the
+    framework's layers (or graph nodes) it stands for."""
+    op: str
+    values: List[np.ndarray]  # dense: kernel, bias (float64); scale_shift: scale, shift; layer_norm: gamma, beta
+    activation: str = "linear"
+    parameters: Tuple[float, ...] = ()
+    epsilon: float = 0.0
+    ends_at: Any = 0  # where in the framework's model this engine layer's output can be observed
+    parts: List[str] = field(default_factory=list)
+
+    def layer(self):
+        if self.op == "dense":
+            return DenseLayer(*self.values, self.activation, self.parameters)
+        if self.op == "scale_shift":
+            return ScaleShiftLayer(*self.values, self.activation, self.parameters)
+        return LayerNormLayer(*self.values, self.epsilon, self.activation, self.parameters)
 
 
 @dataclass

@@ -9,7 +9,7 @@ from typing import Optional
 # top-level module -> (the package a user installs, the mnist-engine extra that brings it)
 EXTRAS = {"PIL": ("Pillow", "images"), "matplotlib": ("matplotlib", "plots"), "dask": ("dask", "dask"),
           "distributed": ("distributed", "dask"), "tensorflow": ("TensorFlow", "export"),
-          "keras": ("Keras", "export"), "sklearn": ("scikit-learn", "sklearn")}
+          "keras": ("Keras", "export"), "sklearn": ("scikit-learn", "sklearn"), "onnx": ("onnx", "onnx")}
 
 
 def missing_message(module: str, purpose: str = "this") -> str:

@@ -129,13 +129,25 @@ def engine_runners(s: Settings, x: np.ndarray, pixels: np.ndarray) -> List[Runne
     return runners
 
 
+def _numpy_operation(layer, h: np.ndarray) -> np.ndarray:
+    """A layer's operation in float32, as a numpy user would write it."""
+    if layer.op == "dense":
+        return h @ layer.kernel + layer.bias
+    if layer.op == "scale_shift":
+        return h * layer.scale + layer.shift
+    mean = h.mean(axis=1, keepdims=True)
+    centered = h - mean
+    variance = (centered * centered).mean(axis=1, keepdims=True)
+    return centered / np.sqrt(variance + np.float32(layer.epsilon)) * layer.gamma + layer.beta
+
+
 def numpy_runner(layers: Sequence[DenseLayer], x: np.ndarray) -> Runner:
     # The reference's activation functions, applied in float32 here: every activation the format
     # has, from the one table that lists them.
     def run(batch: np.ndarray) -> np.ndarray:
         h = batch
         for layer in layers:
-            h = ACTIVATION_FUNCTIONS[layer.activation](h @ layer.kernel + layer.bias, *layer.parameters)
+            h = ACTIVATION_FUNCTIONS[layer.activation](_numpy_operation(layer, h), *layer.parameters)
         return h
 
     return Runner("numpy float32", lambda: run(x), lambda i: run(x[i:i + 1]), "OpenBLAS sgemm")
@@ -194,18 +206,31 @@ def _onnx_activation(layer, src: str, dst: str, tag: str):
     return nodes, inits + [const("slope", slope)]
 
 
+def _onnx_operation(layer, src: str, dst: str, i: int):
+    """Nodes and initializers of a layer's operation: MatMul and Add for dense, Mul and Add for
+    scale_shift, LayerNormalization for layer_norm."""
+    from onnx import helper, numpy_helper
+
+    first, second = layer.values()[:2]
+    inits = [numpy_helper.from_array(first, f"p{i}"), numpy_helper.from_array(second, f"q{i}")]
+    if layer.op == "layer_norm":
+        return [helper.make_node("LayerNormalization", [src, f"p{i}", f"q{i}"], [dst], axis=-1,
+                                 epsilon=float(layer.epsilon))], inits
+    return [helper.make_node("MatMul" if layer.op == "dense" else "Mul", [src, f"p{i}"], [f"m{i}"]),
+            helper.make_node("Add", [f"m{i}", f"q{i}"], [dst])], inits
+
+
 def onnx_model(layers: Sequence[DenseLayer]):
-    """An ONNX graph of dense layers: MatMul, Add, then the activation's operators."""
-    from onnx import TensorProto, helper, numpy_helper
+    """An ONNX graph of the layers: each one's operation, then its activation's operators."""
+    from onnx import TensorProto, helper
 
     nodes, inits, prev = [], [], "x"
     for i, layer in enumerate(layers):
-        inits += [numpy_helper.from_array(layer.kernel, f"W{i}"), numpy_helper.from_array(layer.bias, f"b{i}")]
-        nodes += [helper.make_node("MatMul", [prev, f"W{i}"], [f"m{i}"]),
-                  helper.make_node("Add", [f"m{i}", f"b{i}"], [f"a{i}"])]
+        op_nodes, op_inits = _onnx_operation(layer, prev, f"a{i}", i)
+        nodes, inits = nodes + op_nodes, inits + op_inits
         act_nodes, act_inits = _onnx_activation(layer, f"a{i}", f"h{i}", f"act{i}")
         nodes, inits, prev = nodes + act_nodes, inits + act_inits, f"h{i}"
-    n_in, n_out = layers[0].kernel.shape[0], layers[-1].kernel.shape[1]
+    n_in, n_out = layers[0].widths[0], layers[-1].widths[1]
     graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, n_in])],
                               [helper.make_tensor_value_info(prev, TensorProto.FLOAT, [None, n_out])], inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET)])

@@ -13,23 +13,27 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
-from ._export_common import ExportMismatchError, Stage, base_metadata, prove_and_write, reference_inputs_for
-from .model_file import DEFAULT_ATOL, DEFAULT_RTOL, DenseLayer, LayerNormLayer, ScaleShiftLayer
+from ._export_common import (
+    ExportMismatchError,
+    LayerDraft,
+    Stage,
+    UnsupportedModelError,
+    base_metadata,
+    prove_and_write,
+    reference_inputs_for,
+)
+from .model_file import DEFAULT_ATOL, DEFAULT_RTOL
 
 __all__ = ["ExportMismatchError", "UnsupportedModelError", "export_keras", "keras_dense_chain", "load_keras_model"]
 
 # Earlier Keras 3 releases have known safe_mode bypasses (arbitrary code on load).
 MIN_KERAS = (3, 13, 2)
-
-
-class UnsupportedModelError(ValueError):
-    """The Keras model contains something the engine cannot represent."""
 
 
 def _import_keras():
@@ -277,25 +281,6 @@ def _affine_of(layer, keras, shape: Tuple[int, ...]) -> Tuple[np.ndarray, np.nda
 
 
 @dataclass
-class _Part:
-    """One engine layer being assembled: what it computes, and which Keras layers it stands for."""
-    op: str
-    values: List[np.ndarray]  # dense: kernel, bias (float64); scale_shift: scale, shift; layer_norm: gamma, beta
-    activation: str = "linear"
-    parameters: Tuple[float, ...] = ()
-    epsilon: float = 0.0
-    ends_at: int = 0  # the chain position whose output this engine layer reproduces
-    parts: List[str] = field(default_factory=list)
-
-    def layer(self):
-        if self.op == "dense":
-            return DenseLayer(*self.values, self.activation, self.parameters)
-        if self.op == "scale_shift":
-            return ScaleShiftLayer(*self.values, self.activation, self.parameters)
-        return LayerNormLayer(*self.values, self.epsilon, self.activation, self.parameters)
-
-
-@dataclass
 class DenseChain:
     """A Keras model as engine layers, with what the exporter needs to prove them."""
     layers: List[Any]
@@ -322,7 +307,7 @@ class _ChainBuilder:
         self.index = np.arange(int(np.prod(shape))).reshape(shape)
         self.scale, self.offset = np.ones(shape), np.zeros(shape)
         self.pending_from: List[str] = []
-        self.parts: List[_Part] = []
+        self.parts: List[LayerDraft] = []
         self.rescales = False
 
     def _has_pending(self) -> bool:
@@ -338,7 +323,7 @@ class _ChainBuilder:
         if self.scale.ndim != 1:
             raise UnsupportedModelError(f"{', '.join(self.pending_from)} scale multi-dimensional values that no "
                                         "Dense layer follows; add a Flatten before them")
-        self.parts.append(_Part("scale_shift", [self.scale.copy(), self.offset.copy()], ends_at=pos - 1,
+        self.parts.append(LayerDraft("scale_shift", [self.scale.copy(), self.offset.copy()], ends_at=pos - 1,
                                 parts=list(self.pending_from)))
         self._reset_pending(self.scale.shape)
 
@@ -414,7 +399,7 @@ class _ChainBuilder:
                 permuted[order] = kernel
                 kernel = permuted
         activation, parameters = _keras_activation(layer, layer.get_config().get("activation"))
-        self.parts.append(_Part("dense", [kernel, bias], activation, parameters, ends_at=pos, parts=described))
+        self.parts.append(LayerDraft("dense", [kernel, bias], activation, parameters, ends_at=pos, parts=described))
         self._reset_pending(kernel.shape[1])
 
     def _features(self, link: _Link) -> int:
@@ -430,7 +415,7 @@ class _ChainBuilder:
         last = self.parts[-1] if self.parts else None
         if last is None or last.activation != "linear":
             # Nothing to merge into: an identity scale_shift carries the activation.
-            last = _Part("scale_shift", [np.ones(features), np.zeros(features)], ends_at=pos)
+            last = LayerDraft("scale_shift", [np.ones(features), np.zeros(features)], ends_at=pos)
             self.parts.append(last)
         last.activation, last.parameters, last.ends_at = activation, parameters, pos
         last.parts.append(f"{layer.name!r} ({type(layer).__name__} {activation})")
@@ -447,7 +432,7 @@ class _ChainBuilder:
         self._flush(pos)
         gamma = _numpy(keras, layer.gamma).astype(np.float64) if cfg.get("scale", True) else np.ones(features)
         beta = _numpy(keras, layer.beta).astype(np.float64) if cfg.get("center", True) else np.zeros(features)
-        self.parts.append(_Part("layer_norm", [gamma, beta], epsilon=float(layer.epsilon), ends_at=pos,
+        self.parts.append(LayerDraft("layer_norm", [gamma, beta], epsilon=float(layer.epsilon), ends_at=pos,
                                 parts=[f"{layer.name!r} (LayerNormalization)"]))
 
     def finish(self) -> DenseChain:

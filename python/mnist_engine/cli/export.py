@@ -1,4 +1,4 @@
-"""``mnist-engine export``: a Keras model to a .mnw file."""
+"""``mnist-engine export``: a Keras model (.keras) or an ONNX graph (.onnx) to a .mnw file."""
 from __future__ import annotations
 
 import argparse
@@ -17,10 +17,13 @@ CALIBRATION_IMAGES = 1024  # enough for the neuron order (docs/PERFORMANCE.md); 
 
 
 def add_parser(sub) -> None:
-    ex = sub.add_parser("export", help="export a Keras model (.keras) to .mnw (needs TensorFlow)")
-    ex.add_argument("model", type=file_path, help="the Keras model (.keras; .h5 with --allow-h5)")
+    ex = sub.add_parser("export", help="export a Keras model (.keras, needs TensorFlow) or an ONNX graph (.onnx, "
+                                       "needs onnx) to .mnw")
+    ex.add_argument("model", type=file_path,
+                    help="the Keras model (.keras; .h5 with --allow-h5) or ONNX graph (.onnx)")
     ex.add_argument("out", type=file_path, help="the .mnw file to write (atomically)")
-    ex.add_argument("--input-scale", type=float, help="uint8 pixel scale (default 1/255, or 1 with Rescaling)")
+    ex.add_argument("--input-scale", type=float,
+                    help="uint8 pixel scale (default 1/255, or 1 when the model scales its input itself)")
     ex.add_argument("--source", help="free-text provenance stored in the file")
     ex.add_argument("--allow-h5", action="store_true", help="load a legacy .h5 model (only if you trust it)")
     ex.add_argument("--calibration-data", type=file_path,
@@ -56,18 +59,31 @@ def run(args: argparse.Namespace) -> int:
 
     if args.out.is_dir():  # say so before the seconds TensorFlow takes to load
         raise IsADirectoryError(errno.EISDIR, "expected a file path to write, got a directory", str(args.out))
+    is_onnx = args.model.suffix.lower() == ".onnx"
+    if is_onnx and args.allow_h5:
+        raise ValueError("--allow-h5 is for Keras .h5 files, not for an ONNX graph")
     with Stages(3, "export") as stages:
-        stages.step("loading TensorFlow")
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Python-side TensorFlow logging too
-        with native_stderr_held_back():
-            import keras  # noqa: F401  (loaded here so that its start-up noise is held back)
+        if is_onnx:
+            stages.step("loading onnx")
+            from ..onnx_export import _import_onnx
+
+            _import_onnx()  # a missing onnx is named here, with the extra that installs it
+        else:
+            stages.step("loading TensorFlow")
+            os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Python-side TensorFlow logging too
+            with native_stderr_held_back():
+                import keras  # noqa: F401  (loaded here so that its start-up noise is held back)
         calibration = None
         if args.calibration_data is not None:
             (train_x, _), _ = load_mnist(args.calibration_data, download=False)
             calibration = train_x[:CALIBRATION_IMAGES]
         stages.step("exporting and verifying")
-        out = mnist_engine.export_keras(args.model, args.out, input_scale=args.input_scale, allow_h5=args.allow_h5,
-                                        source=args.source, calibration_images=calibration)
+        if is_onnx:
+            out = mnist_engine.export_onnx(args.model, args.out, input_scale=args.input_scale, source=args.source,
+                                           calibration_images=calibration)
+        else:
+            out = mnist_engine.export_keras(args.model, args.out, input_scale=args.input_scale,
+                                            allow_h5=args.allow_h5, source=args.source, calibration_images=calibration)
         stages.step("reading the file back")
         engine = mnist_engine.load(out)
     print(f"wrote {out}: {engine!r}")
