@@ -381,11 +381,11 @@ REFUSALS = {
                           r"^tensor 'g' feeds two nodes \(node 'relu_r' \(Relu\), node 'add_y' \(Add\)\) whose "
                           r"results do not meet again in one Mul"),
     "a square": ([node("Mul", ["g", "g"], "y")], {},
-                 r"^node 'mul_y' \(Mul\): both of its inputs are the same tensor is not supported"),
+                 r"^node 'mul_y' \(Mul\): the same tensor as both inputs is not supported"),
     "a computed weight": ([node("Relu", ["g"], "r"), node("Relu", ["W2"], "r2"), node("MatMul", ["r", "r2"], "y")],
                           {"W2": np.ones((5, 5))},
-                          r"^node 'matmul_y' \(MatMul\): input 1 \('r2'\) is computed by the graph is not supported; "
-                          r"only constants \(initializers or Constant nodes\)"),
+                          r"^node 'matmul_y' \(MatMul\): a weight computed by the graph \(input 1, 'r2'\) is not "
+                          r"supported; only constants \(initializers or Constant nodes\)"),
     "Selu with other constants": ([node("Selu", ["g"], "y", alpha=1.0)], {},
                                   r"^node 'selu_y' \(Selu\): alpha=1, gamma=1.0507 is not supported; selu with ONNX's"),
     "Softmax over the batch": ([node("Softmax", ["g"], "y", axis=0)], {},

@@ -297,7 +297,7 @@ class _GraphBuilder:
                 raise self._refuse(node, f"its output {extra!r} is used", "only its first output is supported")
         positions = [i for i, name in enumerate(node.input) if name == tensor]
         if len(positions) != 1:
-            raise self._refuse(node, "both of its inputs are the same tensor", "ops of the data and a constant are")
+            raise self._refuse(node, "the same tensor as both inputs", "ops of the data and a constant are")
         if positions[0] != 0 and node.op_type not in ("Add", "Sub", "Mul"):
             raise self._refuse(node, f"the data is its input {positions[0]}, not input 0",
                                "the data must be the first input (A for MatMul and Gemm)")
@@ -317,7 +317,7 @@ class _GraphBuilder:
                 raise self._refuse(node, f"a missing input {i}", "give it a constant")
             return default
         if name not in self.graph.constants:
-            raise self._refuse(node, f"input {i} ({name!r}) is computed by the graph",
+            raise self._refuse(node, f"a weight computed by the graph (input {i}, {name!r})",
                                "only constants (initializers or Constant nodes) are supported there")
         return np.asarray(self.graph.constants[name], np.float64)
 
