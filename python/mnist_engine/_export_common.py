@@ -92,6 +92,28 @@ def reference_inputs_for(images: Optional[np.ndarray], width: int, input_scale: 
     return ReferenceInputs(values, f"float {lo:.9g} {hi:.9g}")
 
 
+def fold_after(kernel: np.ndarray, bias: np.ndarray, scale: np.ndarray, offset: np.ndarray):
+    """A per-output affine map after a linear dense layer, folded into it: (x W + b) s + o."""
+    return kernel * scale, bias * scale + offset
+
+
+def fold_before(kernel: np.ndarray, bias: np.ndarray, scale: np.ndarray, offset: np.ndarray):
+    """A per-input affine map before a dense layer, folded into its rows:
+    (x s + o) W + b = x (s W) + (b + o W), in float64, rounded once when written."""
+    return scale[:, None] * kernel, bias + offset @ kernel
+
+
+def rows_in_input_order(kernel: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """The first dense layer's kernel for inputs that Flatten, Reshape, Permute or Transpose moved:
+    ``order[p]`` is where the framework's flattened element p sits in the engine's input."""
+    order = np.asarray(order).reshape(-1)
+    if np.array_equal(order, np.arange(order.size)):
+        return kernel
+    permuted = np.empty_like(kernel)
+    permuted[order] = kernel
+    return permuted
+
+
 def base_metadata(producer: str, source: str) -> Dict[str, str]:
     return {"producer": producer, "producer_version": _core.__version__, "source": source}
 

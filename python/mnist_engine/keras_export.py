@@ -25,8 +25,11 @@ from ._export_common import (
     Stage,
     UnsupportedModelError,
     base_metadata,
+    fold_after,
+    fold_before,
     prove_and_write,
     reference_inputs_for,
+    rows_in_input_order,
 )
 from .model_file import DEFAULT_ATOL, DEFAULT_RTOL
 
@@ -370,8 +373,7 @@ class _ChainBuilder:
         self.rescales |= kind == "Rescaling" and not self.parts
         last = self.parts[-1] if self.parts else None
         if last is not None and last.op == "dense" and last.activation == "linear" and not self._has_pending():
-            kernel, bias = last.values
-            last.values = [kernel * scale, bias * scale + offset]
+            last.values = list(fold_after(*last.values, scale, offset))
             last.ends_at = pos
             last.parts.append(f"{layer.name!r} ({kind}, folded)")
             return
@@ -388,16 +390,10 @@ class _ChainBuilder:
         bias = _numpy(keras, layer.bias).astype(np.float64) if layer.use_bias else np.zeros(kernel.shape[1])
         described = [f"{layer.name!r} (Dense {kernel.shape[0]}->{kernel.shape[1]})"]
         if self._has_pending():
-            # (x s + o) W + b = x (s W) + (b + o W): folded in float64, rounded once.
-            bias = bias + self.offset @ kernel
-            kernel = self.scale[:, None] * kernel
+            kernel, bias = fold_before(kernel, bias, self.scale, self.offset)
             described = [f"{', '.join(self.pending_from)} folded into"] + described
         if not self.parts:
-            order = self.index.reshape(-1)
-            if not np.array_equal(order, np.arange(order.size)):
-                permuted = np.empty_like(kernel)
-                permuted[order] = kernel
-                kernel = permuted
+            kernel = rows_in_input_order(kernel, self.index)
         activation, parameters = _keras_activation(layer, layer.get_config().get("activation"))
         self.parts.append(LayerDraft("dense", [kernel, bias], activation, parameters, ends_at=pos, parts=described))
         self._reset_pending(kernel.shape[1])

@@ -27,8 +27,11 @@ from ._export_common import (
     Stage,
     UnsupportedModelError,
     base_metadata,
+    fold_after,
+    fold_before,
     prove_and_write,
     reference_inputs_for,
+    rows_in_input_order,
 )
 from ._extras import require
 from .model_file import DEFAULT_ATOL, DEFAULT_RTOL
@@ -353,8 +356,7 @@ class _GraphBuilder:
         described = f"{self.graph.describe(node)}{what}"
         last = self.drafts[-1] if self.drafts else None
         if last is not None and last.op == "dense" and last.activation == "linear" and not self.pending_from:
-            kernel, bias = last.values
-            last.values = [kernel * scale, bias * scale + offset]
+            last.values = list(fold_after(*last.values, scale, offset))
             last.ends_at = (node.output[0], 1.0, 0.0)
             last.parts.append(f"{described} folded")
             return
@@ -381,16 +383,10 @@ class _GraphBuilder:
                                f"a 2-D weight with {features} rows is")
         described = [f"{self.graph.describe(node)} {kernel.shape[0]}->{kernel.shape[1]}"]
         if self.pending_from:
-            # (x s + o) W + b = x (s W) + (b + o W): folded in float64, rounded once.
-            bias = bias + self.offset @ kernel
-            kernel = self.scale[:, None] * kernel
+            kernel, bias = fold_before(kernel, bias, self.scale, self.offset)
             described = [f"{', '.join(self.pending_from)} folded into"] + described
         if not self.drafts:
-            order = self.index.reshape(-1)
-            if not np.array_equal(order, np.arange(order.size)):
-                permuted = np.empty_like(kernel)
-                permuted[order] = kernel
-                kernel = permuted
+            kernel = rows_in_input_order(kernel, self.index)
         self.drafts.append(LayerDraft("dense", [kernel, bias], ends_at=(node.output[0], 1.0, 0.0),
                                       parts=described))
         self.shape = (kernel.shape[1],)

@@ -8,7 +8,7 @@ from typing import Any, List, Tuple, Union
 
 import numpy as np
 
-from ._export_common import Stage, base_metadata, prove_and_write, reference_inputs_for
+from ._export_common import Stage, base_metadata, fold_before, prove_and_write, reference_inputs_for
 from .model_file import DEFAULT_ATOL, DEFAULT_RTOL, DenseLayer, encode_classes
 from .reference import forward
 
@@ -83,10 +83,7 @@ def export_sklearn(
     coefs = [np.asarray(w, np.float64) for w in mlp.coefs_]
     intercepts = [np.asarray(b, np.float64) for b in mlp.intercepts_]
     for step in reversed(transforms):
-        # (x s + o) W + b = x (s W) + (b + o W)
-        scale, offset = _scaler_affine(step, coefs[0].shape[0])
-        intercepts[0] = intercepts[0] + offset @ coefs[0]
-        coefs[0] = scale[:, None] * coefs[0]
+        coefs[0], intercepts[0] = fold_before(coefs[0], intercepts[0], *_scaler_affine(step, coefs[0].shape[0]))
     layers = [DenseLayer(w, b, a) for w, b, a in zip(coefs, intercepts, acts)]
     reference = reference_inputs_for(reference_images, layers[0].kernel.shape[0], input_scale)
     x = reference.values
