@@ -421,6 +421,23 @@ def test_refusals_name_the_node_and_op_type(onnx, tmp_path, rng, case):
     assert out.read_bytes() == b"untouched"
 
 
+def test_a_graph_without_a_dense_layer_is_refused(onnx, tmp_path):
+    model = make_model(onnx, [node("Relu", ["x"], "r"), node("Mul", ["r", "two"], "y")], {"two": np.float32(2)},
+                       [6], 6)
+    with pytest.raises(UnsupportedModelError, match="^the graph has no MatMul or Gemm node$"):
+        mnist_engine.export_onnx(model, tmp_path / "m.mnw")
+    assert not (tmp_path / "m.mnw").exists()
+
+
+def test_element_wise_ops_on_image_shaped_data_ask_for_a_flatten_first(onnx, tmp_path, rng):
+    # An affine map before the Flatten folds (test_image_shaped_inputs); an activation there cannot.
+    nodes = [node("Relu", ["x"], "r"), node("Flatten", ["r"], "f"), node("Gemm", ["f", "W0", "b0"], "y")]
+    model = make_model(onnx, nodes, dense_weights(rng, [6, 5]), [2, 3], 5)
+    with pytest.raises(UnsupportedModelError, match=r"^node 'relu_r' \(Relu\): a rank-3 input \(batch, 2, 3\) is not "
+                                                    r"supported; add a Flatten before it"):
+        mnist_engine.export_onnx(model, tmp_path / "m.mnw")
+
+
 def test_opsets_before_13_are_refused_with_the_conversion_hint(onnx, tmp_path, rng):
     model = simple_graph(onnx, rng, [node("Relu", ["g"], "y")], opset=12)
     with pytest.raises(UnsupportedModelError, match=rf"opset 12; opsets {MIN_OPSET} onward .*convert_version\(model, "

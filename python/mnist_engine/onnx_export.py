@@ -255,7 +255,8 @@ class _GraphBuilder:
 
     def __init__(self, graph: _Graph):
         self.graph, self.onnx = graph, graph.onnx
-        self.shape = graph.input_shape()
+        # The input's shape, kept for the chain; self.shape follows the values along the walk.
+        self.input_shape = self.shape = graph.input_shape()
         # index[p]: the engine's (row-major) input position of the graph input's element p, until the
         # first dense layer; Transpose moves it, Flatten and Reshape keep the row-major order.
         self.index = np.arange(int(np.prod(self.shape))).reshape(self.shape)
@@ -280,7 +281,7 @@ class _GraphBuilder:
         if not any(d.op == "dense" for d in self.drafts):
             raise UnsupportedModelError("the graph has no MatMul or Gemm node")
         self._flush(self.graph.output)
-        return OnnxChain([d.layer() for d in self.drafts], self.rescales, self.graph.input_shape(),
+        return OnnxChain([d.layer() for d in self.drafts], self.rescales, self.input_shape,
                          [d.ends_at for d in self.drafts], [" + ".join(d.parts) for d in self.drafts])
 
     def _list(self, nodes) -> str:
@@ -367,9 +368,8 @@ class _GraphBuilder:
         """Emit the pending affine map as a scale_shift layer, observable at `tensor`."""
         if not self.pending_from:
             return
-        if len(self.shape) != 1:
-            raise UnsupportedModelError(f"{', '.join(self.pending_from)} act on multi-dimensional values that no "
-                                        "MatMul or Gemm follows; add a Flatten before them")
+        # Every caller has been through _features or a dense layer, which refuse multi-dimensional data.
+        assert len(self.shape) == 1, self.shape
         self.drafts.append(LayerDraft("scale_shift", [self.scale.copy(), self.offset.copy()],
                                       ends_at=(tensor, 1.0, 0.0), parts=list(self.pending_from)))
         self._reset_pending()
