@@ -9,7 +9,8 @@ from typing import Optional
 # top-level module -> (the package a user installs, the mnist-engine extra that brings it)
 EXTRAS = {"PIL": ("Pillow", "images"), "matplotlib": ("matplotlib", "plots"), "dask": ("dask", "dask"),
           "distributed": ("distributed", "dask"), "tensorflow": ("TensorFlow", "export"),
-          "keras": ("Keras", "export"), "sklearn": ("scikit-learn", "sklearn"), "onnx": ("onnx", "onnx")}
+          "keras": ("Keras", "export"), "sklearn": ("scikit-learn", "sklearn"), "onnx": ("onnx", "onnx"),
+          "starlette": ("Starlette", "serve"), "uvicorn": ("uvicorn", "serve")}
 
 
 def missing_message(module: str, purpose: str = "this") -> str:

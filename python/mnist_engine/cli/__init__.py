@@ -9,7 +9,7 @@ from typing import List, Optional
 
 import mnist_engine
 
-from . import evaluate, export, info, predict
+from . import evaluate, export, info, predict, serve
 from .common import user_error
 
 
@@ -18,7 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mnist-engine {mnist_engine.__version__}")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error (any position)")
     sub = parser.add_subparsers(dest="command", required=True)
-    for command in (predict, evaluate, info, export):
+    for command in (predict, evaluate, info, export, serve):
         command.add_parser(sub)
     sub.add_parser("bench", help="benchmark against Keras, TFLite, ONNX Runtime, numpy (see --help)", add_help=False)
     return parser

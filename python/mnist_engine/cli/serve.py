@@ -1,0 +1,115 @@
+"""``mnist-engine serve``: the Open Inference Protocol over HTTP (uvicorn), with dynamic batching
+and the draw-a-digit page at /. Bound to 127.0.0.1 unless --host says otherwise."""
+from __future__ import annotations
+
+import argparse
+import re
+import signal
+import socket
+import sys
+from pathlib import Path
+from typing import Dict, List
+
+import mnist_engine
+
+from .common import positive_int
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def model_spec(text: str):
+    """NAME=FILE, the name as it appears in /v2/models/NAME."""
+    name, sep, path = text.partition("=")
+    if not sep or not path:
+        raise argparse.ArgumentTypeError(f"expected NAME=FILE, got {text!r}")
+    if not _NAME.match(name):
+        raise argparse.ArgumentTypeError(f"a model name is 1-64 letters, digits, '_', '.' or '-' (starting with a "
+                                         f"letter or digit), got {name!r}")
+    return name, Path(path)
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
+    return value
+
+
+def add_parser(sub) -> None:
+    serve = sub.add_parser("serve", help="serve models over the Open Inference Protocol (KServe v2) REST API",
+                           description=__doc__.split("\n\n")[0].replace("``", ""))
+    serve.add_argument("--model", type=model_spec, action="append", metavar="NAME=FILE",
+                       help="a model to serve as NAME (repeatable; default: the bundled model as 'mnist')")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    serve.add_argument("--precision", choices=["fp32", "bf16", "int8"], help="arithmetic of every model (default fp32)")
+    serve.add_argument("--threads", type=positive_int, help="OpenMP threads per predict call (default: all cores)")
+    serve.add_argument("--max-batch", type=positive_int, default=256,
+                       help="most rows merged into one predict call (default 256)")
+    serve.add_argument("--max-delay-ms", type=positive_float, default=1.0,
+                       help="how long a batch waits for more requests after its first (default 1 ms)")
+    serve.add_argument("--max-body", type=positive_int, default=8 << 20,
+                       help="largest request body in bytes; larger gets 413 (default 8 MiB)")
+    serve.add_argument("--body-timeout", type=positive_float, default=10.0,
+                       help="seconds a client has to send a whole body; slower gets 408 (default 10)")
+    serve.set_defaults(run=run)
+
+
+def load_models(args: argparse.Namespace) -> Dict[str, mnist_engine.Engine]:
+    specs: List = args.model or [("mnist", mnist_engine.default_model_path())]
+    models: Dict[str, mnist_engine.Engine] = {}
+    for name, path in specs:
+        if name in models:
+            raise ValueError(f"model name {name!r} is given twice")
+        models[name] = mnist_engine.load(path, precision=args.precision, threads=args.threads)
+    return models
+
+
+def run(args: argparse.Namespace) -> int:
+    from .._extras import require
+
+    uvicorn = require("uvicorn", "mnist-engine serve")
+    from ..serve import Limits, create_app
+
+    models = load_models(args)
+    limits = Limits(max_batch=args.max_batch, max_delay=args.max_delay_ms / 1000, max_body=args.max_body,
+                    body_timeout=args.body_timeout)
+    app = create_app(models, limits)
+    for name, engine in models.items():
+        print(f"mnist-engine serve: {name}: {engine!r}", file=sys.stderr)
+    sock = bind(args.host, args.port)
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    print(f"mnist-engine serve: listening on http://{shown}:{port}/ (the Open Inference Protocol under /v2, a "
+          "draw-a-digit page at /)", file=sys.stderr, flush=True)
+    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=30,
+                            server_header=False)
+    server = uvicorn.Server(config)
+    # uvicorn stops accepting on SIGTERM or Ctrl-C, finishes the requests in flight, and then raises
+    # the signal again under the handler it found. For SIGTERM that handler is this no-op, so a
+    # clean stop exits 0, as process supervisors (systemd, Kubernetes) expect; Ctrl-C stays 130.
+    previous = signal.signal(signal.SIGTERM, lambda *_: None)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return 0 if server.started else 1
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket, bound before uvicorn starts so that the address (with --port 0, the port
+    the system chose) can be printed, and a busy port is an error line rather than a log record."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise OSError(e.errno, f"cannot listen on {host}:{port}: {e.strerror}") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock

@@ -1,0 +1,193 @@
+"""The server as an ASGI application (Starlette): the Open Inference Protocol's REST endpoints over
+the models it was given, each behind a dynamic batcher, and the draw-a-digit page at `/`.
+
+Every refusal is a 4xx with a JSON body {"error": "..."} (the protocol's error form, which
+tritonclient shows to its user); a request never gets past its checks into the engine unless its
+rows are exactly what predict takes. Bodies are read with a size limit (413) and a deadline (408),
+so a client that sends slowly, or without end, holds a connection but never the server.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import html
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Dict, Mapping, Optional
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Route
+
+from .. import __version__
+from .._core import Engine
+from .batcher import DynamicBatcher
+from .protocol import (
+    ModelSignature,
+    RequestError,
+    datatype_of,
+    decode_infer_request,
+    encode_infer_response,
+    error_body,
+    output_name,
+)
+
+JSON = "application/json"
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_batch: int = 256  # rows per predict call
+    max_delay: float = 0.001  # seconds a batch waits for more requests after its first
+    max_body: int = 8 << 20  # bytes; 64 images as JSON are ~200 KB
+    body_timeout: float = 10.0  # seconds to receive a whole body
+
+
+@dataclass
+class ServedModel:
+    engine: Engine
+    signature: ModelSignature
+    limits: Limits
+    batchers: Dict[str, DynamicBatcher] = field(default_factory=dict)
+
+    def batcher(self, datatype: str) -> DynamicBatcher:
+        """One batcher per input datatype: uint8 and float32 rows never share a predict call."""
+        batcher = self.batchers.get(datatype)
+        if batcher is None:
+            batcher = DynamicBatcher(self.engine, self.limits.max_batch, self.limits.max_delay,
+                                     f"{self.signature.name}-{datatype}")
+            batcher.start()
+            self.batchers[datatype] = batcher
+        return batcher
+
+
+def _json(payload: bytes, status: int = 200, headers: Optional[Mapping[str, str]] = None) -> Response:
+    return Response(payload, status_code=status, media_type=JSON, headers=headers)
+
+
+def _error(status: int, message: str) -> Response:
+    return _json(error_body(message), status)
+
+
+async def read_body(request: Request, limits: Limits) -> bytes:
+    """The request body, or RequestError 413 (too large), 408 (too slow), 415 (compressed)."""
+    encoding = request.headers.get("content-encoding", "identity").lower()
+    if encoding != "identity":
+        raise RequestError(415, f"Content-Encoding {encoding!r} is not supported; send the body uncompressed")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limits.max_body:
+        raise RequestError(413, f"the body is {int(declared)} bytes; the limit is {limits.max_body} (--max-body)")
+    chunks = []
+    size = 0
+
+    async def receive_all() -> None:
+        nonlocal size
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limits.max_body:
+                raise RequestError(413, f"the body is over the limit of {limits.max_body} bytes (--max-body)")
+            chunks.append(chunk)
+
+    try:
+        await asyncio.wait_for(receive_all(), limits.body_timeout)
+    except asyncio.TimeoutError:
+        raise RequestError(408, f"the body did not arrive within {limits.body_timeout:g} s "
+                                f"({size} bytes came)") from None
+    return b"".join(chunks)
+
+
+def _page(model: str) -> str:
+    """The draw-a-digit page, posting to `model`."""
+    text = resources.files(__package__).joinpath("page.html").read_text(encoding="utf-8")
+    # The name is the operator's, but it still goes in as data: escaped for HTML, a JSON string in the script.
+    return text.replace("{{MODEL_HTML}}", html.escape(model)).replace(
+        "{{MODEL_JSON}}", json.dumps(model).replace("<", "\\u003c"))
+
+
+def create_app(models: Mapping[str, Engine], limits: Limits = Limits()) -> Starlette:
+    """An ASGI app serving `models` (name -> Engine) over the Open Inference Protocol."""
+    if not models:
+        raise ValueError("at least one model is needed")
+    served = {name: ServedModel(engine, ModelSignature(name, engine.input_width, engine.output_width,
+                                                       output_name([a for _, _, a in engine.layers])), limits)
+              for name, engine in models.items()}
+    page = _page(next(iter(served)))
+
+    def model_of(request: Request) -> ServedModel:
+        name = request.path_params["name"]
+        model = served.get(name)
+        if model is None:
+            raise RequestError(404, f"model {name!r} is not served; served models: {', '.join(served)}")
+        version = request.path_params.get("version")
+        if version is not None and version != model.signature.version:
+            raise RequestError(404, f"model {name!r} has no version {version!r}; its version is "
+                                    f"{model.signature.version!r}")
+        return model
+
+    async def server_metadata(_: Request) -> Response:
+        return _json(json.dumps({"name": "mnist-engine", "version": __version__,
+                                 "extensions": ["binary_tensor_data"]}).encode())
+
+    async def live(_: Request) -> Response:
+        return _json(b'{"live":true}')
+
+    async def ready(_: Request) -> Response:
+        return _json(b'{"ready":true}')
+
+    async def model_metadata(request: Request) -> Response:
+        return _json(json.dumps(model_of(request).signature.metadata()).encode())
+
+    async def model_ready(request: Request) -> Response:
+        model = model_of(request)
+        return _json(json.dumps({"name": model.signature.name, "ready": True}).encode())
+
+    async def infer(request: Request) -> Response:
+        model = model_of(request)
+        body = await read_body(request, limits)
+        decoded = decode_infer_request(body, request.headers.get("inference-header-content-length"),
+                                       model.signature)
+        outputs = await model.batcher(datatype_of(decoded.rows)).predict(decoded.rows)
+        payload, header_length = encode_infer_response(outputs, decoded, model.signature)
+        if header_length is None:
+            return _json(payload)
+        return Response(payload, media_type="application/octet-stream",
+                        headers={"Inference-Header-Content-Length": str(header_length)})
+
+    async def index(_: Request) -> Response:
+        return HTMLResponse(page)
+
+    async def refused(_: Request, exc: RequestError) -> Response:
+        return _error(exc.status, str(exc))
+
+    async def http_error(_: Request, exc: HTTPException) -> Response:
+        message = {404: "no such endpoint; see GET /v2 and the Open Inference Protocol's REST paths",
+                   405: "this endpoint does not take that method"}.get(exc.status_code, str(exc.detail))
+        return _error(exc.status_code, message)
+
+    async def disconnected(_: Request, exc: ClientDisconnect) -> Response:
+        return _error(400, "the client closed the connection before the body was complete")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette):
+        yield
+        for model in served.values():
+            for batcher in model.batchers.values():
+                await batcher.stop()
+
+    model_paths = ["/v2/models/{name}", "/v2/models/{name}/versions/{version}"]
+    routes = [Route("/", index, methods=["GET"]),
+              Route("/v2", server_metadata, methods=["GET"]),
+              Route("/v2/health/live", live, methods=["GET"]),
+              Route("/v2/health/ready", ready, methods=["GET"])]
+    for path in model_paths:
+        routes += [Route(path, model_metadata, methods=["GET"]),
+                   Route(path + "/ready", model_ready, methods=["GET"]),
+                   Route(path + "/infer", infer, methods=["POST"])]
+    app = Starlette(routes=routes, lifespan=lifespan,
+                    exception_handlers={RequestError: refused, HTTPException: http_error,
+                                        ClientDisconnect: disconnected})
+    app.state.models = served
+    return app
