@@ -1,0 +1,104 @@
+"""The draw-a-digit page in a real browser: Debian's chromium, headless, driven by Selenium through
+chromium-driver. The test draws a digit's strokes with the mouse, reads the prediction off the
+page, checks that the 28x28 pixels the page sent are what preprocess_image makes of the same
+drawing, and keeps a screenshot (test-artifacts/serve_page.png). Skipped, with the reason, where
+no chromium is installed (.ci/run installs it with apt-get where it can)."""
+from __future__ import annotations
+
+import base64
+import io
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import mnist_engine
+from conftest import require
+from serving import server_process
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+# Strokes on the 280x280 pad, as offsets from its centre: (x, y) points of each pen-down stroke.
+STROKES = {
+    7: [[(-70, -90), (75, -90), (10, 100)]],
+    1: [[(-25, -70), (5, -100), (5, 100)]],
+    4: [[(-40, -100), (-70, 20), (60, 20)], [(30, -60), (30, 100)]],
+}
+
+
+def _browser_paths():
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    driver = shutil.which("chromedriver") or (Path("/usr/bin/chromedriver") if Path("/usr/bin/chromedriver").exists()
+                                              else None)
+    return chromium, driver
+
+
+@pytest.fixture(scope="module")
+def browser():
+    require("selenium")
+    chromium, driver = _browser_paths()
+    if not chromium or not driver:
+        pytest.skip("no chromium and chromium-driver here (Debian: apt-get install chromium chromium-driver)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=900,700",
+                 "--force-device-scale-factor=1"):
+        options.add_argument(flag)
+    session = webdriver.Chrome(service=Service(str(driver)), options=options)
+    yield session
+    session.quit()
+
+
+def draw(browser, pad, strokes):
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    for stroke in strokes:
+        actions = ActionChains(browser, duration=0)
+        x0, y0 = stroke[0]
+        actions.move_to_element_with_offset(pad, x0, y0).click_and_hold()
+        for (xa, ya), (xb, yb) in zip(stroke, stroke[1:]):
+            for t in np.linspace(0, 1, 12)[1:]:  # small steps, as a hand moves
+                actions.move_to_element_with_offset(pad, int(xa + (xb - xa) * t), int(ya + (yb - ya) * t))
+        actions.release().perform()
+
+
+@pytest.mark.parametrize("digit", sorted(STROKES))
+def test_drawing_a_digit_shows_its_prediction(browser, digit):
+    require("PIL")
+    from PIL import Image
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    with server_process() as (_, port):
+        browser.get(f"http://127.0.0.1:{port}/")
+        pad = browser.find_element(By.ID, "pad")
+        draw(browser, pad, STROKES[digit])
+        # The answer to the drawing's final state: the page asks again after each stroke.
+        WebDriverWait(browser, 20).until(lambda b: b.execute_script("return window.lastProbabilities !== null "
+                                                                    "&& !window.predictionPending()"))
+        shown = browser.find_element(By.ID, "digit").text
+        pixels = np.asarray(browser.execute_script("return window.lastPixels"), np.uint8).reshape(28, 28)
+        probabilities = np.asarray(browser.execute_script("return window.lastProbabilities"), np.float32)
+        bars = [browser.find_element(By.CSS_SELECTOR, f"#bar{d} .pct").text for d in range(10)]
+        ARTIFACTS.mkdir(exist_ok=True)
+        browser.save_screenshot(str(ARTIFACTS / f"serve_page_{digit}.png"))
+        drawing = browser.execute_script("return document.getElementById('pad').toDataURL('image/png')")
+
+    assert shown == str(digit), f"the page shows {shown!r} for a drawn {digit}; bars {bars}"
+    assert bars[digit] == f"{100 * probabilities[digit]:.1f}%"
+    # The page's answer is the engine's for the pixels it sent ...
+    engine = mnist_engine.load(mnist_engine.default_model_path())
+    np.testing.assert_array_equal(probabilities, engine.predict(pixels[None])[0])
+    # ... and those pixels are preprocess_image's for the same drawing, up to the resampling filter
+    # (the browser's smoothing vs Lanczos), which can also move the centre of mass across a pixel
+    # boundary: aligned within one pixel, the grey levels nearly agree.
+    canvas = Image.open(io.BytesIO(base64.b64decode(drawing.split(",", 1)[1])))
+    reference = mnist_engine.preprocess_image(canvas).astype(int)
+    difference = min(np.abs(np.roll(pixels.astype(int), (dy, dx), axis=(0, 1)) - reference).mean()
+                     for dy in (-1, 0, 1) for dx in (-1, 0, 1))
+    assert difference < 8, f"mean |page - preprocess_image| = {difference:.1f} of 255"
+    assert engine.classify(reference[None].astype(np.uint8))[0] == digit
