@@ -44,7 +44,8 @@ def test_public_names_are_exported():
 def test_import_does_not_import_tensorflow_or_the_extras():
     code = ("import sys, mnist_engine, numpy as np; mnist_engine.predict(np.zeros((1, 784), np.uint8)); "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in "
-            "('tensorflow', 'keras', 'sklearn', 'PIL', 'matplotlib', 'tqdm', 'dask', 'onnx', 'onnxruntime')))")
+            "('tensorflow', 'keras', 'sklearn', 'PIL', 'matplotlib', 'tqdm', 'dask', 'onnx', 'onnxruntime', "
+            "'starlette', 'uvicorn')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     assert out.stdout.strip() == "[]"
 

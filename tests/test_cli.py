@@ -238,6 +238,12 @@ MISSING_EXTRAS = [
     ("onnx", "from mnist_engine.cli import main; sys.exit(main(['export', 'm.onnx', 'm.mnw']))",
      'mnist-engine: error: mnist_engine.export_onnx needs onnx, which is not installed: '
      'pip install "mnist-engine[onnx]"'),
+    ("uvicorn", "from mnist_engine.cli import main; sys.exit(main(['serve']))",
+     'mnist-engine: error: mnist-engine serve needs uvicorn, which is not installed: '
+     'pip install "mnist-engine[serve]"'),
+    ("starlette", "from mnist_engine.cli import main; sys.exit(main(['serve']))",
+     'mnist-engine: error: mnist-engine serve needs Starlette, which is not installed: '
+     'pip install "mnist-engine[serve]"'),
     ("PIL", "import mnist_engine, numpy as np; mnist_engine.preprocess_image(np.zeros((9, 9)))",
      'ModuleNotFoundError: mnist_engine.preprocess_image needs Pillow, which is not installed: '
      'pip install "mnist-engine[images]"'),

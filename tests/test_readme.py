@@ -6,6 +6,8 @@ How each kind is run:
   pyproject.toml. The install itself is not repeated here: .ci/run performs the README's own
   test command, ``pip install ".[test]"``, for real, in a fresh venv.
 - ``python -m pytest``: not run; it is the run executing this test.
+- ``mnist-engine serve ...``: started with ``--port 0`` added, it must say where it listens and
+  answer ``/v2/health/ready`` and ``/v2/models/mnist/ready``; then SIGTERM must stop it with exit 0.
 - anything else (``mnist-engine ...``, ``python tools/...``, ``python -m ...``): run in a scratch
   folder holding what the README tells the reader to bring (``my_model.keras``, ``my_model.onnx``,
   ``my_model.mnw``), with ``tools/`` and ``tests/`` reachable as in a checkout; it must exit 0.
@@ -101,6 +103,32 @@ def run(command: List[str], cwd: Path) -> subprocess.CompletedProcess:
                           timeout=600, stdin=subprocess.DEVNULL)
 
 
+def check_server(command: List[str], cwd: Path) -> None:
+    import re as regex
+    import signal
+    import urllib.request
+
+    process = subprocess.Popen([sys.executable, "-m", "mnist_engine", *command[1:], "--port", "0"], cwd=cwd,
+                               stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, stdin=subprocess.DEVNULL)
+    try:
+        log = []
+        for line in process.stderr:
+            log.append(line)
+            found = regex.search(r"listening on (http://127\.0\.0\.1:\d+)/", line)
+            if found:
+                break
+        assert found, "".join(log)
+        for path in ("/v2/health/ready", "/v2/models/mnist/ready"):
+            with urllib.request.urlopen(found.group(1) + path, timeout=30) as response:
+                assert response.status == 200
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
 @pytest.mark.parametrize("where, command", shell_commands(), ids=[w for w, _ in shell_commands()])
 def test_shell_command(where, command, workdir, request):
     if command[:2] == ["pip", "install"]:
@@ -116,6 +144,8 @@ def test_shell_command(where, command, workdir, request):
         pytest.skip("the test suite itself: this is the run executing it")
     if any(w.endswith(".keras") for w in command):
         request.getfixturevalue("keras")  # exporting needs TensorFlow (required under CI)
+    if command[:2] == ["mnist-engine", "serve"]:
+        return check_server(command, workdir)
     out = run(command, workdir)
     assert out.returncode == 0, f"{where}\nstdout:\n{out.stdout[-2000:]}\nstderr:\n{out.stderr[-2000:]}"
 
