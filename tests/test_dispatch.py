@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import mnist_engine
@@ -132,3 +133,42 @@ def test_disabling_the_reference_or_an_unknown_kernel_is_an_error(value):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode != 0
     assert f"MNIST_ENGINE_DISABLE_KERNELS names '{value}'" in result.stderr
+
+
+# Kernels that hand small tiles to another kernel (AMX: a tile instruction computes 32 rows whatever
+# the batch, so it loses below a measured minimum; cpp/src/dispatch.cpp).
+TILE_KERNELS = [k for k in mnist_engine.compiled_kernels() if mnist_engine._core.kernel_min_rows(k) > 1]
+
+
+def test_only_the_amx_kernels_have_a_minimum_batch():
+    assert TILE_KERNELS == [k for k in mnist_engine.compiled_kernels() if k.endswith("-amx")]
+
+
+def small_batch_partner(kernel: str) -> str:
+    """The documented rule: the next kernel of the precision without a minimum, the reference last."""
+    precision = mnist_engine._core.kernel_precision(kernel)
+    later = [k for k in mnist_engine.available_kernels(precision) if mnist_engine._core.kernel_min_rows(k) == 1]
+    return ([k for k in later if not k.endswith("scalar")] or later)[0]
+
+
+@pytest.mark.skipif(not set(TILE_KERNELS) & set(mnist_engine.available_kernels()),
+                    reason="this CPU runs no AMX kernel (tests/test_amx_model.py runs their sources on a model)")
+@pytest.mark.parametrize("kernel", [k for k in TILE_KERNELS if k in mnist_engine.available_kernels()])
+def test_small_tiles_run_on_the_small_batch_partner(rng, monkeypatch, kernel):
+    monkeypatch.delenv("MNIST_ENGINE_KERNEL", raising=False)
+    precision, minimum = mnist_engine._core.kernel_precision(kernel), mnist_engine._core.kernel_min_rows(kernel)
+    partner = small_batch_partner(kernel)
+    auto = mnist_engine.load(mnist_engine.default_model_path(), precision=precision)
+    assert auto.kernel == kernel
+    assert [auto.kernel_for_rows(n) for n in (0, 1, minimum - 1, minimum, 64)] == [partner] * 3 + [kernel] * 2
+    assert f"kernel={kernel} ({partner} for small batches)" in repr(auto)
+    # What runs is what kernel_for_rows says: every tile of a batch (64 rows, the last partial)
+    # equals, bit for bit, the forced kernel that the tile's size names.
+    forced = {k: mnist_engine.load(mnist_engine.default_model_path(), kernel=k) for k in (kernel, partner)}
+    x = rng.integers(0, 256, (64 + minimum - 1, 784), dtype=np.uint8)
+    for rows in (1, minimum - 1, minimum, 64, 64 + minimum - 1):
+        want = np.concatenate([forced[auto.kernel_for_rows(len(tile))].predict(tile)
+                               for tile in np.split(x[:rows], range(64, rows, 64))])
+        np.testing.assert_array_equal(auto.predict(x[:rows]), want)
+    # Forcing the AMX kernel runs every tile on it, the smallest included.
+    assert forced[kernel].kernel_for_rows(1) == kernel

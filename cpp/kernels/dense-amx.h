@@ -27,18 +27,26 @@ struct alignas(64) TileConfig {
   uint8_t rows[16] = {};
 };
 
+// Every tile the kernel uses (tmm0-7) is 16 rows x 64 bytes.
+constexpr TileConfig full_tiles() {
+  TileConfig config;
+  for (int t = 0; t < 8; ++t) {
+    config.rows[t] = 16;
+    config.colsb[t] = 64;
+  }
+  return config;
+}
+// Constant data, never a local filled in before the load: GCC's _tile_loadconfig tells the
+// compiler it reads only 8 bytes of its operand, so stores to a local config may be dropped.
+alignas(64) constexpr TileConfig kFullTiles = full_tiles();
+
 // The including file defines MNIST_ENGINE_AMX_DOT(c, a, b), its tile instruction (GCC's tile
 // intrinsics paste their register numbers into assembly text, so they must be literals, not
 // template arguments), and Op provides finish(const uint32_t* sums16, args, row, column, y) for
 // 16 columns of one row.
 template <class Op>
 void dense_amx(const QuantDenseArgs& a) {
-  TileConfig config;
-  for (int t = 0; t < 8; ++t) {
-    config.rows[t] = 16;
-    config.colsb[t] = 64;
-  }
-  _tile_loadconfig(&config);
+  _tile_loadconfig(&kFullTiles);
   alignas(64) uint32_t sums[kAmxRows][2 * kAmxPanel];
   constexpr size_t kSumStride = sizeof(sums[0]);
   const size_t panel_bytes = a.units * kAmxPanel * kUnitBytes;

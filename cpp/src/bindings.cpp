@@ -175,6 +175,7 @@ std::string describe(const Engine& e) {
       << (l.op == mnist_engine::Op::Dense ? "" : std::string(mnist_engine::op_name(l.op)) + " ")
       << mnist_engine::activation_name(l.activation);
   s << ", kernel=" << e.kernel_name();
+  if (e.kernel_for_rows(1) != e.kernel_name()) s << " (" << e.kernel_for_rows(1) << " for small batches)";
   for (const auto& [k, v] : e.metadata())
     if (k == "source") s << ", source=" << py::repr(py::str(v)).cast<std::string>();
   s << ">";
@@ -333,6 +334,11 @@ PYBIND11_MODULE(_core, m) {
       if (name == k.name) return std::string(mnist_engine::precision_name(k.precision));
     return std::string(mnist_engine::precision_name(mnist_engine::select_kernel(name).precision));  // throws
   }, py::arg("kernel"), "The precision a kernel of this build computes.");
+  m.def("kernel_min_rows", [](const std::string& name) {
+    for (const auto& k : mnist_engine::kernel_table())
+      if (name == k.name) return k.min_rows;
+    return mnist_engine::select_kernel(name).min_rows;  // throws
+  }, py::arg("kernel"), "The fewest rows of a tile an automatically chosen kernel runs (1 but for AMX).");
   m.def("compiled_kernels", [] {
     std::vector<std::string> names;
     for (const auto& k : mnist_engine::kernel_table()) names.emplace_back(k.name);
@@ -398,6 +404,13 @@ nothing about an Engine can change.)doc")
       .def_property_readonly("output_width", &Engine::output_width)
       .def_property_readonly("input_scale", &Engine::input_scale)
       .def_property_readonly("kernel", &Engine::kernel_name)
+      .def("kernel_for_rows", [](const Engine& e, long long rows) {
+        if (rows < 0) throw py::value_error("rows must be >= 0, got " + std::to_string(rows));
+        return e.kernel_for_rows(static_cast<size_t>(rows));
+      }, py::arg("rows"),
+           "The kernel that runs a tile of `rows` rows (a batch runs in tiles of 64 rows, the last one "
+           "partial): `kernel`, or below an automatically chosen AMX kernel's minimum its small-batch "
+           "partner.")
       .def_property_readonly("precision",
                              [](const Engine& e) { return std::string(mnist_engine::precision_name(e.precision())); })
       .def_property_readonly("reference_deviation", &Engine::reference_deviation,

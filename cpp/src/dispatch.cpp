@@ -74,7 +74,10 @@ bool has_amx_tile() {
   return has_avx512f() && cpuid_leaf7_bit(0, &CpuidLeaf7::edx, 24) && os_saves_tile_state();
 }
 bool has_amx_int8() { return has_amx_tile() && cpuid_leaf7_bit(0, &CpuidLeaf7::edx, 25) && amx_permission(); }
-bool has_amx_bf16() { return has_amx_tile() && cpuid_leaf7_bit(0, &CpuidLeaf7::edx, 22) && amx_permission(); }
+// bf16-amx converts its rows with vcvtneps2bf16 (AVX512-BF16): a VM may expose AMX-BF16 without it.
+bool has_amx_bf16() {
+  return has_amx_tile() && has_avx512_bf16() && cpuid_leaf7_bit(0, &CpuidLeaf7::edx, 22) && amx_permission();
+}
 #endif
 
 KernelInfo fp32_kernel(const char* name, uint32_t panel, uint32_t granule, bool sparse, bool (*supports)(),
@@ -95,13 +98,20 @@ constexpr QuantLayout kPlain{1, 1, 1, 1}, kWidened{2, 2, 1, 1}, kBf16{2, 1, 1, 1
 // (AMX).
 KernelInfo quant_kernel(const char* name, Precision precision, uint32_t lanes, uint32_t vectors,
                         bool (*supports)(), kernels::QuantDenseFn run, kernels::UnitIndexFn index,
-                        kernels::QuantizeRowsFn prepare, QuantLayout layout, kernels::ActivationFn activate) {
+                        kernels::QuantizeRowsFn prepare, QuantLayout layout, kernels::ActivationFn activate,
+                        uint32_t min_rows = 1) {
   const uint32_t panel = lanes * vectors;
   const uint32_t granule = layout.unit_align > 1 ? panel : lanes;
   return {name, precision, panel, granule, supports, false, nullptr, nullptr, nullptr, nullptr, 0, activate,
           run, index, prepare, layout.weight_bytes, layout.subgroups, layout.unit_align, layout.row_align,
-          panel == 1};
+          panel == 1, min_rows};
 }
+
+// The AMX kernels' minimum tiles, measured on a Xeon with AMX (docs/PERFORMANCE.md, "AMX and small
+// batches"): a tile instruction computes 32 rows whatever the batch, skips no zeros and the tile
+// configuration is loaded per layer, so below these the AVX-512 kernels are faster (int8: AMX
+// 3.9x slower at 1 row, even at 8, 0.76x at 12; bf16: 5.7x slower at 1 row, 0.88x at 8).
+constexpr uint32_t kAmxInt8MinRows = 10, kAmxBf16MinRows = 8;
 
 std::string join(const std::vector<std::string>& names) {
   std::string s;
@@ -154,8 +164,10 @@ bool usable(const KernelInfo& k, const std::vector<std::string>& disabled) {
   return k.cpu_supports();
 }
 
+}  // namespace
+
 // The MNIST_ENGINE_KERNEL entry for `precision`, or "" (every entry must name a kernel of this build).
-std::string forced_kernel(Precision precision) {
+std::string forced_kernel_name(Precision precision) {
   const char* env = std::getenv("MNIST_ENGINE_KERNEL");
   if (!env || !*env) return "";
   std::string chosen;
@@ -172,8 +184,6 @@ std::string forced_kernel(Precision precision) {
   }
   return chosen;
 }
-
-}  // namespace
 
 const std::vector<KernelInfo>& kernel_table() {
   namespace k = kernels;
@@ -194,7 +204,7 @@ const std::vector<KernelInfo>& kernel_table() {
                   k::pixels_to_float_scalar, k::fma_peak_scalar, 1, k::f32_activation_scalar),
 #if defined(MNIST_ENGINE_X86_KERNELS)
       quant_kernel("bf16-amx", P::Bf16, 16, 1, has_amx_bf16, k::bf16_dense_32x32_amx, nullptr,
-                   k::convert_rows_bf16_avx512bf16, kAmx16, k::f32_activation_avx512f),
+                   k::convert_rows_bf16_avx512bf16, kAmx16, k::f32_activation_avx512f, kAmxBf16MinRows),
       quant_kernel("bf16-avx512bf16", P::Bf16, 16, 8, has_avx512_bf16, k::bf16_dense_1x128_sparse_avx512bf16,
                    k::unit_index_avx512f, k::convert_rows_bf16_avx512bf16, kBf16, k::f32_activation_avx512f),
 #endif
@@ -202,7 +212,7 @@ const std::vector<KernelInfo>& kernel_table() {
                    kBf16, k::f32_activation_scalar),
 #if defined(MNIST_ENGINE_X86_KERNELS)
       quant_kernel("int8-amx", P::Int8, 16, 1, has_amx_int8, k::u8s8_dense_32x32_amx, nullptr,
-                   k::quantize_rows_u8_avx512f, kAmx8, k::f32_activation_avx512f),
+                   k::quantize_rows_u8_avx512f, kAmx8, k::f32_activation_avx512f, kAmxInt8MinRows),
       quant_kernel("int8-avx512vnni", P::Int8, 16, 4, has_avx512_vnni, k::u8s8_dense_1x64_sparse_avx512vnni,
                    k::unit_index_avx512f, k::quantize_rows_u8_avx512f, kPlain, k::f32_activation_avx512f),
       quant_kernel("int8-avxvnni", P::Int8, 8, 8, has_avx_vnni, k::u8s8_dense_1x64_sparse_avxvnni,
@@ -248,7 +258,7 @@ const KernelInfo& select_kernel(const std::string& requested, Precision precisio
   std::string name = requested;
   std::string source = "requested kernel";
   if (name.empty()) {
-    name = forced_kernel(precision);
+    name = forced_kernel_name(precision);
     if (!name.empty()) source = "MNIST_ENGINE_KERNEL";
   }
   const auto disabled = disabled_kernels();
@@ -274,6 +284,18 @@ const KernelInfo& select_kernel(const std::string& requested, Precision precisio
     throw std::invalid_argument(source + " '" + name + "' is not supported by this CPU; available: " +
                                 join(available_kernel_names(precision)));
   return *k;
+}
+
+const KernelInfo* small_batch_partner(const KernelInfo& k) {
+  if (k.min_rows <= 1) return nullptr;
+  const auto disabled = disabled_kernels();
+  const KernelInfo* reference = nullptr;
+  for (const auto& other : kernel_table()) {
+    if (other.precision != k.precision || other.min_rows > 1 || !usable(other, disabled)) continue;
+    if (!other.reference) return &other;
+    reference = &other;
+  }
+  return reference;
 }
 
 }  // namespace mnist_engine

@@ -34,6 +34,10 @@ struct KernelInfo {
   uint32_t unit_align;    // units per row are padded to a multiple of this
   uint32_t row_align;     // activation buffers hold rows rounded up to this
   bool reference;         // the scalar reference: chosen only by name
+  // The fewest rows of a tile for which this kernel beats the next one of its precision. An
+  // automatically chosen kernel hands smaller tiles to small_batch_partner(); a forced one runs
+  // every tile itself.
+  uint32_t min_rows = 1;
 };
 
 // Every kernel compiled into this build, best first.
@@ -46,11 +50,20 @@ std::vector<std::string> available_kernel_names(Precision precision);
 // The precisions this CPU runs with a kernel other than the scalar reference (fp32 always).
 std::vector<std::string> available_precision_names();
 
+// The MNIST_ENGINE_KERNEL entry for `precision`, or "" (every entry must name a kernel of this
+// build; throws std::invalid_argument otherwise).
+std::string forced_kernel_name(Precision precision);
+
 // `requested` empty means: the MNIST_ENGINE_KERNEL entry of this precision if set (a comma-separated
 // list, at most one name per precision), else the best available. A name that is unknown, of
 // another precision, or unsupported by this CPU throws std::invalid_argument: forcing a kernel
 // must never fall back silently. So does a precision with no kernel here but the reference.
 const KernelInfo& select_kernel(const std::string& requested, Precision precision = Precision::Fp32);
+
+// The kernel that runs tiles of fewer than k.min_rows rows when `k` was chosen automatically: the
+// next kernel of k's precision that this CPU runs, needs no minimum and is not the scalar
+// reference (or that reference when nothing else runs). Null when k.min_rows is 1.
+const KernelInfo* small_batch_partner(const KernelInfo& k);
 
 // GFLOP/s of `threads` threads running k's FMA probe for about `seconds` (src/peak.cpp).
 double measure_fma_peak_gflops(const KernelInfo& k, int threads, double seconds);

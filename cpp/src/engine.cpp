@@ -258,13 +258,13 @@ std::shared_ptr<const Engine> Engine::from_bytes(const uint8_t* data, size_t siz
   e->kernel_ = &chosen;
   e->kernel_name_ = chosen.name;
   e->max_padded_width_ = 0;
-  for (const FileLayer& src : file.layers) {
-    QuantLayer q = src.op == Op::Dense ? quantize_layer(src, &chosen, precision) : QuantLayer{};
-    q.info = {src.input_width, src.output_width, src.activation, src.op};
-    q.panels = round_up(src.output_width, chosen.panel_width) / chosen.panel_width;
-    e->max_padded_width_ = std::max(e->max_padded_width_, q.panels * chosen.panel_width);
-    e->max_units_ = std::max(e->max_units_, q.units);
-    e->qlayers_.push_back(std::move(q));
+  e->plan_ = e->plan_quantized(file, &chosen);
+  // A forced kernel runs every tile: forcing is how its small tiles get tested and timed.
+  const KernelInfo* partner = kernel.empty() && forced_kernel_name(precision).empty() ? small_batch_partner(chosen)
+                                                                                      : nullptr;
+  if (partner) {
+    e->small_plan_ = e->plan_quantized(file, partner);
+    e->min_rows_ = chosen.min_rows;
   }
   e->max_act_bytes_ = e->max_units_ * kernels::kUnitBytes;
   for (int p = 0; p < 256; ++p) e->pixel_bf16_[p] = kernels::to_bf16(static_cast<float>(p * e->input_scale_));
@@ -370,6 +370,24 @@ void Engine::run(const T* x, size_t rows, float* y, int threads) const {
     run_tile(x + t * kTileRows * in, tile_rows(t), y + t * kTileRows * out,
              scratch[omp_get_thread_num()]);
 #endif
+}
+
+Engine::QuantPlan Engine::plan_quantized(const ModelFile& file, const void* kernel) {
+  const KernelInfo& k = kernel_of(kernel);
+  QuantPlan plan{kernel, k.name, {}};
+  for (const FileLayer& src : file.layers) {
+    QuantLayer q = src.op == Op::Dense ? quantize_layer(src, kernel, precision_) : QuantLayer{};
+    q.info = {src.input_width, src.output_width, src.activation, src.op};
+    q.panels = round_up(src.output_width, k.panel_width) / k.panel_width;
+    max_padded_width_ = std::max(max_padded_width_, q.panels * k.panel_width);
+    max_units_ = std::max(max_units_, q.units);
+    plan.layers.push_back(std::move(q));
+  }
+  return plan;
+}
+
+const std::string& Engine::kernel_for_rows(size_t rows) const {
+  return precision_ == Precision::Fp32 ? kernel_name_ : plan_for_rows(rows).name;
 }
 
 void Engine::predict(const float* x, size_t rows, float* y, int threads) const {

@@ -2,6 +2,7 @@
 // helpers. Private to the engine.
 #pragma once
 
+#include <algorithm>
 #include <memory>
 #include <type_traits>
 
@@ -33,6 +34,10 @@ struct Engine::Scratch {
 
   Scratch(const Engine& e, size_t rows, bool pixels) {
     const KernelInfo& k = internal::kernel_of(e.kernel_);
+    // A quantized engine may run small tiles on a second kernel: room for either.
+    const KernelInfo& small = e.small_plan_.kernel ? internal::kernel_of(e.small_plan_.kernel) : k;
+    const size_t row_align = std::max(k.row_align, small.row_align);
+    const bool indexed = k.unit_index || small.unit_index;
     size_t at = 0;
     // Two passes over the same plan: the first sums the sizes, the second hands out pointers.
     for (int pass = 0; pass < 2; ++pass) {
@@ -52,11 +57,11 @@ struct Engine::Scratch {
         // Pixels go straight into the first dense layer, unless an element-wise layer comes first.
         take(input, pixels && e.first_layer_elementwise_ ? rows * e.input_width_ : 0);
         // A tile kernel (AMX) reads whole blocks of rows; the rows past the tile are never stored.
-        take(act, internal::round_up(rows, k.row_align) * e.max_act_bytes_);
+        take(act, internal::round_up(rows, row_align) * e.max_act_bytes_);
         take(row_scale, rows);
         take(row_zero, rows);
         take(block_ends, rows * (e.max_units_ / kernels::kUnitBlock + 1));
-        take(unit_index, k.unit_index ? rows * e.max_units_ : 1);
+        take(unit_index, indexed ? rows * e.max_units_ : 1);
       }
       if (pass == 0) arena_ = AlignedArray<uint8_t>(at, AlignedArray<uint8_t>::kUninitialized);
     }

@@ -100,12 +100,13 @@ void Engine::measure_reference_deviation(const ReferenceSet& ref) {
 
 template <typename T>
 void Engine::run_tile_quantized(const T* x, size_t rows, float* y, Scratch& s) const {
-  const KernelInfo& k = kernel_of(kernel_);
+  const QuantPlan& plan = plan_for_rows(rows);
+  const KernelInfo& k = kernel_of(plan.kernel);
   const size_t stride = max_padded_width_;
   float* buffers[2] = {s.ping, s.pong};
   const float* in = nullptr;
-  for (size_t l = 0; l < qlayers_.size(); ++l) {
-    const QuantLayer& layer = qlayers_[l];
+  for (size_t l = 0; l < plan.layers.size(); ++l) {
+    const QuantLayer& layer = plan.layers[l];
     const size_t width = layer.info.input_width, act_stride = layer.units * kernels::kUnitBytes;
     float* out = buffers[l % 2];
     if (layer.info.op != Op::Dense) {  // element-wise layers run in float, as on the exact path

@@ -81,6 +81,9 @@ class Engine {
   uint32_t output_width() const { return shape_.back().output_width; }
   double input_scale() const { return input_scale_; }
   const std::string& kernel_name() const { return kernel_name_; }
+  // The kernel a tile of `rows` rows runs on (tiles hold up to 64 rows of a batch): kernel_name(),
+  // or for fewer rows than an automatically chosen tile kernel (AMX) needs, its small-batch partner.
+  const std::string& kernel_for_rows(size_t rows) const;
   Precision precision() const { return precision_; }
   // Reduced precision only: the largest |output - the file's expected output| over its reference
   // rows, i.e. what quantization changed where the file says what the exact answer is (0 for fp32).
@@ -127,6 +130,12 @@ class Engine {
   // What a layer needs besides a dense kernel's packed weights, for every precision: an element-wise
   // operation's vectors (scale_shift: scale and shift; layer_norm: gamma and beta, and epsilon)
   // and the activation's parameters.
+  // One kernel's packing of every layer (element-wise layers hold only their info).
+  struct QuantPlan {
+    const void* kernel = nullptr;  // KernelInfo*
+    std::string name;
+    std::vector<QuantLayer> layers;
+  };
   struct LayerParams {
     Op op = Op::Dense;
     AlignedFloats first, second;
@@ -139,6 +148,8 @@ class Engine {
   void activate(size_t l, float* y, size_t rows, size_t stride) const;
 
   static QuantLayer quantize_layer(const FileLayer& src, const void* kernel, Precision precision);
+  QuantPlan plan_quantized(const ModelFile& file, const void* kernel);
+  const QuantPlan& plan_for_rows(size_t rows) const { return rows < min_rows_ ? small_plan_ : plan_; }
   template <typename T>
   void run_tile_quantized(const T* x, size_t rows, float* y, Scratch& s) const;
 
@@ -154,7 +165,9 @@ class Engine {
   double input_scale_ = 1.0;
   std::vector<LayerInfo> shape_;
   std::vector<PackedLayer> layers_;   // fp32
-  std::vector<QuantLayer> qlayers_;   // bf16, int8
+  QuantPlan plan_;                    // bf16, int8: the chosen kernel's
+  QuantPlan small_plan_;              // tiles of fewer than min_rows_ rows (its small-batch partner's)
+  size_t min_rows_ = 0;
   std::vector<LayerParams> params_;   // every precision; one per layer
   Precision precision_ = Precision::Fp32;
   uint16_t pixel_bf16_[256] = {};     // bf16: a pixel's scaled value, rounded once
