@@ -334,6 +334,8 @@ PYBIND11_MODULE(_core, m) {
       if (name == k.name) return std::string(mnist_engine::precision_name(k.precision));
     return std::string(mnist_engine::precision_name(mnist_engine::select_kernel(name).precision));  // throws
   }, py::arg("kernel"), "The precision a kernel of this build computes.");
+  m.def("cpu_runs_amx", &mnist_engine::cpu_runs_amx,
+        "Whether this CPU, OS and process run the AMX int8 and bf16 instructions themselves.");
   m.def("kernel_min_rows", [](const std::string& name) {
     for (const auto& k : mnist_engine::kernel_table())
       if (name == k.name) return k.min_rows;

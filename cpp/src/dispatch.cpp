@@ -73,11 +73,20 @@ bool amx_permission() {
 bool has_amx_tile() {
   return has_avx512f() && cpuid_leaf7_bit(0, &CpuidLeaf7::edx, 24) && os_saves_tile_state();
 }
-bool has_amx_int8() { return has_amx_tile() && cpuid_leaf7_bit(0, &CpuidLeaf7::edx, 25) && amx_permission(); }
+bool hardware_amx_int8() { return has_amx_tile() && cpuid_leaf7_bit(0, &CpuidLeaf7::edx, 25) && amx_permission(); }
 // bf16-amx converts its rows with vcvtneps2bf16 (AVX512-BF16): a VM may expose AMX-BF16 without it.
-bool has_amx_bf16() {
+bool hardware_amx_bf16() {
   return has_amx_tile() && has_avx512_bf16() && cpuid_leaf7_bit(0, &CpuidLeaf7::edx, 22) && amx_permission();
 }
+#if defined(MNIST_ENGINE_AMX_MODEL)
+// A test build (cpp/testing/amx-model.h): the AMX kernels run on the software model of the tile
+// instructions, and need only what their row preparation and epilogues need.
+bool has_amx_int8() { return has_avx512f(); }
+bool has_amx_bf16() { return has_avx512_bf16(); }
+#else
+bool has_amx_int8() { return hardware_amx_int8(); }
+bool has_amx_bf16() { return hardware_amx_bf16(); }
+#endif
 #endif
 
 KernelInfo fp32_kernel(const char* name, uint32_t panel, uint32_t granule, bool sparse, bool (*supports)(),
@@ -284,6 +293,14 @@ const KernelInfo& select_kernel(const std::string& requested, Precision precisio
     throw std::invalid_argument(source + " '" + name + "' is not supported by this CPU; available: " +
                                 join(available_kernel_names(precision)));
   return *k;
+}
+
+bool cpu_runs_amx() {
+#if defined(MNIST_ENGINE_X86_KERNELS)
+  return hardware_amx_int8() && hardware_amx_bf16();
+#else
+  return false;
+#endif
 }
 
 const KernelInfo* small_batch_partner(const KernelInfo& k) {

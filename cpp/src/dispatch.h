@@ -65,6 +65,10 @@ const KernelInfo& select_kernel(const std::string& requested, Precision precisio
 // reference (or that reference when nothing else runs). Null when k.min_rows is 1.
 const KernelInfo* small_batch_partner(const KernelInfo& k);
 
+// Whether this CPU and OS run the AMX int8 and bf16 instructions (and this process may use them),
+// whatever this build does with them (a model build runs its AMX kernels on a software model).
+bool cpu_runs_amx();
+
 // GFLOP/s of `threads` threads running k's FMA probe for about `seconds` (src/peak.cpp).
 double measure_fma_peak_gflops(const KernelInfo& k, int threads, double seconds);
 

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# The AMX kernels on any CPU with AVX-512F: builds the engine with MNIST_ENGINE_AMX_MODEL=ON (the
+# unmodified kernel sources compiled against cpp/testing/amx-model.h, a software model of the tile
+# instructions from the Intel SDM's pseudo-code), checks the model (against plain matrix products,
+# and against the instructions where the CPU has AMX), runs kernel_check with int8-amx and
+# bf16-amx required, and then plants three bugs in copies of the AMX sources to show the check
+# catches each one. Needs cmake, a C++17 compiler and the package installed (to write the models).
+#   tools/amx_model_check.sh            (PYTHON=... picks the interpreter; default: python)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python="${PYTHON:-python}"
+build=build/amx-model
+configure() {  # build dir, AMX source dir
+  cmake -S . -B "$1" -DMNIST_ENGINE_PYTHON=OFF -DMNIST_ENGINE_TOOLS=ON -DMNIST_ENGINE_AMX_MODEL=ON \
+    -DMNIST_ENGINE_AMX_SOURCE_DIR="$2" -DCMAKE_BUILD_TYPE=Release > /dev/null
+}
+configure "$build" "$PWD/cpp/kernels"
+cmake --build "$build" -j "$(nproc)" > /dev/null
+
+echo "== the model of AMX"
+"$build/amx_model_test"
+
+echo "== every kernel against its scalar reference, the AMX ones on the model"
+models="$build/models"
+"$python" tools/kernel_check_models.py "$models"
+"$build/kernel_check" --require int8-amx --require bf16-amx "$models"/*.mnw python/mnist_engine/models/*.mnw \
+  > "$build/kernel_check.txt" || { cat "$build/kernel_check.txt"; exit 1; }
+grep -E -- '^(int8|bf16)-amx ' "$build/kernel_check.txt" | sort -t= -k2 -g | tail -n 2
+grep -E '^skipped|^kernels checked' "$build/kernel_check.txt"
+
+echo "== planted bugs: each must fail the check"
+plant() {  # name, sed expression applied to dense-amx.h
+  local dir="$build-plants/$1"
+  mkdir -p "$dir"
+  cp cpp/kernels/dense-amx.h cpp/kernels/u8s8-dense-32x32-amx.cpp cpp/kernels/bf16-dense-32x32-amx.cpp "$dir/"
+  sed -i "$2" "$dir/dense-amx.h"
+  if cmp -s cpp/kernels/dense-amx.h "$dir/dense-amx.h"; then
+    echo "planting '$1' changed nothing: the kernel source moved on; update this script"; exit 1
+  fi
+  configure "$build-plants/build" "$PWD/$dir"
+  cmake --build "$build-plants/build" -j "$(nproc)" --target kernel_check > /dev/null
+  local out
+  if out=$("$build-plants/build/kernel_check" "$models"/*.mnw python/mnist_engine/models/*.mnw); then
+    echo "planted bug '$1' was NOT caught"; exit 1
+  fi
+  local worst
+  worst=$(grep -E -- '^(int8|bf16)-amx ' <<< "$out" | awk '{print $(NF-3)}' | sort -g | tail -n 1)
+  echo "caught: $1 (worst AMX difference $worst)"
+}
+plant "drop the last K block" 's/for (size_t u = 0; u < a.units; u += kAmxUnits)/for (size_t u = 0; u + kAmxUnits < a.units; u += kAmxUnits)/'
+plant "read the second A slice one row off" 's/x0 + 16 \* a.x_stride/x0 + 17 * a.x_stride/'
+plant "skip storing rows 16-31" '/_tile_stored([23],/d'
+echo "AMX on the model: every check passed, and every planted bug was caught"
