@@ -4,13 +4,18 @@ on the 10,000 MNIST test images for the bundled model and for a model trained du
 from __future__ import annotations
 
 import itertools
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import mnist_engine
 from helpers import build, random_layers, stored_neuron_orders, train_dense50
-from mnist_engine.model_file import read_layers
+from mnist_engine.model_file import DenseLayer, read_layers
 from mnist_engine.reference import _sigmoid, _softmax
 
 PRECISIONS = mnist_engine.available_precisions()
@@ -161,6 +166,117 @@ def test_non_finite_input_rows_give_nan_rows(rng, kernel):
     got = engine(layers, kernel, input_scale=1.0).predict(x)
     assert np.isnan(got[1]).all() and np.isnan(got[2]).any()
     assert np.isfinite(got[[0, 3]]).all()
+
+
+# ---- the edges of the arithmetic (issue 22) ----
+
+INT8_ALL = ["int8-scalar"] + INT8
+
+
+def test_rows_with_a_tiny_range_quantize_like_any_other(rng):
+    """A row whose range is below 255 / FLT_MAX once got an infinite inverse and a NaN zero point
+    (undefined behaviour in the cast, 0 instead of the answer); it is now prescaled by 2^64."""
+    layers = [DenseLayer(rng.normal(size=(64, 10)) * 1e30, np.zeros(10), "linear"),
+              DenseLayer(np.eye(10), np.zeros(10), "linear")]
+    x = (rng.random((33, 64)) * 1e-37).astype(np.float32)
+    x[:, ::2] *= -1
+    exact = engine(layers, input_scale=1.0).predict(x)
+    assert np.abs(exact).max() > 1e-8
+    outputs = [engine(layers, k, input_scale=1.0).predict(x) for k in INT8_ALL]
+    for got in outputs:
+        np.testing.assert_array_equal(got, outputs[0])
+    assert np.isfinite(outputs[0]).all()
+    np.testing.assert_allclose(outputs[0], exact, atol=0.02 * np.abs(exact).max())
+
+
+def test_a_weight_column_with_a_tiny_maximum_keeps_its_signs(rng):
+    """max |w| below 127 / FLT_MAX: 0 * inf once made every zero weight of the column -127."""
+    kernel = np.zeros((32, 3))
+    kernel[0] = [1e-37, 1.0, -2e-38]
+    kernel[1:, 1] = rng.normal(size=31)
+    layers = [DenseLayer(kernel, np.zeros(3), "linear")]
+    pixels = np.zeros((5, 32), np.uint8)
+    pixels[:, 0] = 255
+    pixels[:, 1:] = rng.integers(0, 256, (5, 31))
+    exact = engine(layers).predict(pixels).astype(np.float64)
+    assert exact[:, 0].min() > 0 and exact[:, 2].max() < 0
+    outputs = [engine(layers, k).predict(pixels) for k in INT8_ALL]
+    for got in outputs:
+        np.testing.assert_array_equal(got, outputs[0])
+    np.testing.assert_allclose(outputs[0], exact, rtol=0.02)
+
+
+def test_bf16_treats_denormals_as_the_instructions_do(rng):
+    """vcvtneps2bf16 and vdpbf16ps read denormals as zero and flush denormal sums: the reference
+    and every kernel follow that rule, in the 16-wide body of a row and in its tail alike."""
+    n_in = 37  # two 16-wide blocks and a tail of 5
+    kernel = rng.normal(size=(n_in, 17)) * 1e-20
+    kernel[3, :] = 1e-39  # denormal weights
+    layers = [DenseLayer(kernel, np.full(17, 1e-39), "linear"),
+              DenseLayer(np.eye(17) * 1e20, np.zeros(17), "linear")]
+    x = (rng.normal(size=(40, n_in)) * 1e-20).astype(np.float32)
+    x[:, [2, 20, 35]] = 3e-39  # denormal inputs in both blocks and in the tail
+    x[0] = 0
+    x[0, [2, 35]] = 3e-39  # only denormals: every kernel must give bias-free zeros
+    reference = engine(layers, "bf16-scalar", input_scale=1.0).predict(x)
+    np.testing.assert_array_equal(reference[0], 0)
+    want = numpy_bf16_flushed(layers, x)
+    np.testing.assert_allclose(reference, want, rtol=1e-2, atol=1e-6)
+    for kernel_name in BF16:
+        got = engine(layers, kernel_name, input_scale=1.0).predict(x)
+        np.testing.assert_array_equal(got[0], 0)
+        if kernel_name.endswith("-amx"):  # even and odd products summed apart: the same values, another order
+            np.testing.assert_allclose(got, reference, rtol=1e-5, atol=1e-6)
+        else:
+            np.testing.assert_array_equal(got, reference)
+
+
+def numpy_bf16_flushed(layers, x: np.ndarray) -> np.ndarray:
+    """numpy_bf16 with denormal operands read as zero."""
+    def flush(a):
+        a = np.asarray(a, np.float32)
+        return np.where(np.abs(a) < np.finfo(np.float32).tiny, np.float32(0), a)
+    h = x.astype(np.float32)
+    for layer in layers:
+        z = bf16(flush(h)).astype(np.float64) @ bf16(flush(layer.kernel)) + flush(layer.bias)
+        h = ACTIVATIONS[layer.activation](z).astype(np.float32)
+    return h
+
+
+ROUNDING_PROBE = """
+import ctypes, sys
+import numpy as np
+import mnist_engine
+from helpers import build, random_layers
+libm = ctypes.CDLL("libm.so.6")
+rng = np.random.default_rng(5)
+layers = random_layers(rng, [100, 40, 7], ["relu", "linear"])
+data = build(layers, input_scale=1.0)
+x = rng.normal(size=(70, 100)).astype(np.float32)
+kernels = sys.argv[1:]
+engines = [mnist_engine.Engine.from_bytes(data, kernel=k) for k in kernels]
+assert libm.fesetround(0x800) == 0 and libm.fegetround() == 0x800  # FE_UPWARD, this thread
+outputs = [e.predict(x, threads=1) for e in engines]
+libm.fesetround(0)
+for k, y in zip(kernels[1:], outputs[1:]):
+    print(k, int((y != outputs[0]).sum()))
+"""
+
+
+@pytest.mark.skipif(not (INT8 + BF16), reason="this CPU runs no SIMD int8 or bf16 kernel")
+@pytest.mark.parametrize("precision", ["int8", "bf16"])
+def test_the_rounding_mode_does_not_break_bit_identity(precision):
+    """Under fesetround(FE_UPWARD) the references still round as the instructions do (nearest even)."""
+    if platform.system() != "Linux":
+        pytest.skip("the probe calls glibc's fesetround")
+    kernels = [k for k in (INT8 if precision == "int8" else BF16) if not k.endswith("-amx")]
+    if not kernels:
+        pytest.skip(f"no SIMD {precision} kernel that claims bit-identity runs here")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+    result = subprocess.run([sys.executable, "-c", ROUNDING_PROBE, f"{precision}-scalar", *kernels], env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [part for k in kernels for part in (k, "0")]
 
 
 @pytest.mark.parametrize("precision", [p for p in PRECISIONS if p != "fp32"])

@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python="${PYTHON:-python}"
-build=build/amx-model
+build=build-amx-model  # not under build/: tests/test_build.py reads the wheel's build there
 configure() {  # build dir, AMX source dir
   cmake -S . -B "$1" -DMNIST_ENGINE_PYTHON=OFF -DMNIST_ENGINE_TOOLS=ON -DMNIST_ENGINE_AMX_MODEL=ON \
     -DMNIST_ENGINE_AMX_SOURCE_DIR="$2" -DCMAKE_BUILD_TYPE=Release > /dev/null

@@ -149,38 +149,70 @@ namespace {
 
 // Per-row int8 parameters from the row's range, computed by this one scalar function for every
 // kernel so that all of them quantize a row to the same bytes. The range always includes 0, so 0
-// is exactly representable (ReLU zeros stay zeros, and skippable).
+// is exactly representable (ReLU zeros stay zeros, and skippable). Every kernel computes a value's
+// byte from (x * prescale) * inverse: prescale is 1 but for rows whose range is so small that
+// 255 / range would overflow (below 255 / FLT_MAX); those are first scaled by 2^64 (exactly), so
+// they quantize like any other row instead of getting an infinite inverse and a NaN zero point.
 struct RowQuantization {
-  float scale, inverse, zero;
+  float scale, inverse, zero, prescale;
 };
+
+// Nearest-even whatever the rounding mode, as the SIMD versions round (an explicit
+// _MM_FROUND_TO_NEAREST_INT); nearbyintf would follow fesetround. Without libm (roundevenf is
+// glibc 2.25+) and without SSE4.1: truncation is mode-free, and every step after it is exact.
+// NaN and |v| >= 2^30 (never a byte or weight value) come back unchanged.
+inline float round_nearest_even(float v) {
+  if (!(v < 1073741824.0f && v > -1073741824.0f)) return v;
+  const float whole = static_cast<float>(static_cast<int32_t>(v));  // toward zero
+  const float rest = v - whole;                                       // exact
+  const float away = v < 0.0f ? -1.0f : 1.0f;
+  const float half = rest < 0.0f ? -rest : rest;
+  if (half > 0.5f || (half == 0.5f && static_cast<int32_t>(whole) % 2 != 0)) return whole + away;
+  return whole;
+}
+
 // `finite`: the row holds no NaN or infinity (min and max alone may not see a NaN).
 inline RowQuantization quantization_params(float lo, float hi, bool finite) {
   lo = lo < 0.0f ? lo : 0.0f;
   hi = hi > 0.0f ? hi : 0.0f;
   const float range = hi - lo;
-  if (!finite || !(range - range == 0.0f)) return {__builtin_nanf(""), 0.0f, 0.0f};  // range may overflow
-  if (range == 0.0f) return {1.0f, 0.0f, 0.0f};  // an all-zero row
-  const float inverse = 255.0f / range;
-  float zero = __builtin_nearbyintf(-lo * inverse);
+  if (!finite || !(range - range == 0.0f)) return {__builtin_nanf(""), 0.0f, 0.0f, 1.0f};  // range may overflow
+  if (range == 0.0f) return {1.0f, 0.0f, 0.0f, 1.0f};  // an all-zero row
+  constexpr float kTiny = 0x1p-100f, kPrescale = 0x1p64f;
+  const float prescale = range < kTiny ? kPrescale : 1.0f;
+  const float inverse = 255.0f / (range * prescale);
+  float zero = round_nearest_even(-(lo * prescale) * inverse);
   zero = zero > 255.0f ? 255.0f : zero;
-  return {range / 255.0f, inverse, zero};
+  return {range / 255.0f, inverse, zero, prescale};
 }
 
 // One value's byte: nearest-even rounding, then clamping in float, where NaN becomes 0 (the same
 // steps and the same NaN rule as _mm512_max_ps(v, 0) then min with 255).
 inline uint8_t quantize_value(float x, const RowQuantization& q) {
-  float v = __builtin_nearbyintf(x * q.inverse) + q.zero;
+  float v = round_nearest_even((x * q.prescale) * q.inverse) + q.zero;
   v = v >= 0.0f ? v : 0.0f;
   v = v <= 255.0f ? v : 255.0f;
   return static_cast<uint8_t>(v);
 }
 
-// float -> bfloat16, round to nearest even; NaN stays a (quiet) NaN.
+// float -> bfloat16 as vcvtneps2bf16 converts (Intel SDM, convert_fp32_to_bfloat16): nearest
+// even, denormals to a zero of their sign (the instruction treats them as zero: DAZ), NaN stays a
+// (quiet) NaN. Integer arithmetic, so the rounding mode does not matter, as for the instruction.
 inline uint16_t to_bf16(float f) {
   uint32_t u;
   __builtin_memcpy(&u, &f, 4);
   if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40);
+  if ((u & 0x7f800000u) == 0) return static_cast<uint16_t>((u >> 16) & 0x8000u);
   return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+// Denormal float32 to a zero of its sign: what the bf16 dot-product instructions do with a
+// denormal sum (FTZ) or operand (DAZ).
+inline float flush_denormal(float v) {
+  uint32_t u;
+  __builtin_memcpy(&u, &v, 4);
+  if ((u & 0x7f800000u) == 0) u &= 0x80000000u;
+  __builtin_memcpy(&v, &u, 4);
+  return v;
 }
 inline float from_bf16(uint16_t h) {
   const uint32_t u = uint32_t(h) << 16;

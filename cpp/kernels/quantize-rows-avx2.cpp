@@ -39,10 +39,11 @@ void quantize_rows_u8_avx2(const float* x, size_t x_stride, size_t rows, size_t 
     }
     const RowQuantization q = quantization_params(l, h, finite);
     const __m256 inverse = _mm256_set1_ps(q.inverse), zp = _mm256_set1_ps(q.zero);
+    const __m256 prescale = _mm256_set1_ps(q.prescale);
     const __m256 top = _mm256_set1_ps(255.0f);
     uint8_t* row = out + r * out_stride;
     for (size_t k = 0; k < whole; k += 8) {
-      __m256 v = _mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(in + k), inverse),
+      __m256 v = _mm256_round_ps(_mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(in + k), prescale), inverse),
                                  _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
       v = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(v, zp), _mm256_setzero_ps()), top);
       const __m256i i32 = _mm256_cvttps_epi32(v);

@@ -41,11 +41,12 @@ void quantize_rows_u8_avx512f(const float* x, size_t x_stride, size_t rows, size
     const float p = _mm512_reduce_add_ps(probe);
     const RowQuantization q = quantization_params(_mm512_reduce_min_ps(lo), _mm512_reduce_max_ps(hi), p == 0.0f);
     const __m512 inverse = _mm512_set1_ps(q.inverse), zp = _mm512_set1_ps(q.zero);
+    const __m512 prescale = _mm512_set1_ps(q.prescale);
     const __m512 top = _mm512_set1_ps(255.0f);
     uint8_t* row = out + r * out_stride;
     for (size_t k = 0; k < width; k += 16) {
       const __mmask16 m = width - k >= 16 ? __mmask16(0xffff) : __mmask16((1u << (width - k)) - 1);
-      __m512 v = _mm512_roundscale_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, in + k), inverse),
+      __m512 v = _mm512_roundscale_ps(_mm512_mul_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, in + k), prescale), inverse),
                                       _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
       // max returns its second operand (0) when v is NaN: the scalar version's NaN rule.
       v = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(v, zp), _mm512_setzero_ps()), top);

@@ -14,10 +14,6 @@ using internal::round_up;
 
 namespace {
 
-// Nearest-even rounding for |v| < 2^22 without libm (the library is built for baseline x86-64,
-// where nearbyintf is a call): adding 1.5 * 2^23 leaves no fraction bits, and the FPU rounds.
-float round_even(float v) { return (v + 12582912.0f) - 12582912.0f; }
-
 void put(uint8_t* dst, int32_t value, size_t bytes) {
   const auto v = static_cast<uint16_t>(value);  // the low bytes: int8 and int16 as two's complement
   dst[0] = static_cast<uint8_t>(v);
@@ -53,10 +49,17 @@ Engine::QuantLayer Engine::quantize_layer(const FileLayer& src, const void* kern
       float amax = 0.0f;
       for (size_t i = 0; i < in; ++i) amax = std::max(amax, std::fabs(w[i * out + j]));
       const float inverse = amax > 0.0f ? 127.0f / amax : 0.0f;
+      // A column whose largest |w| is below 127 / FLT_MAX has an infinite float inverse, and
+      // 0 * inf is NaN (which std::max made -127: a zero weight with the wrong sign): it is scaled
+      // in double instead, where 127 / amax is finite for every float.
+      const bool tiny = inverse - inverse != 0.0f;
+      const double wide_inverse = amax > 0.0f ? 127.0 / double(amax) : 0.0;
       q.col_scale.data()[j] = amax > 0.0f ? amax / 127.0f : 1.0f;
       int32_t sum = 0;
       for (size_t i = 0; i < in; ++i) {
-        const float v = std::min(127.0f, std::max(-127.0f, round_even(w[i * out + j] * inverse)));
+        const float wij = w[i * out + j];
+        const float scaled = tiny ? static_cast<float>(double(wij) * wide_inverse) : wij * inverse;
+        const float v = std::min(127.0f, std::max(-127.0f, kernels::round_nearest_even(scaled)));
         sum += values[i * out + j] = static_cast<int32_t>(v);
       }
       q.col_sum.data()[j] = sum;

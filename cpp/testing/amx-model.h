@@ -13,16 +13,20 @@
 
 #include <immintrin.h>  // first: the tile intrinsics it declares are replaced below
 
+#include <cstdarg>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
-#include <stdexcept>
-#include <string>
+#include <exception>
 
 namespace mnist_engine::amx_model {
 namespace {
 
-struct AmxFault : std::runtime_error {
-  using std::runtime_error::runtime_error;
+// No std::string: the model is compiled into kernel files with ISA flags, where an inline library
+// function becomes a weak symbol that the linker might keep for the baseline build.
+struct AmxFault : std::exception {
+  char message[160];
+  const char* what() const noexcept override { return message; }
 };
 
 // Palette 1, the only one: 8 tiles ("max_names") of at most 16 rows x 64 bytes.
@@ -37,13 +41,19 @@ struct TileState {
 };
 thread_local TileState tiles;
 
-[[noreturn]] inline void fault(const char* kind, const std::string& why) {
-  throw AmxFault(std::string(kind) + ": " + why);
+[[noreturn]] __attribute__((format(printf, 2, 3))) void fault(const char* kind, const char* format, ...) {
+  AmxFault f;
+  const int n = std::snprintf(f.message, sizeof f.message, "%s: ", kind);
+  va_list args;
+  va_start(args, format);
+  std::vsnprintf(f.message + n, sizeof f.message - n, format, args);
+  va_end(args);
+  throw f;
 }
 
 inline void check_tile(int t, const char* what) {
-  if (t < 0 || t >= kMaxNames) fault("#UD", std::string(what) + ": no register tmm" + std::to_string(t));
-  if (!tiles.configured) fault("#UD", std::string(what) + ": tiles are not configured (LDTILECFG first)");
+  if (t < 0 || t >= kMaxNames) fault("#UD", "%s: no register tmm%d", what, t);
+  if (!tiles.configured) fault("#UD", "%s: tiles are not configured (LDTILECFG first)", what);
 }
 
 // write_row_and_zero / zero_upper_rows: a tile's bytes past its configured shape read as zero.
@@ -60,13 +70,13 @@ inline void ldtilecfg(const void* config) {
   uint8_t cfg[64];
   std::memcpy(cfg, config, 64);
   const uint8_t palette = cfg[0];
-  if (palette > 1) fault("#GP", "LDTILECFG: palette " + std::to_string(palette) + " (this CPU has palette 1)");
+  if (palette > 1) fault("#GP", "LDTILECFG: palette %d (this CPU has palette 1)", palette);
   if (palette == 0) {
     tiles = TileState{};
     return;
   }
   for (int i = 2; i < 16; ++i)
-    if (cfg[i] != 0) fault("#GP", "LDTILECFG: reserved byte " + std::to_string(i) + " is not zero");
+    if (cfg[i] != 0) fault("#GP", "LDTILECFG: reserved byte %d is not zero", i);
   TileState next;
   next.palette = palette;
   next.start_row = cfg[1];
@@ -75,11 +85,11 @@ inline void ldtilecfg(const void* config) {
     std::memcpy(&colsb, cfg + 16 + 2 * t, 2);
     const uint8_t rows = cfg[48 + t];
     if (t >= kMaxNames) {
-      if (colsb != 0 || rows != 0) fault("#GP", "LDTILECFG: tile " + std::to_string(t) + " past max_names is set");
+      if (colsb != 0 || rows != 0) fault("#GP", "LDTILECFG: tile %d past max_names is set", t);
       continue;
     }
-    if (colsb > kBytesPerRow) fault("#GP", "LDTILECFG: tile " + std::to_string(t) + " colsb " + std::to_string(colsb));
-    if (rows > kMaxRows) fault("#GP", "LDTILECFG: tile " + std::to_string(t) + " rows " + std::to_string(rows));
+    if (colsb > kBytesPerRow) fault("#GP", "LDTILECFG: tile %d colsb %d", t, colsb);
+    if (rows > kMaxRows) fault("#GP", "LDTILECFG: tile %d rows %d", t, rows);
     next.colsb[t] = colsb;
     next.rows[t] = rows;
   }
@@ -116,12 +126,12 @@ inline void check_product(int c, int a, int b, const char* what) {
   check_tile(c, what);
   check_tile(a, what);
   check_tile(b, what);
-  if (c == a || c == b || a == b) fault("#UD", std::string(what) + ": tile registers are not distinct");
+  if (c == a || c == b || a == b) fault("#UD", "%s: tile registers are not distinct", what);
   if (tiles.colsb[c] % 4 || tiles.colsb[a] % 4 || tiles.colsb[b] % 4)
-    fault("#UD", std::string(what) + ": colsb is not a multiple of 4");
-  if (tiles.rows[c] != tiles.rows[a]) fault("#UD", std::string(what) + ": C and A have different rows");
-  if (tiles.colsb[a] / 4 != tiles.rows[b]) fault("#UD", std::string(what) + ": A's columns are not B's rows");
-  if (tiles.colsb[c] != tiles.colsb[b]) fault("#UD", std::string(what) + ": C and B have different columns");
+    fault("#UD", "%s: colsb is not a multiple of 4", what);
+  if (tiles.rows[c] != tiles.rows[a]) fault("#UD", "%s: C and A have different rows", what);
+  if (tiles.colsb[a] / 4 != tiles.rows[b]) fault("#UD", "%s: A's columns are not B's rows", what);
+  if (tiles.colsb[c] != tiles.colsb[b]) fault("#UD", "%s: C and B have different columns", what);
 }
 
 template <typename T>
