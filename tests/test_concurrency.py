@@ -14,31 +14,37 @@ import pytest
 import mnist_engine
 
 
-def progress_during(call) -> tuple:
-    """Run `call` while a second Python thread counts, timestamping its progress. Returns the
-    counts the second thread made in the middle half of the call, and in all of it.
+def progress_during(call) -> int:
+    """Run `call` while a second Python thread counts, timestamping its progress; returns how many
+    steps it made while the call ran.
 
-    Only the middle half counts: just before the call starts and just after it returns, the
-    calling thread is running bytecode and may hand the GIL to the counter for a switch interval
-    (5 ms; the call lasts far longer) even if the call itself holds the GIL throughout."""
+    Deterministic, not timed: the switch interval is set far longer than the test, so the calling
+    thread never hands the GIL over on request, only when it blocks or a C call releases it; the
+    counter yields the GIL at every step (sleep(0)), so the caller always gets it back at once. A
+    call that holds the GIL then sees exactly 0 steps, whatever the machine's load (with the
+    default 5 ms interval, a loaded machine let the counter run into the call: 14781 steps once)."""
     stamps, ready, done = [], threading.Event(), threading.Event()
 
     def count():
         ready.set()
         while not done.is_set():
             stamps.append(time.perf_counter())
+            time.sleep(0)
 
-    counter = threading.Thread(target=count)
-    counter.start()
-    ready.wait()
-    t0 = time.perf_counter()
-    call()
-    t1 = time.perf_counter()
-    done.set()
-    counter.join()
-    quarter = (t1 - t0) / 4
-    middle = sum(1 for t in stamps if t0 + quarter <= t <= t1 - quarter)
-    return middle, sum(1 for t in stamps if t0 <= t <= t1)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(600.0)
+    try:
+        counter = threading.Thread(target=count)
+        counter.start()
+        ready.wait()
+        t0 = time.perf_counter()
+        call()
+        t1 = time.perf_counter()
+        done.set()
+        counter.join()
+    finally:
+        sys.setswitchinterval(interval)
+    return sum(1 for t in stamps if t0 <= t <= t1)
 
 
 def test_predict_releases_the_gil():
@@ -46,8 +52,8 @@ def test_predict_releases_the_gil():
     middle of the call. Were the GIL held, it could not run there at all (see the control below)."""
     engine = mnist_engine.load(mnist_engine.default_model_path())
     x = np.random.default_rng(0).integers(0, 256, (30000, 784), dtype=np.uint8)
-    middle, _ = progress_during(lambda: engine.predict(x, threads=1))  # ~0.1-0.3 s of C++ on one core
-    assert middle > 100, f"the other thread made {middle} steps in the middle half of predict"
+    steps = progress_during(lambda: engine.predict(x, threads=1))  # ~0.1-0.3 s of C++ on one core
+    assert steps > 100, f"the other thread made {steps} steps during predict"
 
 
 @pytest.mark.skipif(not getattr(sys, "_is_gil_enabled", lambda: True)(), reason="free-threaded Python has no GIL")
@@ -55,8 +61,7 @@ def test_the_gil_probe_sees_a_call_that_holds_the_gil():
     """The control: the same probe around a C call that holds the GIL for its whole duration
     (pickling a large list) must see no progress in the middle: the GIL test above can fail."""
     data = list(range(3_000_000))
-    middle, _ = progress_during(lambda: pickle.dumps(data))
-    assert middle == 0
+    assert progress_during(lambda: pickle.dumps(data)) == 0
 
 
 def forked_child_passes(setup: str, child_check: str) -> subprocess.CompletedProcess:

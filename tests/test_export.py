@@ -159,7 +159,8 @@ def test_sklearn_mlp_matches_predict_proba(mnist, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # ConvergenceWarning: 3 iterations are enough for a parity test
         mlp.fit(x_train[:5000].reshape(-1, 784) / 255.0, y_train[:5000])
-    engine = mnist_engine.load(mnist_engine.export_sklearn(mlp, tmp_path / "mlp.mnw", reference_images=x_test[:16]))
+    engine = mnist_engine.load(mnist_engine.export_sklearn(mlp, tmp_path / "mlp.mnw", reference_images=x_test[:16],
+                                                             input_scale=1 / 255))
     assert engine.layers == ((784, 100, "relu"), (100, 50, "relu"), (50, 25, "relu"), (25, 10, "softmax"))
     assert engine.metadata["sklearn_version"]
     want = mlp.predict_proba(x_test.reshape(-1, 784) / 255.0)
@@ -392,7 +393,7 @@ def test_sklearn_binary_classify_equals_predict(mnist, tmp_path, labels):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         clf.fit(x / 255.0, y)
-    engine = mnist_engine.load(mnist_engine.export_sklearn(clf, tmp_path / "b.mnw"))
+    engine = mnist_engine.load(mnist_engine.export_sklearn(clf, tmp_path / "b.mnw", input_scale=1 / 255))
     assert engine.output_width == 1 and engine.classes == tuple(clf.classes_.tolist())
     got, want = engine.classify(x_test), clf.predict(x_test / 255.0)
     assert (got == want).mean() >= 0.999, (got != want).sum()  # float32 vs float64 exactly at 0.5
@@ -409,7 +410,7 @@ def test_sklearn_multiclass_with_string_labels(mnist, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         clf.fit(x_train[:3000].reshape(-1, 784) / 255.0, names[y_train[:3000]])
-    engine = mnist_engine.load(mnist_engine.export_sklearn(clf, tmp_path / "s.mnw"))
+    engine = mnist_engine.load(mnist_engine.export_sklearn(clf, tmp_path / "s.mnw", input_scale=1 / 255))
     got, want = engine.classify(x_test[:2000]), clf.predict(x_test[:2000].reshape(-1, 784) / 255.0)
     assert got.dtype.kind == "U" and (got == want).mean() >= 0.999
 
@@ -423,11 +424,12 @@ def test_sklearn_labels_the_format_cannot_hold_are_refused_by_name(mnist, tmp_pa
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         clf.fit(x / 255.0, y)
-    with pytest.raises(ValueError, match=r"MLPClassifier.classes_ cannot be stored: .*all integers or all strings"
-                                         r".*store_classes=False"):
-        mnist_engine.export_sklearn(clf, tmp_path / "f.mnw")
+    with pytest.raises(ValueError, match=r"MLPClassifier.classes_ cannot be stored: .*all integers, all floats or "
+                                         r"all strings.*store_classes=False"):
+        mnist_engine.export_sklearn(clf, tmp_path / "f.mnw", input_scale=1 / 255)
     assert not (tmp_path / "f.mnw").exists()
-    engine = mnist_engine.load(mnist_engine.export_sklearn(clf, tmp_path / "f.mnw", store_classes=False))
+    engine = mnist_engine.load(mnist_engine.export_sklearn(clf, tmp_path / "f.mnw", store_classes=False,
+                                                             input_scale=1 / 255))
     assert engine.classes is None and set(np.unique(engine.classify(x[:200]))) <= {0, 1}
 
 
@@ -455,3 +457,50 @@ def test_cli_export_into_a_directory_is_refused_before_loading_tensorflow(tmp_pa
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and out.stdout.strip() == "False"
     assert out.stderr.strip() == f"mnist-engine: error: expected a file path to write, got a directory: {tmp_path}"
+
+
+@pytest.mark.parametrize("what", ["tf.nn.softmax", "an unregistered layer"])
+def test_a_file_keras_cannot_reload_is_one_line_naming_the_cause(keras, tmp_path, what):
+    import tensorflow as tf
+
+    if what == "tf.nn.softmax":
+        model = keras.Sequential([keras.Input((12,)), keras.layers.Dense(3, activation=tf.nn.softmax)])
+        cause = "Could not locate function 'softmax_v2'"
+    else:
+        class Swish(keras.layers.Layer):
+            def call(self, x):
+                return x * keras.ops.sigmoid(x)
+        model = keras.Sequential([keras.Input((12,)), keras.layers.Dense(5), Swish(), keras.layers.Dense(3)])
+        cause = "Could not locate class 'Swish'"
+    model.save(tmp_path / "m.keras")
+    with pytest.raises(ValueError) as e:
+        mnist_engine.export_keras(tmp_path / "m.keras", tmp_path / "m.mnw")
+    message = str(e.value)
+    assert "\n" not in message and len(message) < 400, message
+    assert f"cannot reload this file: {cause}. Export the model object instead" in message
+    assert not (tmp_path / "m.mnw").exists()
+
+
+def test_a_savedmodel_folder_gets_a_conversion_hint(keras, tmp_path):
+    folder = tmp_path / "digits.model"
+    folder.mkdir()
+    (folder / "saved_model.pb").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"is a TensorFlow SavedModel folder .*model.save\('model.keras'\)"):
+        mnist_engine.export_keras(folder, tmp_path / "m.mnw")
+
+
+def test_sklearn_float_labels_classify_exactly_as_predict(mnist, tmp_path):
+    """fetch_mldata and y.astype(float) give 0.0 ... 9.0: classify returns those floats, as predict does."""
+    neural = require("sklearn.neural_network")
+    (x_train, y_train), (x_test, _) = mnist
+    clf = neural.MLPClassifier(hidden_layer_sizes=(32,), max_iter=3, random_state=0)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        clf.fit(x_train[:3000].reshape(-1, 784) / 255.0, y_train[:3000].astype(np.float64))
+    engine = mnist_engine.load(mnist_engine.export_sklearn(clf, tmp_path / "f.mnw", input_scale=1 / 255))
+    assert engine.classes == tuple(float(c) for c in range(10))
+    got, want = engine.classify(x_test[:2000]), clf.predict(x_test[:2000].reshape(-1, 784) / 255.0)
+    assert got.dtype == want.dtype == np.float64 and (got == want).mean() >= 0.999
+    assert engine.classes_.dtype == np.float64

@@ -32,8 +32,8 @@ def fit(model, x, y):
         return model.fit(x, y)
 
 
-def export(model, tmp_path):
-    return mnist_engine.load(mnist_engine.export_sklearn(model, tmp_path / "m.mnw"))
+def export(model, tmp_path, **kw):
+    return mnist_engine.load(mnist_engine.export_sklearn(model, tmp_path / "m.mnw", **kw))
 
 
 def sklearn_input(pixels):
@@ -50,7 +50,7 @@ def assert_parity(got, want, atol=1e-5):
 def test_mlp_classifier_every_hidden_activation(data, tmp_path, activation):
     x, y, test = data
     mlp = fit(MLPClassifier(hidden_layer_sizes=(40, 20), activation=activation, max_iter=15, random_state=0), x, y)
-    engine = export(mlp, tmp_path)
+    engine = export(mlp, tmp_path, input_scale=1 / 255)
     x_test = sklearn_input(test).astype(np.float32)
     assert_parity(engine.predict(test), mlp.predict_proba(x_test))
     assert np.array_equal(engine.classify(test), mlp.predict(x_test))
@@ -60,7 +60,7 @@ def test_mlp_classifier_multi_label(data, tmp_path):
     x, y, test = data
     labels = np.stack([y % 2 == 0, y > 4, np.isin(y, [0, 6, 8, 9])], axis=1).astype(int)
     mlp = fit(MLPClassifier(hidden_layer_sizes=(32,), max_iter=15, random_state=0), x, labels)
-    engine = export(mlp, tmp_path)
+    engine = export(mlp, tmp_path, input_scale=1 / 255)
     assert engine.layers[-1] == (32, 3, "sigmoid")
     assert_parity(engine.predict(test), mlp.predict_proba(sklearn_input(test).astype(np.float32)))
 
@@ -70,7 +70,7 @@ def test_mlp_regressor(data, tmp_path, outputs):
     x, y, test = data
     target = y.astype(float) if outputs == 1 else np.stack([y, (y - 4.5) ** 2 / 10], axis=1)
     mlp = fit(MLPRegressor(hidden_layer_sizes=(32, 16), max_iter=20, random_state=0), x, target)
-    engine = export(mlp, tmp_path)
+    engine = export(mlp, tmp_path, input_scale=1 / 255)
     assert engine.layers[-1] == (16, outputs, "linear")
     assert_parity(engine.predict(test), mlp.predict(sklearn_input(test).astype(np.float32)), atol=1e-4)
 
@@ -95,12 +95,65 @@ def test_pipeline_regressor_with_a_scaler(data, tmp_path):
                   atol=1e-4)
 
 
-def test_pipeline_steps_that_do_not_fold_are_refused_by_name(data, tmp_path):
+@pytest.mark.parametrize("steps", ["pca", "pca-whiten", "scaler-pca", "pca-scaler"])
+def test_pca_folds_into_the_first_layer(data, tmp_path, steps):
+    """PCA is affine: x -> (x - mean_) components_.T (whitened: over sqrt(explained_variance_))."""
     from sklearn.decomposition import PCA
 
+    x, y, test = data
+    parts = {"pca": [PCA(30, random_state=0)], "pca-whiten": [PCA(30, whiten=True, random_state=0)],
+             "scaler-pca": [StandardScaler(), PCA(30, random_state=0)],
+             "pca-scaler": [PCA(30, random_state=0), MinMaxScaler()]}[steps]
+    pipe = fit(make_pipeline(*parts, MLPClassifier(hidden_layer_sizes=(32,), max_iter=15, random_state=0)), x, y)
+    engine = export(pipe, tmp_path)
+    assert engine.layers[0][:2] == (784, 32)  # no layer for the projection
+    x_test = sklearn_input(test).astype(np.float32)
+    assert_parity(engine.predict(test), pipe.predict_proba(x_test))
+    assert np.array_equal(engine.classify(test), pipe.predict(x_test))
+
+
+def test_pipeline_steps_that_do_not_fold_are_refused_by_name(data, tmp_path):
+    from sklearn.preprocessing import Normalizer
+
     x, y, _ = data
-    pipe = fit(make_pipeline(PCA(20), MLPClassifier(hidden_layer_sizes=(8,), max_iter=5, random_state=0)), x, y)
-    with pytest.raises(ValueError, match=r"^pipeline step PCA is not supported: only StandardScaler, MinMaxScaler, "
-                                         r"MaxAbsScaler before the MLP fold into its first layer$"):
+    pipe = fit(make_pipeline(Normalizer(), MLPClassifier(hidden_layer_sizes=(8,), max_iter=5, random_state=0)), x, y)
+    with pytest.raises(ValueError, match=r"^pipeline step Normalizer is not supported: only StandardScaler, "
+                                         r"MinMaxScaler, MaxAbsScaler, PCA before the MLP fold into its first layer$"):
         mnist_engine.export_sklearn(pipe, tmp_path / "m.mnw")
     assert not (tmp_path / "m.mnw").exists()
+
+
+def test_a_plain_mlp_needs_its_input_scale_named(data, tmp_path):
+    """An MLP keeps no trace of its training data's scale: export refuses to guess."""
+    x, y, _ = data
+    mlp = fit(MLPClassifier(hidden_layer_sizes=(8,), max_iter=3, random_state=0), x, y)
+    with pytest.raises(ValueError, match=r"^export_sklearn cannot tell the scale the model was fitted on: pass "
+                                         r"input_scale=1/255 .* or input_scale=1 if on raw 0\.\.255 pixels"):
+        mnist_engine.export_sklearn(mlp, tmp_path / "m.mnw")
+    assert not (tmp_path / "m.mnw").exists()
+
+
+def test_an_mlp_fitted_on_raw_pixels_classifies_uint8_images_as_sklearn_does(mnist, tmp_path):
+    (x, y), (x_test, _) = mnist
+    raw = x[:TRAIN].reshape(TRAIN, -1).astype(np.float64)
+    mlp = fit(MLPClassifier(hidden_layer_sizes=(32,), max_iter=10, random_state=0), raw, y[:TRAIN])
+    engine = export(mlp, tmp_path, input_scale=1)
+    want = mlp.predict(x_test[:2000].reshape(2000, -1).astype(np.float64))
+    assert (engine.classify(x_test[:2000]) == want).mean() >= 0.999
+    # Float reference images in 0..255 say the same without input_scale.
+    inferred = export(mlp, tmp_path, reference_images=raw[:16].astype(np.float32))
+    assert inferred.input_scale == 1.0
+
+
+@pytest.mark.parametrize("scaler", [StandardScaler(), MinMaxScaler(), MaxAbsScaler()],
+                         ids=["standard", "minmax", "maxabs"])
+@pytest.mark.parametrize("pixels_scale", [1.0, 1 / 255])
+def test_a_pipeline_scaler_tells_the_input_scale(mnist, tmp_path, scaler, pixels_scale):
+    (x, y), (x_test, _) = mnist
+    train = x[:TRAIN].reshape(TRAIN, -1).astype(np.float64) * pixels_scale
+    pipe = fit(make_pipeline(scaler, MLPClassifier(hidden_layer_sizes=(16,), max_iter=5, random_state=0)),
+               train, y[:TRAIN])
+    engine = export(pipe, tmp_path)
+    assert engine.input_scale == pytest.approx(pixels_scale)
+    want = pipe.predict(x_test[:1000].reshape(1000, -1).astype(np.float64) * pixels_scale)
+    assert (engine.classify(x_test[:1000]) == want).mean() >= 0.999

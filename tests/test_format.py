@@ -98,7 +98,8 @@ def test_rule_01_too_short(good):
 
 def test_rule_02_bad_magic(good):
     err = expect("bad-magic", b"PK\x03\x04" + good[4:], 0)
-    assert "50 4b 3 4" in str(err)
+    assert "got 50 4b 03 04" in str(err)  # bytes as bytes: two digits each
+    assert "a zip archive: a Keras .keras model?" in str(err)
 
 
 @pytest.mark.parametrize("version", [0, 3, 0xFFFFFFFF])
@@ -368,7 +369,11 @@ def test_rule_26_metadata_required(good):
 
 @pytest.mark.parametrize("value, message", [
     ("int\n0", r"expected 3 class labels \(one per output\), got 1"),
-    ("float\n0\n1\n2", r"start with the line 'int' or 'str', got 'float'"),
+    ("double\n0\n1\n2", r"start with the line 'int', 'str' or 'float', got 'double'"),
+    ("float\n0\n1\nnan", r"expected finite decimal float labels, got 'nan'"),
+    ("float\n0\n1\n1e999", r"expected finite decimal float labels, got '1e999'"),
+    ("float\n0\n1\n+2", r"expected finite decimal float labels, got '\+2'"),
+    ("float\n0\n1.0\n1", r"'1' equals an earlier one"),
     ("int\n0\n1\nx", r"integer labels of at most 18 digits, got 'x'"),
     ("int\n0\n1\n007", r"integer labels of at most 18 digits, got '007'"),
     ("int\n0\n1\n1234567890123456789", r"at most 18 digits"),
@@ -394,33 +399,59 @@ def test_rule_27_metadata_classes_are_what_classify_returns(small_layers, rng):
     strs = load(build(small_layers, meta={"classes": "str\ncat\ndog\nemu"}))
     assert strs.classes == ("cat", "dog", "emu")
     np.testing.assert_array_equal(strs.classify(x), np.array(["cat", "dog", "emu"])[plain.classify(x)])
+    floats = load(build(small_layers, meta={"classes": "float\n0.0\n-2.5\n1e+20"}))
+    assert floats.classes == (0.0, -2.5, 1e20)
+    got = floats.classify(x)
+    assert got.dtype == np.float64
+    np.testing.assert_array_equal(got, np.array([0.0, -2.5, 1e20])[plain.classify(x)])
 
 
-def test_rule_28_trailing_bytes(good):
+@pytest.mark.parametrize("value", ["uint8 0", "uint8 0 256", "uint8 -1 255", "uint8 00 255", "uint8 0  255",
+                                   "uint8 9 3", "float 0 nan", "float 0 inf", "float 1 0", "float 0,5 1",
+                                   "int 0 255", "float 0x1p3 9", " float 0 1", "float 0 1 2"])
+def test_rule_28_metadata_input_range(small_layers, value):
+    data = build(small_layers, meta={"reference_input_range": "float 0 1"})
+    _, _, value_length_at, value_at = Layout(data).entry("reference_input_range")
+    encoded = value.encode()
+    broken = data[:value_length_at] + struct.pack("<I", len(encoded)) + encoded + data[value_at + len("float 0 1"):]
+    err = expect("metadata-input-range", reframe(broken), value_at)
+    assert "expected reference_input_range to be 'uint8 MIN MAX'" in str(err) and repr(value)[1:-1] in str(err)
+
+
+@pytest.mark.parametrize("value, expected", [("uint8 0 255", (0.0, 1.0)), ("uint8 10 200", (10 / 255, 200 / 255)),
+                                             ("float -0.5 2.75", (-0.5, 2.75)), ("float 1e-05 3", (1e-05, 3.0)),
+                                             (None, (0.0, 1.0))])
+def test_rule_28_metadata_input_range_is_the_engines_input_range(small_layers, value, expected):
+    meta = {} if value is None else {"reference_input_range": value}
+    engine = load(build(small_layers, meta=meta))
+    np.testing.assert_allclose(engine.input_range, expected, rtol=1e-6)
+
+
+def test_rule_29_trailing_bytes(good):
     # One entry fewer declared: the last entry's bytes belong to no section.
     layout = Layout(good)
     expect("trailing-bytes", put(good, 44, "I", layout.meta_count - 1), layout.entries[-1][1])
 
 
-# Rules 26-28: the reference section.
+# Rules 29-31: trailing bytes and the reference section.
 
 @pytest.mark.parametrize("field, value", [(0, 1.0), (0, -1e-6), (0, math.nan), (4, math.inf), (4, 0.01)])
-def test_rule_29_tolerance(good, field, value):
+def test_rule_30_tolerance(good, field, value):
     at = Layout(good).reference + field
     expect("tolerance", put(good, at, "f", value), at)
 
 
-def test_rule_30_non_finite_reference_input(good):
+def test_rule_31_non_finite_reference_input(good):
     at = Layout(good).ref_inputs + 4
     expect("non-finite-reference", put(good, at, "f", math.nan), at)
 
 
-def test_rule_30_non_finite_reference_output(good):
+def test_rule_31_non_finite_reference_output(good):
     at = Layout(good).ref_expected
     expect("non-finite-reference", put(good, at, "f", math.inf), at)
 
 
-def test_rule_31_verification(good):
+def test_rule_32_verification(good):
     layout = Layout(good)
     at = layout.ref_expected + 4 * 4  # row 1, output 1
     (value,) = struct.unpack_from("<f", good, at)

@@ -156,9 +156,9 @@ def test_a_batch_never_exceeds_max_batch_and_big_requests_run_alone(engine, rng)
     seen = []
 
     class Recording:
-        def predict(self, x):
+        def predict(self, x, range_check="warn"):
             seen.append(len(x))
-            return engine.predict(x)
+            return engine.predict(x, range_check=range_check)
 
     async def main():
         batcher = DynamicBatcher(Recording(), max_batch=10, max_delay=0.05)
@@ -342,3 +342,23 @@ def test_bad_command_lines_are_one_line_errors(capsys):
         busy.listen(1)
         assert main(["serve", "--port", str(busy.getsockname()[1])]) == 2
     assert "cannot listen on 127.0.0.1:" in capsys.readouterr().err
+
+
+def test_fp32_pixels_not_scaled_are_refused_with_the_warnings_sentence(port, engine, images):
+    """Float input far outside the model's checked range: 400 with what a local predict warns."""
+    status, _, body = request(port, "POST", INFER, infer_json(images[:2].astype(np.float32), "FP32"))
+    assert status == 400
+    want = engine.input_range_problem(0.0, float(images[:2].max()))
+    assert json.loads(body)["error"] == f"{want} (this server refuses such input; --allow-any-range answers it)"
+    assert "far outside 0..1" in want
+    scaled = infer_json(images[:2].astype(np.float32) / 255, "FP32")
+    assert request(port, "POST", INFER, scaled)[0] == 200
+
+
+def test_allow_any_range_answers_as_predict_does(engine, images):
+    app = create_app({"mnist": engine}, Limits(allow_any_range=True))
+    with server_in_thread(app) as port:
+        status, _, body = request(port, "POST", INFER, infer_json(images[:2].astype(np.float32), "FP32"))
+    assert status == 200
+    got = np.asarray(json.loads(body)["outputs"][0]["data"], np.float32).reshape(2, 10)
+    assert np.array_equal(got, engine.predict(images[:2].astype(np.float32), range_check="ignore"))

@@ -83,14 +83,15 @@ mnist_engine.write_model({str(target)!r}, [DenseLayer(rng.normal(size=(300, 200)
     (["a", "b\nc"], 2, "contain no newline; got 'b\\\\nc'"),
     (["a", ""], 2, "non-empty"),
     ([3, 3], 2, "must be unique"),
-    ([True, False], 2, "all integers or all strings, got bool"),
-    ([0.5, 1.5], 2, "all integers or all strings, got float"),
+    ([True, False], 2, "all integers, all floats or all strings, got bool"),
+    ([0.5, 1.5], 2, None), ([0.0, 1.0, 2.0], 3, None), ([0.5, float("nan")], 2, "must be finite"),
 ])
 def test_class_labels_the_format_can_hold(labels, outputs, message):
-    """encode_classes refuses, with the reason, exactly what rule 24 (metadata-classes) would."""
+    """encode_classes refuses, with the reason, exactly what rule 27 (metadata-classes) would."""
     if message is None:
         value = model_file.encode_classes(labels, outputs)
-        assert value.split("\n") == [("int" if isinstance(labels[0], int) else "str"), *map(str, labels)]
+        kind = {int: "int", float: "float", str: "str"}[type(labels[0])]
+        assert value.split("\n") == [kind, *(repr(v) if kind == "float" else str(v) for v in labels)]
         return
     with pytest.raises(ValueError, match=message):
         model_file.encode_classes(labels, outputs)

@@ -35,23 +35,47 @@ struct Avx512Bf16 {
 
 void bf16_dense_1x128_sparse_avx512bf16(const QuantDenseArgs& a) { dense_units<Avx512Bf16>(a); }
 
-// 16 floats at a time with vcvtneps2bf16 (nearest even, like to_bf16); the tail in scalar.
-void convert_rows_bf16_avx512bf16(const float* x, size_t x_stride, size_t rows, size_t width, uint8_t* out,
-                                  size_t out_stride, float*, int32_t*) {
+namespace {
+// 16 floats at a time with vcvtneps2bf16 (nearest even, like to_bf16); the tail in scalar. Measures
+// the rows' range only when asked (the first layer): hidden layers are converted on every call.
+template <bool kMeasure>
+void convert_rows(const float* x, size_t x_stride, size_t rows, size_t width, uint8_t* out, size_t out_stride,
+                  float* range) {
+  __m512 lo = _mm512_set1_ps(kMeasure ? range[0] : 0.0f), hi = _mm512_set1_ps(kMeasure ? range[1] : 0.0f);
   for (size_t r = 0; r < rows; ++r) {
     const float* in = x + r * x_stride;
     uint8_t* row = out + r * out_stride;
     size_t k = 0;
     for (; k + 16 <= width; k += 16) {
-      const __m256bh h = _mm512_cvtneps_pbh(_mm512_loadu_ps(in + k));
+      const __m512 v = _mm512_loadu_ps(in + k);
+      if (kMeasure) {
+        lo = _mm512_min_ps(v, lo);  // a NaN v leaves lo as it was
+        hi = _mm512_max_ps(v, hi);
+      }
+      const __m256bh h = _mm512_cvtneps_pbh(v);
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(row + 2 * k), reinterpret_cast<const __m256i&>(h));
     }
+    if (kMeasure) widen_range(in, k, width, range);
     for (; k < width; ++k) {
       const uint16_t h = to_bf16(in[k]);
       __builtin_memcpy(row + 2 * k, &h, 2);
     }
     __builtin_memset(row + 2 * width, 0, out_stride - 2 * width);
   }
+  if (kMeasure) {
+    const float l = _mm512_reduce_min_ps(lo), h = _mm512_reduce_max_ps(hi);
+    range[0] = l < range[0] ? l : range[0];
+    range[1] = h > range[1] ? h : range[1];
+  }
+}
+}  // namespace
+
+void convert_rows_bf16_avx512bf16(const float* x, size_t x_stride, size_t rows, size_t width, uint8_t* out,
+                                  size_t out_stride, float*, int32_t*, float* range) {
+  if (range)
+    convert_rows<true>(x, x_stride, rows, width, out, out_stride, range);
+  else
+    convert_rows<false>(x, x_stride, rows, width, out, out_stride, nullptr);
 }
 
 }  // namespace mnist_engine::kernels

@@ -43,18 +43,32 @@ using DenseFn = void (*)(const DenseArgs&);
 
 // Writes the indices of the nonzero (or NaN) values of x[0..width) in increasing order to `out`,
 // which has room for `width` entries, and for each block b of kIndexBlock inputs how many of them
-// have k < (b + 1) * kIndexBlock to block_ends[b] (the last entry is the total).
+// have k < (b + 1) * kIndexBlock to block_ends[b] (the last entry is the total). When `range` is
+// not null, also widens range[0]..range[1] to the row's smallest and largest value (NaN ignored):
+// the engine's input-range check rides on this pass over the input rows (InputRange, engine.h).
 inline constexpr size_t kIndexBlock = 64;
-using NonzeroIndexFn = void (*)(const float* x, size_t width, uint16_t* out, uint32_t* block_ends);
+using NonzeroIndexFn = void (*)(const float* x, size_t width, uint16_t* out, uint32_t* block_ends, float* range);
 // out[i] = float(pixels[i] * scale), the product taken in double and rounded once.
 using PixelsToFloatFn = void (*)(const uint8_t* pixels, size_t n, double scale, float* out);
 
-void nonzero_index_scalar(const float* x, size_t width, uint16_t* out, uint32_t* block_ends);
+void nonzero_index_scalar(const float* x, size_t width, uint16_t* out, uint32_t* block_ends, float* range);
 
 // Helpers defined in this header are compiled into files with different ISA flags, so they have
 // internal linkage: an `inline` function with external linkage would be one symbol to the linker,
 // which may keep the AVX-512 copy for the scalar path (tests/test_build.py checks the objects).
 namespace {
+
+// Widens range[0]..range[1] to x[k..width) (NaN compares false and is ignored); the scalar part
+// every version of the range measurement uses for its tail.
+inline void widen_range(const float* x, size_t k, size_t width, float* range) {
+  float lo = range[0], hi = range[1];
+  for (; k < width; ++k) {
+    lo = x[k] < lo ? x[k] : lo;
+    hi = x[k] > hi ? x[k] : hi;
+  }
+  range[0] = lo;
+  range[1] = hi;
+}
 
 // Finishes a nonzero index from input k on, given the n entries found before k; k must be a
 // block boundary or a multiple of the caller's SIMD step. The scalar form that every version
@@ -134,13 +148,14 @@ void unit_index_scalar(const uint8_t* x, size_t units, uint16_t* out, uint32_t* 
 // Float rows to the activations of a quantized layer: `width` floats of each row to `out` (rows of
 // `out_stride` bytes, padding zeroed). int8: asymmetric uint8 per row (quantization_params), so
 // ReLU outputs use the whole 0..255 range with zero point 0; a row with a NaN or infinity gets
-// scale NaN, so its outputs are NaN as on the exact path. bf16: round to nearest even.
+// scale NaN, so its outputs are NaN as on the exact path. bf16: round to nearest even. `range`:
+// as for NonzeroIndexFn, over all the rows (int8 measures each row's range anyway).
 using QuantizeRowsFn = void (*)(const float* x, size_t x_stride, size_t rows, size_t width, uint8_t* out,
-                                size_t out_stride, float* scale, int32_t* zero);
+                                size_t out_stride, float* scale, int32_t* zero, float* range);
 void quantize_rows_u8_scalar(const float* x, size_t x_stride, size_t rows, size_t width, uint8_t* out,
-                             size_t out_stride, float* scale, int32_t* zero);
+                             size_t out_stride, float* scale, int32_t* zero, float* range);
 void convert_rows_bf16_scalar(const float* x, size_t x_stride, size_t rows, size_t width, uint8_t* out,
-                              size_t out_stride, float* scale, int32_t* zero);
+                              size_t out_stride, float* scale, int32_t* zero, float* range);
 
 void u8s8_dense_scalar(const QuantDenseArgs& a);
 void bf16_dense_scalar(const QuantDenseArgs& a);
@@ -241,7 +256,7 @@ inline void unit_index_tail(const uint8_t* x, size_t u, size_t units, uint16_t* 
 // One row x 64 columns (8 ymm accumulators) over the row's nonzero inputs; AVX2 and FMA.
 void f32_dense_1x64_sparse_avx2_fma(const DenseArgs& a);
 inline constexpr uint32_t kAvx2PanelWidth = 64;
-void nonzero_index_avx2(const float* x, size_t width, uint16_t* out, uint32_t* block_ends);
+void nonzero_index_avx2(const float* x, size_t width, uint16_t* out, uint32_t* block_ends, float* range);
 void pixels_to_float_avx2(const uint8_t* pixels, size_t n, double scale, float* out);
 float fma_peak_avx2(uint64_t iterations);
 void f32_activation_avx2_fma(uint32_t activation, const float* params, float* y, size_t n);
@@ -249,7 +264,7 @@ void f32_activation_avx2_fma(uint32_t activation, const float* params, float* y,
 // The same at 128 columns (8 zmm accumulators); needs AVX-512F.
 void f32_dense_1x128_sparse_avx512f(const DenseArgs& a);
 inline constexpr uint32_t kAvx512PanelWidth = 128;
-void nonzero_index_avx512f(const float* x, size_t width, uint16_t* out, uint32_t* block_ends);
+void nonzero_index_avx512f(const float* x, size_t width, uint16_t* out, uint32_t* block_ends, float* range);
 void pixels_to_float_avx512f(const uint8_t* pixels, size_t n, double scale, float* out);
 float fma_peak_avx512f(uint64_t iterations);
 void f32_activation_avx512f(uint32_t activation, const float* params, float* y, size_t n);
@@ -263,11 +278,11 @@ void bf16_dense_1x128_sparse_avx512bf16(const QuantDenseArgs& a);  // vdpbf16ps 
 void bf16_dense_32x32_amx(const QuantDenseArgs& a);                // tdpbf16ps
 void unit_index_avx512f(const uint8_t* x, size_t units, uint16_t* out, uint32_t* block_ends);
 void quantize_rows_u8_avx512f(const float* x, size_t x_stride, size_t rows, size_t width, uint8_t* out,
-                              size_t out_stride, float* scale, int32_t* zero);
+                              size_t out_stride, float* scale, int32_t* zero, float* range);
 void quantize_rows_u8_avx2(const float* x, size_t x_stride, size_t rows, size_t width, uint8_t* out,
-                           size_t out_stride, float* scale, int32_t* zero);
+                           size_t out_stride, float* scale, int32_t* zero, float* range);
 void convert_rows_bf16_avx512bf16(const float* x, size_t x_stride, size_t rows, size_t width, uint8_t* out,
-                                  size_t out_stride, float* scale, int32_t* zero);
+                                  size_t out_stride, float* scale, int32_t* zero, float* range);
 #endif
 
 #if defined(MNIST_ENGINE_ARM_KERNELS)

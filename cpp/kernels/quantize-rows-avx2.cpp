@@ -19,7 +19,7 @@ __m128 add4(__m128 a, __m128 b) { return _mm_add_ps(a, b); }
 }  // namespace
 
 void quantize_rows_u8_avx2(const float* x, size_t x_stride, size_t rows, size_t width, uint8_t* out,
-                           size_t out_stride, float* scale, int32_t* zero) {
+                           size_t out_stride, float* scale, int32_t* zero, float* range) {
   const size_t whole = width / 8 * 8;
   for (size_t r = 0; r < rows; ++r) {
     const float* in = x + r * x_stride;
@@ -36,6 +36,14 @@ void quantize_rows_u8_avx2(const float* x, size_t x_stride, size_t rows, size_t 
       l = in[k] < l ? in[k] : l;
       h = in[k] > h ? in[k] : h;
       finite &= in[k] - in[k] == 0.0f;
+    }
+    // The row's range, which quantization needs anyway, is the input-range measurement too (0
+    // included, which the check allows for); a row with NaN or inf is measured value by value.
+    if (range && finite) {
+      range[0] = l < range[0] ? l : range[0];
+      range[1] = h > range[1] ? h : range[1];
+    } else if (range) {
+      widen_range(in, 0, width, range);
     }
     const RowQuantization q = quantization_params(l, h, finite);
     const __m256 inverse = _mm256_set1_ps(q.inverse), zp = _mm256_set1_ps(q.zero);

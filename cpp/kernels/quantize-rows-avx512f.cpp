@@ -25,7 +25,7 @@ void unit_index_avx512f(const uint8_t* x, size_t units, uint16_t* out, uint32_t*
 }
 
 void quantize_rows_u8_avx512f(const float* x, size_t x_stride, size_t rows, size_t width, uint8_t* out,
-                              size_t out_stride, float* scale, int32_t* zero) {
+                              size_t out_stride, float* scale, int32_t* zero, float* range) {
   for (size_t r = 0; r < rows; ++r) {
     const float* in = x + r * x_stride;
     // Masked-off lanes load as 0, which the range includes anyway. x * 0 is NaN exactly for NaN
@@ -38,8 +38,16 @@ void quantize_rows_u8_avx512f(const float* x, size_t x_stride, size_t rows, size
       hi = _mm512_max_ps(hi, v);
       probe = _mm512_fmadd_ps(v, _mm512_setzero_ps(), probe);
     }
-    const float p = _mm512_reduce_add_ps(probe);
-    const RowQuantization q = quantization_params(_mm512_reduce_min_ps(lo), _mm512_reduce_max_ps(hi), p == 0.0f);
+    const float p = _mm512_reduce_add_ps(probe), row_lo = _mm512_reduce_min_ps(lo), row_hi = _mm512_reduce_max_ps(hi);
+    // The row's range, which quantization needs anyway, is the input-range measurement too (0
+    // included, which the check allows for); a row with NaN or inf is measured value by value.
+    if (range && p == 0.0f) {
+      range[0] = row_lo < range[0] ? row_lo : range[0];
+      range[1] = row_hi > range[1] ? row_hi : range[1];
+    } else if (range) {
+      widen_range(in, 0, width, range);
+    }
+    const RowQuantization q = quantization_params(row_lo, row_hi, p == 0.0f);
     const __m512 inverse = _mm512_set1_ps(q.inverse), zp = _mm512_set1_ps(q.zero);
     const __m512 prescale = _mm512_set1_ps(q.prescale);
     const __m512 top = _mm512_set1_ps(255.0f);

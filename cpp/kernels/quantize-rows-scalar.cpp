@@ -9,7 +9,7 @@ void unit_index_scalar(const uint8_t* x, size_t units, uint16_t* out, uint32_t* 
 }
 
 void quantize_rows_u8_scalar(const float* x, size_t x_stride, size_t rows, size_t width, uint8_t* out,
-                             size_t out_stride, float* scale, int32_t* zero) {
+                             size_t out_stride, float* scale, int32_t* zero, float* range) {
   for (size_t r = 0; r < rows; ++r) {
     const float* in = x + r * x_stride;
     float lo = 0.0f, hi = 0.0f;
@@ -19,6 +19,7 @@ void quantize_rows_u8_scalar(const float* x, size_t x_stride, size_t rows, size_
       hi = in[k] > hi ? in[k] : hi;
       finite &= in[k] - in[k] == 0.0f;
     }
+    if (range) widen_range(in, 0, width, range);
     const RowQuantization q = quantization_params(lo, hi, finite);
     uint8_t* row = out + r * out_stride;
     for (size_t k = 0; k < width; ++k) row[k] = quantize_value(in[k], q);
@@ -29,8 +30,9 @@ void quantize_rows_u8_scalar(const float* x, size_t x_stride, size_t rows, size_
 }
 
 void convert_rows_bf16_scalar(const float* x, size_t x_stride, size_t rows, size_t width, uint8_t* out,
-                              size_t out_stride, float*, int32_t*) {
+                              size_t out_stride, float*, int32_t*, float* range) {
   for (size_t r = 0; r < rows; ++r) {
+    if (range) widen_range(x + r * x_stride, 0, width, range);
     uint8_t* row = out + r * out_stride;
     for (size_t k = 0; k < width; ++k) {
       const uint16_t h = to_bf16(x[r * x_stride + k]);

@@ -24,13 +24,18 @@ constexpr CompressTable kCompress{};
 
 }  // namespace
 
-void nonzero_index_avx2(const float* x, size_t width, uint16_t* out, uint32_t* block_ends) {
+void nonzero_index_avx2(const float* x, size_t width, uint16_t* out, uint32_t* block_ends, float* range) {
   uint32_t n = 0;
   size_t k = 0;
   const __m256 zero = _mm256_setzero_ps();
+  // The range rides on the loads (see nonzero_index_avx512f); min(v, lo) returns lo for a NaN v.
+  __m256 lo = _mm256_set1_ps(range ? range[0] : 0.0f), hi = _mm256_set1_ps(range ? range[1] : 0.0f);
   for (; k + 8 <= width; k += 8) {
+    const __m256 v = _mm256_loadu_ps(x + k);
+    lo = _mm256_min_ps(v, lo);
+    hi = _mm256_max_ps(v, hi);
     // _CMP_NEQ_UQ is true for NaN too, so a NaN input is kept and propagates.
-    const int mask = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(x + k), zero, _CMP_NEQ_UQ));
+    const int mask = _mm256_movemask_ps(_mm256_cmp_ps(v, zero, _CMP_NEQ_UQ));
     const __m128i pos = _mm_load_si128(reinterpret_cast<const __m128i*>(kCompress.positions[mask]));
     // Writes 8 slots and keeps popcount(mask) of them: `out` has room for `width` entries and
     // k + 8 <= width here.
@@ -40,6 +45,16 @@ void nonzero_index_avx2(const float* x, size_t width, uint16_t* out, uint32_t* b
     if ((k + 8) % kIndexBlock == 0) block_ends[k / kIndexBlock] = n;
   }
   nonzero_index_tail(x, k, width, out, n, block_ends);
+  if (range) {
+    alignas(32) float lanes[2][8];
+    _mm256_store_ps(lanes[0], lo);
+    _mm256_store_ps(lanes[1], hi);
+    for (int i = 0; i < 8; ++i) {
+      range[0] = lanes[0][i] < range[0] ? lanes[0][i] : range[0];
+      range[1] = lanes[1][i] > range[1] ? lanes[1][i] : range[1];
+    }
+    widen_range(x, k, width, range);
+  }
 }
 
 void pixels_to_float_avx2(const uint8_t* pixels, size_t n, double scale, float* out) {

@@ -6,14 +6,20 @@
 
 namespace mnist_engine::kernels {
 
-void nonzero_index_avx512f(const float* x, size_t width, uint16_t* out, uint32_t* block_ends) {
+void nonzero_index_avx512f(const float* x, size_t width, uint16_t* out, uint32_t* block_ends, float* range) {
   uint32_t n = 0;
   size_t k = 0;
   const __m512 zero = _mm512_setzero_ps();
   const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  // The range costs a min and a max per vector already loaded; kept even when not asked for (hidden
+  // layers), where a branch in the loop would cost more. min(v, lo) returns lo for a NaN v.
+  __m512 lo = _mm512_set1_ps(range ? range[0] : 0.0f), hi = _mm512_set1_ps(range ? range[1] : 0.0f);
   for (; k + 16 <= width; k += 16) {
+    const __m512 v = _mm512_loadu_ps(x + k);
+    lo = _mm512_min_ps(v, lo);
+    hi = _mm512_max_ps(v, hi);
     // _CMP_NEQ_UQ is true for NaN too, so a NaN input is kept and propagates.
-    const __mmask16 mask = _mm512_cmp_ps_mask(_mm512_loadu_ps(x + k), zero, _CMP_NEQ_UQ);
+    const __mmask16 mask = _mm512_cmp_ps_mask(v, zero, _CMP_NEQ_UQ);
     const __m512i positions = _mm512_maskz_compress_epi32(
         mask, _mm512_add_epi32(iota, _mm512_set1_epi32(static_cast<int>(k))));
     // Writes 16 slots and keeps popcount(mask): n <= k and k + 16 <= width, so they fit.
@@ -22,6 +28,11 @@ void nonzero_index_avx512f(const float* x, size_t width, uint16_t* out, uint32_t
     if ((k + 16) % kIndexBlock == 0) block_ends[k / kIndexBlock] = n;
   }
   nonzero_index_tail(x, k, width, out, n, block_ends);
+  if (range) {
+    range[0] = _mm512_reduce_min_ps(lo);
+    range[1] = _mm512_reduce_max_ps(hi);
+    widen_range(x, k, width, range);
+  }
 }
 
 void pixels_to_float_avx512f(const uint8_t* pixels, size_t n, double scale, float* out) {

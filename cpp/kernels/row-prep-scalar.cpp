@@ -3,8 +3,9 @@
 
 namespace mnist_engine::kernels {
 
-void nonzero_index_scalar(const float* x, size_t width, uint16_t* out, uint32_t* block_ends) {
+void nonzero_index_scalar(const float* x, size_t width, uint16_t* out, uint32_t* block_ends, float* range) {
   nonzero_index_tail(x, 0, width, out, 0, block_ends);
+  if (range) widen_range(x, 0, width, range);
 }
 
 void pixels_to_float_scalar(const uint8_t* pixels, size_t n, double scale, float* out) {

@@ -108,20 +108,52 @@ int to_threads(const py::object& threads) {
   return mnist_engine::check_threads(n, "threads=None or threads");
 }
 
-py::array_t<float> predict(const Engine& e, const py::handle& x, const py::object& threads) {
+// The input-range check's Python classes (mnist_engine.InputRangeWarning, InputRangeError), made
+// at import; the module keeps them alive.
+PyObject* g_range_warning = nullptr;
+PyObject* g_range_error = nullptr;
+
+enum class RangeCheck { Warn, Raise, Ignore };
+RangeCheck to_range_check(const std::string& name) {
+  if (name == "warn") return RangeCheck::Warn;
+  if (name == "raise") return RangeCheck::Raise;
+  if (name == "ignore") return RangeCheck::Ignore;
+  throw py::value_error("expected range_check='warn', 'raise' or 'ignore', got '" + name + "'");
+}
+
+// Float input far outside (or far inside) the range the model was checked on: answered, but never
+// silently. A warning once per engine, or InputRangeError for every such call.
+void check_input_range(const Engine& e, mnist_engine::InputRange seen, RangeCheck mode) {
+  const std::string problem = e.input_range_problem(seen);
+  if (problem.empty()) return;
+  if (mode == RangeCheck::Raise) {
+    PyErr_SetString(g_range_error, problem.c_str());
+    throw py::error_already_set();
+  }
+  if (e.first_range_warning() && PyErr_WarnEx(g_range_warning, problem.c_str(), 1) < 0)
+    throw py::error_already_set();  // warnings turned into errors
+}
+
+py::array_t<float> predict(const Engine& e, const py::handle& x, const py::object& threads,
+                           const std::string& range_check) {
   const Batch b = to_batch(x, e.input_width());
   const int t = to_threads(threads);
+  const RangeCheck mode = to_range_check(range_check);
   py::array_t<float> y({static_cast<py::ssize_t>(b.rows), static_cast<py::ssize_t>(e.output_width())});
   float* out = y.mutable_data();
   if (b.pixels) {
     const auto* in = static_cast<const uint8_t*>(b.data.data());
     py::gil_scoped_release release;
     e.predict(in, b.rows, out, t);
-  } else {
-    const auto* in = static_cast<const float*>(b.data.data());
-    py::gil_scoped_release release;
-    e.predict(in, b.rows, out, t);
+    return y;
   }
+  const auto* in = static_cast<const float*>(b.data.data());
+  mnist_engine::InputRange seen;
+  {
+    py::gil_scoped_release release;
+    e.predict(in, b.rows, out, t, mode == RangeCheck::Ignore ? nullptr : &seen);
+  }
+  if (mode != RangeCheck::Ignore) check_input_range(e, seen, mode);
   return y;
 }
 
@@ -140,10 +172,10 @@ float binary_threshold(mnist_engine::Activation a) {
                         "use predict(), or export the model with a sigmoid or linear output");
 }
 
-py::object classify(const Engine& e, const py::handle& x, const py::object& threads) {
+py::object classify(const Engine& e, const py::handle& x, const py::object& threads, const std::string& range_check) {
   const size_t width = e.output_width();
   const float threshold = width == 1 ? binary_threshold(e.output_activation()) : 0.0f;
-  const py::array_t<float> p = predict(e, x, threads);
+  const py::array_t<float> p = predict(e, x, threads, range_check);
   const auto rows = static_cast<size_t>(p.shape(0));
   py::array_t<int64_t> index(static_cast<py::ssize_t>(rows));
   const float* in = p.data();
@@ -157,6 +189,8 @@ py::object classify(const Engine& e, const py::handle& x, const py::object& thre
     for (size_t r = 0; r < rows; ++r) out[r] = classes.ints[size_t(out[r])];
   if (classes.kind == mnist_engine::ClassLabels::Str)
     return py::module_::import("numpy").attr("asarray")(classes.strs)[index];
+  if (classes.kind == mnist_engine::ClassLabels::Float)
+    return py::module_::import("numpy").attr("asarray")(classes.floats, "float64")[index];
   return std::move(index);
 }
 
@@ -164,6 +198,7 @@ py::object classes_of(const Engine& e) {
   const auto& c = e.classes();
   if (c.kind == mnist_engine::ClassLabels::Int) return py::tuple(py::cast(c.ints));
   if (c.kind == mnist_engine::ClassLabels::Str) return py::tuple(py::cast(c.strs));
+  if (c.kind == mnist_engine::ClassLabels::Float) return py::tuple(py::cast(c.floats));
   return py::none();
 }
 
@@ -252,6 +287,7 @@ py::array sklearn_classes(const Engine& e) {
   py::module_ np = py::module_::import("numpy");
   if (c.kind == mnist_engine::ClassLabels::Int) return np.attr("asarray")(c.ints, "int64");
   if (c.kind == mnist_engine::ClassLabels::Str) return np.attr("asarray")(c.strs);
+  if (c.kind == mnist_engine::ClassLabels::Float) return np.attr("asarray")(c.floats, "float64");
   return np.attr("arange")(e.output_width() == 1 ? 2 : e.output_width(), py::arg("dtype") = "int64");
 }
 
@@ -299,6 +335,21 @@ PYBIND11_MODULE(_core, m) {
     f["required_metadata"] = py::tuple(required);
     m.attr("FORMAT") = f;
   }
+
+  g_range_warning = PyErr_NewExceptionWithDoc(
+      "mnist_engine.InputRangeWarning",
+      "Inputs unlike the ones a model was checked on: float input far outside (or far inside) the range of "
+      "its reference images, or, when exporting, reference images outside what input_scale maps pixels to. "
+      "The message names the expected range, what arrived and the likely fix.",
+      PyExc_UserWarning, nullptr);
+  g_range_error = PyErr_NewExceptionWithDoc(
+      "mnist_engine.InputRangeError",
+      "predict(..., range_check='raise') on float input far outside (or far inside) the range the model was "
+      "checked on; a ValueError with the same message as InputRangeWarning.",
+      PyExc_ValueError, nullptr);
+  if (!g_range_warning || !g_range_error) throw py::error_already_set();
+  m.attr("InputRangeWarning") = py::reinterpret_steal<py::object>(g_range_warning);
+  m.attr("InputRangeError") = py::reinterpret_steal<py::object>(g_range_error);
 
   PYBIND11_CONSTINIT static py::gil_safe_call_once_and_store<py::object> format_error;
   format_error.call_once_and_store_result([&]() {
@@ -378,17 +429,28 @@ nothing about an Engine can change.)doc")
                   py::arg("kernel") = "", py::arg("skip_zeros") = true, py::arg("precision") = py::none(),
                   py::arg("threads") = py::none(),
                   "An engine from the bytes of a .mnw file; see mnist_engine.load for the arguments.")
-      .def("predict", &predict, py::arg("x"), py::arg("threads") = py::none(),
+      .def("predict", &predict, py::arg("x"), py::arg("threads") = py::none(), py::arg("range_check") = "warn",
            "The model's outputs, (N, output_width) float32 (class probabilities for a softmax model).\n\n"
            "x: uint8 pixels (scaled by input_scale) or floats already in the model's input domain (x / 255 for "
-           "the bundled model), shaped (N, input_width) or (N, a, b) with a * b = input_width. threads: this "
-           "call's OpenMP threads (default: the engine's, else mnist_engine.get_num_threads()). Releases the GIL.")
-      .def("predict_proba", &predict, py::arg("x"), py::arg("threads") = py::none(),
+           "the bundled model; see input_range), shaped (N, input_width) or (N, a, b) with a * b = input_width. "
+           "threads: this call's OpenMP threads (default: the engine's, else mnist_engine.get_num_threads()). "
+           "Releases the GIL. range_check: float input far outside (or far inside) input_range gives an "
+           "InputRangeWarning once per engine ('warn'), an InputRangeError every time ('raise'), or nothing "
+           "('ignore'); the range is measured in the kernels' own pass over the rows.")
+      .def("predict_proba", &predict, py::arg("x"), py::arg("threads") = py::none(), py::arg("range_check") = "warn",
            "The same as predict: scikit-learn's name for class probabilities.")
-      .def("classify", &classify, py::arg("x"), py::arg("threads") = py::none(),
+      .def("classify", &classify, py::arg("x"), py::arg("threads") = py::none(), py::arg("range_check") = "warn",
            "One label per row, shape (N,): the argmax of predict, or for a one-output model output > threshold "
            "(0.5 after a sigmoid, else 0), mapped through `classes` when the file has them (int64, or str for "
-           "string labels). Takes the same x and threads as predict.")
+           "string labels). Takes the same x, threads and range_check as predict.")
+      .def_property_readonly("input_range", [](const Engine& e) {
+        return py::make_tuple(e.input_range().lo, e.input_range().hi);
+      }, "(lo, hi): the float inputs the model was checked on (its reference images in its input domain).")
+      .def("input_range_problem", [](const Engine& e, float lo, float hi) -> py::object {
+        const std::string problem = e.input_range_problem({std::min(lo, 0.0f), std::max(hi, 0.0f)});
+        return problem.empty() ? py::object(py::none()) : py::object(py::str(problem));
+      }, py::arg("lo"), py::arg("hi"),
+         "The InputRangeWarning message for float inputs spanning lo..hi, or None when they fit this model.")
       .def_property_readonly("classes_", &sklearn_classes,
                              "scikit-learn's classes_: the labels classify returns, as an array (the file's "
                              "classes, else the output indices 0..output_width-1).")

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstdio>
 #include <new>
 #include <sstream>
 #include <stdexcept>
@@ -31,6 +32,13 @@ constexpr size_t kAlignment = 64;
 
 using internal::kernel_of;
 using internal::round_up;
+
+// %g with 6 significant digits: how the range messages print numbers.
+std::string format_number(double v) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%g", v);
+  return text;
+}
 
 void softmax_rows(float* y, size_t rows, size_t stride, size_t width) {
   for (size_t r = 0; r < rows; ++r) {
@@ -206,6 +214,19 @@ std::shared_ptr<const Engine> Engine::from_bytes(const uint8_t* data, size_t siz
   e->file_bytes_.assign(data, data + size);  // parsed and valid: what a pickle carries
   e->input_width_ = file.input_width;
   e->input_scale_ = file.input_scale;
+  const ReferenceRange& r = file.reference_range;
+  if (r.present && r.pixels) {
+    e->input_range_ = {static_cast<float>(r.lo * file.input_scale), static_cast<float>(r.hi * file.input_scale)};
+    e->input_range_source_ = "reference images: uint8 pixels " + format_number(r.lo) + ".." + format_number(r.hi) +
+                             " x input_scale " + format_number(file.input_scale);
+  } else if (r.present) {
+    e->input_range_ = {static_cast<float>(r.lo), static_cast<float>(r.hi)};
+    e->input_range_source_ = "reference images: floats " + format_number(r.lo) + ".." + format_number(r.hi);
+    e->range_from_floats_ = true;
+  } else {
+    e->input_range_ = {0.0f, static_cast<float>(255 * file.input_scale)};
+    e->input_range_source_ = "uint8 pixels 0..255 x input_scale " + format_number(file.input_scale);
+  }
   e->metadata_ = std::move(file.metadata);
   e->classes_ = std::move(file.classes);
 
@@ -296,11 +317,28 @@ void Engine::verify(const ReferenceSet& ref) {
 }
 
 template <typename T>
+float* Engine::range_to_measure(const T* x, size_t rows, Scratch& s, bool measured_by_kernel) const {
+  if constexpr (std::is_same_v<T, uint8_t>) {
+    return nullptr;  // pixels are in range by construction
+  } else {
+    if (!s.measure) return nullptr;
+    if (measured_by_kernel) return s.range;
+    for (size_t r = 0; r < rows; ++r) kernels::widen_range(x + r * input_width_, 0, input_width_, s.range);
+    return nullptr;
+  }
+}
+template float* Engine::range_to_measure(const float*, size_t, Scratch&, bool) const;
+template float* Engine::range_to_measure(const uint8_t*, size_t, Scratch&, bool) const;
+
+template <typename T>
 void Engine::run_tile(const T* x, size_t rows, float* y, Scratch& s) const {
   if (precision_ != Precision::Fp32) return run_tile_quantized(x, rows, y, s);
   const float* in;
   size_t in_stride = input_width_;
   const KernelInfo& kernel = kernel_of(kernel_);
+  // The first layer's nonzero index is the pass over the input rows that measures their range.
+  float* range = range_to_measure(x, rows, s, layers_[0].info.op == Op::Dense && kernel.wants_nonzero_index &&
+                                                  skip_zeros_);
   if constexpr (std::is_same_v<T, uint8_t>) {
     kernel.pixels_to_float(x, rows * input_width_, input_scale_, s.input);
     in = s.input;
@@ -326,7 +364,7 @@ void Engine::run_tile(const T* x, size_t rows, float* y, Scratch& s) const {
         uint16_t* index = s.nz_index + r * width;
         uint32_t* ends = s.block_ends + r * blocks;
         if (skip_zeros_) {
-          kernel.nonzero_index(in + r * in_stride, width, index, ends);
+          kernel.nonzero_index(in + r * in_stride, width, index, ends, l == 0 ? range : nullptr);
           continue;
         }
         for (size_t k = 0; k < width; ++k) index[k] = static_cast<uint16_t>(k);
@@ -344,7 +382,7 @@ void Engine::run_tile(const T* x, size_t rows, float* y, Scratch& s) const {
 }
 
 template <typename T>
-void Engine::run(const T* x, size_t rows, float* y, int threads) const {
+void Engine::run(const T* x, size_t rows, float* y, int threads, InputRange* seen) const {
   if (rows == 0) return;
   constexpr bool kPixels = std::is_same_v<T, uint8_t>;
   const size_t tiles = (rows + kTileRows - 1) / kTileRows;
@@ -354,15 +392,20 @@ void Engine::run(const T* x, size_t rows, float* y, int threads) const {
   const auto tile_rows = [&](size_t t) { return std::min(kTileRows, rows - t * kTileRows); };
   if (team == 1) {
     Scratch s(*this, std::min(rows, kTileRows), kPixels);
+    s.measure = seen != nullptr;
     for (size_t t = 0; t < tiles; ++t)
       run_tile(x + t * kTileRows * in, tile_rows(t), y + t * kTileRows * out, s);
+    if (seen) *seen = {s.range[0], s.range[1]};
     return;
   }
   // Scratch is allocated before the parallel region so an allocation failure throws here, where
   // it can reach Python, rather than inside OpenMP, where it would terminate the process.
   std::vector<Scratch> scratch;
   scratch.reserve(team);
-  for (int i = 0; i < team; ++i) scratch.emplace_back(*this, kTileRows, kPixels);
+  for (int i = 0; i < team; ++i) {
+    scratch.emplace_back(*this, kTileRows, kPixels);
+    scratch.back().measure = seen != nullptr;
+  }
   note_team_started();
 #if defined(_OPENMP)  // (without OpenMP, effective_threads is 1 and this is never reached)
 #pragma omp parallel for num_threads(team) schedule(static)
@@ -370,6 +413,10 @@ void Engine::run(const T* x, size_t rows, float* y, int threads) const {
     run_tile(x + t * kTileRows * in, tile_rows(t), y + t * kTileRows * out,
              scratch[omp_get_thread_num()]);
 #endif
+  if (seen) {
+    *seen = {};
+    for (const Scratch& s : scratch) *seen = {std::min(seen->lo, s.range[0]), std::max(seen->hi, s.range[1])};
+  }
 }
 
 Engine::QuantPlan Engine::plan_quantized(const ModelFile& file, const void* kernel) {
@@ -390,11 +437,35 @@ const std::string& Engine::kernel_for_rows(size_t rows) const {
   return precision_ == Precision::Fp32 ? kernel_name_ : plan_for_rows(rows).name;
 }
 
-void Engine::predict(const float* x, size_t rows, float* y, int threads) const {
-  run(x, rows, y, threads);
+void Engine::predict(const float* x, size_t rows, float* y, int threads, InputRange* seen) const {
+  run(x, rows, y, threads, seen);
 }
 void Engine::predict(const uint8_t* x, size_t rows, float* y, int threads) const {
-  run(x, rows, y, threads);
+  run(x, rows, y, threads, nullptr);
+}
+
+std::string Engine::input_range_problem(InputRange seen) const {
+  const InputRange r = input_range_;
+  const double top = std::max(std::fabs(double(r.lo)), std::fabs(double(r.hi)));
+  const double span = r.hi > r.lo ? double(r.hi) - r.lo : std::max(top, 1.0);
+  const double seen_top = std::max(std::fabs(double(seen.lo)), std::fabs(double(seen.hi)));
+  const bool outside = seen.hi > r.hi + 4 * span || seen.lo < r.lo - 4 * span;
+  const bool inside = seen_top > 0.0 && seen_top < top / 100;
+  if (!outside && !inside) return "";  // every call asks: no text unless it is needed
+  const std::string arrived = "float inputs in " + format_number(seen.lo) + ".." + format_number(seen.hi);
+  const std::string checked = format_number(r.lo) + ".." + format_number(r.hi) +
+                              ", the range this model was checked on (" + input_range_source_ + ")";
+  if (outside) {
+    std::string fix = "scale them as the model's training data was";
+    if (!range_from_floats_ && input_scale_ != 1.0 && seen.lo >= 0.0f && seen.hi <= 255.0f)
+      fix = "raw 0..255 pixels? Pass them as uint8 (the engine scales them) or multiply by input_scale " +
+            format_number(input_scale_) + " first";
+    return arrived + " are far outside " + checked + ": " + fix + ".";
+  }
+  std::string fix = "scale them as the model's training data was";
+  if (!range_from_floats_ && input_scale_ == 1.0 && seen_top <= 1.0)
+    fix = "this model takes raw 0..255 values (input_scale 1): pass uint8 pixels, or multiply by 255";
+  return arrived + " use under 1% of " + checked + ": " + fix + ".";
 }
 
 }  // namespace mnist_engine

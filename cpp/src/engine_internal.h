@@ -31,6 +31,8 @@ struct Engine::Scratch {
   float* row_scale = nullptr;      // int8: per row
   int32_t* row_zero = nullptr;
   uint16_t* unit_index = nullptr;  // bf16/int8, per row: its nonzero 4-byte units
+  float range[2] = {0.0f, 0.0f};   // float input: the span this thread's tiles held (0 included)
+  bool measure = false;            // measure it (predict was given `seen`)
 
   Scratch(const Engine& e, size_t rows, bool pixels) {
     const KernelInfo& k = internal::kernel_of(e.kernel_);

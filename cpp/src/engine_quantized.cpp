@@ -105,6 +105,8 @@ template <typename T>
 void Engine::run_tile_quantized(const T* x, size_t rows, float* y, Scratch& s) const {
   const QuantPlan& plan = plan_for_rows(rows);
   const KernelInfo& k = kernel_of(plan.kernel);
+  // The first dense layer's row preparation is the pass over the input rows that measures them.
+  float* range = range_to_measure(x, rows, s, plan.layers[0].info.op == Op::Dense);
   const size_t stride = max_padded_width_;
   float* buffers[2] = {s.ping, s.pong};
   const float* in = nullptr;
@@ -150,7 +152,8 @@ void Engine::run_tile_quantized(const T* x, size_t rows, float* y, Scratch& s) c
     }
     if (l > 0 || !std::is_same_v<T, uint8_t>) {
       const float* src = l == 0 ? reinterpret_cast<const float*>(x) : in;
-      k.prepare_rows(src, l == 0 ? width : stride, rows, width, act, act_stride, s.row_scale, s.row_zero);
+      k.prepare_rows(src, l == 0 ? width : stride, rows, width, act, act_stride, s.row_scale, s.row_zero,
+                     l == 0 ? range : nullptr);
     }
     const size_t blocks = (layer.units + kernels::kUnitBlock - 1) / kernels::kUnitBlock;
     if (k.unit_index)

@@ -2,8 +2,10 @@
 // rule names below are the ones that table gives; tests/test_format.py breaks each one.
 #include "mnist_engine/model_file.h"
 
+#include <charconv>
 #include <cmath>
 #include <cstring>
+#include <iomanip>
 #include <set>
 #include <sstream>
 #include <tuple>
@@ -166,15 +168,27 @@ struct Header {
   double input_scale;
 };
 
+// What a file that is not ours probably is, for the bad-magic message: the model files people
+// hand to `load` by mistake are the framework files the exporters read.
+std::string foreign_file_hint(const uint8_t* d, size_t size) {
+  const auto starts = [&](const char* magic, size_t n) { return size >= n && std::memcmp(d, magic, n) == 0; };
+  const char* export_it = "; export it first: mnist-engine export MODEL OUT.mnw";
+  if (starts("PK\x03\x04", 4))
+    return cat("a zip archive: a Keras .keras model? (not an mnist_engine weights file", export_it, ")");
+  if (starts("\x89HDF\r\n\x1a\n", 8))
+    return cat("an HDF5 file: a Keras .h5 model? (not an mnist_engine weights file", export_it, ")");
+  return "(not an mnist_engine weights file)";
+}
+
 Header read_header(const uint8_t* d, size_t size) {
   if (size < kHeaderSize + kChecksumSize)
     throw FormatError(Rule::TooShort, 0, cat("expected at least ", kHeaderSize + kChecksumSize,
                                           " bytes (header and checksum), got ", size));
   if (std::memcmp(d, kMagic, sizeof kMagic) != 0) {
     std::ostringstream got;
-    for (size_t i = 0; i < 8; ++i) got << (i ? " " : "") << std::hex << int(d[i]);
-    throw FormatError(Rule::BadMagic, 0, cat("expected the magic 89 4d 4e 57 0d 0a 1a 0a, got ",
-                                          got.str(), " (not an mnist_engine weights file)"));
+    for (size_t i = 0; i < 8; ++i) got << (i ? " " : "") << std::hex << std::setw(2) << std::setfill('0') << int(d[i]);
+    throw FormatError(Rule::BadMagic, 0, cat("expected the magic 89 4d 4e 57 0d 0a 1a 0a, got ", got.str(), " ",
+                                          foreign_file_hint(d, size)));
   }
   const uint32_t version = le_u32(d + 8);
   if (version < 1 || version > kFormatVersion)
@@ -386,7 +400,8 @@ ClassLabels parse_classes(const std::string& value, uint64_t at, uint32_t output
   ClassLabels c;
   if (lines[0] == "int") c.kind = ClassLabels::Int;
   else if (lines[0] == "str") c.kind = ClassLabels::Str;
-  else fail(cat("expected the classes value to start with the line 'int' or 'str', got '", lines[0], "'"));
+  else if (lines[0] == "float") c.kind = ClassLabels::Float;
+  else fail(cat("expected the classes value to start with the line 'int', 'str' or 'float', got '", lines[0], "'"));
   const size_t want = output_width == 1 ? 2 : output_width;
   if (lines.size() - 1 != want)
     fail(cat("expected ", want, " class labels (", output_width == 1 ? "two for a one-output model" :
@@ -400,6 +415,17 @@ ClassLabels parse_classes(const std::string& value, uint64_t at, uint32_t output
       c.strs.push_back(label);
       continue;
     }
+    if (c.kind == ClassLabels::Float) {
+      // A finite decimal number, read whole (from_chars: no locale, no leading '+' or spaces).
+      double v = 0.0;
+      const auto [end, error] = std::from_chars(label.data(), label.data() + label.size(), v);
+      if (error != std::errc() || end != label.data() + label.size() || !std::isfinite(v))
+        fail(cat("expected finite decimal float labels, got '", label, "'"));
+      for (double other : c.floats)
+        if (other == v) fail(cat("expected unique class labels, '", label, "' equals an earlier one"));
+      c.floats.push_back(v);
+      continue;
+    }
     // An optional minus and 1..18 digits: always fits int64, and reads back as the same text.
     const size_t digits = label.size() - (label[0] == '-');
     bool ok = digits >= 1 && digits <= 18 && (digits == 1 || label[label.size() - digits] != '0');
@@ -408,6 +434,46 @@ ClassLabels parse_classes(const std::string& value, uint64_t at, uint32_t output
     c.ints.push_back(std::stoll(label));
   }
   return c;
+}
+
+// `reference_input_range`: "uint8 MIN MAX" (integers 0..255) or "float MIN MAX" (finite), MIN <= MAX,
+// one space apart. Numbers are read with from_chars: the locale's decimal point does not matter.
+ReferenceRange parse_reference_range(const std::string& value, uint64_t at) {
+  const auto fail = [&] {
+    throw FormatError(Rule::MetadataInputRange, at,
+                      cat("expected reference_input_range to be 'uint8 MIN MAX' (integers 0..255) or 'float MIN "
+                          "MAX' (finite), with MIN <= MAX, got '", value, "'"));
+  };
+  std::vector<std::string> parts;
+  for (size_t start = 0;;) {
+    const size_t space = value.find(' ', start);
+    parts.push_back(value.substr(start, space == std::string::npos ? std::string::npos : space - start));
+    if (space == std::string::npos) break;
+    start = space + 1;
+  }
+  if (parts.size() != 3 || (parts[0] != "uint8" && parts[0] != "float")) fail();
+  ReferenceRange r;
+  r.present = true;
+  r.pixels = parts[0] == "uint8";
+  double bounds[2];
+  for (int i = 0; i < 2; ++i) {
+    const std::string& text = parts[1 + i];
+    if (text.empty()) fail();
+    if (r.pixels) {
+      unsigned v = 0;
+      const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), v);
+      if (error != std::errc() || end != text.data() + text.size() || v > 255 || (text.size() > 1 && text[0] == '0'))
+        fail();
+      bounds[i] = v;
+    } else {
+      const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), bounds[i]);
+      if (error != std::errc() || end != text.data() + text.size() || !std::isfinite(bounds[i])) fail();
+    }
+  }
+  if (!(bounds[0] <= bounds[1])) fail();
+  r.lo = bounds[0];
+  r.hi = bounds[1];
+  return r;
 }
 
 }  // namespace
@@ -494,7 +560,7 @@ ModelFile parse_model_file(const uint8_t* d, size_t size) {
                             layer.parameters[2]));
   }
 
-  // Rules 22-28: metadata. Its entries are variable-length, so the structure is walked first
+  // Rules 22-29: metadata. Its entries are variable-length, so the structure is walked first
   // (every read bounds-checked against the reference section), then each rule runs over it.
   const std::vector<MetaEntry> entries = walk_metadata(d, h.meta_count, at, metadata_end);
   if (!entries.empty()) at = entries.back().value_at + entries.back().value_length;
@@ -505,12 +571,15 @@ ModelFile parse_model_file(const uint8_t* d, size_t size) {
     if (m.metadata.back().first == "classes")
       m.classes = parse_classes(m.metadata.back().second, e.value_at, output_width);
   }
+  for (size_t i = 0; i < entries.size(); ++i)  // rule 28 after rule 27 over every entry
+    if (m.metadata[i].first == "reference_input_range")
+      m.reference_range = parse_reference_range(m.metadata[i].second, entries[i].value_at);
   if (at != metadata_end)
     throw FormatError(Rule::TrailingBytes, at, cat("expected the reference section at offset ", at,
                                                    ", but ", metadata_end - at,
                                                    " bytes that no section describes come first"));
 
-  // Rules 29-30: the reference section.
+  // Rules 30-31: the reference section.
   ReferenceSet& ref = m.reference;
   ref.count = h.ref_count;
   ref.atol = le_f32(d + at);

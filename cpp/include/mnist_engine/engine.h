@@ -2,6 +2,7 @@
 // dispatch chose. Nothing here knows about instruction sets.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -48,6 +49,12 @@ const char* precision_name(Precision p);
 // Throws std::invalid_argument naming the precisions for an unknown name.
 Precision parse_precision(const std::string& name);
 
+// A span of input values: what a model was checked on (its reference images, in its input domain),
+// or what a batch of float inputs held (0 always included).
+struct InputRange {
+  float lo = 0.0f, hi = 0.0f;
+};
+
 struct LayerInfo {
   uint32_t input_width;
   uint32_t output_width;
@@ -74,8 +81,22 @@ class Engine {
   // uint8 inputs are raw pixels and get the model's input_scale; float inputs are already scaled.
   // Thread-safe; uses up to `threads` OpenMP threads when the batch is large enough to pay for them
   // (0: the engine's default, else the process's).
-  void predict(const float* x, size_t rows, float* y, int threads) const;
+  // `seen`, when given, receives the span of the float inputs (0 included, NaN ignored), measured in
+  // a pass the kernels make over the input rows anyway: for input_range_problem.
+  void predict(const float* x, size_t rows, float* y, int threads, InputRange* seen = nullptr) const;
   void predict(const uint8_t* x, size_t rows, float* y, int threads) const;
+
+  // The inputs the model was checked on, in its input domain: the file's reference_input_range
+  // (uint8 pixels times input_scale, or floats as given), else what uint8 pixels map to.
+  InputRange input_range() const { return input_range_; }
+  // Empty when `seen` (from predict) fits this model; otherwise one sentence naming the range the
+  // model was checked on, what arrived and the likely fix. Far outside: a bound more than 4 spans
+  // beyond the checked range (pixels 0..255 sent as floats to a model checked on 0..1). Far
+  // inside: nonzero values that reach under 1/100 of the checked range's largest magnitude
+  // (0..1 floats sent to a model that takes raw 0..255 values). All-zero input is never a problem.
+  std::string input_range_problem(InputRange seen) const;
+  // True the first time it is called on this engine: its range warning is given once.
+  bool first_range_warning() const { return !range_warned_.exchange(true); }
 
   uint32_t input_width() const { return input_width_; }
   uint32_t output_width() const { return shape_.back().output_width; }
@@ -155,14 +176,22 @@ class Engine {
 
   Engine() = default;
   template <typename T>
-  void run(const T* x, size_t rows, float* y, int threads) const;
+  void run(const T* x, size_t rows, float* y, int threads, InputRange* seen) const;
   template <typename T>
   void run_tile(const T* x, size_t rows, float* y, Scratch& s) const;
+  // The tile's input rows still to be measured for the range check, outside a kernel's pass: every
+  // row when the first layer's pass does not measure (`measured_by_kernel` false).
+  template <typename T>
+  float* range_to_measure(const T* x, size_t rows, Scratch& s, bool measured_by_kernel) const;
   void verify(const ReferenceSet& ref);
   void measure_reference_deviation(const ReferenceSet& ref);
 
   uint32_t input_width_ = 0;
   double input_scale_ = 1.0;
+  InputRange input_range_;
+  std::string input_range_source_;  // how the file states it, for messages
+  bool range_from_floats_ = false;  // the file's references were floats, not pixels
+  mutable std::atomic<bool> range_warned_{false};
   std::vector<LayerInfo> shape_;
   std::vector<PackedLayer> layers_;   // fp32
   QuantPlan plan_;                    // bf16, int8: the chosen kernel's

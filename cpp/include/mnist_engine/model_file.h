@@ -72,7 +72,7 @@ enum class Rule : uint8_t {
   LayerCount, InputWidth, InputScale, RefCount, MetaCount,
   LayerWidth, ActivationCode, Dtype, LayerOp, OpWidth, LayerChain, ModelSize, LayoutSize, NonFiniteWeight,
   LayerParameter, MetadataTruncated, MetadataKey, MetadataDuplicate, MetadataValue, MetadataRequired, MetadataClasses,
-  TrailingBytes, Tolerance, NonFiniteReference, Verification,
+  MetadataInputRange, TrailingBytes, Tolerance, NonFiniteReference, Verification,
 };
 struct RuleInfo {
   Rule rule;
@@ -106,6 +106,7 @@ inline constexpr RuleInfo kRules[] = {
     {Rule::MetadataValue, "metadata-value"},
     {Rule::MetadataRequired, "metadata-required"},
     {Rule::MetadataClasses, "metadata-classes"},
+    {Rule::MetadataInputRange, "metadata-input-range"},
     {Rule::TrailingBytes, "trailing-bytes"},
     {Rule::Tolerance, "tolerance"},
     {Rule::NonFiniteReference, "non-finite-reference"},
@@ -157,9 +158,18 @@ struct ReferenceSet {
 
 // The optional `classes` metadata entry, decoded: what classify() returns for each output.
 struct ClassLabels {
-  enum Kind { None, Int, Str } kind = None;
+  enum Kind { None, Int, Str, Float } kind = None;
   std::vector<int64_t> ints;
   std::vector<std::string> strs;
+  std::vector<double> floats;
+};
+
+// The optional `reference_input_range` entry, decoded: the reference images as the exporter received
+// them, raw uint8 pixels (scaled by input_scale into the model's domain) or floats already in it.
+struct ReferenceRange {
+  bool present = false;
+  bool pixels = false;
+  double lo = 0.0, hi = 0.0;
 };
 
 struct ModelFile {
@@ -169,6 +179,7 @@ struct ModelFile {
   std::vector<FileLayer> layers;
   std::vector<std::pair<std::string, std::string>> metadata;  // in file order
   ClassLabels classes;
+  ReferenceRange reference_range;
   ReferenceSet reference;
 };
 

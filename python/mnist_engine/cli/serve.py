@@ -28,6 +28,16 @@ def model_spec(text: str):
     return name, Path(path)
 
 
+def port_number(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number 0..65535, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number 0..65535 (0: any free port), got {value}")
+    return value
+
+
 def positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -44,7 +54,7 @@ def add_parser(sub) -> None:
     serve.add_argument("--model", type=model_spec, action="append", metavar="NAME=FILE",
                        help="a model to serve as NAME (repeatable; default: the bundled model as 'mnist')")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    serve.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    serve.add_argument("--port", type=port_number, default=8000, help="port (default 8000; 0 picks a free one)")
     serve.add_argument("--precision", choices=["fp32", "bf16", "int8"], help="arithmetic of every model (default fp32)")
     serve.add_argument("--threads", type=positive_int, help="OpenMP threads per predict call (default: all cores)")
     serve.add_argument("--max-batch", type=positive_int, default=256,
@@ -55,6 +65,9 @@ def add_parser(sub) -> None:
                        help="largest request body in bytes; larger gets 413 (default 8 MiB)")
     serve.add_argument("--body-timeout", type=positive_float, default=10.0,
                        help="seconds a client has to send a whole body; slower gets 408 (default 10)")
+    serve.add_argument("--allow-any-range", action="store_true",
+                       help="answer FP32 input far outside the range the model was checked on (pixels not "
+                            "divided by 255, say) instead of refusing it with 400")
     serve.set_defaults(run=run)
 
 
@@ -76,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
 
     models = load_models(args)
     limits = Limits(max_batch=args.max_batch, max_delay=args.max_delay_ms / 1000, max_body=args.max_body,
-                    body_timeout=args.body_timeout)
+                    body_timeout=args.body_timeout, allow_any_range=args.allow_any_range)
     app = create_app(models, limits)
     for name, engine in models.items():
         print(f"mnist-engine serve: {name}: {engine!r}", file=sys.stderr)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Dict, Mapping, Optional
 
+import numpy as np
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
@@ -44,6 +45,7 @@ class Limits:
     max_delay: float = 0.001  # seconds a batch waits for more requests after its first
     max_body: int = 8 << 20  # bytes; 64 images as JSON are ~200 KB
     body_timeout: float = 10.0  # seconds to receive a whole body
+    allow_any_range: bool = False  # answer FP32 input far outside the model's checked range (else 400)
 
 
 @dataclass
@@ -99,6 +101,15 @@ async def read_body(request: Request, limits: Limits) -> bytes:
     return b"".join(chunks)
 
 
+def check_input_range(engine: Engine, rows: np.ndarray) -> None:
+    """RequestError 400 for FP32 rows far outside (or far inside) the range the model was checked on:
+    the sentence a local predict would warn with. Per request, before batching, so one client's
+    unscaled pixels never fail another's rows."""
+    problem = engine.input_range_problem(float(rows.min()), float(rows.max()))
+    if problem:
+        raise RequestError(400, f"{problem} (this server refuses such input; --allow-any-range answers it)")
+
+
 def _page(model: str) -> str:
     """The draw-a-digit page, posting to `model`."""
     text = resources.files(__package__).joinpath("page.html").read_text(encoding="utf-8")
@@ -149,6 +160,8 @@ def create_app(models: Mapping[str, Engine], limits: Limits = Limits()) -> Starl
         body = await read_body(request, limits)
         decoded = decode_infer_request(body, request.headers.get("inference-header-content-length"),
                                        model.signature)
+        if decoded.rows.dtype == np.float32 and not limits.allow_any_range:
+            check_input_range(model.engine, decoded.rows)
         outputs = await model.batcher(datatype_of(decoded.rows)).predict(decoded.rows)
         payload, header_length = encode_infer_response(outputs, decoded, model.signature)
         if header_length is None:
