@@ -17,6 +17,7 @@ from mnist_engine import UnsupportedModelError
 from mnist_engine.bench import onnx_model
 from mnist_engine.model_file import ACTIVATION_PARAMETERS, DenseLayer, LayerNormLayer, ScaleShiftLayer
 from mnist_engine.onnx_export import (
+    _SHAPE_OPS,
     MIN_OPSET,
     ONNX_HANDLING,
     _GraphBuilder,
@@ -533,7 +534,8 @@ def test_the_cli_exports_an_onnx_file(onnx, tmp_path, rng, capsys):
 def test_the_handling_table_names_every_op_the_exporter_takes():
     """The README's table (generated from ONNX_HANDLING) and the dispatch table cannot drift apart."""
     named = {op for ops in ONNX_HANDLING if "(" not in ops for op in ops.split(", ")}
-    assert named == set(_GraphBuilder.HANDLERS) | {"Constant"}
+    # Shape and the index ops on its output fold into constants before the walk (_Graph._fold_shapes).
+    assert named == set(_GraphBuilder.HANDLERS) | {"Constant", "Shape"} | set(_SHAPE_OPS)
     assert all(re.search(rf"`{op}`", supported_markdown()) for op in named)
 
 
@@ -562,3 +564,70 @@ def test_a_torch_mlp_exports(onnx, ort, tmp_path, rng, dynamo):
     assert activations(engine) == ("gelu", "silu", "hard_silu", "leaky_relu", "softmax")
     with torch.no_grad():
         np.testing.assert_allclose(engine.predict(x), net(torch.from_numpy(x)).numpy(), atol=PARITY)
+
+
+# -- shapes computed by the graph (TorchScript) ---------------------------------------------------
+
+def view_batch_minus_one(onnx, source: str, out: str, opset: int) -> list:
+    """x.view(x.size(0), -1) as torch.onnx.export (TorchScript) writes it:
+    Shape -> Gather(0) -> Unsqueeze -> Concat([-1]) -> Reshape."""
+    from onnx import helper
+
+    unsqueeze = (node("Unsqueeze", [f"{out}_n", f"{out}_axes"], f"{out}_u") if opset >= 13 else
+                 node("Unsqueeze", [f"{out}_n"], f"{out}_u", axes=[0]))
+    return [node("Shape", [source], f"{out}_s"),
+            helper.make_node("Constant", [], [f"{out}_i"], value=helper.make_tensor("i", 7, [], [0])),
+            node("Gather", [f"{out}_s", f"{out}_i"], f"{out}_n", axis=0),
+            helper.make_node("Constant", [], [f"{out}_axes"], value=helper.make_tensor("a", 7, [1], [0])),
+            unsqueeze,
+            helper.make_node("Constant", [], [f"{out}_m"], value=helper.make_tensor("m", 7, [1], [-1])),
+            node("Concat", [f"{out}_u", f"{out}_m"], f"{out}_c", axis=0),
+            node("Reshape", [source, f"{out}_c"], out)]
+
+
+@pytest.mark.parametrize("in_shape", [(1, 28, 28), (28, 28)])
+def test_torchscript_view_of_the_batch_size_exports(onnx, ort, tmp_path, rng, in_shape):
+    """3 of 17 public PyTorch MLPs flatten with x.view(x.size(0), -1): the shape arithmetic folds away."""
+    inits = dense_weights(rng, [784, 16, 10])
+    model = make_model(onnx, [*view_batch_minus_one(onnx, "x", "f", 17), node("Gemm", ["f", "W0", "b0"], "g"),
+                              node("Relu", ["g"], "r"), node("Gemm", ["r", "W1", "b1"], "y")], inits, in_shape, 10,
+                       opset=17)
+    x = (rng.integers(0, 256, (200, *in_shape)) / 255).astype(np.float32)
+    _, engine = export_and_compare(onnx, ort, model, tmp_path, x)
+    assert engine.layers == ((784, 16, "relu"), (16, 10, "linear"))
+
+
+def test_arithmetic_on_the_batch_size_is_refused_by_its_reshape(onnx, tmp_path, rng):
+    from onnx import helper
+
+    inits = dense_weights(rng, [784, 10])
+    nodes = view_batch_minus_one(onnx, "x", "f", 17)
+    # view(x.size(0) * 2, -1): the batch size doubled is not a batch axis.
+    nodes.insert(3, helper.make_node("Constant", [], ["two"], value=helper.make_tensor("t", 7, [], [2])))
+    nodes.insert(4, node("Mul", ["f_n", "two"], "f_n2"))
+    nodes[5 + 1] = node("Unsqueeze", ["f_n2", "f_axes"], "f_u")
+    model = make_model(onnx, [*nodes, node("Gemm", ["f", "W0", "b0"], "y")], inits, (784,), 10, opset=17)
+    with pytest.raises(mnist_engine.UnsupportedModelError, match=r"node 'reshape_f' \(Reshape\)"):
+        mnist_engine.export_onnx(model, tmp_path / "m.mnw")
+
+
+def test_a_reshape_of_the_output_is_exported_with_its_shape_recorded(onnx, ort, tmp_path, rng):
+    """A generator's last .view(-1, 1, 28, 28): the rows are the same values; the file records the shape."""
+    from onnx import TensorProto, helper
+
+    inits = {**dense_weights(rng, [10, 784]), "shape": np.array([-1, 1, 28, 28], np.int64)}
+    model = make_model(onnx, [node("Gemm", ["x", "W0", "b0"], "g"), node("Sigmoid", ["g"], "s"),
+                              node("Reshape", ["s", "shape"], "y")], {}, (10,), 784)
+    model.graph.output[0].CopyFrom(helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 1, 28, 28]))
+    from onnx import numpy_helper
+
+    for name, value in inits.items():
+        model.graph.initializer.append(numpy_helper.from_array(value if value.dtype == np.int64 else
+                                                               value.astype(np.float32), name))
+    x = rng.normal(size=(50, 10)).astype(np.float32)
+    out = mnist_engine.export_onnx(model, tmp_path / "g.mnw")
+    engine = mnist_engine.load(out)
+    assert engine.metadata["output_shape"] == "1 28 28"
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    want = session.run(None, {"x": x})[0]
+    np.testing.assert_allclose(engine.predict(x).reshape(want.shape), want, atol=1e-6)

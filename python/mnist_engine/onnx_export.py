@@ -72,7 +72,12 @@ ONNX_HANDLING: Dict[str, str] = {
     "x * g(x)": "a `Mul` of a tensor with Sigmoid, Tanh(Softplus), HardSigmoid or 1 + Erf(·/√2) of itself: "
                 "silu, mish, hard_silu, gelu (how torch.onnx.export writes them)",
     "Flatten, Reshape, Transpose": "before the first dense layer: a permutation of its rows; the batch axis stays "
-                                   "first. After it: only to the same (batch, features) shape",
+                                   "first. After it: only to the same (batch, features) shape, or as the graph's "
+                                   "last node (a generator's view(-1, 1, 28, 28)), whose shape the file records as "
+                                   "`output_shape`",
+    "Shape, Gather, Unsqueeze, Squeeze, Concat, Slice, Cast": "shape arithmetic (TorchScript's "
+                                   "x.view(x.size(0), -1)): folded into the constant shape of the Reshape it feeds, "
+                                   "the batch size as its first dimension",
     "Identity, Dropout": "the identity at inference",
     "Constant": "a constant input of the ops above, like an initializer",
 }
@@ -136,6 +141,14 @@ def _opset(model) -> int:
     return version
 
 
+# The batch size in a shape computed by the graph: TorchScript writes x.view(x.size(0), -1) as
+# Shape -> Gather -> Unsqueeze -> Concat -> Reshape. Those nodes are folded into a constant shape with
+# this stand-in for the batch; a Reshape then accepts it as its first dimension only, and any
+# arithmetic on it yields something else, which Reshape refuses.
+BATCH = -(1 << 40)
+_SHAPE_OPS = ("Gather", "Unsqueeze", "Squeeze", "Concat", "Slice", "Cast", "Identity")
+
+
 class _Graph:
     """The graph's one input and output, its constants, and its live nodes (those the output needs)
     with, for each tensor, the live nodes that read it."""
@@ -160,6 +173,7 @@ class _Graph:
                 self.constants[node.output[0]] = self._constant_value(node)
             elif node.op_type == "Identity" and node.input[0] in self.constants:  # torch wraps weights so
                 self.constants[node.output[0]] = self.constants[node.input[0]]
+        self._fold_shapes(model, nodes)
         producer = {name: node for node in nodes for name in node.output if name}
         live, todo = set(), [self.output]
         while todo:
@@ -173,6 +187,60 @@ class _Graph:
             for name in dict.fromkeys(node.input):
                 if name and name not in self.constants:
                     self.readers.setdefault(name, []).append(node)
+
+    def _fold_shapes(self, model, nodes) -> None:
+        """Shape nodes, and the index arithmetic on their outputs, as constants with BATCH for the
+        batch size (needs the tensor's feature axes from ONNX's shape inference)."""
+        if not any(n.op_type == "Shape" for n in nodes):
+            return
+        inferred = self.onnx.shape_inference.infer_shapes(model)
+        dims: Dict[str, List[Optional[int]]] = {}
+        for info in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
+            shape = info.type.tensor_type.shape
+            dims[info.name] = [d.dim_value if d.HasField("dim_value") else None for d in shape.dim]
+        shapes = set()
+        for node in nodes:
+            if node.domain not in ("", "ai.onnx"):
+                continue
+            if node.op_type == "Shape":
+                known = dims.get(node.input[0])
+                if not known or any(d is None for d in known[1:]):
+                    continue  # left to the walk, which refuses it by name
+                value = np.asarray([BATCH] + known[1:], np.int64)
+                start, end = _attribute(self.onnx, node, "start", 0), _attribute(self.onnx, node, "end", None)
+                self.constants[node.output[0]] = value[start:end]
+                shapes.add(node.output[0])
+            elif node.op_type in _SHAPE_OPS and any(i in shapes for i in node.input) and all(
+                    not i or i in self.constants for i in node.input):
+                self.constants[node.output[0]] = self._shape_op(node)
+                shapes.add(node.output[0])
+
+    def _shape_op(self, node) -> np.ndarray:
+        """numpy's version of one index op on constant inputs."""
+        args = [np.asarray(self.constants[i]) if i else None for i in node.input]
+        attr = lambda name, default=None: _attribute(self.onnx, node, name, default)  # noqa: E731
+        op = node.op_type
+        if op == "Gather":
+            return np.take(args[0], args[1].astype(np.int64), axis=attr("axis", 0))
+        if op in ("Unsqueeze", "Squeeze"):
+            axes = attr("axes") if len(args) < 2 or args[1] is None else args[1].tolist()
+            if op == "Squeeze":
+                return np.squeeze(args[0], axis=tuple(axes) if axes is not None else None)
+            out = args[0]
+            for axis in sorted(a % (out.ndim + len(axes)) for a in axes):
+                out = np.expand_dims(out, axis)
+            return out
+        if op == "Concat":
+            return np.concatenate([a.reshape(-1) if a.ndim == 0 else a for a in args], axis=attr("axis", 0))
+        if op == "Slice":
+            starts, ends = args[1].tolist(), args[2].tolist()
+            axes = args[3].tolist() if len(args) > 3 and args[3] is not None else list(range(len(starts)))
+            steps = args[4].tolist() if len(args) > 4 and args[4] is not None else [1] * len(starts)
+            index = [slice(None)] * args[0].ndim
+            for s, e, a, st in zip(starts, ends, axes, steps):
+                index[a] = slice(s, e, st)
+            return args[0][tuple(index)]
+        return args[0].astype(np.int64)  # Cast (of an integer shape) and Identity
 
     def _constant_value(self, node) -> np.ndarray:
         for attr in node.attribute:
@@ -228,6 +296,7 @@ class OnnxChain:
     # Per engine layer: (tensor, s, o), where the graph's tensor is s * the layer's output + o.
     ends_at: List[Tuple[str, float, float]]
     descriptions: List[str]
+    output_shape: Optional[Tuple[int, ...]] = None  # the graph's output per row, when not a vector
 
 
 _ELEMENTWISE_AFFINE = ("Add", "Sub", "Mul", "Div")
@@ -263,6 +332,7 @@ class _GraphBuilder:
         self._reset_pending()
         self.drafts: List[LayerDraft] = []
         self.rescales = False
+        self.output_shape: Optional[Tuple[int, ...]] = None  # a reshape of the last layer's output
 
     # -- the walk -------------------------------------------------------------------------------
 
@@ -282,7 +352,8 @@ class _GraphBuilder:
             raise UnsupportedModelError("the graph has no MatMul or Gemm node")
         self._flush(self.graph.output)
         return OnnxChain([d.layer() for d in self.drafts], self.rescales, self.input_shape,
-                         [d.ends_at for d in self.drafts], [" + ".join(d.parts) for d in self.drafts])
+                         [d.ends_at for d in self.drafts], [" + ".join(d.parts) for d in self.drafts],
+                         self.output_shape)
 
     def _list(self, nodes) -> str:
         return ", ".join(self.graph.describe(n) for n in nodes)
@@ -544,6 +615,11 @@ class _GraphBuilder:
 
     def _reshape_to(self, node, shape: Tuple[int, ...], transform=None) -> None:
         if self.drafts:
+            if node.output[0] == self.graph.output and int(np.prod(shape)) == int(np.prod(self.shape)):
+                # The output viewed as an image (a generator's .view(-1, 1, 28, 28)): the engine's rows
+                # are the same values in the same order; the shape is recorded in the file.
+                self.output_shape = shape
+                return
             if shape != self.shape:
                 raise self._refuse(node, f"reshaping dense outputs to (batch, {', '.join(map(str, shape))})",
                                    "after the first MatMul or Gemm, only (batch, features) vectors are")
@@ -560,6 +636,11 @@ class _GraphBuilder:
 
     def _reshape(self, node, _) -> None:
         target = [int(d) for d in self._constant(node, 1).reshape(-1)]
+        if target and target[0] == BATCH:  # x.view(x.size(0), ...): the batch size, computed by the graph
+            target[0] = -1 if -1 not in target[1:] else 0
+        if BATCH in target[1:] or any(d < -1 for d in target):
+            raise self._refuse(node, "a target shape computed from the batch size other than as its first dimension",
+                               "the batch size (x.size(0)) as the first dimension, or 0 or -1 there, is")
         keep_zeros = bool(self._attribute(node, "allowzero", 0))
         if not target or target[0] not in (0, -1) or (target[0] == 0 and keep_zeros):
             raise self._refuse(node, f"the target shape {target}", "a first dimension of 0 or -1 (the batch) is")
@@ -754,6 +835,9 @@ def export_onnx(
     meta.update({"onnx_version": onnx.__version__, "opset": str(opset),
                  "onnx_producer": f"{model.producer_name} {model.producer_version}".strip() or "unknown",
                  "reference_precision": "float32", "reference_runtime": "onnx.reference.ReferenceEvaluator"})
+    if chain.output_shape is not None:
+        # predict gives (N, features); this is how the graph's own output held each row's values.
+        meta["output_shape"] = " ".join(map(str, chain.output_shape))
     calibration = None if calibration_images is None else reference_inputs_for(calibration_images, width, input_scale)
     return prove_and_write(out_path, chain.layers, framework="ONNX", stages=stages, input_scale=input_scale,
                            metadata=meta, reference=reference, reference_outputs=ref_out, atol=atol, rtol=rtol,
