@@ -76,7 +76,8 @@ def test_branching_model_is_refused(keras, tmp_path):
      r"^layer 'ln' \(LayerNormalization\): rms_scaling=True is not supported; LayerNormalization with "
      r"rms_scaling=False is$"),
     (lambda k: k.layers.UnitNormalization(name="unit"),
-     r"^layer 'unit' \(UnitNormalization\) is not supported; supported: InputLayer, Dense, LayerNormalization, "),
+     r"^layer 'unit' \(UnitNormalization\) is not supported \(and its values match no engine activation or "
+     r"per-feature affine map\); supported: InputLayer, Dense, LayerNormalization, "),
 ])
 @pytest.mark.filterwarnings("ignore:You passed `rms_scaling=True`:UserWarning")  # Keras's own deprecation
 def test_unsupported_layers_are_named(keras, tmp_path, make, match):
@@ -504,3 +505,55 @@ def test_sklearn_float_labels_classify_exactly_as_predict(mnist, tmp_path):
     got, want = engine.classify(x_test[:2000]), clf.predict(x_test[:2000].reshape(-1, 784) / 255.0)
     assert got.dtype == want.dtype == np.float64 and (got == want).mean() >= 0.999
     assert engine.classes_.dtype == np.float64
+
+
+def custom_layers(keras):
+    """Layers whose Python the exporter cannot read, as people write them, and what they compute."""
+    ops = keras.ops
+
+    class Mish(keras.layers.Layer):
+        def call(self, x):
+            return x * ops.tanh(ops.softplus(x))
+
+    class Swish(keras.layers.Activation):
+        def __init__(self, **kw):
+            super().__init__(lambda x: x * ops.sigmoid(x), **kw)
+
+    class ScaleShift(keras.layers.Layer):
+        def call(self, x):
+            return x * 2.0 - 0.5
+
+    class QuickGelu(keras.layers.Layer):  # x * sigmoid(1.702 x): close to gelu, and not it
+        def call(self, x):
+            return x * ops.sigmoid(1.702 * x)
+
+    class Mixes(keras.layers.Layer):  # not element-wise
+        def call(self, x):
+            return x * ops.mean(x, axis=-1, keepdims=True)
+
+    return {"mish": (Mish, "mish"), "swish": (Swish, "silu"),
+            "relu6 lambda": (lambda: keras.layers.Lambda(lambda x: ops.minimum(ops.relu(x), 6.0)), "relu6"),
+            "leaky lambda": (lambda: keras.layers.Lambda(lambda x: ops.leaky_relu(x, 0.15)), "leaky_relu"),
+            "affine": (ScaleShift, None), "quick gelu": (QuickGelu, "refused"), "mixes": (Mixes, "refused")}
+
+
+@pytest.mark.parametrize("name", ["mish", "swish", "relu6 lambda", "leaky lambda", "affine", "quick gelu", "mixes"])
+def test_layers_the_exporter_cannot_read_are_identified_by_their_values(keras, mnist, tmp_path, name):
+    make, expected = custom_layers(keras)[name]
+    model = keras.Sequential([keras.Input((784,)), keras.layers.Dense(32), make(),
+                              keras.layers.Dense(10, activation="softmax")])
+    (_, _), (x_test, _) = mnist
+    if expected == "refused":
+        with pytest.raises(mnist_engine.UnsupportedModelError, match=r"is not supported \(and its values match no "
+                                                                     r"engine activation"):
+            mnist_engine.export_keras(model, tmp_path / "m.mnw")
+        assert not (tmp_path / "m.mnw").exists()
+        return
+    engine = mnist_engine.load(mnist_engine.export_keras(model, tmp_path / "m.mnw"))
+    if expected is None:  # the affine map folds into the Dense around it
+        assert [op for op in engine.layer_ops] == ["dense", "dense"]
+    else:
+        assert engine.layers[0] == (784, 32, expected)
+    x = x_test[:500]
+    got, want = engine.predict(x), model.predict(x.reshape(500, -1) / np.float32(255), verbose=0)
+    assert np.abs(got - want).max() <= 1e-5

@@ -196,6 +196,10 @@ LAYER_HANDLING: Dict[str, str] = {
     "Permute": "likewise",
     **{name: "the identity at inference" for name in IDENTITY_LAYERS},
     "Sequential or functional model used as a layer": "unwrapped into its own layers",
+    "Any other layer on a vector (an `Activation` subclass such as Mish, ReLU6 or Swish, a `Lambda`)":
+        "identified by its values: probed on inputs across every activation's range, it must equal one of the "
+        "engine's parameter-free activations (or leaky_relu, elu with a fitted parameter), or a per-feature affine "
+        "map, within 1e-6 relative everywhere; then handled as that, and the whole model is checked as always",
 }
 SUPPORTED_LAYERS = tuple(LAYER_HANDLING)
 
@@ -260,6 +264,64 @@ def _activation_layer(layer, keras, features: int) -> Tuple[str, Tuple[float, ..
     if alpha.size != features:
         raise _refuse(layer, f"shared_axes={cfg.get('shared_axes')!r}", "a PReLU with one slope per feature is")
     return "prelu", tuple(alpha)
+
+
+# What identify_elementwise feeds a layer: both signs of every scale an activation's shape shows at
+# (the kinks at 0, 3 and 6, the saturations past 20), and zero; every feature sees every value.
+_PROBE_VALUES = np.unique(np.concatenate([
+    np.linspace(-25.0, 25.0, 201), [0.0, 1e-4, -1e-4, 1e-2, -1e-2, 2.9, 3.1, 5.9, 6.1, 40.0, -40.0]]))
+# Parameter-free engine activations a layer's values may match (softmax over the feature vector too).
+_PROBED = ("relu", "sigmoid", "tanh", "softmax", "gelu", "gelu_tanh", "silu", "selu", "softplus", "softsign",
+           "relu6", "hard_sigmoid", "hard_silu", "exponential", "mish", "log_softmax")
+
+
+def identify_elementwise(layer, keras, in_shape, out_shape):
+    """A layer whose code the exporter cannot read, identified by what it computes: ("activation",
+    (name, parameters)) or ("affine", (scale, offset)) when it equals one within 1e-6 relative on
+    every probe, else None. Only layers from a feature vector to one of the same width qualify; the
+    whole model is still checked against Keras afterwards."""
+    from .reference import ACTIVATION_FUNCTIONS
+
+    if len(in_shape) != 1 or tuple(out_shape) != tuple(in_shape):
+        return None
+    features = int(in_shape[0])
+    # Row r, feature j holds value (r + j) mod len: every feature sees every value, and rows mix them
+    # (a layer that mixes features, or a softmax, shows it).
+    n = len(_PROBE_VALUES)
+    x = _PROBE_VALUES[(np.arange(n)[:, None] + np.arange(features)[None, :]) % n].astype(np.float32)
+    try:
+        y = np.asarray(keras.ops.convert_to_numpy(layer(x)), np.float64)
+    except Exception:  # a layer that cannot run on its own is not element-wise in the sense needed here
+        return None
+    if y.shape != x.shape or not np.all(np.isfinite(y)):
+        return None
+    z = x.astype(np.float64)
+
+    def matches(want: np.ndarray) -> bool:
+        with np.errstate(all="ignore"):
+            return bool(np.all(np.abs(y - want) <= 1e-6 * np.maximum(np.abs(want), 1e-3)))
+
+    for name in _PROBED:
+        with np.errstate(all="ignore"):
+            if matches(ACTIVATION_FUNCTIONS[name](z)):
+                return "activation", (name, ())
+    # One fitted parameter: leaky_relu's slope from x = -1, elu's alpha from x = -25 (where it is -alpha).
+    at = {v: int(np.flatnonzero(_PROBE_VALUES == v)[0]) for v in (-1.0, -25.0)}
+    slope = -float(y[at[-1.0], 0])
+    if np.isfinite(slope) and matches(ACTIVATION_FUNCTIONS["leaky_relu"](z, slope)):
+        return "activation", ("leaky_relu", (slope,))
+    alpha = -float(y[at[-25.0], 0]) / (1.0 - np.exp(-25.0))
+    if np.isfinite(alpha) and alpha > 0 and matches(ACTIVATION_FUNCTIONS["elu"](z, alpha)):
+        return "activation", ("elu", (alpha,))
+    # Per-feature affine: s and o from the values at 0 and 1 of each feature, then held everywhere.
+    rows = (np.flatnonzero(_PROBE_VALUES == 0.0)[0] - np.arange(features)) % n
+    at0 = y[rows, np.arange(features)]
+    at1 = y[(rows + int(np.flatnonzero(_PROBE_VALUES == 0.25)[0]) - int(np.flatnonzero(_PROBE_VALUES == 0.0)[0])) % n,
+            np.arange(features)]
+    scale, offset = (at1 - at0) / 0.25, at0
+    if matches(z * scale + offset):
+        return "affine", (scale, offset)
+    return None
 
 
 def _numpy(keras, tensor) -> np.ndarray:
@@ -373,8 +435,14 @@ class _ChainBuilder:
             return self._activation(pos, link)
         if kind == "LayerNormalization":
             return self._layer_norm(pos, link)
-        raise UnsupportedModelError(f"layer {_describe(layer)} is not supported; supported: "
-                                    f"{', '.join(SUPPORTED_LAYERS)}")
+        found = identify_elementwise(layer, keras, link.in_shape, link.out_shape)
+        if found is None:
+            raise UnsupportedModelError(f"layer {_describe(layer)} is not supported (and its values match no "
+                                        f"engine activation or per-feature affine map); supported: "
+                                        f"{', '.join(SUPPORTED_LAYERS)}")
+        if found[0] == "affine":
+            return self._affine(pos, link, f"{kind}: per-feature affine by its values", found[1])
+        return self._activation(pos, link, found[1], f"{kind}: {found[1][0]} by its values")
 
     def _moving(self, link: _Link, kind: str) -> None:
         layer = link.layer
@@ -392,9 +460,9 @@ class _ChainBuilder:
         else:
             self._move(lambda a: a.reshape(link.out_shape))
 
-    def _affine(self, pos: int, link: _Link, kind: str) -> None:
+    def _affine(self, pos: int, link: _Link, kind: str, known: Optional[Tuple[np.ndarray, np.ndarray]] = None) -> None:
         layer = link.layer
-        scale, offset = _affine_of(layer, self.keras, tuple(link.in_shape))
+        scale, offset = known if known is not None else _affine_of(layer, self.keras, tuple(link.in_shape))
         self.rescales |= kind == "Rescaling" and not self.parts
         last = self.parts[-1] if self.parts else None
         if last is not None and last.op == "dense" and last.activation == "linear" and not self._has_pending():
@@ -428,10 +496,11 @@ class _ChainBuilder:
             raise _refuse(link.layer, f"a rank-{len(link.in_shape) + 1} input", "add a Flatten before it")
         return int(link.in_shape[0])
 
-    def _activation(self, pos: int, link: _Link) -> None:
+    def _activation(self, pos: int, link: _Link, known: Optional[Tuple[str, Tuple[float, ...]]] = None,
+                    what: str = "") -> None:
         layer = link.layer
         features = self._features(link)
-        activation, parameters = _activation_layer(layer, self.keras, features)
+        activation, parameters = known or _activation_layer(layer, self.keras, features)
         self._flush(pos)
         last = self.parts[-1] if self.parts else None
         if last is None or last.activation != "linear":
@@ -439,7 +508,7 @@ class _ChainBuilder:
             last = LayerDraft("scale_shift", [np.ones(features), np.zeros(features)], ends_at=pos)
             self.parts.append(last)
         last.activation, last.parameters, last.ends_at = activation, parameters, pos
-        last.parts.append(f"{layer.name!r} ({type(layer).__name__} {activation})")
+        last.parts.append(f"{layer.name!r} ({what or f'{type(layer).__name__} {activation}'})")
 
     def _layer_norm(self, pos: int, link: _Link) -> None:
         layer, keras = link.layer, self.keras
