@@ -1,44 +1,38 @@
-"""The README's code runs: every command of its ```sh blocks and every ```python block, taken from
-the Markdown itself, so the docs cannot drift from the code.
+"""The README's code runs as written, top to bottom, the way a newcomer pastes it: every line of its
+```sh blocks and every ```python block, in document order, in one scratch folder that holds what a
+checkout holds (tools/, tests/, models/), so a file a later step reads (my_model.mnw, my_digits/)
+must be made by an earlier step. Nothing is defined for the snippets: no names, no files.
 
-How each kind is run:
+How each kind of step is run:
 - ``pip install TARGET``: the target must be this project and every extra it names must exist in
   pyproject.toml. The install itself is not repeated here: .ci/run performs the README's own
   test command, ``pip install ".[test]"``, for real, in a fresh venv.
 - ``python -m pytest``: not run; it is the run executing this test.
-- ``mnist-engine serve ...``: started with ``--port 0`` added, it must say where it listens and
-  answer ``/v2/health/ready`` and ``/v2/models/mnist/ready``; then SIGTERM must stop it with exit 0.
-- anything else (``mnist-engine ...``, ``python tools/...``, ``python -m ...``): run in a scratch
-  folder holding what the README tells the reader to bring (``my_model.keras``, ``my_model.onnx``,
-  ``my_model.mnw``), with ``tools/`` and ``tests/`` reachable as in a checkout; it must exit 0.
-- Python blocks: run in the same folder after a prelude that defines the names the README leaves to
-  the reader (PRELUDE); they must not raise.
+- ``mnist-engine serve ...``: started in the background with ``--port 0`` added (a fixed port could
+  be taken on a test machine); it must say where it listens and stay up for the steps after it,
+  whose ``localhost:8000`` becomes that address; at the end SIGTERM must stop it with exit 0.
+- any other shell line: run by bash as written (``&&`` parts one by one, the venv's ``python`` and
+  ``mnist-engine`` first on PATH); it must exit 0.
+- Python blocks: ``python -c BLOCK``, as written; they must not raise.
 """
 from __future__ import annotations
 
+import os
 import re
-import shlex
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import pytest
 
-import mnist_engine
+from conftest import IN_CI
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
-
-# What the README's snippets assume the reader has: images, a path, their own model file.
-PRELUDE = """\
-import numpy as np, mnist_engine
-from mnist_engine.datasets import load_mnist
-images = load_mnist()[1][0][:2000]
-x = images.reshape(len(images), -1)
-path = "my_model.mnw"
-"""
+README_PORT = "localhost:8000"
 
 
 def blocks(language: str) -> List[Tuple[int, str]]:
@@ -50,20 +44,17 @@ def blocks(language: str) -> List[Tuple[int, str]]:
     return found
 
 
-def shell_commands() -> List[Tuple[str, List[str]]]:
-    commands = []
+def steps() -> List[Tuple[int, str, str]]:
+    """(README line, "sh" or "python", code) in document order: one step per shell command (a line's
+    ``&&`` parts apart), one per Python block."""
+    found = []
     for line_no, code in blocks("sh"):
         for offset, line in enumerate(code.splitlines()):
-            words = shlex.split(line, comments=True)
-            command: List[str] = []
-            for word in words + ["&&"]:
-                if word == "&&":
-                    if command:
-                        commands.append((f"README.md:{line_no + 1 + offset}: {' '.join(command)}", command))
-                    command = []
-                else:
-                    command.append(word)
-    return commands
+            for part in line.split(" && "):
+                if part.strip() and not part.strip().startswith("#"):
+                    found.append((line_no + 1 + offset, "sh", part.strip()))
+    found += [(line_no, "python", code) for line_no, code in blocks("python")]
+    return sorted(found, key=lambda step: step[0])
 
 
 def extras_in_pyproject() -> set:
@@ -75,90 +66,90 @@ def extras_in_pyproject() -> set:
         return set(tomllib.load(f)["project"]["optional-dependencies"])
 
 
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory, mnist):
-    work = tmp_path_factory.mktemp("readme")
-    for name in ("tools", "tests"):
-        (work / name).symlink_to(ROOT / name)
-    shutil.copy(ROOT / "models" / "mnist_mlp_512x2.keras", work / "my_model.keras")
-    shutil.copy(mnist_engine.default_model_path(), work / "my_model.mnw")
-    # The bundled network as an ONNX graph (MatMul, Add, Relu, Softmax), as a PyTorch user brings one.
-    from mnist_engine.bench import onnx_model
-    from mnist_engine.model_file import read_layers
-
-    layers = read_layers(mnist_engine.default_model_path())
-    (work / "my_model.onnx").write_bytes(onnx_model(layers).SerializeToString())
-    return work
-
-
 def test_the_readme_has_code_to_check():
-    assert len(shell_commands()) >= 10 and len(blocks("python")) >= 3  # the parser did not silently miss them
+    kinds = [kind for _, kind, _ in steps()]
+    assert kinds.count("sh") >= 12 and kinds.count("python") >= 4  # the parser did not silently miss them
 
 
-def run(command: List[str], cwd: Path) -> subprocess.CompletedProcess:
-    program = {"python": [sys.executable], "mnist-engine": [sys.executable, "-m", "mnist_engine"]}
-    if command[0] not in program:
-        pytest.fail(f"the README runs {command[0]!r}: teach tests/test_readme.py how to run it")
-    return subprocess.run(program[command[0]] + command[1:], cwd=cwd, capture_output=True, text=True,
-                          timeout=600, stdin=subprocess.DEVNULL)
+def check_install(where: str, command: str) -> None:
+    targets = [w.strip("\"'") for w in command.split()[2:] if not w.startswith("-")]
+    extras = extras_in_pyproject()
+    for target in targets:
+        m = re.fullmatch(r"(\.|mnist-engine)(?:\[([\w,-]+)\])?", target)
+        assert m, f"{where}: installs {target!r}, not this project"
+        missing = set((m.group(2) or "").split(",")) - extras - {""}
+        assert not missing, f"{where}: pyproject.toml has no extra {sorted(missing)}"
 
 
-def check_server(command: List[str], cwd: Path) -> None:
-    import re as regex
-    import signal
-    import urllib.request
+class Server:
+    """`mnist-engine serve ...` from the README, in the background on a free port."""
 
-    process = subprocess.Popen([sys.executable, "-m", "mnist_engine", *command[1:], "--port", "0"], cwd=cwd,
-                               stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, stdin=subprocess.DEVNULL)
-    try:
+    def __init__(self, command: str, cwd: Path, env: dict):
+        self.process = subprocess.Popen(["bash", "-c", f"exec {command.split('#')[0].strip()} --port 0"], cwd=cwd,
+                                        env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+                                        stdin=subprocess.DEVNULL)
         log = []
-        for line in process.stderr:
+        for line in self.process.stderr:
             log.append(line)
-            found = regex.search(r"listening on (http://127\.0\.0\.1:\d+)/", line)
+            found = re.search(r"listening on http://(127\.0\.0\.1:\d+)/", line)
             if found:
-                break
-        assert found, "".join(log)
-        for path in ("/v2/health/ready", "/v2/models/mnist/ready"):
-            with urllib.request.urlopen(found.group(1) + path, timeout=30) as response:
-                assert response.status == 200
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(60) == 0
+                self.address = found.group(1)
+                return
+        raise AssertionError("the README's server never said where it listens:\n" + "".join(log))
+
+    def stop(self) -> Optional[int]:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(60)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+
+
+@pytest.fixture
+def workdir(tmp_path, mnist):
+    for name in ("tools", "tests", "models"):  # what a checkout has next to README.md
+        (tmp_path / name).symlink_to(ROOT / name)
+    return tmp_path
+
+
+def test_the_readme_runs_as_written(workdir, request):
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    server: Optional[Server] = None
+    try:
+        for line_no, kind, code in steps():
+            where = f"README.md:{line_no}"
+            if server is not None:
+                code = code.replace(README_PORT, server.address)
+            if kind == "python":
+                out = subprocess.run([sys.executable, "-c", code], cwd=workdir, env=env, capture_output=True,
+                                     text=True, timeout=600, stdin=subprocess.DEVNULL)
+                assert out.returncode == 0, f"{where}\n{code}\n{out.stderr[-3000:]}"
+                continue
+            if code.startswith("pip install"):
+                check_install(where, code)
+                continue
+            if code.startswith("python -m pytest"):
+                continue  # the test suite itself: this is the run executing it
+            if ".keras" in code:
+                request.getfixturevalue("keras")  # exporting needs TensorFlow (required under CI)
+            if code.startswith("curl") and shutil.which("curl") is None:
+                if IN_CI:
+                    pytest.fail(f"{where} runs curl, which CI must have")
+                continue
+            if code.startswith("mnist-engine serve"):
+                assert server is None, f"{where}: a second server"
+                server = Server(code, workdir, env)
+                continue
+            out = subprocess.run(["bash", "-c", code], cwd=workdir, env=env, capture_output=True, text=True,
+                                 timeout=600, stdin=subprocess.DEVNULL)
+            assert out.returncode == 0, f"{where}: {code}\nstdout:\n{out.stdout[-2000:]}\nstderr:\n{out.stderr[-2000:]}"
+            if code.startswith("curl"):
+                assert '"outputs"' in out.stdout, f"{where}: {out.stdout[-500:]}"
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-
-
-@pytest.mark.parametrize("where, command", shell_commands(), ids=[w for w, _ in shell_commands()])
-def test_shell_command(where, command, workdir, request):
-    if command[:2] == ["pip", "install"]:
-        targets = [w for w in command[2:] if not w.startswith("-")]
-        extras = extras_in_pyproject()
-        for target in targets:
-            m = re.fullmatch(r"(\.|mnist-engine)(?:\[([\w,-]+)\])?", target)
-            assert m, f"{where}: installs {target!r}, not this project"
-            missing = set((m.group(2) or "").split(",")) - extras - {""}
-            assert not missing, f"{where}: pyproject.toml has no extra {sorted(missing)}"
-        return
-    if command[:3] == ["python", "-m", "pytest"]:
-        pytest.skip("the test suite itself: this is the run executing it")
-    if any(w.endswith(".keras") for w in command):
-        request.getfixturevalue("keras")  # exporting needs TensorFlow (required under CI)
-    if command[:2] == ["mnist-engine", "serve"]:
-        return check_server(command, workdir)
-    out = run(command, workdir)
-    assert out.returncode == 0, f"{where}\nstdout:\n{out.stdout[-2000:]}\nstderr:\n{out.stderr[-2000:]}"
-
-
-@pytest.mark.parametrize("line_no, code", blocks("python"), ids=[f"README.md:{n}" for n, _ in blocks("python")])
-def test_python_block(line_no, code, workdir):
-    # The shell blocks make my_digits/; a Python block may read from it, in whatever order tests run.
-    if not (workdir / "my_digits").exists():
-        subprocess.run([sys.executable, "tests/drawn_digits.py", "my_digits"], cwd=workdir, check=True,
-                       capture_output=True)
-    out = subprocess.run([sys.executable, "-c", PRELUDE + code], cwd=workdir, capture_output=True, text=True,
-                         timeout=600, stdin=subprocess.DEVNULL)
-    assert out.returncode == 0, f"README.md:{line_no}\n{out.stderr[-3000:]}"
+        if server is not None:
+            assert server.stop() == 0, "SIGTERM must stop the README's server with exit 0"
 
 
 def test_the_export_section_lists_what_the_exporter_supports():
