@@ -279,12 +279,15 @@ std::shared_ptr<const Engine> Engine::from_bytes(const uint8_t* data, size_t siz
   e->kernel_ = &chosen;
   e->kernel_name_ = chosen.name;
   e->max_padded_width_ = 0;
-  e->plan_ = e->plan_quantized(file, &chosen);
+  std::vector<LayerValues> values;
+  for (const FileLayer& src : file.layers)
+    values.push_back(src.op == Op::Dense ? quantize_values(src, precision) : LayerValues{});
+  e->plan_ = e->plan_quantized(file, values, &chosen);
   // A forced kernel runs every tile: forcing is how its small tiles get tested and timed.
   const KernelInfo* partner = kernel.empty() && forced_kernel_name(precision).empty() ? small_batch_partner(chosen)
                                                                                       : nullptr;
   if (partner) {
-    e->small_plan_ = e->plan_quantized(file, partner);
+    e->small_plan_ = e->plan_quantized(file, values, partner);
     e->min_rows_ = chosen.min_rows;
   }
   e->max_act_bytes_ = e->max_units_ * kernels::kUnitBytes;
@@ -419,11 +422,13 @@ void Engine::run(const T* x, size_t rows, float* y, int threads, InputRange* see
   }
 }
 
-Engine::QuantPlan Engine::plan_quantized(const ModelFile& file, const void* kernel) {
+Engine::QuantPlan Engine::plan_quantized(const ModelFile& file, const std::vector<LayerValues>& values,
+                                         const void* kernel) {
   const KernelInfo& k = kernel_of(kernel);
   QuantPlan plan{kernel, k.name, {}};
-  for (const FileLayer& src : file.layers) {
-    QuantLayer q = src.op == Op::Dense ? quantize_layer(src, kernel, precision_) : QuantLayer{};
+  for (size_t l = 0; l < file.layers.size(); ++l) {
+    const FileLayer& src = file.layers[l];
+    QuantLayer q = src.op == Op::Dense ? pack_layer(src, values[l], kernel, precision_) : QuantLayer{};
     q.info = {src.input_width, src.output_width, src.activation, src.op};
     q.panels = round_up(src.output_width, k.panel_width) / k.panel_width;
     max_padded_width_ = std::max(max_padded_width_, q.panels * k.panel_width);

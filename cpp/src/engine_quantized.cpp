@@ -1,6 +1,7 @@
 // The reduced-precision engine (bf16, int8): quantizing and packing verified float32 weights at
 // load, and running a tile of rows through the layers in the kernel's precision.
 #include <algorithm>
+#include <cfenv>
 #include <cmath>
 #include <cstring>
 #include <type_traits>
@@ -22,7 +23,54 @@ void put(uint8_t* dst, int32_t value, size_t bytes) {
 
 }  // namespace
 
-Engine::QuantLayer Engine::quantize_layer(const FileLayer& src, const void* kernel, Precision precision) {
+Engine::LayerValues Engine::quantize_values(const FileLayer& src, Precision precision) {
+  const size_t in = src.input_width, out = src.output_width;
+  LayerValues v;
+  v.bias.resize(out);
+  decode_f32(src.bias, out, v.bias.data());
+  std::vector<float> w(in * out);
+  decode_f32(src.kernel, in * out, w.data());
+  v.values.resize(in * out);
+  if (precision != Precision::Int8) {
+    for (size_t i = 0; i < in * out; ++i) v.values[i] = kernels::to_bf16(w[i]);
+    return v;
+  }
+  // Per-column symmetric int8, walked row by row (the kernel is row-major: contiguous, vectorised).
+  std::vector<float> amax(out, 0.0f), inverse(out);
+  for (size_t i = 0; i < in; ++i)
+    for (size_t j = 0; j < out; ++j) amax[j] = std::max(amax[j], std::fabs(w[i * out + j]));
+  v.col_scale.resize(out);
+  for (size_t j = 0; j < out; ++j) {
+    inverse[j] = amax[j] > 0.0f ? 127.0f / amax[j] : 0.0f;
+    v.col_scale[j] = amax[j] > 0.0f ? amax[j] / 127.0f : 1.0f;
+  }
+  // Adding and subtracting 1.5 * 2^23 rounds |x| < 2^22 to an integer in the current rounding mode:
+  // ten times faster than round_nearest_even, and the same when the mode is nearest-even (always,
+  // unless the caller changed it; then the mode-free version runs, so results never depend on it).
+  const bool nearest = std::fegetround() == FE_TONEAREST;
+  for (size_t i = 0; i < in; ++i)
+    for (size_t j = 0; j < out; ++j) {
+      const float scaled = w[i * out + j] * inverse[j];
+      const float r = nearest ? (scaled + 12582912.0f) - 12582912.0f : kernels::round_nearest_even(scaled);
+      v.values[i * out + j] = static_cast<int32_t>(std::min(127.0f, std::max(-127.0f, r)));
+    }
+  // A column whose largest |w| is below 127 / FLT_MAX has an infinite float inverse, and 0 * inf is
+  // NaN (which std::max made -127: a zero weight with the wrong sign): scaled in double instead,
+  // where 127 / amax is finite for every float.
+  for (size_t j = 0; j < out; ++j)
+    if (inverse[j] - inverse[j] != 0.0f)
+      for (size_t i = 0; i < in; ++i) {
+        const float scaled = static_cast<float>(double(w[i * out + j]) * (127.0 / double(amax[j])));
+        v.values[i * out + j] = static_cast<int32_t>(kernels::round_nearest_even(scaled));
+      }
+  v.col_sum.assign(out, 0);
+  for (size_t i = 0; i < in; ++i)
+    for (size_t j = 0; j < out; ++j) v.col_sum[j] += v.values[i * out + j];
+  return v;
+}
+
+Engine::QuantLayer Engine::pack_layer(const FileLayer& src, const LayerValues& v, const void* kernel,
+                                      Precision precision) {
   const KernelInfo& k = kernel_of(kernel);
   const size_t in = src.input_width, out = src.output_width, nr = k.panel_width;
   const size_t inputs_per_unit = precision == Precision::Int8 ? 4 : 2;  // 4 uint8 or 2 bf16
@@ -37,36 +85,10 @@ Engine::QuantLayer Engine::quantize_layer(const FileLayer& src, const void* kern
   q.bias = AlignedFloats(q.panels * nr);
   q.col_scale = AlignedFloats(q.panels * nr);
   q.col_sum = AlignedArray<int32_t>(q.panels * nr);
-  decode_f32(src.bias, out, q.bias.data());
-
-  // Each weight as the integer the kernel stores: int8 values (per-column symmetric scale) or
-  // bf16 bits.
-  std::vector<float> w(in * out);
-  decode_f32(src.kernel, in * out, w.data());
-  std::vector<int32_t> values(in * out);
-  if (precision == Precision::Int8) {
-    for (size_t j = 0; j < out; ++j) {
-      float amax = 0.0f;
-      for (size_t i = 0; i < in; ++i) amax = std::max(amax, std::fabs(w[i * out + j]));
-      const float inverse = amax > 0.0f ? 127.0f / amax : 0.0f;
-      // A column whose largest |w| is below 127 / FLT_MAX has an infinite float inverse, and
-      // 0 * inf is NaN (which std::max made -127: a zero weight with the wrong sign): it is scaled
-      // in double instead, where 127 / amax is finite for every float.
-      const bool tiny = inverse - inverse != 0.0f;
-      const double wide_inverse = amax > 0.0f ? 127.0 / double(amax) : 0.0;
-      q.col_scale.data()[j] = amax > 0.0f ? amax / 127.0f : 1.0f;
-      int32_t sum = 0;
-      for (size_t i = 0; i < in; ++i) {
-        const float wij = w[i * out + j];
-        const float scaled = tiny ? static_cast<float>(double(wij) * wide_inverse) : wij * inverse;
-        const float v = std::min(127.0f, std::max(-127.0f, kernels::round_nearest_even(scaled)));
-        sum += values[i * out + j] = static_cast<int32_t>(v);
-      }
-      q.col_sum.data()[j] = sum;
-    }
-  } else {
-    for (size_t i = 0; i < in * out; ++i) values[i] = kernels::to_bf16(w[i]);
-  }
+  std::copy(v.bias.begin(), v.bias.end(), q.bias.data());
+  std::copy(v.col_scale.begin(), v.col_scale.end(), q.col_scale.data());
+  std::copy(v.col_sum.begin(), v.col_sum.end(), q.col_sum.data());
+  const std::vector<int32_t>& values = v.values;
 
   // Panel by panel, unit by unit, block by block (kernels.h, QuantDenseArgs); padding stays 0.
   const size_t full_panel = q.units * nr * k.subgroups * kernels::kUnitBytes;

@@ -123,7 +123,10 @@ def engine_runners(s: Settings, x: np.ndarray, pixels: np.ndarray) -> List[Runne
         runners.append(Runner(name, lambda e=e: e.predict(x, threads=s.threads), lambda i, e=e: e.predict(x[i:i + 1])))
     for precision in mnist_engine.available_precisions():
         best = mnist_engine.load(s.model, precision=precision)
-        name = f"mnist_engine {best.kernel}" + (" fp32" if precision == "fp32" else "") + " uint8 in"
+        # An automatic AMX engine runs small batches on its partner kernel: the batch-1 column is that one's.
+        small = best.kernel_for_rows(1)
+        kernels = best.kernel if small == best.kernel else f"{best.kernel} (batch 1: {small})"
+        name = f"mnist_engine {kernels}" + (" fp32" if precision == "fp32" else "") + " uint8 in"
         runners.append(Runner(name, lambda e=best: e.predict(pixels, threads=s.threads),
                               lambda i, e=best: e.predict(pixels[i:i + 1]), "raw pixels"))
     return runners

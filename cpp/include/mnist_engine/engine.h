@@ -168,8 +168,18 @@ class Engine {
   void run_elementwise(size_t l, const float* x, size_t x_stride, size_t rows, float* y, size_t y_stride) const;
   void activate(size_t l, float* y, size_t rows, size_t stride) const;
 
-  static QuantLayer quantize_layer(const FileLayer& src, const void* kernel, Precision precision);
-  QuantPlan plan_quantized(const ModelFile& file, const void* kernel);
+  // A dense layer's weights as the integers the kernels store (int8 values, or bf16 bits) and its
+  // per-column numbers: computed once per layer, then packed once per kernel (an AMX engine packs
+  // for its small-batch partner too).
+  struct LayerValues {
+    std::vector<int32_t> values;  // in x out, row-major
+    std::vector<float> bias, col_scale;
+    std::vector<int32_t> col_sum;
+  };
+  static LayerValues quantize_values(const FileLayer& src, Precision precision);
+  static QuantLayer pack_layer(const FileLayer& src, const LayerValues& values, const void* kernel,
+                               Precision precision);
+  QuantPlan plan_quantized(const ModelFile& file, const std::vector<LayerValues>& values, const void* kernel);
   const QuantPlan& plan_for_rows(size_t rows) const { return rows < min_rows_ ? small_plan_ : plan_; }
   template <typename T>
   void run_tile_quantized(const T* x, size_t rows, float* y, Scratch& s) const;
