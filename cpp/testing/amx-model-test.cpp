@@ -5,7 +5,7 @@
 //    products summed apart) on values where the order shows;
 //  - the faults: LDTILECFG's #GP rules and the products' #UD rules;
 //  - on a CPU with AMX, against the instructions themselves, bit for bit.
-// Exits 1 on the first failure. Built by MNIST_ENGINE_AMX_MODEL=ON (tools/amx_model_check.sh).
+// Exits 1 if any check fails. Built by MNIST_ENGINE_AMX_MODEL=ON (tools/amx_model_check.sh).
 #include "amx-model.h"
 
 #include <cmath>
@@ -14,6 +14,11 @@
 #include <vector>
 
 #include "dispatch.h"
+
+// The same block product, compiled here against the model and in amx-model-hardware.cpp against
+// the instructions.
+#define MNIST_ENGINE_AMX_BLOCK_PRODUCT model_product
+#include "amx-block-product.h"
 
 namespace mnist_engine::amx_model {
 void hardware_product(const uint8_t* a, const uint8_t* b, uint8_t* c, bool bf16);
@@ -40,21 +45,6 @@ Config full_config() {
     c.bytes[48 + t] = 16;
   }
   return c;
-}
-
-// One block product through the model: c (16 x 16 dwords) += a . b.
-void model_product(const uint8_t* a, const uint8_t* b, uint8_t* c, bool bf16) {
-  const Config config = full_config();
-  ldtilecfg(&config);
-  tileloadd(0, c, 64);
-  tileloadd(1, a, 64);
-  tileloadd(2, b, 64);
-  if (bf16)
-    tdpbf16ps(0, 1, 2);
-  else
-    tdpbusd(0, 1, 2);
-  tilestored(0, c, 64);
-  tilerelease();
 }
 
 uint16_t bf16_bits(float f) {
