@@ -501,7 +501,7 @@ def _spec_table(after: str, before: str):
 
 def test_spec_activation_and_op_tables_are_the_loaders():
     """The activation and op tables of docs/FORMAT.md list the codes, names, versions and parameters
-    of model_file.h's tables (mnist_engine._core.ACTIVATIONS, ACTIVATION_PARAMETERS, OPS)."""
+    of vocabulary.h's tables (mnist_engine._core.ACTIVATIONS, ACTIVATION_PARAMETERS, OPS)."""
     activations = _spec_table("#### Activations", "### Weights")
     assert [(int(code), name) for code, name, _ in activations] == list(enumerate(mnist_engine._core.ACTIVATIONS))
     for _, name, rest in activations:

@@ -1,5 +1,5 @@
 """One source of truth: the activation names, the format's limits and the fuzz decoder's kernel
-names are defined once (the C++ tables in model_file.h and dispatch.cpp, exported by _core).
+names are defined once (the C++ tables in vocabulary.h, model_file.h and dispatch.cpp, exported by _core).
 Every other list that has to agree with them is checked against them here."""
 from __future__ import annotations
 

@@ -13,7 +13,7 @@
 #include <cstdint>
 
 #include "kernels.h"
-#include "mnist_engine/model_file.h"
+#include "mnist_engine/vocabulary.h"
 
 namespace mnist_engine::kernels {
 namespace {  // internal linkage: each ISA's file gets its own copy (see kernels.h)

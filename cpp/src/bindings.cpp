@@ -298,7 +298,8 @@ PYBIND11_MODULE(_core, m) {
   m.attr("__version__") = MNIST_ENGINE_VERSION;
   m.attr("FORMAT_VERSION") = mnist_engine::kFormatVersion;
   // The format's tables and constants, so the Python writer and the tests read them from the one
-  // place that defines them (cpp/include/mnist_engine/model_file.h).
+  // place that defines them (cpp/include/mnist_engine/model_file.h, and vocabulary.h for the
+  // activations and ops).
   {
     namespace me = mnist_engine;
     py::list activations, rules, required;

@@ -89,32 +89,87 @@ bool has_amx_bf16() { return hardware_amx_bf16(); }
 #endif
 #endif
 
-KernelInfo fp32_kernel(const char* name, uint32_t panel, uint32_t granule, bool sparse, bool (*supports)(),
-                       kernels::DenseFn run, kernels::NonzeroIndexFn index, kernels::PixelsToFloatFn pixels,
-                       kernels::FmaPeakFn peak, uint32_t lanes, kernels::ActivationFn activate) {
-  return {name, Precision::Fp32, panel, granule, supports, sparse, run, index, pixels, peak, lanes, activate,
-          nullptr, nullptr, nullptr, 0, 0, 0, 0, panel == 1};
-}
+// One table entry, field by field by name (C++17 has no designated initializers): a reader sees
+// which number is a panel width and which a row alignment, and a kernel's requirements sit in its
+// one entry.
+class Entry {
+ public:
+  Entry(const char* name, Precision precision, bool (*cpu_supports)()) {
+    k_.name = name;
+    k_.precision = precision;
+    k_.cpu_supports = cpu_supports;
+  }
+  // fp32: its dense kernel and the width of its column panels; the last, partial panel is packed
+  // round_up(width, granule) wide.
+  Entry& runs(kernels::DenseFn run, uint32_t panel_width, uint32_t tail_granule = 1) {
+    k_.run = run;
+    return panel(panel_width, tail_granule);
+  }
+  // bf16/int8: a panel is `vectors` accumulators of `lanes` columns (the kernel file's Isa::kVectors
+  // and kLanes), the last one padded to whole vectors, which the kernel reads whole.
+  Entry& runs(kernels::QuantDenseFn run, uint32_t lanes, uint32_t vectors) {
+    k_.quant_run = run;
+    return panel(lanes * vectors, lanes);
+  }
+  // The nonzero index of each input row; `skips_zeros`: the kernel visits the listed inputs only.
+  Entry& nonzero_index(kernels::NonzeroIndexFn index, bool skips_zeros) {
+    k_.nonzero_index = index;
+    k_.wants_nonzero_index = skips_zeros;
+    return *this;
+  }
+  Entry& pixels_to_float(kernels::PixelsToFloatFn pixels) {
+    k_.pixels_to_float = pixels;
+    return *this;
+  }
+  Entry& fma_peak(kernels::FmaPeakFn peak, uint32_t lanes) {
+    k_.fma_peak = peak;
+    k_.fma_lanes = lanes;
+    return *this;
+  }
+  Entry& activations(kernels::ActivationFn activate) {
+    k_.activate = activate;
+    return *this;
+  }
+  // bf16/int8: the nonzero-unit index (a sparse kernel), and how float rows become its activations.
+  Entry& unit_index(kernels::UnitIndexFn index) {
+    k_.unit_index = index;
+    return *this;
+  }
+  Entry& prepares_rows(kernels::QuantizeRowsFn prepare) {
+    k_.prepare_rows = prepare;
+    return *this;
+  }
+  // Bytes per packed weight (1 int8, 2 bf16 or int8 widened to int16) and 4-byte column blocks per
+  // weight unit (2 for the widened int16 pairs).
+  Entry& weights(uint32_t bytes, uint32_t subgroups = 1) {
+    k_.weight_bytes = bytes;
+    k_.subgroups = subgroups;
+    return *this;
+  }
+  // A tile kernel (AMX): units per row padded to `units`, activation buffers to `rows` rows (the
+  // extra rows are computed, never stored), the last panel padded to a whole tile, and at least
+  // `min_rows` rows per tile when chosen automatically (smaller tiles go to small_batch_partner).
+  Entry& tiles(uint32_t units, uint32_t rows, uint32_t min_rows) {
+    k_.unit_align = units;
+    k_.row_align = rows;
+    k_.min_rows = min_rows;
+    return *this;
+  }
+  operator KernelInfo() const {  // NOLINT: the table lists Entries as KernelInfos
+    KernelInfo k = k_;
+    k.reference = k.panel_width == 1;  // the scalar references: panel width 1, chosen only by name
+    if (k.unit_align > 1) k.tail_granule = k.panel_width;  // a tile kernel reads whole tiles
+    return k;
+  }
 
-struct QuantLayout {
-  uint32_t weight_bytes, subgroups, unit_align, row_align;
+ private:
+  Entry& panel(uint32_t width, uint32_t granule) {
+    k_.panel_width = width;
+    k_.tail_granule = granule;
+    return *this;
+  }
+  KernelInfo k_{};
 };
-constexpr QuantLayout kPlain{1, 1, 1, 1}, kWidened{2, 2, 1, 1}, kBf16{2, 1, 1, 1}, kAmx8{1, 1, 16, 32},
-    kAmx16{2, 1, 16, 32};
-
-// A panel is `vectors` accumulators of `lanes` columns (the kernel file's Isa::kVectors and
-// kLanes). The last panel is padded to whole vectors, which the kernel reads whole, or whole tiles
-// (AMX).
-KernelInfo quant_kernel(const char* name, Precision precision, uint32_t lanes, uint32_t vectors,
-                        bool (*supports)(), kernels::QuantDenseFn run, kernels::UnitIndexFn index,
-                        kernels::QuantizeRowsFn prepare, QuantLayout layout, kernels::ActivationFn activate,
-                        uint32_t min_rows = 1) {
-  const uint32_t panel = lanes * vectors;
-  const uint32_t granule = layout.unit_align > 1 ? panel : lanes;
-  return {name, precision, panel, granule, supports, false, nullptr, nullptr, nullptr, nullptr, 0, activate,
-          run, index, prepare, layout.weight_bytes, layout.subgroups, layout.unit_align, layout.row_align,
-          panel == 1, min_rows};
-}
 
 // The AMX kernels' minimum tiles, measured on a Xeon with AMX (docs/PERFORMANCE.md, "AMX and small
 // batches"): a tile instruction computes 32 rows whatever the batch, skips no zeros and the tile
@@ -199,38 +254,47 @@ const std::vector<KernelInfo>& kernel_table() {
   using P = Precision;
   static const std::vector<KernelInfo> table = {
 #if defined(MNIST_ENGINE_X86_KERNELS)
-      fp32_kernel("avx512", k::kAvx512PanelWidth, 1, true, has_avx512f, k::f32_dense_1x128_sparse_avx512f,
-                  k::nonzero_index_avx512f, k::pixels_to_float_avx512f, k::fma_peak_avx512f, 16,
-                  k::f32_activation_avx512f),
-      fp32_kernel("avx2", k::kAvx2PanelWidth, 1, true, has_avx2_fma, k::f32_dense_1x64_sparse_avx2_fma,
-                  k::nonzero_index_avx2, k::pixels_to_float_avx2, k::fma_peak_avx2, 8, k::f32_activation_avx2_fma),
+      Entry("avx512", P::Fp32, has_avx512f).runs(k::f32_dense_1x128_sparse_avx512f, k::kAvx512PanelWidth)
+          .nonzero_index(k::nonzero_index_avx512f, true).pixels_to_float(k::pixels_to_float_avx512f)
+          .fma_peak(k::fma_peak_avx512f, 16).activations(k::f32_activation_avx512f),
+      Entry("avx2", P::Fp32, has_avx2_fma).runs(k::f32_dense_1x64_sparse_avx2_fma, k::kAvx2PanelWidth)
+          .nonzero_index(k::nonzero_index_avx2, true).pixels_to_float(k::pixels_to_float_avx2)
+          .fma_peak(k::fma_peak_avx2, 8).activations(k::f32_activation_avx2_fma),
 #endif
 #if defined(MNIST_ENGINE_ARM_KERNELS)
-      fp32_kernel("neon", k::kNeonPanelWidth, 4, true, always, k::f32_dense_1x32_sparse_neon,
-                  k::nonzero_index_scalar, k::pixels_to_float_scalar, k::fma_peak_neon, 4, k::f32_activation_scalar),
+      Entry("neon", P::Fp32, always).runs(k::f32_dense_1x32_sparse_neon, k::kNeonPanelWidth, 4)
+          .nonzero_index(k::nonzero_index_scalar, true).pixels_to_float(k::pixels_to_float_scalar)
+          .fma_peak(k::fma_peak_neon, 4).activations(k::f32_activation_scalar),
 #endif
-      fp32_kernel("scalar", k::kScalarPanelWidth, 1, false, always, k::f32_dense_scalar, k::nonzero_index_scalar,
-                  k::pixels_to_float_scalar, k::fma_peak_scalar, 1, k::f32_activation_scalar),
+      Entry("scalar", P::Fp32, always).runs(k::f32_dense_scalar, k::kScalarPanelWidth)
+          .nonzero_index(k::nonzero_index_scalar, false).pixels_to_float(k::pixels_to_float_scalar)
+          .fma_peak(k::fma_peak_scalar, 1).activations(k::f32_activation_scalar),
 #if defined(MNIST_ENGINE_X86_KERNELS)
-      quant_kernel("bf16-amx", P::Bf16, 16, 1, has_amx_bf16, k::bf16_dense_32x32_amx, nullptr,
-                   k::convert_rows_bf16_avx512bf16, kAmx16, k::f32_activation_avx512f, kAmxBf16MinRows),
-      quant_kernel("bf16-avx512bf16", P::Bf16, 16, 8, has_avx512_bf16, k::bf16_dense_1x128_sparse_avx512bf16,
-                   k::unit_index_avx512f, k::convert_rows_bf16_avx512bf16, kBf16, k::f32_activation_avx512f),
+      Entry("bf16-amx", P::Bf16, has_amx_bf16).runs(k::bf16_dense_32x32_amx, 16, 1).weights(2)
+          .tiles(16, 32, kAmxBf16MinRows).prepares_rows(k::convert_rows_bf16_avx512bf16)
+          .activations(k::f32_activation_avx512f),
+      Entry("bf16-avx512bf16", P::Bf16, has_avx512_bf16).runs(k::bf16_dense_1x128_sparse_avx512bf16, 16, 8)
+          .weights(2).unit_index(k::unit_index_avx512f).prepares_rows(k::convert_rows_bf16_avx512bf16)
+          .activations(k::f32_activation_avx512f),
 #endif
-      quant_kernel("bf16-scalar", P::Bf16, 1, 1, always, k::bf16_dense_scalar, nullptr, k::convert_rows_bf16_scalar,
-                   kBf16, k::f32_activation_scalar),
+      Entry("bf16-scalar", P::Bf16, always).runs(k::bf16_dense_scalar, 1, 1).weights(2)
+          .prepares_rows(k::convert_rows_bf16_scalar).activations(k::f32_activation_scalar),
 #if defined(MNIST_ENGINE_X86_KERNELS)
-      quant_kernel("int8-amx", P::Int8, 16, 1, has_amx_int8, k::u8s8_dense_32x32_amx, nullptr,
-                   k::quantize_rows_u8_avx512f, kAmx8, k::f32_activation_avx512f, kAmxInt8MinRows),
-      quant_kernel("int8-avx512vnni", P::Int8, 16, 4, has_avx512_vnni, k::u8s8_dense_1x64_sparse_avx512vnni,
-                   k::unit_index_avx512f, k::quantize_rows_u8_avx512f, kPlain, k::f32_activation_avx512f),
-      quant_kernel("int8-avxvnni", P::Int8, 8, 8, has_avx_vnni, k::u8s8_dense_1x64_sparse_avxvnni,
-                   k::unit_index_scalar, k::quantize_rows_u8_avx2, kPlain, k::f32_activation_avx2_fma),
-      quant_kernel("int8-avx2", P::Int8, 8, 8, has_avx2_fma, k::u8s8_dense_1x64_sparse_avx2, k::unit_index_scalar,
-                   k::quantize_rows_u8_avx2, kWidened, k::f32_activation_avx2_fma),
+      Entry("int8-amx", P::Int8, has_amx_int8).runs(k::u8s8_dense_32x32_amx, 16, 1).weights(1)
+          .tiles(16, 32, kAmxInt8MinRows).prepares_rows(k::quantize_rows_u8_avx512f)
+          .activations(k::f32_activation_avx512f),
+      Entry("int8-avx512vnni", P::Int8, has_avx512_vnni).runs(k::u8s8_dense_1x64_sparse_avx512vnni, 16, 4)
+          .weights(1).unit_index(k::unit_index_avx512f).prepares_rows(k::quantize_rows_u8_avx512f)
+          .activations(k::f32_activation_avx512f),
+      Entry("int8-avxvnni", P::Int8, has_avx_vnni).runs(k::u8s8_dense_1x64_sparse_avxvnni, 8, 8).weights(1)
+          .unit_index(k::unit_index_scalar).prepares_rows(k::quantize_rows_u8_avx2)
+          .activations(k::f32_activation_avx2_fma),
+      Entry("int8-avx2", P::Int8, has_avx2_fma).runs(k::u8s8_dense_1x64_sparse_avx2, 8, 8).weights(2, 2)
+          .unit_index(k::unit_index_scalar).prepares_rows(k::quantize_rows_u8_avx2)
+          .activations(k::f32_activation_avx2_fma),
 #endif
-      quant_kernel("int8-scalar", P::Int8, 1, 1, always, k::u8s8_dense_scalar, nullptr, k::quantize_rows_u8_scalar,
-                   kPlain, k::f32_activation_scalar),
+      Entry("int8-scalar", P::Int8, always).runs(k::u8s8_dense_scalar, 1, 1).weights(1)
+          .prepares_rows(k::quantize_rows_u8_scalar).activations(k::f32_activation_scalar),
   };
   return table;
 }

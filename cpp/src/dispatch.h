@@ -11,29 +11,29 @@
 
 namespace mnist_engine {
 
-struct KernelInfo {
-  const char* name;
-  Precision precision;
-  uint32_t panel_width;
-  uint32_t tail_granule;  // a layer's last, partial panel is packed round_up(width, this) wide
-  bool (*cpu_supports)();
+struct KernelInfo {  // written field by field in dispatch.cpp's table (its Entry builder)
+  const char* name = "";
+  Precision precision = Precision::Fp32;
+  uint32_t panel_width = 1;
+  uint32_t tail_granule = 1;  // a layer's last, partial panel is packed round_up(width, this) wide
+  bool (*cpu_supports)() = nullptr;
   // fp32 kernels
-  bool wants_nonzero_index;  // fill DenseArgs::block_ends and nz_index before calling `run`
-  kernels::DenseFn run;
-  kernels::NonzeroIndexFn nonzero_index;
-  kernels::PixelsToFloatFn pixels_to_float;
-  kernels::FmaPeakFn fma_peak;
-  uint32_t fma_lanes;  // multiply-adds per lane group of fma_peak: flops = 2 * 12 * lanes per iteration
-  kernels::ActivationFn activate;  // every precision: the version-2 activations, in float
+  bool wants_nonzero_index = false;  // fill DenseArgs::block_ends and nz_index before calling `run`
+  kernels::DenseFn run = nullptr;
+  kernels::NonzeroIndexFn nonzero_index = nullptr;
+  kernels::PixelsToFloatFn pixels_to_float = nullptr;
+  kernels::FmaPeakFn fma_peak = nullptr;
+  uint32_t fma_lanes = 0;  // multiply-adds per lane group of fma_peak: flops = 2 * 12 * lanes per iteration
+  kernels::ActivationFn activate = nullptr;  // every precision: the version-2 activations, in float
   // bf16 and int8 kernels (kernels::QuantDenseArgs)
-  kernels::QuantDenseFn quant_run;
-  kernels::UnitIndexFn unit_index;      // null: a dense kernel, no index
-  kernels::QuantizeRowsFn prepare_rows;  // float rows -> this precision's activations
-  uint32_t weight_bytes;  // per weight in the packing: 1 (int8), 2 (bf16, or int8 widened to int16)
-  uint32_t subgroups;     // 4-byte column blocks per weight unit
-  uint32_t unit_align;    // units per row are padded to a multiple of this
-  uint32_t row_align;     // activation buffers hold rows rounded up to this
-  bool reference;         // the scalar reference: chosen only by name
+  kernels::QuantDenseFn quant_run = nullptr;
+  kernels::UnitIndexFn unit_index = nullptr;      // null: a dense kernel, no index
+  kernels::QuantizeRowsFn prepare_rows = nullptr;  // float rows -> this precision's activations
+  uint32_t weight_bytes = 0;  // per weight in the packing: 1 (int8), 2 (bf16, or int8 widened to int16)
+  uint32_t subgroups = 1;     // 4-byte column blocks per weight unit
+  uint32_t unit_align = 1;    // units per row are padded to a multiple of this
+  uint32_t row_align = 1;     // activation buffers hold rows rounded up to this
+  bool reference = false;     // the scalar reference: chosen only by name
   // The fewest rows of a tile for which this kernel beats the next one of its precision. An
   // automatically chosen kernel hands smaller tiles to small_batch_partner(); a forced one runs
   // every tile itself.
