@@ -14,10 +14,10 @@ import pytest
 import mnist_engine
 from conftest import require
 from mnist_engine import UnsupportedModelError
+from mnist_engine._onnx_graph import _SHAPE_OPS
 from mnist_engine.bench import onnx_model
 from mnist_engine.model_file import ACTIVATION_PARAMETERS, DenseLayer, LayerNormLayer, ScaleShiftLayer
 from mnist_engine.onnx_export import (
-    _SHAPE_OPS,
     MIN_OPSET,
     ONNX_HANDLING,
     _GraphBuilder,
