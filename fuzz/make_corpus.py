@@ -14,7 +14,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
 from helpers import build, put, random_layers  # noqa: E402
-from mnist_engine.model_file import DenseLayer, LayerNormLayer, ScaleShiftLayer  # noqa: E402
+from mnist_engine.model_file import Conv2DLayer, DenseLayer, LayerNormLayer, PoolLayer, ScaleShiftLayer  # noqa: E402
 
 
 def main() -> None:
@@ -31,9 +31,18 @@ def main() -> None:
                              LayerNormLayer(np.ones(5), np.zeros(5), 1e-3, "prelu", rng.uniform(0, 0.3, 5)),
                              DenseLayer(rng.normal(size=(5, 3)), rng.normal(size=3), "log_softmax")],
                             meta={"note": "v2_ops"}, refs=1)
+    # Version 3: every spatial op on a small odd image.
+    files["v3_spatial"] = build([Conv2DLayer(rng.normal(size=(3, 2, 2, 3)), rng.normal(size=3), (5, 6, 2), (1, 2),
+                                             (1, 1, 0, 1), "relu"),
+                                 PoolLayer("max_pool", (5, 3, 3), (2, 2), (1, 1)),
+                                 PoolLayer("avg_pool", (4, 2, 3), (2, 2), (1, 1), (1, 0, 1, 0), True),
+                                 PoolLayer("global_max_pool", (4, 2, 3)),
+                                 DenseLayer(rng.normal(size=(3, 2)), rng.normal(size=2), "softmax")],
+                                meta={"note": "v3_spatial"}, refs=1)
     base = files["relu_chain"]
     files["bad_magic"] = b"PK" + base[2:]
-    files["version_3"] = put(base, 8, "I", 3)
+    files["version_4"] = put(base, 8, "I", 4)
+    files["v3_bad_window"] = put(files["v3_spatial"], 48 + 20 + 12, "I", 9)
     files["v2_bad_op"] = put(files["v2_ops"], 48 + 20 + 16, "I", 7)
     files["truncated"] = base[:-9]
     files["huge_layer"] = put(put(base, 48 + 4, "I", 65536), 48 + 16, "I", 65536)

@@ -102,11 +102,11 @@ def test_rule_02_bad_magic(good):
     assert "a zip archive: a Keras .keras model?" in str(err)
 
 
-@pytest.mark.parametrize("version", [0, 3, 0xFFFFFFFF])
+@pytest.mark.parametrize("version", [0, 4, 0xFFFFFFFF])
 def test_rule_03_unsupported_version(good, version):
     err = expect("unsupported-version", put(good, 8, "I", version), 8)
-    assert f"expected format version 1..2, got version {version}" in str(err)
-    if version > 2:
+    assert f"expected format version 1..3, got version {version}" in str(err)
+    if version > 3:
         assert "newer mnist_engine" in str(err)
 
 
@@ -156,7 +156,7 @@ def test_rule_11_meta_count(good):
     expect("meta-count", put(good, 44, "I", 65), 44)
 
 
-# Rules 12-17: the layer table and the sizes it implies.
+# Rules 12-22: the layer table and the sizes it implies.
 
 @pytest.mark.parametrize("field, value", [(0, 0), (4, 0), (4, 65537)])
 def test_rule_12_layer_width(good, field, value):
@@ -176,7 +176,7 @@ def test_rule_13_activation_version_2(good_v2):
 
 def test_rule_15_layer_op(good_v2):
     err = expect("layer-op", put(good_v2, 48 + 20 + 16, "I", 3), 84)
-    assert "expected an op code 0..2" in str(err)
+    assert "expected an op code 0..2 (dense, scale_shift, layer_norm) for layer 1 of a version-2 file" in str(err)
 
 
 def test_rule_16_op_width(good_v2):
@@ -199,7 +199,101 @@ def test_rule_17_layer_chain_first_layer(good):
     expect("layer-chain", put(good, 28, "I", 7), 48)
 
 
-def test_rule_19_layout_size_table_past_end(good):
+# Version 3: spatial layers. Layer i's descriptor starts at 48 + 72 i; its geometry at +20:
+# in_height, in_width, in_channels, window_h, window_w, stride_h, stride_w, pads (t, b, l, r),
+# filters, flags.
+V3_ENTRY, GEOMETRY = 72, 20
+FIELDS = ["in_height", "in_width", "in_channels", "window_h", "window_w", "stride_h", "stride_w", "pad_top",
+          "pad_bottom", "pad_left", "pad_right", "filters", "flags"]
+
+
+@pytest.fixture
+def v3_layers(rng):
+    """An 8 x 9 x 2 image -> conv 3x3 'same' (relu) -> max_pool 2 -> conv 2x2 stride 2 -> avg_pool
+    (padding counted) -> global_avg_pool -> dense softmax: every spatial op, odd sizes."""
+    from mnist_engine.model_file import Conv2DLayer, DenseLayer, PoolLayer
+
+    return [Conv2DLayer(rng.normal(size=(3, 3, 2, 4)) / 3, rng.normal(size=4) * 0.1, (8, 9, 2), (1, 1), (1, 1, 1, 1),
+                        "relu"),
+            PoolLayer("max_pool", (8, 9, 4), (2, 2), (2, 2)),
+            Conv2DLayer(rng.normal(size=(2, 2, 4, 5)) / 3, rng.normal(size=5) * 0.1, (4, 4, 4), (2, 2)),
+            PoolLayer("avg_pool", (2, 2, 5), (2, 2), (1, 1), (1, 0, 1, 0), count_padding=True),
+            PoolLayer("global_avg_pool", (2, 2, 5)),
+            DenseLayer(rng.normal(size=(5, 3)), rng.normal(size=3), "softmax")]
+
+
+@pytest.fixture
+def good_v3(v3_layers) -> bytes:
+    return build(v3_layers)
+
+
+def geometry_at(layer: int, field: str) -> int:
+    return 48 + V3_ENTRY * layer + GEOMETRY + 4 * FIELDS.index(field)
+
+
+def test_version_3_round_trip(v3_layers, good_v3, rng, tmp_path):
+    assert struct.unpack_from("<I", good_v3, 8)[0] == 3
+    e = load(good_v3)
+    assert e.layer_ops == ("conv2d", "max_pool", "conv2d", "avg_pool", "global_avg_pool", "dense")
+    x = rng.normal(size=(20, 144)).astype(np.float32)
+    np.testing.assert_allclose(e.predict(x), forward(v3_layers, x), atol=1e-6)
+    from mnist_engine.model_file import read_layers
+
+    (tmp_path / "m.mnw").write_bytes(good_v3)
+    back = read_layers(tmp_path / "m.mnw")
+    assert [layer.op for layer in back] == list(e.layer_ops)
+    np.testing.assert_allclose(forward(back, x), forward(v3_layers, x), rtol=1e-6, atol=1e-7)
+
+
+def test_rule_15_layer_op_version_3(good_v3):
+    err = expect("layer-op", put(good_v3, 48 + 16, "I", 8), 64)
+    assert "expected an op code 0..7 (dense, scale_shift, layer_norm, conv2d, max_pool, avg_pool, " in str(err)
+
+
+@pytest.mark.parametrize("layer, field, value, message", [
+    (5, "in_height", 1, "a dense layer has no geometry: every geometry field must be 0"),
+    (0, "in_channels", 3, "an input image of height x width x channels = input_width 144, got 8 x 9 x 3"),
+    (0, "in_height", 0, "an input image of height x width x channels = input_width 144, got 0 x 9 x 2"),
+    (0, "window_h", 65, "a window of 1..64 on each side, got 65 x 3"),
+    (0, "stride_w", 0, "strides of 1..64, got 1 x 0"),
+    (0, "pad_left", 3, "each pad smaller than the window"),
+    (1, "filters", 2, "filters 0 for a pool (it keeps the channels), got 2"),
+    (0, "filters", 0, "1..65536 filters, got 0"),
+    (1, "flags", 1, "flags 0, got 1"),
+    (3, "flags", 3, "flags 0 or 1 (count the padding), got 3"),
+    (4, "window_h", 1, "a global_avg_pool layer pools the whole image"),
+])
+def test_rule_18_layer_geometry(good_v3, layer, field, value, message):
+    err = expect("layer-geometry", put(good_v3, geometry_at(layer, field), "I", value), 48 + V3_ENTRY * layer + 20)
+    assert message in str(err), str(err)
+
+
+def test_rule_18_layer_geometry_window_that_does_not_fit(good_v3):
+    # Layer 2 is a 2x2 window on a 4x4 image; a 6-high window (pads 0) does not fit.
+    err = expect("layer-geometry", put(good_v3, geometry_at(2, "window_h"), "I", 6), 48 + V3_ENTRY * 2 + 20)
+    assert "a 6 x 2 window that fits the padded 4 x 4 input" in str(err)
+
+
+def test_rule_19_layer_output(good_v3):
+    # The first conv with 'same' pads gives 8 x 9 x 4 = 288; a stride of 2 would give 4 x 5 x 4.
+    err = expect("layer-output", put(good_v3, geometry_at(0, "stride_h"), "I", 2), 48 + 4)
+    assert "expected layer 0 (conv2d) to give its 4 x 9 x 4 = 144 outputs as output_width, got 288" in str(err)
+
+
+def test_rule_20_shape_chain(good_v3):
+    # Layer 1 (max_pool) reads 288 values as 9 x 8 x 4 instead of layer 0's 8 x 9 x 4: same width,
+    # another image. Its own output (4 x 4 x 4 either way) still matches.
+    data = put(put(good_v3, geometry_at(1, "in_height"), "I", 9), geometry_at(1, "in_width"), "I", 8)
+    err = expect("shape-chain", data, 48 + V3_ENTRY * 1 + 20)
+    assert "expected layer 1 to take the previous layer's 8 x 9 x 4 image, got 9 x 8 x 4" in str(err)
+
+
+def test_version_3_is_written_only_for_spatial_layers(small_layers, v2_layers):
+    assert struct.unpack_from("<I", build(small_layers), 8)[0] == 1
+    assert struct.unpack_from("<I", build(v2_layers), 8)[0] == 2
+
+
+def test_rule_22_layout_size_table_past_end(good):
     # 64 layers need a 1 KiB table; the file is smaller than that.
     expect("layout-size", put(good, 24, "I", 64), 48)
 
@@ -215,7 +309,7 @@ def _declare_layers(small_layers, count: int, width: int, n_in: int = None) -> b
     return reseal(data[:16] + struct.pack("<Q", len(data)) + data[24:])
 
 
-def test_rule_18_model_size_declared_terabytes_are_not_allocated(small_layers):
+def test_rule_21_model_size_declared_terabytes_are_not_allocated(small_layers):
     # A chain of 64 layers 65536 wide declares ~1 TiB of weights in a file of ~1 KiB. The loader
     # must reject it from arithmetic alone, without allocating.
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -225,7 +319,7 @@ def test_rule_18_model_size_declared_terabytes_are_not_allocated(small_layers):
     assert grown_kib < 64 * 1024, f"peak RSS grew by {grown_kib} KiB while rejecting the file"
 
 
-def test_rule_18_model_size_cap_is_exact(small_layers):
+def test_rule_21_model_size_cap_is_exact(small_layers):
     # 4095 x 65535 weights + 65535 biases is just under 2^28; 4096 x 65536 + 65536 is over.
     cap = mnist_engine._core.FORMAT["max_parameters"]
     assert 4095 * 65535 + 65535 <= cap < 4096 * 65536 + 65536
@@ -233,21 +327,21 @@ def test_rule_18_model_size_cap_is_exact(small_layers):
     expect("model-size", _declare_layers(small_layers, 1, 65536, n_in=4096), 48)
 
 
-def test_rule_19_layout_size_declared_weights_missing(small_layers):
+def test_rule_22_layout_size_declared_weights_missing(small_layers):
     # Within the cap (8 x 2048 x 2048 is 2^25 weights) but far more than the file holds.
     err = expect("layout-size", _declare_layers(small_layers, 8, 2048))
     assert "bytes of weights" in str(err)
 
 
-# Rules 20-21: weights and parameters.
+# Rules 23-24: weights and parameters.
 
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
-def test_rule_20_non_finite_weight(good, value):
+def test_rule_23_non_finite_weight(good, value):
     at = Layout(good).weights + 4 * 7
     expect("non-finite-weight", put(good, at, "f", value), at)
 
 
-def test_rule_20_non_finite_bias(good):
+def test_rule_23_non_finite_bias(good):
     at = Layout(good).weights + 4 * 30  # layer 0's bias follows its 6x5 kernel
     expect("non-finite-weight", put(good, at, "f", math.nan), at)
 
@@ -258,13 +352,13 @@ def test_rule_20_non_finite_bias(good):
     (1, 2, math.nan),
     (2, 4, math.inf),        # a prelu slope
 ])
-def test_rule_20_non_finite_weight_parameter(good_v2, layer, index, value):
+def test_rule_23_non_finite_weight_parameter(good_v2, layer, index, value):
     at = Layout(good_v2).parameters_at[layer] + 4 * index
     err = expect("non-finite-weight", put(good_v2, at, "f", value), at)
     assert "parameter" in str(err)
 
 
-def test_rule_20_non_finite_weight_epsilon(good_v2):
+def test_rule_23_non_finite_weight_epsilon(good_v2):
     at = Layout(good_v2).parameters_at[2] - 4  # layer_norm's epsilon precedes its activation's parameters
     expect("non-finite-weight", put(good_v2, at, "f", math.inf), at)
 
@@ -274,7 +368,7 @@ def test_rule_20_non_finite_weight_epsilon(good_v2):
     ("epsilon", -1e-3, "epsilon > 0"),
     ("max_value", -1.0, "max_value >= 0"),
 ])
-def test_rule_21_layer_parameter(good_v2, where, value, message):
+def test_rule_24_layer_parameter(good_v2, where, value, message):
     layout = Layout(good_v2)
     at = layout.parameters_at[2] - 4 if where == "epsilon" else layout.parameters_at[1] + 8
     err = expect("layer-parameter", put(good_v2, at, "f", value), at)
@@ -312,42 +406,42 @@ def test_a_version_1_model_as_version_2_computes_the_same_bits(good, rng):
         np.testing.assert_array_equal(Engine.from_bytes(v2, kernel=kernel).predict(x), want)
 
 
-# Rules 22-28: metadata.
+# Rules 25-31: metadata.
 
-def test_rule_22_metadata_truncated(good):
+def test_rule_25_metadata_truncated(good):
     layout = Layout(good)
     _, _, value_length_at, _ = layout.entries[-1]
     expect("metadata-truncated", put(good, value_length_at, "I", 4000))
 
 
 @pytest.mark.parametrize("bad", [b"X", b"-", b" ", b"\xc3"])
-def test_rule_23_metadata_key_character(good, bad):
+def test_rule_26_metadata_key_character(good, bad):
     _, entry, _, _ = Layout(good).entry("xa")
     expect("metadata-key", put(good, entry + 2, "c", bad), entry + 2)
 
 
 @pytest.mark.parametrize("key", [b"", b"k" * 65])
-def test_rule_23_metadata_key_length(good, key):
-    # The entry "xa" rewritten with an empty or a 65-byte key, its structure intact (else rule 19).
+def test_rule_26_metadata_key_length(good, key):
+    # The entry "xa" rewritten with an empty or a 65-byte key, its structure intact (else rule 22).
     _, entry, value_length_at, _ = Layout(good).entry("xa")
     broken = good[:entry] + struct.pack("<H", len(key)) + key + good[value_length_at:]
     expect("metadata-key", reframe(broken), entry)
 
 
-def test_rule_24_metadata_duplicate(good):
+def test_rule_27_metadata_duplicate(good):
     _, entry, _, _ = Layout(good).entry("xb")
     err = expect("metadata-duplicate", put(good, entry + 2, "2s", b"xa"), entry)
     assert "'xa' appears twice" in str(err)
 
 
-def test_rule_25_metadata_value_not_utf8(good):
+def test_rule_28_metadata_value_not_utf8(good):
     _, _, _, value = Layout(good).entry("xa")
     expect("metadata-value", put(good, value, "2s", b"\xff\xfe"), value)
 
 
-def test_rule_25_metadata_value_too_long(small_layers):
+def test_rule_28_metadata_value_too_long(small_layers):
     # A value really 65,537 bytes long (the writer refuses to write one): the entry is intact, so
-    # rule 19 passes and rule 22 must catch it.
+    # rule 22 passes and rule 25 must catch it.
     data = build(small_layers, meta={"xa": "a" * 65536})
     _, _, value_length_at, value_at = Layout(data).entry("xa")
     data = data[:value_length_at] + struct.pack("<I", 65537) + data[value_length_at + 4:value_at] + b"a" \
@@ -355,13 +449,13 @@ def test_rule_25_metadata_value_too_long(small_layers):
     expect("metadata-value", reframe(data), value_length_at)
 
 
-def test_rule_22_metadata_truncated_value_length(good):
-    # A declared value length past the section is truncation (rule 19), whatever its size.
+def test_rule_25_metadata_truncated_value_length(good):
+    # A declared value length past the section is truncation (rule 22), whatever its size.
     _, _, value_length_at, _ = Layout(good).entry("xa")
     expect("metadata-truncated", put(good, value_length_at, "I", 65537), value_length_at)
 
 
-def test_rule_26_metadata_required(good):
+def test_rule_29_metadata_required(good):
     _, entry, _, _ = Layout(good).entry("source")
     err = expect("metadata-required", put(good, entry + 2, "6s", b"sourcf"))
     assert "'source'" in str(err)
@@ -380,7 +474,7 @@ def test_rule_26_metadata_required(good):
     ("str\na\n\nb", r"label 1 is empty"),
     ("str\na\nb\na", r"'a' appears twice"),
 ])
-def test_rule_27_metadata_classes(small_layers, value, message):
+def test_rule_30_metadata_classes(small_layers, value, message):
     data = build(small_layers, meta={"classes": "int\n0\n1\n2"})
     _, _, value_length_at, value_at = Layout(data).entry("classes")
     encoded = value.encode()
@@ -389,7 +483,7 @@ def test_rule_27_metadata_classes(small_layers, value, message):
     assert re.search(message, str(err)), str(err)
 
 
-def test_rule_27_metadata_classes_are_what_classify_returns(small_layers, rng):
+def test_rule_30_metadata_classes_are_what_classify_returns(small_layers, rng):
     x = rng.random((40, 6), dtype=np.float32)
     plain = load(build(small_layers))
     assert plain.classes is None
@@ -409,7 +503,7 @@ def test_rule_27_metadata_classes_are_what_classify_returns(small_layers, rng):
 @pytest.mark.parametrize("value", ["uint8 0", "uint8 0 256", "uint8 -1 255", "uint8 00 255", "uint8 0  255",
                                    "uint8 9 3", "float 0 nan", "float 0 inf", "float 1 0", "float 0,5 1",
                                    "int 0 255", "float 0x1p3 9", " float 0 1", "float 0 1 2"])
-def test_rule_28_metadata_input_range(small_layers, value):
+def test_rule_31_metadata_input_range(small_layers, value):
     data = build(small_layers, meta={"reference_input_range": "float 0 1"})
     _, _, value_length_at, value_at = Layout(data).entry("reference_input_range")
     encoded = value.encode()
@@ -421,37 +515,37 @@ def test_rule_28_metadata_input_range(small_layers, value):
 @pytest.mark.parametrize("value, expected", [("uint8 0 255", (0.0, 1.0)), ("uint8 10 200", (10 / 255, 200 / 255)),
                                              ("float -0.5 2.75", (-0.5, 2.75)), ("float 1e-05 3", (1e-05, 3.0)),
                                              (None, (0.0, 1.0))])
-def test_rule_28_metadata_input_range_is_the_engines_input_range(small_layers, value, expected):
+def test_rule_31_metadata_input_range_is_the_engines_input_range(small_layers, value, expected):
     meta = {} if value is None else {"reference_input_range": value}
     engine = load(build(small_layers, meta=meta))
     np.testing.assert_allclose(engine.input_range, expected, rtol=1e-6)
 
 
-def test_rule_29_trailing_bytes(good):
+def test_rule_32_trailing_bytes(good):
     # One entry fewer declared: the last entry's bytes belong to no section.
     layout = Layout(good)
     expect("trailing-bytes", put(good, 44, "I", layout.meta_count - 1), layout.entries[-1][1])
 
 
-# Rules 29-31: trailing bytes and the reference section.
+# Rules 32-34: trailing bytes and the reference section.
 
 @pytest.mark.parametrize("field, value", [(0, 1.0), (0, -1e-6), (0, math.nan), (4, math.inf), (4, 0.01)])
-def test_rule_30_tolerance(good, field, value):
+def test_rule_33_tolerance(good, field, value):
     at = Layout(good).reference + field
     expect("tolerance", put(good, at, "f", value), at)
 
 
-def test_rule_31_non_finite_reference_input(good):
+def test_rule_34_non_finite_reference_input(good):
     at = Layout(good).ref_inputs + 4
     expect("non-finite-reference", put(good, at, "f", math.nan), at)
 
 
-def test_rule_31_non_finite_reference_output(good):
+def test_rule_34_non_finite_reference_output(good):
     at = Layout(good).ref_expected
     expect("non-finite-reference", put(good, at, "f", math.inf), at)
 
 
-def test_rule_32_verification(good):
+def test_rule_35_verification(good):
     layout = Layout(good)
     at = layout.ref_expected + 4 * 4  # row 1, output 1
     (value,) = struct.unpack_from("<f", good, at)

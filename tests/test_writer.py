@@ -87,7 +87,7 @@ mnist_engine.write_model({str(target)!r}, [DenseLayer(rng.normal(size=(300, 200)
     ([0.5, 1.5], 2, None), ([0.0, 1.0, 2.0], 3, None), ([0.5, float("nan")], 2, "must be finite"),
 ])
 def test_class_labels_the_format_can_hold(labels, outputs, message):
-    """encode_classes refuses, with the reason, exactly what rule 27 (metadata-classes) would."""
+    """encode_classes refuses, with the reason, exactly what rule 30 (metadata-classes) would."""
     if message is None:
         value = model_file.encode_classes(labels, outputs)
         kind = {int: "int", float: "float", str: "str"}[type(labels[0])]

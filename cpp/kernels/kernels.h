@@ -5,6 +5,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "mnist_engine/vocabulary.h"
+
 namespace mnist_engine::kernels {
 
 // Computes y[r][j] = b[j] + sum_k x[r][k] * W[k][j] for r < rows and j < out_width, then
@@ -97,6 +99,11 @@ void f32_activation_scalar(uint32_t activation, const float* params, float* y, s
 // The machine's FMA throughput probe (f32-fma-peak.h): 12 * lanes multiply-adds per iteration.
 using FmaPeakFn = float (*)(uint64_t iterations);
 float fma_peak_scalar(uint64_t iterations);
+
+// The spatial layers (format version 3) on one NHWC image of g.in's shape, into y (the op's
+// output_shape): f32-spatial-scalar.cpp.
+void f32_conv2d_scalar(const float* x, const Geometry& g, const float* kernel, const float* bias, float* y);
+void f32_pool_scalar(Op op, const float* x, const Geometry& g, float* y);
 
 // Reference: one output at a time, summing k in order. Every other kernel is tested against it.
 void f32_dense_scalar(const DenseArgs& a);

@@ -493,7 +493,8 @@ nothing about an Engine can change.)doc")
         py::list out;
         for (const auto& l : e.layers()) out.append(mnist_engine::op_name(l.op));
         return py::tuple(out);
-      }, "Per layer, what it computes before its activation: 'dense', 'scale_shift' or 'layer_norm'.")
+      }, "Per layer, what it computes before its activation: 'dense', 'scale_shift', 'layer_norm', or "
+         "(format version 3) 'conv2d', 'max_pool', 'avg_pool', 'global_avg_pool', 'global_max_pool'.")
       .def_property_readonly("metadata", [](const Engine& e) {
         py::dict d;
         for (const auto& [k, v] : e.metadata()) d[py::str(k)] = py::str(v);

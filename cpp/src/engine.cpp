@@ -91,7 +91,9 @@ void Engine::activate(size_t l, float* y, size_t rows, size_t stride) const {
     k.activate(uint32_t(info.activation), p.activation.data(), y + r * stride, info.output_width);
 }
 
-// scale_shift and layer_norm, row by row, from x into y (never in place: x may be the caller's).
+// Every layer that is not dense, in float for every precision, row by row, from x into y (never in
+// place: x may be the caller's): scale_shift and layer_norm, and the spatial layers, each row one
+// NHWC image.
 void Engine::run_elementwise(size_t l, const float* x, size_t x_stride, size_t rows, float* y,
                              size_t y_stride) const {
   const LayerParams& p = params_[l];
@@ -101,6 +103,14 @@ void Engine::run_elementwise(size_t l, const float* x, size_t x_stride, size_t r
   for (size_t r = 0; r < rows; ++r) {
     const float* in = x + r * x_stride;
     float* out = y + r * y_stride;
+    if (p.op == Op::Conv2d) {
+      kernels::f32_conv2d_scalar(in, p.geometry, a, b, out);
+      continue;
+    }
+    if (is_spatial(p.op)) {
+      kernels::f32_pool_scalar(p.op, in, p.geometry, out);
+      continue;
+    }
     if (p.op == Op::ScaleShift) {
       for (size_t j = 0; j < n; ++j) out[j] = in[j] * a[j] + b[j];
       continue;
@@ -244,10 +254,16 @@ std::shared_ptr<const Engine> Engine::from_bytes(const uint8_t* data, size_t siz
     e->max_padded_width_ = std::max(e->max_padded_width_, dst.panels * nr);
     e->max_input_width_ = std::max<size_t>(e->max_input_width_, src.input_width);
     if (src.op != Op::Dense) {
-      params.first = AlignedFloats(src.output_width);
-      params.second = AlignedFloats(src.output_width);
-      decode_f32(src.kernel, src.output_width, params.first.data());
-      decode_f32(src.bias, src.output_width, params.second.data());
+      // An element-wise op's two vectors, a conv's kernel and bias, or nothing (a pool).
+      const Geometry& g = src.geometry;
+      params.geometry = g;
+      const size_t first = src.op == Op::Conv2d ? size_t(g.window_h) * g.window_w * g.in.channels * g.filters
+                           : is_spatial(src.op)  ? 0 : src.output_width;
+      const size_t second = src.op == Op::Conv2d ? g.filters : is_spatial(src.op) ? 0 : src.output_width;
+      params.first = AlignedFloats(first);
+      params.second = AlignedFloats(second);
+      if (first) decode_f32(src.kernel, first, params.first.data());
+      if (second) decode_f32(src.bias, second, params.second.data());
       dst.tail_stride = 0;
       e->params_.push_back(std::move(params));
       e->layers_.push_back(std::move(dst));

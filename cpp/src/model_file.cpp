@@ -1,4 +1,4 @@
-// Loader for format versions 1 and 2. The checks run in the order of docs/FORMAT.md's table, and the
+// Loader for format versions 1, 2 and 3. The checks run in the order of docs/FORMAT.md's table, and the
 // rule names below are the ones that table gives; tests/test_format.py breaks each one.
 #include "mnist_engine/model_file.h"
 
@@ -57,7 +57,8 @@ namespace {
 constexpr uint8_t kMagic[8] = {0x89, 'M', 'N', 'W', '\r', '\n', 0x1A, '\n'};
 constexpr uint32_t kByteOrderMark = 0x0A0B0C0Du;
 constexpr size_t kHeaderSize = 48;
-constexpr size_t layer_entry_size(uint32_t version) { return version == 1 ? 16 : 20; }
+constexpr size_t layer_entry_size(uint32_t version) { return version == 1 ? 16 : version == 2 ? 20 : 72; }
+constexpr uint32_t kMaxWindow = 64;  // window and stride sides (the CNNs people train use 1..7)
 constexpr size_t kChecksumSize = 4;
 constexpr uint32_t kDtypeF32 = 1;
 
@@ -235,17 +236,65 @@ namespace {
 struct TableEntry {
   uint64_t at;
   uint32_t input_width, output_width, activation, dtype, op;
+  Geometry geometry;  // version 3
 };
 
 // How many f32 values a layer stores: its operation's tensors, then its activation's parameters.
 uint64_t op_values(const TableEntry& e) {
   const uint64_t in = e.input_width, out = e.output_width;
+  const Geometry& g = e.geometry;
   switch (Op(e.op)) {
     case Op::Dense: return in * out + out;
     case Op::ScaleShift: return 2 * out;
     case Op::LayerNorm: return 2 * out + 1;
+    case Op::Conv2d: return uint64_t(g.window_h) * g.window_w * g.in.channels * g.filters + g.filters;
+    case Op::MaxPool:
+    case Op::AvgPool:
+    case Op::GlobalAvgPool:
+    case Op::GlobalMaxPool: return 0;
   }
   return 0;
+}
+
+// Rule 18 for one layer: "" when its geometry fields are consistent with its op, else what is wrong.
+std::string geometry_problem(const TableEntry& e) {
+  const Geometry& g = e.geometry;
+  const Op op = Op(e.op);
+  const uint32_t fields[] = {g.in.height, g.in.width, g.in.channels, g.window_h, g.window_w, g.stride_h,
+                             g.stride_w, g.pad_top, g.pad_bottom, g.pad_left, g.pad_right, g.filters, g.flags};
+  if (!is_spatial(op)) {
+    for (uint32_t f : fields)
+      if (f != 0) return cat("a ", kOpNames[e.op], " layer has no geometry: every geometry field must be 0");
+    return "";
+  }
+  if (g.in.height == 0 || g.in.width == 0 || g.in.channels == 0 ||
+      uint64_t(g.in.height) * g.in.width * g.in.channels != e.input_width)
+    return cat("an input image of height x width x channels = input_width ", e.input_width, ", got ", g.in.height,
+               " x ", g.in.width, " x ", g.in.channels);
+  if (!is_windowed(op)) {
+    for (size_t k = 3; k < sizeof fields / sizeof fields[0]; ++k)
+      if (fields[k] != 0) return cat("a ", kOpNames[e.op], " layer pools the whole image: its window, strides, "
+                                     "pads, filters and flags must be 0");
+    return "";
+  }
+  if (g.window_h < 1 || g.window_h > kMaxWindow || g.window_w < 1 || g.window_w > kMaxWindow)
+    return cat("a window of 1..", kMaxWindow, " on each side, got ", g.window_h, " x ", g.window_w);
+  if (g.stride_h < 1 || g.stride_h > kMaxWindow || g.stride_w < 1 || g.stride_w > kMaxWindow)
+    return cat("strides of 1..", kMaxWindow, ", got ", g.stride_h, " x ", g.stride_w);
+  if (g.pad_top >= g.window_h || g.pad_bottom >= g.window_h || g.pad_left >= g.window_w ||
+      g.pad_right >= g.window_w)
+    return cat("each pad smaller than the window (a window of padding alone has nothing to see), got pads ",
+               g.pad_top, ", ", g.pad_bottom, ", ", g.pad_left, ", ", g.pad_right, " for a ", g.window_h, " x ",
+               g.window_w, " window");
+  if (output_shape(op, g).height == 0 || output_shape(op, g).width == 0)
+    return cat("a ", g.window_h, " x ", g.window_w, " window that fits the padded ", g.in.height, " x ",
+               g.in.width, " input");
+  if (op == Op::Conv2d && (g.filters < 1 || g.filters > kMaxWidth))
+    return cat("1..", kMaxWidth, " filters, got ", g.filters);
+  if (op != Op::Conv2d && g.filters != 0) return cat("filters 0 for a pool (it keeps the channels), got ", g.filters);
+  const uint32_t allowed = op == Op::AvgPool ? Geometry::kCountPadding : 0;
+  if (g.flags & ~allowed) return cat("flags ", allowed ? "0 or 1 (count the padding)" : "0", ", got ", g.flags);
+  return "";
 }
 uint64_t activation_values(const TableEntry& e) {
   const ActivationInfo& a = kActivations[e.activation];
@@ -261,7 +310,7 @@ struct MetaEntry {
 };
 
 std::vector<TableEntry> read_layer_table(const uint8_t* d, const Header& h, uint64_t payload_end) {
-  // The table itself must fit before rules 12-17 read it (the first part of rule 19).
+  // The table itself must fit before rules 12-21 read it (the first part of rule 22).
   const uint64_t table_end = kHeaderSize + uint64_t(h.layer_count) * layer_entry_size(h.version);
   if (table_end > payload_end)
     throw FormatError(Rule::LayoutSize, kHeaderSize,
@@ -271,7 +320,13 @@ std::vector<TableEntry> read_layer_table(const uint8_t* d, const Header& h, uint
   for (uint32_t i = 0; i < h.layer_count; ++i) {
     const uint64_t at = kHeaderSize + uint64_t(i) * layer_entry_size(h.version);
     table[i] = {at, le_u32(d + at), le_u32(d + at + 4), le_u32(d + at + 8), le_u32(d + at + 12),
-                h.version == 1 ? uint32_t(Op::Dense) : le_u32(d + at + 16)};
+                h.version == 1 ? uint32_t(Op::Dense) : le_u32(d + at + 16), {}};
+    if (h.version >= 3) {
+      Geometry& g = table[i].geometry;
+      uint32_t* fields[] = {&g.in.height, &g.in.width, &g.in.channels, &g.window_h, &g.window_w, &g.stride_h,
+                            &g.stride_w, &g.pad_top, &g.pad_bottom, &g.pad_left, &g.pad_right, &g.filters, &g.flags};
+      for (size_t k = 0; k < sizeof fields / sizeof fields[0]; ++k) *fields[k] = le_u32(d + at + 20 + 4 * k);
+    }
   }
   for (uint32_t i = 0; i < h.layer_count; ++i) {
     const TableEntry& e = table[i];
@@ -292,13 +347,18 @@ std::vector<TableEntry> read_layer_table(const uint8_t* d, const Header& h, uint
     if (table[i].dtype != kDtypeF32)
       throw FormatError(Rule::Dtype, table[i].at + 12,
                         cat("expected dtype code 1 (f32) for layer ", i, ", got ", table[i].dtype));
+  const uint32_t ops = h.version >= 3 ? kOpCount : kVersion2Ops;
   for (uint32_t i = 0; i < h.layer_count; ++i)
-    if (table[i].op >= kOpCount)
+    if (table[i].op >= ops) {
+      std::string names;
+      for (uint32_t c = 0; c < ops; ++c) names += cat(c ? ", " : "", kOpNames[c]);
       throw FormatError(Rule::LayerOp, table[i].at + 16,
-                        cat("expected an op code 0..", kOpCount - 1, " (dense, scale_shift, layer_norm) for layer ",
-                            i, ", got ", table[i].op));
+                        cat("expected an op code 0..", ops - 1, " (", names, ") for layer ", i, " of a version-",
+                            h.version, " file, got ", table[i].op));
+    }
   for (uint32_t i = 0; i < h.layer_count; ++i)
-    if (table[i].op != uint32_t(Op::Dense) && table[i].output_width != table[i].input_width)
+    if ((table[i].op == uint32_t(Op::ScaleShift) || table[i].op == uint32_t(Op::LayerNorm)) &&
+        table[i].output_width != table[i].input_width)
       throw FormatError(Rule::OpWidth, table[i].at + 4,
                         cat("expected layer ", i, " (", kOpNames[table[i].op], ", element-wise) to give as many "
                             "outputs as it takes inputs, ", table[i].input_width, ", got ", table[i].output_width));
@@ -310,6 +370,29 @@ std::vector<TableEntry> read_layer_table(const uint8_t* d, const Header& h, uint
                             i == 0 ? "the model's input width" : "the previous layer's outputs", "), got ",
                             table[i].input_width));
     previous_width = table[i].output_width;
+  }
+  for (uint32_t i = 0; i < h.layer_count; ++i)
+    if (const std::string problem = geometry_problem(table[i]); !problem.empty())
+      throw FormatError(Rule::LayerGeometry, table[i].at + 20, cat("expected for layer ", i, " ", problem));
+  for (uint32_t i = 0; i < h.layer_count; ++i) {
+    const Op op = Op(table[i].op);
+    if (!is_spatial(op)) continue;
+    const ImageShape out = output_shape(op, table[i].geometry);
+    const uint64_t size = uint64_t(out.height) * out.width * out.channels;
+    if (size != table[i].output_width)
+      throw FormatError(Rule::LayerOutput, table[i].at + 4,
+                        cat("expected layer ", i, " (", kOpNames[table[i].op], ") to give its ", out.height, " x ",
+                            out.width, " x ", out.channels, " = ", size, " outputs as output_width, got ",
+                            table[i].output_width));
+  }
+  for (uint32_t i = 1; i < h.layer_count; ++i) {
+    const Op op = Op(table[i].op), before = Op(table[i - 1].op);
+    if (!is_spatial(op) || !is_spatial(before)) continue;
+    const ImageShape want = output_shape(before, table[i - 1].geometry), got = table[i].geometry.in;
+    if (got.height != want.height || got.width != want.width || got.channels != want.channels)
+      throw FormatError(Rule::ShapeChain, table[i].at + 20,
+                        cat("expected layer ", i, " to take the previous layer's ", want.height, " x ", want.width,
+                            " x ", want.channels, " image, got ", got.height, " x ", got.width, " x ", got.channels));
   }
   // With widths <= 2^16 and at most 64 layers the sum stays below 2^39: no overflow possible.
   uint64_t parameters = 0;
@@ -481,11 +564,11 @@ ReferenceRange parse_reference_range(const std::string& value, uint64_t at) {
 ModelFile parse_model_file(const uint8_t* d, size_t size) {
   const Header h = read_header(d, size);  // rules 1-11
   const uint64_t payload_end = size - kChecksumSize;
-  const std::vector<TableEntry> table = read_layer_table(d, h, payload_end);  // rules 12-18
+  const std::vector<TableEntry> table = read_layer_table(d, h, payload_end);  // rules 12-21
   const uint64_t table_end = kHeaderSize + uint64_t(h.layer_count) * layer_entry_size(h.version);
   const uint32_t output_width = table.back().output_width;
 
-  // Rule 19: every remaining size follows from the header and the table; prove the file holds
+  // Rule 22: every remaining size follows from the header and the table; prove the file holds
   // them all before copying (and allocating) anything.
   uint64_t weights_bytes = 0;
   for (const TableEntry& e : table)
@@ -503,7 +586,7 @@ ModelFile parse_model_file(const uint8_t* d, size_t size) {
                           " bytes before its checksum"));
   const uint64_t metadata_end = payload_end - reference_bytes;
 
-  // Rule 20: weights, biases and parameters.
+  // Rule 23: weights, biases and parameters.
   ModelFile m;
   m.version = h.version;
   m.input_width = h.input_width;
@@ -517,16 +600,22 @@ ModelFile parse_model_file(const uint8_t* d, size_t size) {
     layer.output_width = table[i].output_width;
     layer.op = Op(table[i].op);
     layer.activation = Activation(table[i].activation);
-    const bool dense = layer.op == Op::Dense;
-    const uint64_t first_count = dense ? uint64_t(layer.input_width) * layer.output_width : layer.output_width;
-    const char* first = dense ? "kernel" : layer.op == Op::ScaleShift ? "scale" : "gamma";
-    const char* second = dense ? "bias" : layer.op == Op::ScaleShift ? "shift" : "beta";
-    check_finite_f32(d, at, first_count, Rule::NonFiniteWeight, cat("layer ", i, " ", first));
-    layer.kernel = d + at;
-    at += 4 * first_count;
-    check_finite_f32(d, at, layer.output_width, Rule::NonFiniteWeight, cat("layer ", i, " ", second));
-    layer.bias = d + at;
-    at += 4 * uint64_t(layer.output_width);
+    layer.geometry = table[i].geometry;
+    // The operation's two tensors (none for a pool): dense kernel and bias, conv kernel and bias
+    // (one per filter), or the element-wise op's two per-feature vectors.
+    const bool dense = layer.op == Op::Dense, conv = layer.op == Op::Conv2d;
+    const uint64_t bias_count = conv ? layer.geometry.filters : is_spatial(layer.op) ? 0 : layer.output_width;
+    const uint64_t first_count = op_values(table[i]) - bias_count - (layer.op == Op::LayerNorm ? 1 : 0);
+    const char* first = dense || conv ? "kernel" : layer.op == Op::ScaleShift ? "scale" : "gamma";
+    const char* second = dense || conv ? "bias" : layer.op == Op::ScaleShift ? "shift" : "beta";
+    if (first_count + bias_count > 0) {
+      check_finite_f32(d, at, first_count, Rule::NonFiniteWeight, cat("layer ", i, " ", first));
+      layer.kernel = d + at;
+      at += 4 * first_count;
+      check_finite_f32(d, at, bias_count, Rule::NonFiniteWeight, cat("layer ", i, " ", second));
+      layer.bias = d + at;
+      at += 4 * bias_count;
+    }
     if (layer.op == Op::LayerNorm) {
       check_finite_f32(d, at, 1, Rule::NonFiniteWeight, cat("layer ", i, " epsilon"));
       layer.epsilon = le_f32(d + at);
@@ -548,7 +637,7 @@ ModelFile parse_model_file(const uint8_t* d, size_t size) {
     at += 4 * count;
   }
 
-  // Rule 21: parameters outside their domain.
+  // Rule 24: parameters outside their domain.
   for (uint32_t i = 0; i < h.layer_count; ++i) {
     const FileLayer& layer = m.layers[i];
     if (layer.op == Op::LayerNorm && !(layer.epsilon > 0.0f))
@@ -560,7 +649,7 @@ ModelFile parse_model_file(const uint8_t* d, size_t size) {
                             layer.parameters[2]));
   }
 
-  // Rules 22-29: metadata. Its entries are variable-length, so the structure is walked first
+  // Rules 25-31: metadata. Its entries are variable-length, so the structure is walked first
   // (every read bounds-checked against the reference section), then each rule runs over it.
   const std::vector<MetaEntry> entries = walk_metadata(d, h.meta_count, at, metadata_end);
   if (!entries.empty()) at = entries.back().value_at + entries.back().value_length;
@@ -571,7 +660,7 @@ ModelFile parse_model_file(const uint8_t* d, size_t size) {
     if (m.metadata.back().first == "classes")
       m.classes = parse_classes(m.metadata.back().second, e.value_at, output_width);
   }
-  for (size_t i = 0; i < entries.size(); ++i)  // rule 28 after rule 27 over every entry
+  for (size_t i = 0; i < entries.size(); ++i)  // rule 31 after rule 30 over every entry
     if (m.metadata[i].first == "reference_input_range")
       m.reference_range = parse_reference_range(m.metadata[i].second, entries[i].value_at);
   if (at != metadata_end)
@@ -579,7 +668,7 @@ ModelFile parse_model_file(const uint8_t* d, size_t size) {
                                                    ", but ", metadata_end - at,
                                                    " bytes that no section describes come first"));
 
-  // Rules 30-31: the reference section.
+  // Rules 33-34: the reference section.
   ReferenceSet& ref = m.reference;
   ref.count = h.ref_count;
   ref.atol = le_f32(d + at);

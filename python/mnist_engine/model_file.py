@@ -18,7 +18,11 @@ MAGIC = b"\x89MNW\r\n\x1a\n"
 BYTE_ORDER_MARK = 0x0A0B0C0D
 HEADER = struct.Struct("<8sIIQIIdII")  # magic, version, byte order, file size, layers, width, scale, refs, meta
 LAYER_ENTRY = {1: struct.Struct("<IIII"),  # input width, output width, activation, dtype
-               2: struct.Struct("<IIIII")}  # ... and the op
+               2: struct.Struct("<IIIII"),  # ... and the op
+               # ... and the geometry: input height, width, channels, window h, w, strides h, w,
+               # pads top, bottom, left, right, filters, flags
+               3: struct.Struct("<IIIII" + "I" * 13)}
+SPATIAL_OPS = ("conv2d", "max_pool", "avg_pool", "global_avg_pool", "global_max_pool")
 DTYPE_F32 = 1
 # The vocabulary and the limits are the C++ loader's own tables (model_file.h), read from the
 # extension, so writer and loader cannot drift apart.
@@ -157,12 +161,125 @@ class LayerNormLayer:
         return [self.gamma, self.beta, np.array([self.epsilon], np.float32), self.parameters]
 
 
-Layer = Union[DenseLayer, ScaleShiftLayer, LayerNormLayer]
+def _image(shape) -> Tuple[int, int, int]:
+    h, w, c = (int(v) for v in shape)
+    if min(h, w, c) < 1:
+        raise ValueError(f"expected an input image (height, width, channels) of positive sides, got {tuple(shape)}")
+    return h, w, c
+
+
+def _window_positions(size: int, window: int, stride: int, before: int, after: int) -> int:
+    span = size + before + after - window
+    if span < 0:
+        raise ValueError(f"a window of {window} does not fit {size} pixels padded by {before} and {after}")
+    return span // stride + 1
+
+
+@dataclass(frozen=True)
+class Conv2DLayer:
+    """y = activation(conv2d(x) + bias) on NHWC images (format version 3): kernel (kh, kw, C, F) as
+    Keras stores it, bias (F,), pads (top, bottom, left, right)."""
+
+    kernel: np.ndarray
+    bias: np.ndarray
+    input_shape: Tuple[int, int, int]
+    strides: Tuple[int, int] = (1, 1)
+    pads: Tuple[int, int, int, int] = (0, 0, 0, 0)
+    activation: str = "linear"
+    parameters: Sequence[float] = ()
+
+    op = "conv2d"
+
+    def __post_init__(self) -> None:
+        kernel = np.ascontiguousarray(self.kernel, dtype=np.float32)
+        bias = np.ascontiguousarray(self.bias, dtype=np.float32).reshape(-1)
+        shape = _image(self.input_shape)
+        if kernel.ndim != 4 or kernel.shape[2] != shape[2] or kernel.shape[3] != bias.size:
+            raise ValueError(f"expected a kernel (kh, kw, {shape[2]}, F) and a bias (F,), got {kernel.shape} and "
+                             f"{bias.shape}")
+        _finite(kernel, bias)
+        object.__setattr__(self, "kernel", kernel)
+        object.__setattr__(self, "bias", bias)
+        object.__setattr__(self, "input_shape", shape)
+        object.__setattr__(self, "strides", tuple(int(s) for s in self.strides))
+        object.__setattr__(self, "pads", tuple(int(p) for p in self.pads))
+        object.__setattr__(self, "parameters",
+                           _activation_parameters(self.activation, self.parameters, int(np.prod(self.output_shape))))
+
+    @property
+    def window(self) -> Tuple[int, int]:
+        return self.kernel.shape[0], self.kernel.shape[1]
+
+    @property
+    def output_shape(self) -> Tuple[int, int, int]:
+        (h, w, _), (kh, kw), (sh, sw), (pt, pb, pl, pr) = self.input_shape, self.window, self.strides, self.pads
+        return _window_positions(h, kh, sh, pt, pb), _window_positions(w, kw, sw, pl, pr), self.kernel.shape[3]
+
+    @property
+    def widths(self) -> Tuple[int, int]:
+        return int(np.prod(self.input_shape)), int(np.prod(self.output_shape))
+
+    def geometry(self) -> Tuple[int, ...]:
+        return (*self.input_shape, *self.window, *self.strides, *self.pads, self.kernel.shape[3], 0)
+
+    def values(self) -> List[np.ndarray]:
+        return [self.kernel, self.bias, self.parameters]
+
+
+@dataclass(frozen=True)
+class PoolLayer:
+    """Max or average pooling over windows, or over the whole image (global_*), on NHWC images
+    (format version 3). Average pooling divides by the window's real pixels (Keras's 'same'), or by
+    the whole window with count_padding (ONNX's count_include_pad=1)."""
+
+    op: str
+    input_shape: Tuple[int, int, int]
+    window: Tuple[int, int] = (0, 0)
+    strides: Tuple[int, int] = (0, 0)
+    pads: Tuple[int, int, int, int] = (0, 0, 0, 0)
+    count_padding: bool = False
+    activation: str = "linear"
+    parameters: Sequence[float] = ()
+
+    def __post_init__(self) -> None:
+        if self.op not in SPATIAL_OPS[1:]:
+            raise ValueError(f"expected a pool op in {SPATIAL_OPS[1:]}, got {self.op!r}")
+        object.__setattr__(self, "input_shape", _image(self.input_shape))
+        object.__setattr__(self, "window", tuple(int(v) for v in self.window))
+        object.__setattr__(self, "strides", tuple(int(v) for v in self.strides))
+        object.__setattr__(self, "pads", tuple(int(v) for v in self.pads))
+        if self.count_padding and self.op != "avg_pool":
+            raise ValueError("count_padding is an avg_pool setting")
+        object.__setattr__(self, "parameters",
+                           _activation_parameters(self.activation, self.parameters, int(np.prod(self.output_shape))))
+
+    @property
+    def output_shape(self) -> Tuple[int, int, int]:
+        h, w, c = self.input_shape
+        if self.op.startswith("global"):
+            return 1, 1, c
+        (kh, kw), (sh, sw), (pt, pb, pl, pr) = self.window, self.strides, self.pads
+        return _window_positions(h, kh, sh, pt, pb), _window_positions(w, kw, sw, pl, pr), c
+
+    @property
+    def widths(self) -> Tuple[int, int]:
+        return int(np.prod(self.input_shape)), int(np.prod(self.output_shape))
+
+    def geometry(self) -> Tuple[int, ...]:
+        return (*self.input_shape, *self.window, *self.strides, *self.pads, 0, int(self.count_padding))
+
+    def values(self) -> List[np.ndarray]:
+        return [self.parameters]
+
+
+Layer = Union[DenseLayer, ScaleShiftLayer, LayerNormLayer, Conv2DLayer, PoolLayer]
 
 
 def format_version_for(layers: Sequence[Layer]) -> int:
-    """The oldest format version that holds ``layers``: 1 for dense layers with version-1 activations."""
-    return max(2 if layer.op != "dense" else ACTIVATION_PARAMETERS[layer.activation][2] for layer in layers)
+    """The oldest format version that holds ``layers``: 1 for dense layers with version-1 activations,
+    3 for spatial layers."""
+    return max(3 if layer.op in SPATIAL_OPS else 2 if layer.op != "dense" else
+               ACTIVATION_PARAMETERS[layer.activation][2] for layer in layers)
 
 
 def sample_pixel_inputs(count: int, width: int, input_scale: float, seed: int = 0) -> np.ndarray:
@@ -194,6 +311,11 @@ def encode_model(
             raise ValueError(f"layer {i} takes {n_in} inputs but the previous layer gives {width}")
         if not (1 <= n_in <= MAX_WIDTH and 1 <= n_out <= MAX_WIDTH):
             raise ValueError(f"layer {i} is {n_in}x{n_out}; widths must be 1..{MAX_WIDTH}")
+        previous = layers[i - 1] if i else None
+        if layer.op in SPATIAL_OPS and previous is not None and previous.op in SPATIAL_OPS and \
+                tuple(layer.input_shape) != tuple(previous.output_shape):
+            raise ValueError(f"layer {i} takes a {layer.input_shape} image but the previous layer gives "
+                             f"{previous.output_shape}")
         width = n_out
     parameters = sum(v.size for layer in layers for v in layer.values())
     if parameters > MAX_PARAMETERS:
@@ -216,7 +338,12 @@ def encode_model(
 
     version = format_version_for(layers)
     entry = LAYER_ENTRY[version]
-    op_field = (lambda layer: (OP_CODES[layer.op],)) if version > 1 else (lambda layer: ())
+    def op_field(layer) -> tuple:
+        if version == 1:
+            return ()
+        if version == 2:
+            return (OP_CODES[layer.op],)
+        return (OP_CODES[layer.op], *(layer.geometry() if layer.op in SPATIAL_OPS else (0,) * 13))
     table = [(*layer.widths, ACTIVATION_CODES[layer.activation], DTYPE_F32, *op_field(layer)) for layer in layers]
     meta = _encode_metadata(metadata)
     body = [
@@ -342,7 +469,8 @@ def write_model(
     Without ``reference_outputs`` the file's expected outputs come from the float64 numpy forward
     pass (:mod:`mnist_engine.reference`); exporters pass their framework's own outputs instead.
     """
-    layers = [layer if isinstance(layer, (DenseLayer, ScaleShiftLayer, LayerNormLayer)) else DenseLayer(*layer)
+    layers = [layer if isinstance(layer, (DenseLayer, ScaleShiftLayer, LayerNormLayer, Conv2DLayer, PoolLayer))
+              else DenseLayer(*layer)
               for layer in layers]
     if reference_inputs is None:
         reference_inputs = sample_pixel_inputs(8, layers[0].widths[0], input_scale)
@@ -379,7 +507,16 @@ def read_layers(path: PathLike) -> List[Layer]:
         n_in, n_out, code, op = fields[0], fields[1], fields[2], (fields[4] if version > 1 else 0)
         activation = _core.ACTIVATIONS[code]
         names, per_unit, _ = ACTIVATION_PARAMETERS[activation]
-        if _core.OPS[op] == "dense":
+        if _core.OPS[op] in SPATIAL_OPS:
+            h, w, c, kh, kw, sh, sw, pt, pb, pl, pr, filters, flags = fields[5:]
+            if _core.OPS[op] == "conv2d":
+                kernel, bias = take(kh * kw * c * filters).reshape(kh, kw, c, filters), take(filters)
+                layers.append(Conv2DLayer(kernel, bias, (h, w, c), (sh, sw), (pt, pb, pl, pr), activation,
+                                          take(len(names) + per_unit * n_out)))
+            else:
+                layers.append(PoolLayer(_core.OPS[op], (h, w, c), (kh, kw), (sh, sw), (pt, pb, pl, pr), bool(flags),
+                                        activation, take(len(names) + per_unit * n_out)))
+        elif _core.OPS[op] == "dense":
             kernel, bias = take(n_in * n_out).reshape(n_in, n_out), take(n_out)
             layers.append(DenseLayer(kernel, bias, activation, take(len(names) + per_unit * n_out)))
         elif _core.OPS[op] == "scale_shift":

@@ -75,8 +75,28 @@ def scale_pixels(pixels: np.ndarray, scale: float) -> np.ndarray:
     return (np.asarray(pixels).astype(np.float64) * scale).astype(np.float32)
 
 
+def _spatial(layer, y: np.ndarray) -> np.ndarray:
+    """A spatial layer on rows that are NHWC images, flattened back to rows."""
+    from . import reference_conv as conv
+
+    images = y.reshape((len(y),) + tuple(layer.input_shape))
+    if layer.op == "conv2d":
+        out = conv.conv2d(images, layer.kernel, layer.bias, layer.strides, layer.pads)
+    elif layer.op == "max_pool":
+        out = conv.max_pool2d(images, layer.window, layer.strides, layer.pads)
+    elif layer.op == "avg_pool":
+        out = conv.avg_pool2d(images, layer.window, layer.strides, layer.pads, layer.count_padding)
+    elif layer.op == "global_avg_pool":
+        out = conv.global_avg_pool(images)
+    else:
+        out = conv.global_max_pool(images)
+    return out.reshape(len(y), -1)
+
+
 def _operation(layer, y: np.ndarray) -> np.ndarray:
     op = getattr(layer, "op", "dense")
+    if op in ("conv2d", "max_pool", "avg_pool", "global_avg_pool", "global_max_pool"):
+        return _spatial(layer, y)
     if op == "dense":
         return y @ np.asarray(layer.kernel, np.float64) + np.asarray(layer.bias, np.float64)
     if op == "scale_shift":

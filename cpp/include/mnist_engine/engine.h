@@ -159,7 +159,8 @@ class Engine {
   };
   struct LayerParams {
     Op op = Op::Dense;
-    AlignedFloats first, second;
+    Geometry geometry;  // spatial ops
+    AlignedFloats first, second;  // conv2d: kernel and bias
     float epsilon = 0.0f;
     std::vector<float> activation;
   };

@@ -1,4 +1,4 @@
-// The weights file, format versions 1 and 2: parsing and validation. docs/FORMAT.md is the contract;
+// The weights file, format versions 1, 2 and 3: parsing and validation. docs/FORMAT.md is the contract;
 // the rule table below is its validation table, in its order, and the loader walks it in that
 // order (tests/test_format.py checks the document against this table).
 #pragma once
@@ -23,7 +23,8 @@ const char* op_name(Op op);
 enum class Rule : uint8_t {
   TooShort = 1, BadMagic, UnsupportedVersion, ByteOrder, FileSize, Checksum,
   LayerCount, InputWidth, InputScale, RefCount, MetaCount,
-  LayerWidth, ActivationCode, Dtype, LayerOp, OpWidth, LayerChain, ModelSize, LayoutSize, NonFiniteWeight,
+  LayerWidth, ActivationCode, Dtype, LayerOp, OpWidth, LayerChain, LayerGeometry, LayerOutput, ShapeChain,
+  ModelSize, LayoutSize, NonFiniteWeight,
   LayerParameter, MetadataTruncated, MetadataKey, MetadataDuplicate, MetadataValue, MetadataRequired, MetadataClasses,
   MetadataInputRange, TrailingBytes, Tolerance, NonFiniteReference, Verification,
 };
@@ -49,6 +50,9 @@ inline constexpr RuleInfo kRules[] = {
     {Rule::LayerOp, "layer-op"},
     {Rule::OpWidth, "op-width"},
     {Rule::LayerChain, "layer-chain"},
+    {Rule::LayerGeometry, "layer-geometry"},
+    {Rule::LayerOutput, "layer-output"},
+    {Rule::ShapeChain, "shape-chain"},
     {Rule::ModelSize, "model-size"},
     {Rule::LayoutSize, "layout-size"},
     {Rule::NonFiniteWeight, "non-finite-weight"},
@@ -90,7 +94,9 @@ struct FileLayer {
   Op op = Op::Dense;
   Activation activation = Activation::Linear;
   // Dense: kernel (input_width x output_width, row-major, Keras layout) and bias (output_width).
-  // ScaleShift: scale and shift; LayerNorm: gamma and beta (output_width each).
+  // ScaleShift: scale and shift; LayerNorm: gamma and beta (output_width each). Conv2d: kernel
+  // (window_h x window_w x in channels x filters, Keras layout) and bias (filters). Pools: none.
+  Geometry geometry;  // spatial ops (version 3)
   const uint8_t* kernel = nullptr;
   const uint8_t* bias = nullptr;
   float epsilon = 0.0f;            // LayerNorm
@@ -142,7 +148,7 @@ struct ModelFile {
 ModelFile parse_model_file(const uint8_t* data, size_t size);
 
 // Format constants, exported to Python as mnist_engine._core.FORMAT (the writer reads them there).
-inline constexpr uint32_t kFormatVersion = 2;  // the newest this loader reads (and 1)
+inline constexpr uint32_t kFormatVersion = 3;  // the newest this loader reads (and 1, 2)
 inline constexpr uint32_t kMaxLayers = 64;
 inline constexpr uint32_t kMaxWidth = 65536;
 inline constexpr uint32_t kMaxReferences = 256;

@@ -53,8 +53,45 @@ static_assert(kActivationCount == uint32_t(Activation::Prelu) + 1, "one entry pe
 inline constexpr uint32_t kVersion1Activations = uint32_t(Activation::Softmax) + 1;
 
 // What a layer does before its activation (format version 2; every version-1 layer is Dense).
-enum class Op : uint32_t { Dense = 0, ScaleShift = 1, LayerNorm = 2 };
-inline constexpr const char* kOpNames[] = {"dense", "scale_shift", "layer_norm"};
+// Version 3 adds the spatial operations on (height, width, channels) images, NHWC.
+enum class Op : uint32_t {
+  Dense = 0, ScaleShift = 1, LayerNorm = 2,                                  // version 2
+  Conv2d = 3, MaxPool = 4, AvgPool = 5, GlobalAvgPool = 6, GlobalMaxPool = 7,  // version 3
+};
+inline constexpr const char* kOpNames[] = {"dense", "scale_shift", "layer_norm", "conv2d", "max_pool",
+                                           "avg_pool", "global_avg_pool", "global_max_pool"};
 inline constexpr uint32_t kOpCount = sizeof kOpNames / sizeof kOpNames[0];
+inline constexpr uint32_t kVersion2Ops = uint32_t(Op::LayerNorm) + 1;  // codes below this are version 2's
+inline constexpr bool is_spatial(Op op) { return uint32_t(op) >= uint32_t(Op::Conv2d); }
+inline constexpr bool is_windowed(Op op) { return op == Op::Conv2d || op == Op::MaxPool || op == Op::AvgPool; }
+
+// An image's shape, NHWC without the batch.
+struct ImageShape {
+  uint32_t height = 0, width = 0, channels = 0;
+};
+// A spatial layer's geometry (format version 3): its input image, the window sliding over it and
+// the zeros around it, and what comes out.
+struct Geometry {
+  ImageShape in;
+  uint32_t window_h = 0, window_w = 0, stride_h = 0, stride_w = 0;
+  uint32_t pad_top = 0, pad_bottom = 0, pad_left = 0, pad_right = 0;
+  uint32_t filters = 0;  // conv2d: output channels
+  uint32_t flags = 0;    // avg_pool: kCountPadding
+  static constexpr uint32_t kCountPadding = 1;  // average over the whole window, padding included
+};
+
+// Positions of a window sliding over `size` pixels padded by `before` and `after` (floor, as Keras
+// and ONNX's ceil_mode=0); 0 when it does not fit.
+inline constexpr uint64_t window_positions(uint64_t size, uint64_t window, uint64_t stride, uint64_t before,
+                                           uint64_t after) {
+  return size + before + after < window || stride == 0 ? 0 : (size + before + after - window) / stride + 1;
+}
+// What a spatial layer gives for its geometry (a global pool: 1 x 1 x channels).
+inline constexpr ImageShape output_shape(Op op, const Geometry& g) {
+  if (op == Op::GlobalAvgPool || op == Op::GlobalMaxPool) return {1, 1, g.in.channels};
+  return {uint32_t(window_positions(g.in.height, g.window_h, g.stride_h, g.pad_top, g.pad_bottom)),
+          uint32_t(window_positions(g.in.width, g.window_w, g.stride_w, g.pad_left, g.pad_right)),
+          op == Op::Conv2d ? g.filters : g.in.channels};
+}
 
 }  // namespace mnist_engine

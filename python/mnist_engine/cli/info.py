@@ -18,8 +18,8 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     engine = mnist_engine.load(args.model, verify=not args.no_verify)
     print(repr(engine))
-    for i, (n_in, n_out, act) in enumerate(engine.layers):
-        print(f"  layer {i}: {n_in} -> {n_out} {act}")
+    for i, ((n_in, n_out, act), op) in enumerate(zip(engine.layers, engine.layer_ops)):
+        print(f"  layer {i}: {n_in} -> {n_out} {'' if op == 'dense' else op + ' '}{act}")
     print(f"  input scale for uint8 pixels: {engine.input_scale!r}")
     if engine.classes is not None:
         print(f"  classify returns: {', '.join(printable(str(c)) for c in engine.classes)}")

@@ -1,0 +1,80 @@
+// The spatial layers (format version 3) on one image, NHWC, scalar: convolution and pooling. The
+// reference the vectorised versions will be held to, and today the engine's only version.
+#include "kernels.h"
+
+namespace mnist_engine::kernels {
+
+// Output pixel by output pixel: the bias, then each input value of the window times its row of F
+// filter weights (contiguous in Keras's kh x kw x C x F layout, so the inner loop vectorises).
+// Exact zeros are skipped (MNIST pixels and ReLU maps are mostly zero): 0 * w adds nothing to a
+// finite sum, and the format guarantees finite weights.
+void f32_conv2d_scalar(const float* x, const Geometry& g, const float* kernel, const float* bias, float* y) {
+  const ImageShape out = output_shape(Op::Conv2d, g);
+  const size_t C = g.in.channels, F = g.filters, W = g.in.width;
+  for (uint32_t oy = 0; oy < out.height; ++oy)
+    for (uint32_t ox = 0; ox < out.width; ++ox) {
+      float* o = y + (size_t(oy) * out.width + ox) * F;
+      for (size_t f = 0; f < F; ++f) o[f] = bias[f];
+      for (uint32_t ky = 0; ky < g.window_h; ++ky) {
+        const int64_t iy = int64_t(oy) * g.stride_h + ky - g.pad_top;
+        if (iy < 0 || iy >= int64_t(g.in.height)) continue;  // padding: zeros
+        for (uint32_t kx = 0; kx < g.window_w; ++kx) {
+          const int64_t ix = int64_t(ox) * g.stride_w + kx - g.pad_left;
+          if (ix < 0 || ix >= int64_t(W)) continue;
+          const float* in = x + (size_t(iy) * W + size_t(ix)) * C;
+          const float* w = kernel + (size_t(ky) * g.window_w + kx) * C * F;
+          for (size_t c = 0; c < C; ++c) {
+            const float v = in[c];
+            if (v == 0.0f) continue;
+            const float* wc = w + c * F;
+            for (size_t f = 0; f < F; ++f) o[f] += v * wc[f];
+          }
+        }
+      }
+    }
+}
+
+// Max pooling ignores the padding (as -inf would); average pooling divides by the window's real
+// pixels (Keras's 'same') or, with kCountPadding, by the whole window (ONNX count_include_pad=1).
+void f32_pool_scalar(Op op, const float* x, const Geometry& g, float* y) {
+  const size_t C = g.in.channels, W = g.in.width, H = g.in.height;
+  if (op == Op::GlobalAvgPool || op == Op::GlobalMaxPool) {
+    for (size_t c = 0; c < C; ++c) {
+      float acc = x[c];
+      for (size_t p = 1; p < H * W; ++p) {
+        const float v = x[p * C + c];
+        acc = op == Op::GlobalMaxPool ? (v > acc || v != v ? v : acc) : acc + v;
+      }
+      y[c] = op == Op::GlobalMaxPool ? acc : acc / float(H * W);
+    }
+    return;
+  }
+  const ImageShape out = output_shape(op, g);
+  const bool max = op == Op::MaxPool;
+  for (uint32_t oy = 0; oy < out.height; ++oy)
+    for (uint32_t ox = 0; ox < out.width; ++ox) {
+      float* o = y + (size_t(oy) * out.width + ox) * C;
+      uint32_t count = 0;
+      for (uint32_t ky = 0; ky < g.window_h; ++ky) {
+        const int64_t iy = int64_t(oy) * g.stride_h + ky - g.pad_top;
+        if (iy < 0 || iy >= int64_t(H)) continue;
+        for (uint32_t kx = 0; kx < g.window_w; ++kx) {
+          const int64_t ix = int64_t(ox) * g.stride_w + kx - g.pad_left;
+          if (ix < 0 || ix >= int64_t(W)) continue;
+          const float* in = x + (size_t(iy) * W + size_t(ix)) * C;
+          for (size_t c = 0; c < C; ++c) {
+            const float v = in[c];
+            // NaN propagates through max, as in Keras.
+            o[c] = count == 0 ? v : max ? (v > o[c] || v != v ? v : o[c]) : o[c] + v;
+          }
+          ++count;
+        }
+      }
+      if (!max) {
+        const float divisor = float(g.flags & Geometry::kCountPadding ? g.window_h * g.window_w : count);
+        for (size_t c = 0; c < C; ++c) o[c] /= divisor;
+      }
+    }
+}
+
+}  // namespace mnist_engine::kernels
