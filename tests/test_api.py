@@ -124,7 +124,7 @@ def test_wrong_shapes_are_value_errors_naming_both(engine, shape):
     with pytest.raises(ValueError) as info:
         engine.predict(x)
     msg = str(info.value)
-    assert "expected input of shape (N, 784) or (N, 28, 28)" in msg
+    assert "expected input of shape (N, 784), (N, 28, 28) or (N, 28, 28, 1)" in msg
     assert str(shape) in msg and "uint8" in msg
 
 
@@ -222,3 +222,12 @@ def test_concurrent_predicts_equal_the_serial_result(engine):
     assert not errors
     for got, want in zip(results, serial):
         np.testing.assert_array_equal(got, want)
+
+
+def test_one_channel_images_in_either_layout_are_rows(engine, rng):
+    """(N, 28, 28, 1), as a Keras CNN takes them, and (N, 1, 28, 28), as PyTorch does: the same rows."""
+    x = rng.integers(0, 256, (5, 28, 28), dtype=np.uint8)
+    want = engine.predict(x)
+    np.testing.assert_array_equal(engine.predict(x[..., None]), want)
+    np.testing.assert_array_equal(engine.predict(x[:, None]), want)
+    np.testing.assert_array_equal(engine.predict(x[..., None] / np.float32(255)), engine.predict(x / np.float32(255)))

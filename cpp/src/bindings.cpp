@@ -31,7 +31,7 @@ std::string expected_shapes(uint32_t width) {
   std::ostringstream s;
   s << "(N, " << width << ")";
   const auto side = static_cast<uint32_t>(std::lround(std::sqrt(double(width))));
-  if (side * side == width) s << " or (N, " << side << ", " << side << ")";
+  if (side * side == width) s << ", (N, " << side << ", " << side << ") or (N, " << side << ", " << side << ", 1)";
   return s.str();
 }
 
@@ -76,8 +76,11 @@ Batch to_batch(const py::handle& obj, uint32_t width) {
     throw py::type_error("expected uint8 pixels or float32 values, got dtype " +
                          std::string(py::str(a.dtype())) + hint);
   }
+  // (N, H, W, 1) and (N, 1, H, W), one channel, hold the same row either way (a CNN's Keras input).
+  const bool one_channel = a.ndim() == 4 && (a.shape(3) == 1 || a.shape(1) == 1);
   const bool shape_ok = (a.ndim() == 2 && a.shape(1) == py::ssize_t(width)) ||
-                        (a.ndim() == 3 && a.shape(1) * a.shape(2) == py::ssize_t(width));
+                        (a.ndim() == 3 && a.shape(1) * a.shape(2) == py::ssize_t(width)) ||
+                        (one_channel && a.shape(1) * a.shape(2) * a.shape(3) == py::ssize_t(width));
   if (!shape_ok) {
     std::string hint = a.ndim() == 1 ? " (a single image needs a batch axis: x[None])" : "";
     throw py::value_error("expected input of shape " + expected_shapes(width) + ", got " +

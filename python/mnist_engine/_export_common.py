@@ -15,8 +15,11 @@ import numpy as np
 from . import _core
 from ._core import InputRangeWarning  # one class for export time and predict time
 from .model_file import (
+    SPATIAL_OPS,
+    Conv2DLayer,
     DenseLayer,
     LayerNormLayer,
+    PoolLayer,
     ScaleShiftLayer,
     atomic_write_bytes,
     encode_model,
@@ -47,8 +50,13 @@ class LayerDraft:
     epsilon: float = 0.0
     ends_at: Any = 0  # where in the framework's model this engine layer's output can be observed
     parts: List[str] = field(default_factory=list)
+    geometry: Dict[str, Any] = field(default_factory=dict)  # spatial ops: Conv2DLayer's / PoolLayer's arguments
 
     def layer(self):
+        if self.op == "conv2d":
+            return Conv2DLayer(*self.values, **self.geometry, activation=self.activation, parameters=self.parameters)
+        if self.op in SPATIAL_OPS:
+            return PoolLayer(self.op, **self.geometry, activation=self.activation, parameters=self.parameters)
         if self.op == "dense":
             return DenseLayer(*self.values, self.activation, self.parameters)
         if self.op == "scale_shift":

@@ -31,7 +31,8 @@ from ._export_common import (
     reference_inputs_for,
     rows_in_input_order,
 )
-from .model_file import DEFAULT_ATOL, DEFAULT_RTOL
+from .model_file import DEFAULT_ATOL, DEFAULT_RTOL, SPATIAL_OPS
+from .reference_conv import keras_pads
 
 __all__ = ["ExportMismatchError", "UnsupportedModelError", "export_keras", "keras_dense_chain", "load_keras_model"]
 
@@ -168,7 +169,10 @@ KERAS_ACTIVATIONS: Dict[str, Tuple[str, Tuple[float, ...]]] = {
 }
 # Layers that are the identity at inference.
 IDENTITY_LAYERS = ("Dropout", "GaussianNoise", "GaussianDropout", "AlphaDropout", "SpatialDropout1D",
-                   "ActivityRegularization", "Identity")
+                   "SpatialDropout2D", "ActivityRegularization", "Identity")
+# Layers on (height, width, channels) images, channels last: engine spatial layers (format version 3).
+SPATIAL_LAYERS = ("Conv2D", "MaxPooling2D", "AveragePooling2D", "GlobalAveragePooling2D", "GlobalMaxPooling2D",
+                  "ZeroPadding2D")
 # Layers that only move values around (before the first Dense), and layers folded into Dense weights.
 MOVING_LAYERS = ("Flatten", "Reshape", "Permute")
 AFFINE_LAYERS = ("Rescaling", "Normalization", "BatchNormalization")
@@ -195,6 +199,13 @@ LAYER_HANDLING: Dict[str, str] = {
     "Reshape": "likewise",
     "Permute": "likewise",
     **{name: "the identity at inference" for name in IDENTITY_LAYERS},
+    "Conv2D": "an engine conv2d layer (channels last; any kernel size, strides, padding 'valid' or 'same', with "
+              "or without bias, any activation but softmax; dilation and groups other than 1 are refused); a "
+              "BatchNormalization after it, while it is linear, is folded into it",
+    "MaxPooling2D, AveragePooling2D": "engine max_pool, avg_pool (any pool size and strides, 'valid' or 'same': "
+                                      "the average over the window's real pixels, as Keras computes it)",
+    "GlobalAveragePooling2D, GlobalMaxPooling2D": "engine global_avg_pool, global_max_pool",
+    "ZeroPadding2D": "merged into the pads of the Conv2D that follows it (before anything else it is refused)",
     "Sequential or functional model used as a layer": "unwrapped into its own layers",
     "Any other layer on a vector (an `Activation` subclass such as Mish, ReLU6 or Swish, a `Lambda`)":
         "identified by its values: probed on inputs across every activation's range, it must equal one of the "
@@ -324,6 +335,18 @@ def identify_elementwise(layer, keras, in_shape, out_shape):
     return None
 
 
+def _per_channel(scale: np.ndarray, offset: np.ndarray):
+    """(s, o) per channel when an affine map on (height, width, channels) images is the same at
+    every pixel (a BatchNormalization over the channels), else None."""
+    scale, offset = np.asarray(scale, np.float64), np.asarray(offset, np.float64)
+    if scale.ndim != 3:
+        return None
+    s, o = scale[0, 0], offset[0, 0]
+    if not (np.all(scale == s) and np.all(offset == o)):
+        return None
+    return s, o
+
+
 def _numpy(keras, tensor) -> np.ndarray:
     return np.asarray(keras.ops.convert_to_numpy(tensor))
 
@@ -399,6 +422,8 @@ class _ChainBuilder:
         self.pending_from: List[str] = []
         self.parts: List[LayerDraft] = []
         self.rescales = False
+        # A ZeroPadding2D waiting for its Conv2D: ((top, bottom, left, right), the layer).
+        self.zero_pads: Optional[Tuple[Tuple[int, int, int, int], Any]] = None
 
     def _has_pending(self) -> bool:
         return bool(self.pending_from)
@@ -410,9 +435,13 @@ class _ChainBuilder:
         """Emit the pending affine map as a scale_shift layer."""
         if not self._has_pending():
             return
+        if self.scale.ndim != 1 and (self.parts or not self._index_is_identity()):
+            self.scale, self.offset = self.scale.reshape(-1), self.offset.reshape(-1)
         if self.scale.ndim != 1:
-            raise UnsupportedModelError(f"{', '.join(self.pending_from)} scale multi-dimensional values that no "
-                                        "Dense layer follows; add a Flatten before them")
+            if not self._index_is_identity():
+                raise UnsupportedModelError(f"{', '.join(self.pending_from)} scale multi-dimensional values that no "
+                                            "Dense layer follows; add a Flatten before them")
+            self.scale, self.offset = self.scale.reshape(-1), self.offset.reshape(-1)
         self.parts.append(LayerDraft("scale_shift", [self.scale.copy(), self.offset.copy()], ends_at=pos - 1,
                                 parts=list(self.pending_from)))
         self._reset_pending(self.scale.shape)
@@ -427,6 +456,11 @@ class _ChainBuilder:
             return
         if kind in MOVING_LAYERS:
             return self._moving(link, kind)
+        if kind in SPATIAL_LAYERS:
+            return self._spatial(pos, link, kind)
+        if self.zero_pads is not None:
+            raise _refuse(self.zero_pads[1], "a ZeroPadding2D before a layer other than Conv2D",
+                          "ZeroPadding2D directly before a Conv2D (merged into its pads) is")
         if kind in AFFINE_LAYERS:
             return self._affine(pos, link, kind)
         if isinstance(layer, keras.layers.Dense):
@@ -448,8 +482,10 @@ class _ChainBuilder:
         layer = link.layer
         if self.parts:
             if len(link.out_shape) != 1:
-                raise _refuse(layer, f"reshaping a Dense output to {link.out_shape}",
-                              "only flat vectors can follow a Dense")
+                raise _refuse(layer, f"reshaping a layer's output to {link.out_shape}",
+                              "after the first engine layer, only a Flatten (to the NHWC row) is")
+            # The engine's rows are already the flat NHWC values; a pending map follows them.
+            self.scale, self.offset = self.scale.reshape(-1), self.offset.reshape(-1)
             return
         if kind == "Permute":
             self._move(lambda a: np.transpose(a, [d - 1 for d in layer.dims]))
@@ -467,6 +503,14 @@ class _ChainBuilder:
         last = self.parts[-1] if self.parts else None
         if last is not None and last.op == "dense" and last.activation == "linear" and not self._has_pending():
             last.values = list(fold_after(*last.values, scale, offset))
+            last.ends_at = pos
+            last.parts.append(f"{layer.name!r} ({kind}, folded)")
+            return
+        per_channel = _per_channel(scale, offset)
+        if last is not None and last.op == "conv2d" and last.activation == "linear" and not self._has_pending() \
+                and per_channel is not None:
+            s, o = per_channel  # a conv's kernel (kh, kw, C, F): each filter's column scaled
+            last.values = [last.values[0] * s, last.values[1] * s + o]
             last.ends_at = pos
             last.parts.append(f"{layer.name!r} ({kind}, folded)")
             return
@@ -491,16 +535,82 @@ class _ChainBuilder:
         self.parts.append(LayerDraft("dense", [kernel, bias], activation, parameters, ends_at=pos, parts=described))
         self._reset_pending(kernel.shape[1])
 
-    def _features(self, link: _Link) -> int:
+    def _features(self, link: _Link, images: bool = False) -> int:
+        """The width of the vector a layer works on; `images`: an element-wise layer may also work on
+        an image that a spatial engine layer made (the engine's row is its flat NHWC values)."""
         if len(link.in_shape) != 1:
+            if images and self.parts and self.parts[-1].op in SPATIAL_OPS:
+                return int(np.prod(link.in_shape))
             raise _refuse(link.layer, f"a rank-{len(link.in_shape) + 1} input", "add a Flatten before it")
         return int(link.in_shape[0])
+
+    def _index_is_identity(self) -> bool:
+        """The values are still in the engine's input order (no Permute or Transpose moved them)."""
+        return bool(np.array_equal(self.index.reshape(-1), np.arange(self.index.size)))
+
+    def _spatial(self, pos: int, link: _Link, kind: str) -> None:
+        layer, keras = link.layer, self.keras
+        cfg = layer.get_config()
+        if cfg.get("data_format", "channels_last") == "channels_first":
+            raise _refuse(layer, "data_format='channels_first'", "channels_last images (Keras's default) are")
+        if len(link.in_shape) != 3:
+            raise _refuse(layer, f"a rank-{len(link.in_shape) + 1} input {('batch',) + tuple(link.in_shape)}",
+                          "(batch, height, width, channels) images are")
+        if not self.parts and not self._index_is_identity():
+            raise _refuse(layer, "an input whose values a Permute moved", "images in the model input's own order are")
+        if kind == "ZeroPadding2D":
+            (top, bottom), (left, right) = cfg["padding"]
+            before = self.zero_pads[0] if self.zero_pads else (0, 0, 0, 0)
+            self.zero_pads = (tuple(a + b for a, b in zip(before, (top, bottom, left, right))), layer)
+            return
+        pads, padded_by = (self.zero_pads[0], self.zero_pads[1]) if self.zero_pads else ((0, 0, 0, 0), None)
+        self.zero_pads = None
+        if padded_by is not None and kind != "Conv2D":
+            raise _refuse(padded_by, f"a ZeroPadding2D before {_describe(layer)}",
+                          "ZeroPadding2D directly before a Conv2D (merged into its pads) is")
+        self._flush(pos)
+        image = tuple(int(v) for v in link.in_shape)
+        if padded_by is not None:  # the conv reads the image from before the padding, with more pads
+            image = (image[0] - pads[0] - pads[1], image[1] - pads[2] - pads[3], image[2])
+        described = ([f"{padded_by.name!r} (ZeroPadding2D, merged)"] if padded_by is not None else []) + \
+            [f"{layer.name!r} ({kind})"]
+        if kind == "Conv2D":
+            if tuple(cfg.get("dilation_rate", (1, 1))) != (1, 1):
+                raise _refuse(layer, f"dilation_rate={tuple(cfg['dilation_rate'])}", "dilation_rate=(1, 1) is")
+            if cfg.get("groups", 1) != 1:
+                raise _refuse(layer, f"groups={cfg['groups']}", "groups=1 is")
+            kernel = _numpy(keras, layer.kernel).astype(np.float64)
+            bias = _numpy(keras, layer.bias).astype(np.float64) if layer.use_bias else np.zeros(kernel.shape[3])
+            strides = tuple(cfg["strides"])
+            same = keras_pads(*image[:2], kernel.shape[:2], strides, cfg["padding"])
+            activation, parameters = _keras_activation(layer, cfg.get("activation"))
+            if activation in ("softmax", "log_softmax"):
+                raise _refuse(layer, f"activation='{activation}' on an image",
+                              "element-wise activations are (softmax after a Flatten or a global pool)")
+            draft = LayerDraft("conv2d", [kernel, bias], activation, parameters, ends_at=pos, parts=described,
+                               geometry={"input_shape": image, "strides": strides,
+                                         "pads": tuple(a + b for a, b in zip(pads, same))})
+        elif kind in ("MaxPooling2D", "AveragePooling2D"):
+            window = tuple(cfg["pool_size"])
+            strides = tuple(cfg.get("strides") or window)
+            draft = LayerDraft("max_pool" if kind == "MaxPooling2D" else "avg_pool", [], ends_at=pos,
+                               parts=described,
+                               geometry={"input_shape": image, "window": window, "strides": strides,
+                                         "pads": keras_pads(*image[:2], window, strides, cfg["padding"])})
+        else:
+            draft = LayerDraft("global_avg_pool" if kind == "GlobalAveragePooling2D" else "global_max_pool", [],
+                               ends_at=pos, parts=described, geometry={"input_shape": image})
+        self.parts.append(draft)
+        self._reset_pending(tuple(link.out_shape))
 
     def _activation(self, pos: int, link: _Link, known: Optional[Tuple[str, Tuple[float, ...]]] = None,
                     what: str = "") -> None:
         layer = link.layer
-        features = self._features(link)
+        features = self._features(link, images=True)
         activation, parameters = known or _activation_layer(layer, self.keras, features)
+        if len(link.in_shape) != 1 and activation in ("softmax", "log_softmax", "prelu"):
+            raise _refuse(layer, f"{activation} on an image", "element-wise activations on images are (softmax "
+                          "after a Flatten or a global pool)")
         self._flush(pos)
         last = self.parts[-1] if self.parts else None
         if last is None or last.activation != "linear":
@@ -526,8 +636,10 @@ class _ChainBuilder:
                                 parts=[f"{layer.name!r} (LayerNormalization)"]))
 
     def finish(self) -> DenseChain:
-        if not any(part.op == "dense" for part in self.parts):
-            raise UnsupportedModelError("the model has no Dense layer")
+        if self.zero_pads is not None:
+            raise _refuse(self.zero_pads[1], "a ZeroPadding2D at the end", "ZeroPadding2D before a Conv2D is")
+        if not any(part.op in ("dense", "conv2d") for part in self.parts):
+            raise UnsupportedModelError("the model has no Dense or Conv2D layer")
         self._flush(len(self.links))
         # Layers after the last engine layer that change nothing (Dropout, Flatten) end where the model does.
         self.parts[-1].ends_at = len(self.links) - 1
@@ -663,7 +775,7 @@ def export_keras(
     chain = keras_dense_chain(checked)
     if input_scale is None:
         input_scale = 1.0 if chain.rescales else 1 / 255
-    width = chain.layers[0].kernel.shape[0]
+    width = chain.layers[0].widths[0]
     reference = reference_inputs_for(reference_images, width, input_scale)
     x = reference.values.reshape((len(reference.values),) + tuple(checked.inputs[0].shape[1:]))
     ref_out = np.asarray(checked.predict(x, verbose=0, batch_size=len(x))).reshape(len(x), -1)
