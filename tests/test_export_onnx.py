@@ -631,3 +631,107 @@ def test_a_reshape_of_the_output_is_exported_with_its_shape_recorded(onnx, ort, 
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     want = session.run(None, {"x": x})[0]
     np.testing.assert_allclose(engine.predict(x).reshape(want.shape), want, atol=1e-6)
+
+
+# -- CNNs (format version 3) ----------------------------------------------------------------------
+
+def cnn_model(onnx, rng, nodes, inits, in_shape, out_width, opset=17):
+    from onnx import numpy_helper
+
+    model = make_model(onnx, nodes, {}, in_shape, out_width, opset=opset)
+    for name, value in inits.items():
+        model.graph.initializer.append(numpy_helper.from_array(
+            value if value.dtype == np.int64 else value.astype(np.float32), name))
+    return model
+
+
+def pytorch_mnist_net(onnx, rng, flatten: str = "Flatten"):
+    """PyTorch examples/mnist/main.py's Net as torch.onnx.export writes it: Conv 1->32 3x3, Relu,
+    Conv 32->64 3x3, Relu, MaxPool 2, Dropout, Flatten, Gemm 9216->128, Relu, Dropout, Gemm 128->10,
+    LogSoftmax."""
+    inits = {"w1": rng.normal(0, 1 / 3, (32, 1, 3, 3)), "b1": rng.normal(0, 0.1, 32),
+             "w2": rng.normal(0, 1 / np.sqrt(288), (64, 32, 3, 3)), "b2": rng.normal(0, 0.1, 64),
+             "w3": rng.normal(0, 1 / 96, (128, 9216)), "b3": rng.normal(0, 0.1, 128),
+             "w4": rng.normal(0, 1 / np.sqrt(128), (10, 128)), "b4": rng.normal(0, 0.1, 10)}
+    flat = ([node("Flatten", ["d1"], "f", axis=1)] if flatten == "Flatten" else
+            view_batch_minus_one(onnx, "d1", "f", 17))
+    nodes = [node("Conv", ["x", "w1", "b1"], "c1", kernel_shape=[3, 3]), node("Relu", ["c1"], "r1"),
+             node("Conv", ["r1", "w2", "b2"], "c2", kernel_shape=[3, 3]), node("Relu", ["c2"], "r2"),
+             node("MaxPool", ["r2"], "p1", kernel_shape=[2, 2], strides=[2, 2]), node("Dropout", ["p1"], "d1"),
+             *flat, node("Gemm", ["f", "w3", "b3"], "g1", transB=1), node("Relu", ["g1"], "r3"),
+             node("Gemm", ["r3", "w4", "b4"], "g2", transB=1), node("LogSoftmax", ["g2"], "y", axis=1)]
+    return cnn_model(onnx, rng, nodes, inits, (1, 28, 28), 10)
+
+
+@pytest.mark.parametrize("flatten", ["Flatten", "view(x.size(0), -1)"])
+def test_the_pytorch_mnist_net_exports(onnx, ort, tmp_path, rng, mnist, flatten):
+    (_, _), (x_test, _) = mnist
+    model = pytorch_mnist_net(onnx, rng, flatten)
+    x = (x_test[:300, None] / np.float32(255)).astype(np.float32)
+    _, engine = export_and_compare(onnx, ort, model, tmp_path, x)
+    assert engine.layer_ops == ("conv2d", "conv2d", "max_pool", "dense", "dense")
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    want = session.run(None, {"x": x})[0]
+    np.testing.assert_allclose(engine.predict(x_test[:300]), want, atol=2e-5)  # uint8 (N, 28, 28) too
+
+
+@pytest.mark.parametrize("case", ["bn after conv", "avg pads counted", "avg pads not counted", "same_upper",
+                                  "global average", "global max, strides 2"])
+def test_conv_and_pool_options_match_onnxruntime(onnx, ort, tmp_path, rng, case):
+    inits = {"w": rng.normal(0, 0.5, (6, 1, 3, 3)), "b": rng.normal(0, 0.1, 6),
+             "gamma": rng.uniform(0.5, 2, 6), "beta": rng.normal(0, 0.2, 6), "mean": rng.normal(0, 0.2, 6),
+             "var": rng.uniform(0.5, 2, 6)}
+    conv_attrs = {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}
+    if case == "same_upper":
+        conv_attrs = {"kernel_shape": [3, 3], "auto_pad": "SAME_UPPER", "strides": [2, 2]}
+    if case == "global max, strides 2":
+        conv_attrs = {"kernel_shape": [3, 3], "strides": [2, 2]}
+    nodes = [node("Conv", ["x", "w", "b"], "c", **conv_attrs)]
+    if case == "bn after conv":
+        nodes += [node("BatchNormalization", ["c", "gamma", "beta", "mean", "var"], "n"), node("Relu", ["n"], "r")]
+    else:
+        nodes += [node("Relu", ["c"], "r")]
+    if case.startswith("avg"):
+        nodes += [node("AveragePool", ["r"], "p", kernel_shape=[3, 2], strides=[2, 2], pads=[1, 1, 1, 0],
+                       count_include_pad=int(case == "avg pads counted"))]
+    elif case.startswith("global"):
+        nodes += [node("GlobalAveragePool" if "average" in case else "GlobalMaxPool", ["r"], "p")]
+    else:
+        nodes += [node("MaxPool", ["r"], "p", kernel_shape=[2, 2], strides=[2, 2])]
+    model = cnn_model(onnx, rng, nodes + [node("Flatten", ["p"], "f"), node("MatMul", ["f", "wd"], "y")],
+                      {**inits, "wd": np.zeros((1, 4))}, (1, 13, 11), 4)  # wd: sized below
+    # The dense weight's size follows the pooled shape: ask ONNX's shape inference.
+    inferred = onnx.shape_inference.infer_shapes(model)
+    flat = next(v for v in inferred.graph.value_info if v.name == "f")
+    width = flat.type.tensor_type.shape.dim[1].dim_value
+    from onnx import numpy_helper
+
+    wd = next(i for i in model.graph.initializer if i.name == "wd")
+    wd.CopyFrom(numpy_helper.from_array(rng.normal(0, 1 / np.sqrt(width), (width, 4)).astype(np.float32), "wd"))
+    x = rng.random((60, 1, 13, 11), dtype=np.float32)
+    export_and_compare(onnx, ort, model, tmp_path, x)
+
+
+@pytest.mark.parametrize("attrs, in_shape, message", [
+    ({"group": 2}, (2, 9, 9), "group=2 is not supported; group=1 is"),
+    ({"dilations": [2, 2]}, (1, 9, 9), r"dilations=\[2, 2\] is not supported"),
+    ({}, (3, 9, 9), "an image whose values were moved .* is not supported; a one-channel input"),
+])
+def test_conv_refusals_name_the_node(onnx, tmp_path, rng, attrs, in_shape, message):
+    channels = in_shape[0] // attrs.get("group", 1)
+    inits = {"w": rng.normal(size=(4, channels, 3, 3)), "wd": rng.normal(size=(4, 3))}
+    model = cnn_model(onnx, rng, [node("Conv", ["x", "w"], "c", kernel_shape=[3, 3], **attrs),
+                                  node("GlobalAveragePool", ["c"], "p"), node("Flatten", ["p"], "f"),
+                                  node("MatMul", ["f", "wd"], "y")], inits, in_shape, 3)
+    with pytest.raises(UnsupportedModelError, match=rf"^node 'conv_c' \(Conv\): {message}"):
+        mnist_engine.export_onnx(model, tmp_path / "m.mnw")
+
+
+def test_pool_refusals_name_the_node(onnx, tmp_path, rng):
+    for attrs, message in [({"ceil_mode": 1}, "ceil_mode=1 is not supported"),
+                           ({"pads": [2, 0, 0, 0]}, r"pads \[2, 0, 0, 0\] for a 2x2 window is not supported")]:
+        model = cnn_model(onnx, rng, [node("MaxPool", ["x"], "p", kernel_shape=[2, 2], **attrs),
+                                      node("Flatten", ["p"], "f"), node("MatMul", ["f", "wd"], "y")],
+                          {"wd": rng.normal(size=(25 if "pads" in attrs else 16, 3))}, (1, 8, 8), 3)
+        with pytest.raises(UnsupportedModelError, match=rf"^node 'maxpool_p' \(MaxPool\): {message}"):
+            mnist_engine.export_onnx(model, tmp_path / "m.mnw")

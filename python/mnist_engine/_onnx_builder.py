@@ -15,6 +15,8 @@ from ._onnx_elementwise import ElementwiseOps
 from ._onnx_graph import _attribute, _Graph
 from ._onnx_moving import MovingOps
 from ._onnx_products import ProductOps
+from ._onnx_spatial import SpatialOps
+from .model_file import SPATIAL_OPS
 
 # What each op type becomes; the README's list is generated from this table (supported_markdown;
 # tests/test_readme.py checks it, tests/test_export_onnx.py checks it names every handled op).
@@ -46,6 +48,12 @@ ONNX_HANDLING: Dict[str, str] = {
     "Shape, Gather, Unsqueeze, Squeeze, Concat, Slice, Cast": "shape arithmetic (TorchScript's "
                                    "x.view(x.size(0), -1)): folded into the constant shape of the Reshape it feeds, "
                                    "the batch size as its first dimension",
+    "Conv": "an engine conv2d layer (NCHW in the graph, NHWC in the engine: the first dense layer after it takes "
+            "its rows in that order); pads, strides, auto_pad, a bias; group and dilations other than 1 are refused; "
+            "a BatchNormalization right after it folds into it",
+    "MaxPool, AveragePool": "engine max_pool, avg_pool (pads, strides, `count_include_pad` either way; "
+                            "`ceil_mode=1` and pads as large as the window are refused)",
+    "GlobalAveragePool, GlobalMaxPool": "engine global_avg_pool, global_max_pool",
     "Identity, Dropout": "the identity at inference",
     "Constant": "a constant input of the ops above, like an initializer",
 }
@@ -63,7 +71,7 @@ class OnnxChain:
     output_shape: Optional[Tuple[int, ...]] = None  # the graph's output per row, when not a vector
 
 
-class _GraphBuilder(DenseOps, ElementwiseOps, MovingOps, ProductOps):
+class _GraphBuilder(DenseOps, ElementwiseOps, MovingOps, ProductOps, SpatialOps):
     """Walks the chain once, folding what folds and emitting engine layers. The affine bookkeeping
     is the Keras exporter's (keras_export._ChainBuilder): an affine map folds into the dense layer
     before it while that one has no activation; otherwise it waits ("pending", per element of the
@@ -71,7 +79,7 @@ class _GraphBuilder(DenseOps, ElementwiseOps, MovingOps, ProductOps):
     first, it becomes a scale_shift engine layer."""
 
     # op type -> the method that handles it, from each family's table.
-    HANDLERS = {**DenseOps.HANDLERS, **ElementwiseOps.HANDLERS, **MovingOps.HANDLERS}
+    HANDLERS = {**DenseOps.HANDLERS, **ElementwiseOps.HANDLERS, **MovingOps.HANDLERS, **SpatialOps.HANDLERS}
 
     def __init__(self, graph: _Graph):
         self.graph, self.onnx = graph, graph.onnx
@@ -159,7 +167,11 @@ class _GraphBuilder(DenseOps, ElementwiseOps, MovingOps, ProductOps):
             raise self._refuse(node, f"a constant of shape {value.shape}", f"it does not broadcast to the data's "
                                f"shape (batch, {', '.join(map(str, shape))})") from None
 
-    def _features(self, node) -> int:
+    def _features(self, node, images: bool = False) -> int:
+        """The width of the vector a node works on; `images`: an element-wise node may also work on an
+        image that a spatial engine layer made (the engine's row holds its values, NHWC)."""
+        if images and len(self.shape) == 3 and self.drafts and self.drafts[-1].op in SPATIAL_OPS:
+            return int(np.prod(self.shape))
         if len(self.shape) != 1:
             raise self._refuse(node, f"a rank-{len(self.shape) + 1} input (batch, {', '.join(map(str, self.shape))})",
                                "add a Flatten before it")
@@ -179,6 +191,14 @@ class _GraphBuilder(DenseOps, ElementwiseOps, MovingOps, ProductOps):
             last.ends_at = (node.output[0], 1.0, 0.0)
             last.parts.append(f"{described} folded")
             return
+        per_channel = scale.ndim == 3 and all(np.all(a == a[:, :1, :1]) for a in (scale, offset))
+        if last is not None and last.op == "conv2d" and last.activation == "linear" and not self.pending_from \
+                and per_channel:
+            s, o = scale[:, 0, 0], offset[:, 0, 0]  # one per filter: the kernel's last axis
+            last.values = [last.values[0] * s, last.values[1] * s + o]
+            last.ends_at = (node.output[0], 1.0, 0.0)
+            last.parts.append(f"{described} folded")
+            return
         self.scale, self.offset = self.scale * scale, self.offset * scale + offset
         self.pending_from.append(described)
 
@@ -186,8 +206,9 @@ class _GraphBuilder(DenseOps, ElementwiseOps, MovingOps, ProductOps):
         """Emit the pending affine map as a scale_shift layer, observable at `tensor`."""
         if not self.pending_from:
             return
-        # Every caller has been through _features or a dense layer, which refuse multi-dimensional data.
-        assert len(self.shape) == 1, self.shape
-        self.drafts.append(LayerDraft("scale_shift", [self.scale.copy(), self.offset.copy()],
-                                      ends_at=(tensor, 1.0, 0.0), parts=list(self.pending_from)))
+        # The map per element of the current tensor, put in the engine row's order (an image's NHWC).
+        scale, offset = np.empty(self.index.size), np.empty(self.index.size)
+        scale[self.index.reshape(-1)], offset[self.index.reshape(-1)] = self.scale.reshape(-1), self.offset.reshape(-1)
+        self.drafts.append(LayerDraft("scale_shift", [scale, offset], ends_at=(tensor, 1.0, 0.0),
+                                      parts=list(self.pending_from)))
         self._reset_pending()

@@ -23,11 +23,12 @@ class DenseOps:
         if self.pending_from:
             kernel, bias = fold_before(kernel, bias, self.scale, self.offset)
             described = [f"{', '.join(self.pending_from)} folded into"] + described
-        if not self.drafts:
+        if not np.array_equal(self.index, np.arange(self.index.size)):  # moved inputs, or an NHWC image
             kernel = rows_in_input_order(kernel, self.index)
         self.drafts.append(LayerDraft("dense", [kernel, bias], ends_at=(node.output[0], 1.0, 0.0),
                                       parts=described))
         self.shape = (kernel.shape[1],)
+        self.index = np.arange(kernel.shape[1])  # the row is this layer's outputs, in order
         self._reset_pending()
 
     def _matmul(self, node, _) -> None:

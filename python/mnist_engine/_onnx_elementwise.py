@@ -91,7 +91,7 @@ class ElementwiseOps:
                     described: str = "") -> None:
         """Apply `activation` to the current tensor, after the scalar affine map `before` and followed
         by `after`, (s, o): the graph's tensor at `node`'s output is s * activation + o."""
-        features = self._features(node)
+        features = self._features(node, images=activation not in ("softmax", "log_softmax", "prelu"))
         if before is not None and not _is_identity(*before):
             self._affine(node, *before, what=" (its input scaling)")
         self._flush(node.output[0])  # a scale_shift that the activation merges into: it ends there

@@ -7,6 +7,7 @@ from typing import Tuple
 import numpy as np
 
 from ._onnx_graph import BATCH
+from .model_file import SPATIAL_OPS
 
 
 class MovingOps:
@@ -29,7 +30,7 @@ class MovingOps:
             raise self._refuse(node, "training_mode that is not a constant False", "inference mode is")
 
     def _reshape_to(self, node, shape: Tuple[int, ...], transform=None) -> None:
-        if self.drafts:
+        if self.drafts and self.drafts[-1].op not in SPATIAL_OPS:
             if node.output[0] == self.graph.output and int(np.prod(shape)) == int(np.prod(self.shape)):
                 # The output viewed as an image (a generator's .view(-1, 1, 28, 28)): the engine's rows
                 # are the same values in the same order; the shape is recorded in the file.

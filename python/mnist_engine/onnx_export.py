@@ -119,8 +119,13 @@ def reference_stages(model, chain: OnnxChain, x: np.ndarray) -> Tuple[np.ndarray
     graph = model.graph
     input_name = next(i.name for i in graph.input if i.name not in {t.name for t in graph.initializer})
     values = ReferenceEvaluator(model).run(None, {input_name: x}, intermediate=True)
-    output = np.asarray(values[graph.output[0].name], np.float64).reshape(len(x), -1)
-    stages = [Stage(description, (np.asarray(values[name], np.float64).reshape(len(x), -1) - offset) / scale)
+    def rows(value) -> np.ndarray:
+        """A tensor as the engine's rows: NCHW images become NHWC first."""
+        value = np.asarray(value, np.float64)
+        return (value.transpose(0, 2, 3, 1) if value.ndim == 4 else value).reshape(len(x), -1)
+
+    output = rows(values[graph.output[0].name])
+    stages = [Stage(description, (rows(values[name]) - offset) / scale)
               for description, (name, scale, offset) in zip(chain.descriptions, chain.ends_at)]
     return output, stages
 
