@@ -100,9 +100,8 @@ void f32_activation_scalar(uint32_t activation, const float* params, float* y, s
 using FmaPeakFn = float (*)(uint64_t iterations);
 float fma_peak_scalar(uint64_t iterations);
 
-// The spatial layers (format version 3) on one NHWC image of g.in's shape, into y (the op's
-// output_shape): f32-spatial-scalar.cpp.
-void f32_conv2d_scalar(const float* x, const Geometry& g, const float* kernel, const float* bias, float* y);
+// Pooling (format version 3) on one NHWC image of g.in's shape, into y (the op's output_shape):
+// f32-pool-scalar.cpp.
 void f32_pool_scalar(Op op, const float* x, const Geometry& g, float* y);
 
 // Reference: one output at a time, summing k in order. Every other kernel is tested against it.

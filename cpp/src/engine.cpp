@@ -91,11 +91,44 @@ void Engine::activate(size_t l, float* y, size_t rows, size_t stride) const {
     k.activate(uint32_t(info.activation), p.activation.data(), y + r * stride, info.output_width);
 }
 
+// A convolution as a dense layer over the image's im2col rows: one row per output pixel holding its
+// window (ky, kx, c), the kernel's row order, with zeros where the window leaves the image; the fp32
+// dense kernel (zero skipping, bias, its summation order) then computes every pixel's filters.
+void Engine::run_conv(size_t l, const float* x, float* y, Scratch& s) const {
+  const LayerParams& p = params_[l];
+  const Geometry& g = p.geometry;
+  const KernelInfo& k = kernel_of(conv_kernel_);
+  const ImageShape out = output_shape(Op::Conv2d, g);
+  const size_t C = g.in.channels, depth = size_t(g.window_h) * g.window_w * C, rows = size_t(out.height) * out.width;
+  for (uint32_t oy = 0; oy < out.height; ++oy)
+    for (uint32_t ox = 0; ox < out.width; ++ox) {
+      float* row = s.im2col + (size_t(oy) * out.width + ox) * depth;
+      for (uint32_t ky = 0; ky < g.window_h; ++ky) {
+        const int64_t iy = int64_t(oy) * g.stride_h + ky - g.pad_top;
+        for (uint32_t kx = 0; kx < g.window_w; ++kx, row += C) {
+          const int64_t ix = int64_t(ox) * g.stride_w + kx - g.pad_left;
+          if (iy < 0 || iy >= int64_t(g.in.height) || ix < 0 || ix >= int64_t(g.in.width))
+            std::fill_n(row, C, 0.0f);
+          else
+            std::copy_n(x + (size_t(iy) * g.in.width + size_t(ix)) * C, C, row);
+        }
+      }
+    }
+  const size_t blocks = (depth + kernels::kIndexBlock - 1) / kernels::kIndexBlock;
+  if (k.wants_nonzero_index)
+    for (size_t r = 0; r < rows; ++r)
+      k.nonzero_index(s.im2col + r * depth, depth, s.conv_index + r * depth, s.conv_ends + r * blocks, nullptr);
+  const size_t stride = p.conv.panels * k.panel_width;  // the kernel may write its last panel's padding
+  k.run({s.im2col, depth, rows, depth, s.conv_ends, s.conv_index, p.conv.weights.data(), p.conv.tail_stride,
+         p.conv.bias.data(), p.conv.panels, g.filters, s.conv_out, stride, false});
+  for (size_t r = 0; r < rows; ++r) std::copy_n(s.conv_out + r * stride, g.filters, y + r * g.filters);
+}
+
 // Every layer that is not dense, in float for every precision, row by row, from x into y (never in
 // place: x may be the caller's): scale_shift and layer_norm, and the spatial layers, each row one
 // NHWC image.
 void Engine::run_elementwise(size_t l, const float* x, size_t x_stride, size_t rows, float* y,
-                             size_t y_stride) const {
+                             size_t y_stride, Scratch& s) const {
   const LayerParams& p = params_[l];
   const size_t n = shape_[l].output_width;
   const float* a = p.first.data();
@@ -104,7 +137,7 @@ void Engine::run_elementwise(size_t l, const float* x, size_t x_stride, size_t r
     const float* in = x + r * x_stride;
     float* out = y + r * y_stride;
     if (p.op == Op::Conv2d) {
-      kernels::f32_conv2d_scalar(in, p.geometry, a, b, out);
+      run_conv(l, in, out, s);
       continue;
     }
     if (is_spatial(p.op)) {
@@ -264,27 +297,25 @@ std::shared_ptr<const Engine> Engine::from_bytes(const uint8_t* data, size_t siz
       params.second = AlignedFloats(second);
       if (first) decode_f32(src.kernel, first, params.first.data());
       if (second) decode_f32(src.bias, second, params.second.data());
+      if (src.op == Op::Conv2d) {
+        // Every precision runs conv layers in fp32: on this engine's kernel, or the best fp32 one.
+        const KernelInfo& ck = precision == Precision::Fp32 ? k : select_kernel("", Precision::Fp32);
+        e->conv_kernel_ = &ck;
+        const size_t depth = size_t(g.window_h) * g.window_w * g.in.channels;
+        pack_dense(src.kernel, src.bias, depth, g.filters, &ck, params.conv);
+        const ImageShape o = output_shape(Op::Conv2d, g);
+        const size_t pixels = size_t(o.height) * o.width;
+        e->max_conv_rows_ = std::max(e->max_conv_rows_, pixels);
+        e->max_conv_depth_ = std::max(e->max_conv_depth_, depth);
+        e->max_conv_out_ = std::max(e->max_conv_out_, pixels * params.conv.panels * ck.panel_width);
+      }
       dst.tail_stride = 0;
       e->params_.push_back(std::move(params));
       e->layers_.push_back(std::move(dst));
       continue;
     }
     e->params_.push_back(std::move(params));
-    // Full panels are nr wide; a partial last one only as wide as its columns (rounded up to the
-    // kernel's granule), so the packed model is the file's size plus a few floats per row.
-    const size_t tail = src.output_width - (dst.panels - 1) * nr;
-    dst.tail_stride = tail == nr ? nr : round_up(tail, k.tail_granule);
-    const size_t in = src.input_width;
-    dst.weights = AlignedFloats((dst.panels - 1) * in * nr + in * dst.tail_stride);
-    dst.bias = AlignedFloats(dst.panels * nr);
-    for (size_t p = 0; p < dst.panels; ++p) {
-      const size_t first = p * nr, width = std::min(nr, src.output_width - first);
-      const size_t stride = p + 1 == dst.panels ? dst.tail_stride : nr;
-      for (size_t kk = 0; kk < in; ++kk)
-        decode_f32(src.kernel + 4 * (kk * src.output_width + first), width,
-                   dst.weights.data() + p * in * nr + kk * stride);
-    }
-    decode_f32(src.bias, src.output_width, dst.bias.data());
+    pack_dense(src.kernel, src.bias, src.input_width, src.output_width, &k, dst);
     e->layers_.push_back(std::move(dst));
   }
   if (verify) e->verify(file.reference);
@@ -370,7 +401,7 @@ void Engine::run_tile(const T* x, size_t rows, float* y, Scratch& s) const {
     const PackedLayer& layer = layers_[l];
     float* out = buffers[l % 2];
     if (layer.info.op != Op::Dense) {
-      run_elementwise(l, in, in_stride, rows, out, stride);
+      run_elementwise(l, in, in_stride, rows, out, stride, s);
       activate(l, out, rows, stride);
       in = out;
       in_stride = stride;
@@ -436,6 +467,26 @@ void Engine::run(const T* x, size_t rows, float* y, int threads, InputRange* see
     *seen = {};
     for (const Scratch& s : scratch) *seen = {std::min(seen->lo, s.range[0]), std::max(seen->hi, s.range[1])};
   }
+}
+
+void Engine::pack_dense(const uint8_t* kernel, const uint8_t* bias, size_t in, size_t out, const void* kernel_info,
+                        PackedLayer& dst) {
+  const KernelInfo& k = kernel_of(kernel_info);
+  const size_t nr = k.panel_width;
+  dst.panels = round_up(out, nr) / nr;
+  // Full panels are nr wide; a partial last one only as wide as its columns (rounded up to the
+  // kernel's granule), so the packed model is the file's size plus a few floats per row.
+  const size_t tail = out - (dst.panels - 1) * nr;
+  dst.tail_stride = tail == nr ? nr : round_up(tail, k.tail_granule);
+  dst.weights = AlignedFloats((dst.panels - 1) * in * nr + in * dst.tail_stride);
+  dst.bias = AlignedFloats(dst.panels * nr);
+  for (size_t p = 0; p < dst.panels; ++p) {
+    const size_t first = p * nr, width = std::min(nr, out - first);
+    const size_t stride = p + 1 == dst.panels ? dst.tail_stride : nr;
+    for (size_t kk = 0; kk < in; ++kk)
+      decode_f32(kernel + 4 * (kk * out + first), width, dst.weights.data() + p * in * nr + kk * stride);
+  }
+  decode_f32(bias, out, dst.bias.data());
 }
 
 Engine::QuantPlan Engine::plan_quantized(const ModelFile& file, const std::vector<LayerValues>& values,

@@ -148,7 +148,7 @@ void Engine::run_tile_quantized(const T* x, size_t rows, float* y, Scratch& s) c
           src = x;
         }
       }
-      run_elementwise(l, src, src_stride, rows, out, stride);
+      run_elementwise(l, src, src_stride, rows, out, stride, s);
       activate(l, out, rows, stride);
       in = out;
       continue;

@@ -161,12 +161,20 @@ class Engine {
     Op op = Op::Dense;
     Geometry geometry;  // spatial ops
     AlignedFloats first, second;  // conv2d: kernel and bias
+    // conv2d: the kernel as a dense layer (window_h * window_w * channels rows, filters columns),
+    // packed for conv_kernel_, which runs it on the image's im2col rows.
+    PackedLayer conv;
     float epsilon = 0.0f;
     std::vector<float> activation;
   };
   struct Scratch;
 
-  void run_elementwise(size_t l, const float* x, size_t x_stride, size_t rows, float* y, size_t y_stride) const;
+  void run_elementwise(size_t l, const float* x, size_t x_stride, size_t rows, float* y, size_t y_stride,
+                       Scratch& s) const;
+  void run_conv(size_t l, const float* x, float* y, Scratch& s) const;
+  // Weights (in x out, row-major f32 bytes) packed into column panels for kernel k.
+  static void pack_dense(const uint8_t* kernel, const uint8_t* bias, size_t in, size_t out, const void* k,
+                         PackedLayer& dst);
   void activate(size_t l, float* y, size_t rows, size_t stride) const;
 
   // A dense layer's weights as the integers the kernels store (int8 values, or bf16 bits) and its
@@ -223,6 +231,8 @@ class Engine {
   std::string kernel_request_;
   std::vector<uint8_t> file_bytes_;
   const void* kernel_ = nullptr;  // KernelInfo*; opaque here so this header stays ISA-free
+  const void* conv_kernel_ = nullptr;  // the fp32 KernelInfo* conv layers run on (every precision)
+  size_t max_conv_rows_ = 0, max_conv_depth_ = 0, max_conv_out_ = 0;  // per image: pixels, K, padded outputs
   bool first_layer_elementwise_ = false;  // uint8 input then needs converting to float first
   std::vector<std::pair<std::string, std::string>> metadata_;
   ClassLabels classes_;

@@ -1,38 +1,8 @@
-// The spatial layers (format version 3) on one image, NHWC, scalar: convolution and pooling. The
-// reference the vectorised versions will be held to, and today the engine's only version.
+// Pooling (format version 3) on one image, NHWC, scalar: the engine's only version (pooling is a small
+// share of a CNN's work; convolution runs as a dense layer over im2col rows, Engine::run_conv).
 #include "kernels.h"
 
 namespace mnist_engine::kernels {
-
-// Output pixel by output pixel: the bias, then each input value of the window times its row of F
-// filter weights (contiguous in Keras's kh x kw x C x F layout, so the inner loop vectorises).
-// Exact zeros are skipped (MNIST pixels and ReLU maps are mostly zero): 0 * w adds nothing to a
-// finite sum, and the format guarantees finite weights.
-void f32_conv2d_scalar(const float* x, const Geometry& g, const float* kernel, const float* bias, float* y) {
-  const ImageShape out = output_shape(Op::Conv2d, g);
-  const size_t C = g.in.channels, F = g.filters, W = g.in.width;
-  for (uint32_t oy = 0; oy < out.height; ++oy)
-    for (uint32_t ox = 0; ox < out.width; ++ox) {
-      float* o = y + (size_t(oy) * out.width + ox) * F;
-      for (size_t f = 0; f < F; ++f) o[f] = bias[f];
-      for (uint32_t ky = 0; ky < g.window_h; ++ky) {
-        const int64_t iy = int64_t(oy) * g.stride_h + ky - g.pad_top;
-        if (iy < 0 || iy >= int64_t(g.in.height)) continue;  // padding: zeros
-        for (uint32_t kx = 0; kx < g.window_w; ++kx) {
-          const int64_t ix = int64_t(ox) * g.stride_w + kx - g.pad_left;
-          if (ix < 0 || ix >= int64_t(W)) continue;
-          const float* in = x + (size_t(iy) * W + size_t(ix)) * C;
-          const float* w = kernel + (size_t(ky) * g.window_w + kx) * C * F;
-          for (size_t c = 0; c < C; ++c) {
-            const float v = in[c];
-            if (v == 0.0f) continue;
-            const float* wc = w + c * F;
-            for (size_t f = 0; f < F; ++f) o[f] += v * wc[f];
-          }
-        }
-      }
-    }
-}
 
 // Max pooling ignores the padding (as -inf would); average pooling divides by the window's real
 // pixels (Keras's 'same') or, with kCountPadding, by the whole window (ONNX count_include_pad=1).
