@@ -15,5 +15,5 @@ export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=
 "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/test_format.py tests/test_kernels.py tests/test_api.py \
   tests/test_dispatch.py tests/test_writer.py tests/test_properties.py tests/test_concurrency.py \
   tests/test_fuzz_corpus.py tests/test_precision.py tests/test_unit_order.py tests/test_activations.py \
-  tests/test_input_range.py \
+  tests/test_input_range.py tests/test_spatial.py \
   -k "not meets_the_gates and not keras_int8 and not matches_keras and not onnx_graph"  # TensorFlow, onnxruntime: not in this venv
