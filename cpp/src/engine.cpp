@@ -287,16 +287,15 @@ std::shared_ptr<const Engine> Engine::from_bytes(const uint8_t* data, size_t siz
     e->max_padded_width_ = std::max(e->max_padded_width_, dst.panels * nr);
     e->max_input_width_ = std::max<size_t>(e->max_input_width_, src.input_width);
     if (src.op != Op::Dense) {
-      // An element-wise op's two vectors, a conv's kernel and bias, or nothing (a pool).
+      // An element-wise op's two vectors; a conv's kernel is packed below; a pool has nothing.
       const Geometry& g = src.geometry;
       params.geometry = g;
-      const size_t first = src.op == Op::Conv2d ? size_t(g.window_h) * g.window_w * g.in.channels * g.filters
-                           : is_spatial(src.op)  ? 0 : src.output_width;
-      const size_t second = src.op == Op::Conv2d ? g.filters : is_spatial(src.op) ? 0 : src.output_width;
-      params.first = AlignedFloats(first);
-      params.second = AlignedFloats(second);
-      if (first) decode_f32(src.kernel, first, params.first.data());
-      if (second) decode_f32(src.bias, second, params.second.data());
+      if (!is_spatial(src.op)) {
+        params.first = AlignedFloats(src.output_width);
+        params.second = AlignedFloats(src.output_width);
+        decode_f32(src.kernel, src.output_width, params.first.data());
+        decode_f32(src.bias, src.output_width, params.second.data());
+      }
       if (src.op == Op::Conv2d) {
         // Every precision runs conv layers in fp32: on this engine's kernel, or the best fp32 one.
         const KernelInfo& ck = precision == Precision::Fp32 ? k : select_kernel("", Precision::Fp32);

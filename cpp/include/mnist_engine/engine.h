@@ -160,7 +160,7 @@ class Engine {
   struct LayerParams {
     Op op = Op::Dense;
     Geometry geometry;  // spatial ops
-    AlignedFloats first, second;  // conv2d: kernel and bias
+    AlignedFloats first, second;  // scale_shift: scale and shift; layer_norm: gamma and beta
     // conv2d: the kernel as a dense layer (window_h * window_w * channels rows, filters columns),
     // packed for conv_kernel_, which runs it on the image's im2col rows.
     PackedLayer conv;
