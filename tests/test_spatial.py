@@ -96,3 +96,59 @@ def test_a_spatial_first_layer_still_checks_the_input_range(rng):
     engine = mnist_engine.Engine.from_bytes(build(layers))
     with pytest.raises(mnist_engine.InputRangeError, match="far outside 0..1"):
         engine.predict(np.full((2, 64), 200.0, np.float32), range_check="raise")
+
+
+FMA_KERNELS = [k for k in mnist_engine.available_kernels("fp32") if k != "scalar"]
+# Wide and narrow layers: output widths that leave every tile size, filter counts that leave partial
+# panels, and enough channels for window rows longer than one 64-bit zero mask.
+WIDE_CASES = [((30, 29, 1), (3, 3), (1, 1), 32), ((13, 13, 32), (3, 3), (1, 1), 64), ((9, 17, 48), (2, 3), (2, 1), 70),
+              ((7, 7, 5), (5, 5), (1, 2), 6), ((15, 11, 20), (1, 1), (1, 1), 17), ((6, 40, 3), (3, 7), (1, 3), 40)]
+
+
+def wide_conv_model(rng, image, k, stride, filters):
+    conv = Conv2DLayer(rng.normal(size=(*k, image[2], filters)) / np.sqrt(k[0] * k[1] * image[2]),
+                       rng.normal(size=filters) * 0.1, image, stride, (min(1, k[0] - 1), 0, 1 % k[1], 1 % k[1]), "relu")
+    width = int(np.prod(conv.output_shape))
+    return [conv, DenseLayer(rng.normal(size=(width, 10)) / np.sqrt(width), np.zeros(10), "linear")]
+
+
+def sparse_images(rng, count, width):
+    """Inputs like a ReLU's: about 60% exact zeros, in runs and scattered."""
+    x = rng.random((count, width)).astype(np.float32)
+    x[rng.random((count, width)) < 0.6] = 0
+    x[:, : width // 3] = 0
+    return x
+
+
+@pytest.mark.skipif(not FMA_KERNELS, reason="no FMA kernel on this CPU")
+@pytest.mark.parametrize("image, k, stride, filters", WIDE_CASES)
+def test_fma_conv_kernels_agree_to_the_bit_however_they_skip_and_split(rng, image, k, stride, filters):
+    """Every direct conv kernel sums each output's window in (ky, kx, c) order with one FMA per
+    term: the same bits on every ISA, with zero skipping off, and for a single image whose rows are
+    split over two threads; within 1e-5 of the float64 reference."""
+    layers = wide_conv_model(rng, image, k, stride, filters)
+    data = build(layers)
+    x = sparse_images(rng, 5, int(np.prod(image)))
+    first = mnist_engine.Engine.from_bytes(data, kernel=FMA_KERNELS[0])
+    want = first.predict(x, threads=1)
+    np.testing.assert_allclose(want, forward(layers, x), rtol=1e-5, atol=1e-5)
+    for kernel in FMA_KERNELS:
+        for skip in (True, False):
+            e = mnist_engine.Engine.from_bytes(data, kernel=kernel, skip_zeros=skip)
+            np.testing.assert_array_equal(e.predict(x, threads=1), want, err_msg=f"{kernel} skip_zeros={skip}")
+            alone = np.concatenate([e.predict(x[i:i + 1], threads=2) for i in range(len(x))])
+            np.testing.assert_array_equal(alone, want, err_msg=f"{kernel}, one image on two threads")
+
+
+@pytest.mark.parametrize("kernel", mnist_engine.available_kernels("fp32"))
+def test_a_nan_input_reaches_exactly_the_outputs_whose_windows_hold_it(rng, kernel):
+    """Skipping zeros must never skip a NaN: it compares unequal to zero."""
+    image = (10, 10, 16)
+    conv = Conv2DLayer(rng.normal(size=(3, 3, 16, 8)), rng.normal(size=8), image, (1, 1), (0, 0, 0, 0), "linear")
+    engine = mnist_engine.Engine.from_bytes(build([conv], input_scale=1.0), kernel=kernel)
+    x = np.zeros((1, 1600), np.float32)
+    x[0, (4 * 10 + 5) * 16 + 7] = np.nan  # pixel (4, 5), channel 7
+    got = engine.predict(x, range_check="ignore").reshape(8, 8, 8)
+    hit = np.zeros((8, 8), bool)
+    hit[2:5, 3:6] = True  # the output pixels whose 3x3 window covers (4, 5)
+    assert np.isnan(got[hit]).all() and not np.isnan(got[~hit]).any()

@@ -100,9 +100,35 @@ void f32_activation_scalar(uint32_t activation, const float* params, float* y, s
 using FmaPeakFn = float (*)(uint64_t iterations);
 float fma_peak_scalar(uint64_t iterations);
 
-// Pooling (format version 3) on one NHWC image of g.in's shape, into y (the op's output_shape):
-// f32-pool-scalar.cpp.
-void f32_pool_scalar(Op op, const float* x, const Geometry& g, float* y);
+// Pooling (format version 3) on one NHWC image of g.in's shape, into y of shape `out` (the op's
+// output_shape, computed by the caller: an ISA file must not emit that inline function's code):
+// f32-pool.h, compiled per ISA.
+using PoolFn = void (*)(Op op, const float* x, const Geometry& g, const ImageShape& out, float* y);
+void f32_pool_scalar(Op op, const float* x, const Geometry& g, const ImageShape& out, float* y);
+
+// A convolution (format version 3) on one image, direct (conv-direct.h). `x` is the image NHWC
+// with the layer's padding already added around it (padded_w columns); output pixel (oy, ox)'s
+// window starts at padded pixel (oy * stride_h, ox * stride_w). The kernel is packed in panels of
+// `panel` filters (KernelInfo::conv_panel): packed[(p * depth + k) * panel + f] = W[k][p * panel + f],
+// k = (ky * window_w + kx) * channels + c (Keras's layout), zero past the last filter; `bias` is
+// zero-padded likewise. Writes y[(oy * out_w + ox) * y_stride + f] for every f < panels * panel,
+// each output the bias plus its window's terms in k order, then max(y, 0) when `relu` is set.
+struct ConvArgs {
+  const float* x;
+  size_t padded_w, channels;
+  size_t window_h, window_w, stride_h, stride_w;
+  size_t out_h, out_w;
+  const float* packed;
+  const float* bias;
+  size_t panels;
+  float* y;
+  size_t y_stride;  // at least panels * panel
+  bool relu;
+  bool skip_zeros;  // skip window positions that are zero in every pixel of a tile (same bits)
+};
+using ConvFn = void (*)(const ConvArgs&);
+// Reference: one output at a time (panel 1), summing k in order. Tested against Keras and numpy.
+void f32_conv_scalar(const ConvArgs& a);
 
 // Reference: one output at a time, summing k in order. Every other kernel is tested against it.
 void f32_dense_scalar(const DenseArgs& a);
@@ -262,18 +288,24 @@ inline void unit_index_tail(const uint8_t* x, size_t u, size_t units, uint16_t* 
 // One row x 64 columns (8 ymm accumulators) over the row's nonzero inputs; AVX2 and FMA.
 void f32_dense_1x64_sparse_avx2_fma(const DenseArgs& a);
 inline constexpr uint32_t kAvx2PanelWidth = 64;
+// Direct convolution: 6 pixels x 16 filters (12 ymm accumulators).
+void f32_conv_6x16_avx2_fma(const ConvArgs& a);
 void nonzero_index_avx2(const float* x, size_t width, uint16_t* out, uint32_t* block_ends, float* range);
 void pixels_to_float_avx2(const uint8_t* pixels, size_t n, double scale, float* out);
 float fma_peak_avx2(uint64_t iterations);
 void f32_activation_avx2_fma(uint32_t activation, const float* params, float* y, size_t n);
+void f32_pool_avx2_fma(Op op, const float* x, const Geometry& g, const ImageShape& out, float* y);
 
 // The same at 128 columns (8 zmm accumulators); needs AVX-512F.
 void f32_dense_1x128_sparse_avx512f(const DenseArgs& a);
 inline constexpr uint32_t kAvx512PanelWidth = 128;
+// Direct convolution: 12 pixels x 32 filters (24 zmm accumulators).
+void f32_conv_12x32_avx512f(const ConvArgs& a);
 void nonzero_index_avx512f(const float* x, size_t width, uint16_t* out, uint32_t* block_ends, float* range);
 void pixels_to_float_avx512f(const uint8_t* pixels, size_t n, double scale, float* out);
 float fma_peak_avx512f(uint64_t iterations);
 void f32_activation_avx512f(uint32_t activation, const float* params, float* y, size_t n);
+void f32_pool_avx512f(Op op, const float* x, const Geometry& g, const ImageShape& out, float* y);
 
 // int8 (u8 activations x s8 weights) and bf16 kernels; see QuantDenseArgs.
 void u8s8_dense_1x64_sparse_avx512vnni(const QuantDenseArgs& a);  // vpdpbusd zmm
@@ -295,6 +327,8 @@ void convert_rows_bf16_avx512bf16(const float* x, size_t x_stride, size_t rows, 
 // One row x 32 columns (8 q-register accumulators) over the row's nonzero inputs; AArch64 NEON.
 void f32_dense_1x32_sparse_neon(const DenseArgs& a);
 inline constexpr uint32_t kNeonPanelWidth = 32;
+// Direct convolution: 6 pixels x 16 filters (24 q-register accumulators).
+void f32_conv_6x16_neon(const ConvArgs& a);
 float fma_peak_neon(uint64_t iterations);
 #endif
 

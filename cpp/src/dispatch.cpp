@@ -126,6 +126,14 @@ class Entry {
     k_.fma_lanes = lanes;
     return *this;
   }
+  // fp32: the spatial layers: its convolution, the filters per panel of the conv weights'
+  // packing, and its pooling.
+  Entry& spatial(kernels::ConvFn conv, uint32_t panel, kernels::PoolFn pool) {
+    k_.conv = conv;
+    k_.conv_panel = panel;
+    k_.pool = pool;
+    return *this;
+  }
   Entry& activations(kernels::ActivationFn activate) {
     k_.activate = activate;
     return *this;
@@ -256,19 +264,23 @@ const std::vector<KernelInfo>& kernel_table() {
 #if defined(MNIST_ENGINE_X86_KERNELS)
       Entry("avx512", P::Fp32, has_avx512f).runs(k::f32_dense_1x128_sparse_avx512f, k::kAvx512PanelWidth)
           .nonzero_index(k::nonzero_index_avx512f, true).pixels_to_float(k::pixels_to_float_avx512f)
-          .fma_peak(k::fma_peak_avx512f, 16).activations(k::f32_activation_avx512f),
+          .fma_peak(k::fma_peak_avx512f, 16).activations(k::f32_activation_avx512f)
+          .spatial(k::f32_conv_12x32_avx512f, 32, k::f32_pool_avx512f),
       Entry("avx2", P::Fp32, has_avx2_fma).runs(k::f32_dense_1x64_sparse_avx2_fma, k::kAvx2PanelWidth)
           .nonzero_index(k::nonzero_index_avx2, true).pixels_to_float(k::pixels_to_float_avx2)
-          .fma_peak(k::fma_peak_avx2, 8).activations(k::f32_activation_avx2_fma),
+          .fma_peak(k::fma_peak_avx2, 8).activations(k::f32_activation_avx2_fma)
+          .spatial(k::f32_conv_6x16_avx2_fma, 16, k::f32_pool_avx2_fma),
 #endif
 #if defined(MNIST_ENGINE_ARM_KERNELS)
       Entry("neon", P::Fp32, always).runs(k::f32_dense_1x32_sparse_neon, k::kNeonPanelWidth, 4)
           .nonzero_index(k::nonzero_index_scalar, true).pixels_to_float(k::pixels_to_float_scalar)
-          .fma_peak(k::fma_peak_neon, 4).activations(k::f32_activation_scalar),
+          .fma_peak(k::fma_peak_neon, 4).activations(k::f32_activation_scalar)
+          .spatial(k::f32_conv_6x16_neon, 16, k::f32_pool_scalar),
 #endif
       Entry("scalar", P::Fp32, always).runs(k::f32_dense_scalar, k::kScalarPanelWidth)
           .nonzero_index(k::nonzero_index_scalar, false).pixels_to_float(k::pixels_to_float_scalar)
-          .fma_peak(k::fma_peak_scalar, 1).activations(k::f32_activation_scalar),
+          .fma_peak(k::fma_peak_scalar, 1).activations(k::f32_activation_scalar)
+          .spatial(k::f32_conv_scalar, 1, k::f32_pool_scalar),
 #if defined(MNIST_ENGINE_X86_KERNELS)
       Entry("bf16-amx", P::Bf16, has_amx_bf16).runs(k::bf16_dense_32x32_amx, 16, 1).weights(2)
           .tiles(16, 32, kAmxBf16MinRows).prepares_rows(k::convert_rows_bf16_avx512bf16)

@@ -25,6 +25,9 @@ struct KernelInfo {  // written field by field in dispatch.cpp's table (its Entr
   kernels::FmaPeakFn fma_peak = nullptr;
   uint32_t fma_lanes = 0;  // multiply-adds per lane group of fma_peak: flops = 2 * 12 * lanes per iteration
   kernels::ActivationFn activate = nullptr;  // every precision: the version-2 activations, in float
+  kernels::ConvFn conv = nullptr;  // fp32: conv2d layers (every precision runs them on an fp32 kernel)
+  uint32_t conv_panel = 0;         // filters per panel of its packing (kernels::ConvArgs)
+  kernels::PoolFn pool = nullptr;  // fp32: pooling layers (likewise)
   // bf16 and int8 kernels (kernels::QuantDenseArgs)
   kernels::QuantDenseFn quant_run = nullptr;
   kernels::UnitIndexFn unit_index = nullptr;      // null: a dense kernel, no index

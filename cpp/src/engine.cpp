@@ -81,8 +81,8 @@ void Engine::activate(size_t l, float* y, size_t rows, size_t stride) const {
   const LayerInfo& info = shape_[l];
   const LayerParams& p = params_[l];
   if (uint32_t(info.activation) < kVersion1Activations) {
-    // Relu is fused into the dense kernels; after an element-wise op it runs here.
-    if (info.activation == Activation::Relu && p.op != Op::Dense)
+    // Relu is fused into the dense and conv kernels; after an element-wise op it runs here.
+    if (info.activation == Activation::Relu && p.op != Op::Dense && p.op != Op::Conv2d)
       map_rows(y, rows, stride, info.output_width, [](float v) { return v < 0.0f ? 0.0f : v; });
     return apply_version1_activation(info.activation, y, rows, stride, info.output_width);
   }
@@ -91,37 +91,56 @@ void Engine::activate(size_t l, float* y, size_t rows, size_t stride) const {
     k.activate(uint32_t(info.activation), p.activation.data(), y + r * stride, info.output_width);
 }
 
-// A convolution as a dense layer over the image's im2col rows: one row per output pixel holding its
-// window (ky, kx, c), the kernel's row order, with zeros where the window leaves the image; the fp32
-// dense kernel (zero skipping, bias, its summation order) then computes every pixel's filters.
+// A convolution, one image: the conv kernel of spatial_kernel_ (kernels::ConvArgs) reads the image
+// with its padding around it, so a padded layer's image is first copied into a zeroed frame.
+// ReLU is fused into the kernel's stores. The kernel writes whole panels: when the filters are
+// not a multiple of the panel, it writes to scratch and the real filters are copied out.
 void Engine::run_conv(size_t l, const float* x, float* y, Scratch& s) const {
   const LayerParams& p = params_[l];
   const Geometry& g = p.geometry;
-  const KernelInfo& k = kernel_of(conv_kernel_);
+  const KernelInfo& k = kernel_of(spatial_kernel_);
   const ImageShape out = output_shape(Op::Conv2d, g);
-  const size_t C = g.in.channels, depth = size_t(g.window_h) * g.window_w * C, rows = size_t(out.height) * out.width;
-  for (uint32_t oy = 0; oy < out.height; ++oy)
-    for (uint32_t ox = 0; ox < out.width; ++ox) {
-      float* row = s.im2col + (size_t(oy) * out.width + ox) * depth;
-      for (uint32_t ky = 0; ky < g.window_h; ++ky) {
-        const int64_t iy = int64_t(oy) * g.stride_h + ky - g.pad_top;
-        for (uint32_t kx = 0; kx < g.window_w; ++kx, row += C) {
-          const int64_t ix = int64_t(ox) * g.stride_w + kx - g.pad_left;
-          if (iy < 0 || iy >= int64_t(g.in.height) || ix < 0 || ix >= int64_t(g.in.width))
-            std::fill_n(row, C, 0.0f);
-          else
-            std::copy_n(x + (size_t(iy) * g.in.width + size_t(ix)) * C, C, row);
-        }
-      }
+  const size_t C = g.in.channels, row = size_t(g.in.width) * C;
+  const float* image = x;
+  size_t padded_w = g.in.width;
+  if (g.pad_top || g.pad_bottom || g.pad_left || g.pad_right) {
+    padded_w = size_t(g.in.width) + g.pad_left + g.pad_right;
+    const size_t padded_h = size_t(g.in.height) + g.pad_top + g.pad_bottom;
+    std::fill_n(s.padded, padded_h * padded_w * C, 0.0f);
+    for (size_t iy = 0; iy < g.in.height; ++iy)
+      std::copy_n(x + iy * row, row, s.padded + ((iy + g.pad_top) * padded_w + g.pad_left) * C);
+    image = s.padded;
+  }
+  const size_t width = p.conv.panels * k.conv_panel;
+  float* dst = width == g.filters ? y : s.conv_out;
+  const kernels::ConvArgs a{image, padded_w, C, g.window_h, g.window_w, g.stride_h, g.stride_w, out.height,
+                            out.width, p.conv.weights.data(), p.conv.bias.data(), p.conv.panels, dst, width,
+                            shape_[l].activation == Activation::Relu, skip_zeros_};
+  // Output rows are independent and each row's sums are the same wherever it runs, so splitting
+  // them over a team (a single image, Scratch::conv_team) changes no bit. A thread's share must
+  // outweigh the cost of moving its rows between the cores' caches: the keras-io convnet's first
+  // layer (0.2 M multiply-adds) is slower split, its second (2.2 M) 1.4x faster.
+  constexpr size_t kMacsPerThread = 500'000;
+  const size_t macs = size_t(out.height) * out.width * g.filters * g.window_h * g.window_w * C;
+  const int team = static_cast<int>(std::min<size_t>({size_t(s.conv_team), out.height, macs / kMacsPerThread}));
+  if (team > 1) {
+    note_team_started();
+#if defined(_OPENMP)
+#pragma omp parallel for num_threads(team) schedule(static)
+    for (int part = 0; part < team; ++part) {
+      const size_t first = out.height * part / team, last = out.height * (part + 1) / team;
+      kernels::ConvArgs rows = a;
+      rows.x += first * g.stride_h * padded_w * C;
+      rows.y += first * out.width * width;
+      rows.out_h = last - first;
+      k.conv(rows);
     }
-  const size_t blocks = (depth + kernels::kIndexBlock - 1) / kernels::kIndexBlock;
-  if (k.wants_nonzero_index)
-    for (size_t r = 0; r < rows; ++r)
-      k.nonzero_index(s.im2col + r * depth, depth, s.conv_index + r * depth, s.conv_ends + r * blocks, nullptr);
-  const size_t stride = p.conv.panels * k.panel_width;  // the kernel may write its last panel's padding
-  k.run({s.im2col, depth, rows, depth, s.conv_ends, s.conv_index, p.conv.weights.data(), p.conv.tail_stride,
-         p.conv.bias.data(), p.conv.panels, g.filters, s.conv_out, stride, false});
-  for (size_t r = 0; r < rows; ++r) std::copy_n(s.conv_out + r * stride, g.filters, y + r * g.filters);
+#endif
+  } else {
+    k.conv(a);
+  }
+  if (dst != y)
+    for (size_t r = 0; r < size_t(out.height) * out.width; ++r) std::copy_n(dst + r * width, g.filters, y + r * g.filters);
 }
 
 // Every layer that is not dense, in float for every precision, row by row, from x into y (never in
@@ -141,7 +160,7 @@ void Engine::run_elementwise(size_t l, const float* x, size_t x_stride, size_t r
       continue;
     }
     if (is_spatial(p.op)) {
-      kernels::f32_pool_scalar(p.op, in, p.geometry, out);
+      kernel_of(spatial_kernel_).pool(p.op, in, p.geometry, output_shape(p.op, p.geometry), out);
       continue;
     }
     if (p.op == Op::ScaleShift) {
@@ -296,17 +315,17 @@ std::shared_ptr<const Engine> Engine::from_bytes(const uint8_t* data, size_t siz
         decode_f32(src.kernel, src.output_width, params.first.data());
         decode_f32(src.bias, src.output_width, params.second.data());
       }
+      // Every precision runs spatial layers in fp32: on this engine's kernel, or the best fp32 one.
+      if (is_spatial(src.op)) e->spatial_kernel_ = precision == Precision::Fp32 ? &k : &select_kernel("", Precision::Fp32);
       if (src.op == Op::Conv2d) {
-        // Every precision runs conv layers in fp32: on this engine's kernel, or the best fp32 one.
-        const KernelInfo& ck = precision == Precision::Fp32 ? k : select_kernel("", Precision::Fp32);
-        e->conv_kernel_ = &ck;
+        const KernelInfo& ck = kernel_of(e->spatial_kernel_);
         const size_t depth = size_t(g.window_h) * g.window_w * g.in.channels;
-        pack_dense(src.kernel, src.bias, depth, g.filters, &ck, params.conv);
+        pack_conv(src.kernel, src.bias, depth, g.filters, ck.conv_panel, params.conv);
         const ImageShape o = output_shape(Op::Conv2d, g);
-        const size_t pixels = size_t(o.height) * o.width;
-        e->max_conv_rows_ = std::max(e->max_conv_rows_, pixels);
-        e->max_conv_depth_ = std::max(e->max_conv_depth_, depth);
-        e->max_conv_out_ = std::max(e->max_conv_out_, pixels * params.conv.panels * ck.panel_width);
+        const size_t padded = (size_t(g.in.height) + g.pad_top + g.pad_bottom) *
+                              (size_t(g.in.width) + g.pad_left + g.pad_right) * g.in.channels;
+        e->max_conv_padded_ = std::max(e->max_conv_padded_, padded);
+        e->max_conv_out_ = std::max(e->max_conv_out_, size_t(o.height) * o.width * params.conv.panels * ck.conv_panel);
       }
       dst.tail_stride = 0;
       e->params_.push_back(std::move(params));
@@ -434,16 +453,22 @@ template <typename T>
 void Engine::run(const T* x, size_t rows, float* y, int threads, InputRange* seen) const {
   if (rows == 0) return;
   constexpr bool kPixels = std::is_same_v<T, uint8_t>;
-  const size_t tiles = (rows + kTileRows - 1) / kTileRows;
+  const size_t wanted = static_cast<size_t>(effective_threads(threads ? threads : threads_));
+  // A dense model's tile is 64 rows: its weights are reused across them. A CNN's image is tens of
+  // microseconds of work, so a small batch is spread over the threads a few images each.
+  const size_t tile = spatial_kernel_ ? std::clamp<size_t>((rows + wanted - 1) / wanted, 1, kTileRows) : kTileRows;
+  const size_t tiles = (rows + tile - 1) / tile;
   const size_t in = input_width_, out = output_width();
   // A team costs microseconds to wake; one tile (a single image included) runs on the caller.
-  const int team = static_cast<int>(std::min<size_t>(effective_threads(threads ? threads : threads_), tiles));
-  const auto tile_rows = [&](size_t t) { return std::min(kTileRows, rows - t * kTileRows); };
+  const int team = static_cast<int>(std::min(wanted, tiles));
+  const auto tile_rows = [&](size_t t) { return std::min(tile, rows - t * tile); };
   if (team == 1) {
-    Scratch s(*this, std::min(rows, kTileRows), kPixels);
+    Scratch s(*this, std::min(rows, tile), kPixels);
     s.measure = seen != nullptr;
+    // A CNN's single image: its conv layers split their output rows over the threads instead.
+    s.conv_team = spatial_kernel_ ? static_cast<int>(wanted) : 1;
     for (size_t t = 0; t < tiles; ++t)
-      run_tile(x + t * kTileRows * in, tile_rows(t), y + t * kTileRows * out, s);
+      run_tile(x + t * tile * in, tile_rows(t), y + t * tile * out, s);
     if (seen) *seen = {s.range[0], s.range[1]};
     return;
   }
@@ -452,15 +477,14 @@ void Engine::run(const T* x, size_t rows, float* y, int threads, InputRange* see
   std::vector<Scratch> scratch;
   scratch.reserve(team);
   for (int i = 0; i < team; ++i) {
-    scratch.emplace_back(*this, kTileRows, kPixels);
+    scratch.emplace_back(*this, tile, kPixels);
     scratch.back().measure = seen != nullptr;
   }
   note_team_started();
 #if defined(_OPENMP)  // (without OpenMP, effective_threads is 1 and this is never reached)
 #pragma omp parallel for num_threads(team) schedule(static)
   for (long long t = 0; t < static_cast<long long>(tiles); ++t)
-    run_tile(x + t * kTileRows * in, tile_rows(t), y + t * kTileRows * out,
-             scratch[omp_get_thread_num()]);
+    run_tile(x + t * tile * in, tile_rows(t), y + t * tile * out, scratch[omp_get_thread_num()]);
 #endif
   if (seen) {
     *seen = {};
@@ -486,6 +510,22 @@ void Engine::pack_dense(const uint8_t* kernel, const uint8_t* bias, size_t in, s
       decode_f32(kernel + 4 * (kk * out + first), width, dst.weights.data() + p * in * nr + kk * stride);
   }
   decode_f32(bias, out, dst.bias.data());
+}
+
+// A conv kernel (depth x filters, row-major f32 bytes) in panels of `panel` filters, each panel
+// depth rows of `panel` floats, zero past the last filter (kernels::ConvArgs).
+void Engine::pack_conv(const uint8_t* kernel, const uint8_t* bias, size_t depth, size_t filters, size_t panel,
+                       PackedLayer& dst) {
+  dst.panels = round_up(filters, panel) / panel;
+  dst.tail_stride = panel;
+  dst.weights = AlignedFloats(dst.panels * depth * panel);
+  dst.bias = AlignedFloats(dst.panels * panel);
+  for (size_t p = 0; p < dst.panels; ++p) {
+    const size_t first = p * panel, width = std::min(panel, filters - first);
+    for (size_t kk = 0; kk < depth; ++kk)
+      decode_f32(kernel + 4 * (kk * filters + first), width, dst.weights.data() + (p * depth + kk) * panel);
+  }
+  decode_f32(bias, filters, dst.bias.data());
 }
 
 Engine::QuantPlan Engine::plan_quantized(const ModelFile& file, const std::vector<LayerValues>& values,

@@ -31,12 +31,11 @@ struct Engine::Scratch {
   float* row_scale = nullptr;      // int8: per row
   int32_t* row_zero = nullptr;
   uint16_t* unit_index = nullptr;  // bf16/int8, per row: its nonzero 4-byte units
-  float* im2col = nullptr;         // conv2d, one image at a time: a row per output pixel (Engine::run_conv)
-  float* conv_out = nullptr;       // its dense outputs, panel-padded
-  uint16_t* conv_index = nullptr;  // its rows' nonzero indices
-  uint32_t* conv_ends = nullptr;
+  float* padded = nullptr;         // conv2d, one image at a time: the input inside its padding
+  float* conv_out = nullptr;       // its outputs, panel-wide (Engine::run_conv)
   float range[2] = {0.0f, 0.0f};   // float input: the span this thread's tiles held (0 included)
   bool measure = false;            // measure it (predict was given `seen`)
+  int conv_team = 1;               // threads a conv layer may split an image's rows over
 
   Scratch(const Engine& e, size_t rows, bool pixels) {
     const KernelInfo& k = internal::kernel_of(e.kernel_);
@@ -70,10 +69,8 @@ struct Engine::Scratch {
         take(unit_index, indexed ? rows * e.max_units_ : 1);
       }
       // Conv layers run image by image on the fp32 conv kernel, whatever the precision.
-      take(im2col, e.max_conv_rows_ * e.max_conv_depth_);
+      take(padded, e.max_conv_padded_);
       take(conv_out, e.max_conv_out_);
-      take(conv_index, e.max_conv_rows_ * e.max_conv_depth_);
-      take(conv_ends, e.max_conv_rows_ * (e.max_conv_depth_ / kernels::kIndexBlock + 1));
       if (pass == 0) arena_ = AlignedArray<uint8_t>(at, AlignedArray<uint8_t>::kUninitialized);
     }
   }

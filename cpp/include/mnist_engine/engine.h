@@ -161,8 +161,7 @@ class Engine {
     Op op = Op::Dense;
     Geometry geometry;  // spatial ops
     AlignedFloats first, second;  // scale_shift: scale and shift; layer_norm: gamma and beta
-    // conv2d: the kernel as a dense layer (window_h * window_w * channels rows, filters columns),
-    // packed for conv_kernel_, which runs it on the image's im2col rows.
+    // conv2d: the kernel packed in panels of filters for spatial_kernel_'s conv (Engine::pack_conv).
     PackedLayer conv;
     float epsilon = 0.0f;
     std::vector<float> activation;
@@ -175,6 +174,8 @@ class Engine {
   // Weights (in x out, row-major f32 bytes) packed into column panels for kernel k.
   static void pack_dense(const uint8_t* kernel, const uint8_t* bias, size_t in, size_t out, const void* k,
                          PackedLayer& dst);
+  static void pack_conv(const uint8_t* kernel, const uint8_t* bias, size_t depth, size_t filters, size_t panel,
+                        PackedLayer& dst);
   void activate(size_t l, float* y, size_t rows, size_t stride) const;
 
   // A dense layer's weights as the integers the kernels store (int8 values, or bf16 bits) and its
@@ -231,8 +232,8 @@ class Engine {
   std::string kernel_request_;
   std::vector<uint8_t> file_bytes_;
   const void* kernel_ = nullptr;  // KernelInfo*; opaque here so this header stays ISA-free
-  const void* conv_kernel_ = nullptr;  // the fp32 KernelInfo* conv layers run on (every precision)
-  size_t max_conv_rows_ = 0, max_conv_depth_ = 0, max_conv_out_ = 0;  // per image: pixels, K, padded outputs
+  const void* spatial_kernel_ = nullptr;  // the fp32 KernelInfo* spatial layers run on (every precision)
+  size_t max_conv_padded_ = 0, max_conv_out_ = 0;  // per image, floats: a padded input, panel-wide outputs
   bool first_layer_elementwise_ = false;  // uint8 input then needs converting to float first
   std::vector<std::pair<std::string, std::string>> metadata_;
   ClassLabels classes_;

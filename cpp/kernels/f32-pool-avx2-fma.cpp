@@ -1,0 +1,10 @@
+// Pooling compiled for AVX2: f32-pool.h is the whole algorithm.
+#include "f32-pool.h"
+
+namespace mnist_engine::kernels {
+
+void f32_pool_avx2_fma(Op op, const float* x, const Geometry& g, const ImageShape& out, float* y) {
+  pool_image(op, x, g, out, y);
+}
+
+}  // namespace mnist_engine::kernels
