@@ -200,6 +200,23 @@ def test_load_accepts_str_and_pathlib(tmp_path):
         mnist_engine.load(tmp_path / "missing.mnw")
 
 
+def test_bundled_models_load_by_name_and_a_file_of_that_name_wins(tmp_path, monkeypatch):
+    assert set(mnist_engine.BUNDLED_MODELS) == {"mlp512", "convnet"}
+    for name in mnist_engine.BUNDLED_MODELS:
+        assert mnist_engine.bundled_model_path(name).is_file()
+        assert mnist_engine.load(name).layers == mnist_engine.load(mnist_engine.bundled_model_path(name)).layers
+    assert "conv2d" in mnist_engine.load("convnet").layer_ops
+    with pytest.raises(KeyError, match="expected one of mlp512, convnet"):
+        mnist_engine.bundled_model_path("lenet")
+    # A name never hides a file: ./convnet is what the user meant, and here it is not a model.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "convnet").write_bytes(b"not a model")
+    with pytest.raises(mnist_engine.FormatError):
+        mnist_engine.load("convnet")
+    with pytest.raises(FileNotFoundError):
+        mnist_engine.load("lenet")
+
+
 def test_concurrent_predicts_equal_the_serial_result(engine):
     rng = np.random.default_rng(3)
     batches = [rng.integers(0, 256, (n, 784), dtype=np.uint8) for n in (1, 5, 64, 65, 300, 1000, 2, 129)]

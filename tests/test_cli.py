@@ -57,6 +57,14 @@ def test_info_escapes_what_a_terminal_would_act_on(tmp_path, rng):
     assert "classify returns: yes, no, maybe" in out.stdout
 
 
+def test_eval_takes_a_bundled_model_by_name(mnist):
+    """The bundled convnet (keras-io's Simple MNIST convnet, tools/train.py --arch convnet) reads
+    the test set better than the bundled MLP, as its recipe promises."""
+    out = run_cli("eval", "--model", "convnet", "--repeat", "1")
+    assert out.returncode == 0, out.stderr
+    assert float(re.search(r"accuracy\s+([\d.]+)% on 10000", out.stdout).group(1)) >= 98.8
+
+
 @pytest.mark.parametrize("precision", [p for p in mnist_engine.available_precisions() if p != "fp32"])
 def test_eval_in_reduced_precision(mnist, precision):
     out = subprocess.run([sys.executable, "-m", "mnist_engine.cli", "eval", "--precision", precision, "--repeat", "1"],

@@ -36,7 +36,8 @@ def train_tool():
     del sys.modules[spec.name]
 
 
-@pytest.mark.parametrize("arch", ["mlp512", "scaled", "sklearn", "dense50", "dense75x4", "gelu_bn"])
+@pytest.mark.parametrize("arch", ["mlp512", "scaled", "sklearn", "dense50", "dense75x4", "gelu_bn", "convnet", "lenet5",
+                                  "torchnet"])
 def test_recipe_trains_exports_and_matches_on_10k(train_tool, arch, tmp_path, mnist, keras, capsys):
     if arch == "sklearn":
         pytest.importorskip("sklearn")

@@ -13,6 +13,15 @@ Recipes (--arch), one per reference notebook:
   dense75x4   Dense(75, relu) x 4, then Dense(10, softmax); the same recipe as dense50
   gelu_bn     the benchmark's second model: mlp512 with BatchNormalization before each activation and
               gelu for relu (its hidden layers have almost no exact zeros to skip)
+  convnet     keras-io's "Simple MNIST convnet" (the bundled image model): Conv2D(32, 3, relu),
+              MaxPooling2D(2), Conv2D(64, 3, relu), MaxPooling2D(2), Flatten, Dropout(0.5),
+              Dense(10, softmax) on (28, 28, 1) x/255; adam, batch 128, 15 epochs, validation_split=0.1
+  lenet5      LeNet-5 as MNIST tutorials build it: ZeroPadding2D(2), Conv2D(6, 5, tanh),
+              AveragePooling2D(2), Conv2D(16, 5, tanh), AveragePooling2D(2), Flatten, Dense(120, tanh),
+              Dense(84, tanh), Dense(10, softmax) on x/255; adam, batch 128, 10 epochs
+  torchnet    PyTorch's examples/mnist Net built in Keras: Conv2D(32, 3, relu), Conv2D(64, 3, relu),
+              MaxPooling2D(2), Dropout(0.25), Flatten, Dense(128, relu), Dropout(0.5), Dense(10, softmax)
+              on x/255; Adadelta(learning_rate=1.0) as the example, batch 64, 14 epochs
 
 Seeds are fixed and TensorFlow's op determinism is on, so a rerun on the same build gives the same
 weights. --quick trains one epoch (sklearn: 2 iterations) on 10k images: what CI runs to check that
@@ -21,6 +30,7 @@ every recipe exports with parity, not a model worth keeping.
     python tools/train.py                     # mlp512: models/mnist_mlp_512x2.keras and the packaged .mnw
     python tools/train.py --arch dense50      # models/dense50.keras and models/dense50.mnw
     python tools/train.py --export-only       # mlp512: re-export the packaged .mnw from its .keras
+    python tools/train.py --arch convnet      # models/mnist_convnet.keras and the packaged .mnw
 """
 from __future__ import annotations
 
@@ -34,8 +44,9 @@ from typing import Callable, Dict, Optional
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_KERAS = ROOT / "models" / "mnist_mlp_512x2.keras"
-DEFAULT_MNW = ROOT / "python" / "mnist_engine" / "models" / "mnist_mlp_512x2.mnw"
+# The recipes whose models ship in the package (mnist_engine.MODELS names them): models/NAME.keras
+# and python/mnist_engine/models/NAME.mnw.
+PACKAGED = {"mlp512": "mnist_mlp_512x2", "convnet": "mnist_convnet"}
 REFERENCE_IMAGES = 16
 CALIBRATION_IMAGES = 1024  # training images that choose the hidden-neuron order (mnist_engine.unit_order)
 QUICK_IMAGES = 10_000
@@ -48,6 +59,7 @@ class Recipe:
     train: Callable  # (args, x_train float rows in the model's domain, y_train) -> model
     min_accuracy: float  # below this a full run does not export (a quick run always does)
     keras: bool = True
+    image: bool = False  # trained on (N, 28, 28, 1) images, not rows of 784
 
 
 def _keras_model(keras, name: str, layers):
@@ -61,14 +73,56 @@ def build_mlp512(keras):
                                                   L.Dense(10), L.Activation("softmax")])
 
 
-def _fit_keras(args, model, x, y, *, epochs: int, early_stopping: bool = False):
+def _fit_keras(args, model, x, y, *, epochs: int, early_stopping: bool = False, optimizer="adam",
+               batch_size: int = 128, validation_split: float = 0.0):
     import keras
 
-    model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
+    model.compile(optimizer=optimizer, loss="categorical_crossentropy", metrics=["accuracy"])
     callbacks = [keras.callbacks.EarlyStopping(patience=3, restore_best_weights=True)] if early_stopping else []
-    model.fit(x, keras.utils.to_categorical(y, 10), batch_size=128, epochs=1 if args.quick else epochs,
-              validation_split=0.1 if early_stopping else 0.0, callbacks=callbacks, verbose=2)
+    model.fit(x, keras.utils.to_categorical(y, 10), batch_size=batch_size, epochs=1 if args.quick else epochs,
+              validation_split=0.1 if early_stopping else validation_split, callbacks=callbacks, verbose=2)
     return model
+
+
+def _image_model(keras, name: str, layers):
+    return keras.Sequential([keras.Input(shape=(28, 28, 1)), *layers], name=name)
+
+
+def build_convnet(keras):
+    L = keras.layers
+    return _image_model(keras, "mnist_convnet", [
+        L.Conv2D(32, kernel_size=(3, 3), activation="relu"), L.MaxPooling2D(pool_size=(2, 2)),
+        L.Conv2D(64, kernel_size=(3, 3), activation="relu"), L.MaxPooling2D(pool_size=(2, 2)),
+        L.Flatten(), L.Dropout(0.5), L.Dense(10, activation="softmax")])
+
+
+def train_convnet(args, x, y):
+    import keras
+
+    return _fit_keras(args, build_convnet(keras), x, y, epochs=args.epochs or 15, validation_split=0.1)
+
+
+def train_lenet5(args, x, y):
+    import keras
+
+    L = keras.layers
+    model = _image_model(keras, "lenet5", [
+        L.ZeroPadding2D(2), L.Conv2D(6, 5, activation="tanh"), L.AveragePooling2D(2),
+        L.Conv2D(16, 5, activation="tanh"), L.AveragePooling2D(2), L.Flatten(),
+        L.Dense(120, activation="tanh"), L.Dense(84, activation="tanh"), L.Dense(10, activation="softmax")])
+    return _fit_keras(args, model, x, y, epochs=args.epochs or 10)
+
+
+def train_torchnet(args, x, y):
+    import keras
+
+    L = keras.layers
+    model = _image_model(keras, "torchnet", [
+        L.Conv2D(32, 3, activation="relu"), L.Conv2D(64, 3, activation="relu"), L.MaxPooling2D(2),
+        L.Dropout(0.25), L.Flatten(), L.Dense(128, activation="relu"), L.Dropout(0.5),
+        L.Dense(10, activation="softmax")])
+    return _fit_keras(args, model, x, y, epochs=args.epochs or 14, batch_size=64,
+                      optimizer=keras.optimizers.Adadelta(learning_rate=1.0))
 
 
 def train_mlp512(args, x, y):
@@ -129,12 +183,16 @@ RECIPES: Dict[str, Recipe] = {
     "dense50": Recipe("Dense 50-50-10, EarlyStopping, raw 0..255 rows", 1.0, _train_dense("dense50", [50, 50]), 0.93),
     "dense75x4": Recipe("Dense 75 x4, EarlyStopping, raw 0..255 rows", 1.0, _train_dense("dense75x4", [75] * 4), 0.93),
     "gelu_bn": Recipe("512-512 with BatchNormalization and gelu, x/255", 1 / 255, train_gelu_bn, 0.975),
+    "convnet": Recipe("keras-io's Simple MNIST convnet, x/255", 1 / 255, train_convnet, 0.985, image=True),
+    "lenet5": Recipe("LeNet-5 (tanh, average pooling), x/255", 1 / 255, train_lenet5, 0.98, image=True),
+    "torchnet": Recipe("PyTorch examples/mnist Net in Keras, x/255", 1 / 255, train_torchnet, 0.985, image=True),
 }
 
 
 def outputs_for(args) -> tuple:
-    if args.arch == "mlp512" and args.out_dir is None:
-        return DEFAULT_KERAS, DEFAULT_MNW
+    if args.arch in PACKAGED and args.out_dir is None:
+        name = PACKAGED[args.arch]
+        return ROOT / "models" / f"{name}.keras", ROOT / "python" / "mnist_engine" / "models" / f"{name}.mnw"
     folder = args.out_dir or ROOT / "models"
     return folder / f"{args.arch}.keras", folder / f"{args.arch}.mnw"
 
@@ -144,7 +202,7 @@ def parse_args(argv: Optional[list] = None) -> argparse.Namespace:
     parser.add_argument("--arch", choices=sorted(RECIPES), default="mlp512",
                         help="the recipe: " + "; ".join(f"{k}: {r.summary}" for k, r in RECIPES.items()))
     parser.add_argument("--out-dir", type=Path, help="where to write NAME.keras and NAME.mnw (default: models/; "
-                                                     "mlp512 without it writes the packaged model)")
+                                                     "mlp512 and convnet without it write the packaged models)")
     parser.add_argument("--epochs", type=int, help="epochs (sklearn: iterations); default: the recipe's")
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--quick", action="store_true", help=f"1 epoch on {QUICK_IMAGES} images (a CI smoke run)")
@@ -174,7 +232,8 @@ def train_and_export(args: argparse.Namespace):
         else:
             keras.utils.set_random_seed(args.seed)
             tf.config.experimental.enable_op_determinism()
-            model = recipe.train(args, model_input(recipe, x_train), y_train)
+            train_in = model_input(recipe, x_train)
+            model = recipe.train(args, train_in.reshape(-1, 28, 28, 1) if recipe.image else train_in, y_train)
         test_in = model_input(recipe, x_test).reshape((len(x_test),) + tuple(model.inputs[0].shape[1:]))
         accuracy = float((model.predict(test_in, verbose=0, batch_size=1000).argmax(1) == y_test).mean())
     else:

@@ -56,6 +56,8 @@ __all__ = [
     "__version__",
     "available_kernels",
     "available_precisions",
+    "bundled_model_path",
+    "BUNDLED_MODELS",
     "classify",
     "compiled_kernels",
     "default_kernel",
@@ -87,9 +89,15 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'mnist_engine' has no attribute {name!r}")
 
 
-# The file `mnist-engine` and `mnist_engine.predict` serve: Dense(512)-relu-Dropout x2, then
-# Dense(10)-softmax, trained by tools/train.py.
-_DEFAULT_MODEL = os.path.join(os.path.dirname(__file__), "models", "mnist_mlp_512x2.mnw")
+# The models shipped in the package, by the names `load`, `--model` and tools/train.py --arch
+# use: each trained and exported by tools/train.py (docs/MODELS.md has their recipes and scores).
+BUNDLED_MODELS = {
+    "mlp512": "mnist_mlp_512x2.mnw",  # Dense(512)-relu-Dropout x2, Dense(10)-softmax: the default
+    "convnet": "mnist_convnet.mnw",  # keras-io's "Simple MNIST convnet"
+}
+_MODELS_DIR = os.path.join(os.path.dirname(__file__), "models")
+# The file `mnist-engine` and `mnist_engine.predict` serve.
+_DEFAULT_MODEL = os.path.join(_MODELS_DIR, BUNDLED_MODELS["mlp512"])
 
 
 def default_model_path() -> Path:
@@ -99,12 +107,31 @@ def default_model_path() -> Path:
     return Path(_DEFAULT_MODEL)
 
 
+def bundled_model_path(name: str) -> Path:
+    """Path of the bundled model called ``name`` (a key of :data:`BUNDLED_MODELS`)."""
+    from pathlib import Path
+
+    if name not in BUNDLED_MODELS:
+        raise KeyError(f"no bundled model {name!r}: expected one of {', '.join(BUNDLED_MODELS)}")
+    return Path(_MODELS_DIR, BUNDLED_MODELS[name])
+
+
+def _resolve_model(path: PathLike) -> PathLike:
+    """``path``, or the bundled model it names when it is a bundled name and no such file exists
+    (a file of that name in the working directory wins: a name never hides a file)."""
+    text = os.fspath(path)
+    if text in BUNDLED_MODELS and not os.path.exists(text):
+        return os.path.join(_MODELS_DIR, BUNDLED_MODELS[text])
+    return path
+
+
 def load(path: PathLike, verify: bool = True, kernel: Optional[str] = None,
          precision: Optional[str] = None, threads: Optional[int] = None) -> Engine:
-    """Load a ``.mnw`` model file and return its :class:`Engine`.
+    """Load a ``.mnw`` model file, or a bundled model by name, and return its :class:`Engine`.
 
         >>> engine = mnist_engine.load(mnist_engine.default_model_path(), precision="int8")
         >>> engine.classify(images)          # (N, 784) or (N, 28, 28) uint8 pixels
+        >>> mnist_engine.load("convnet")     # a name of BUNDLED_MODELS
 
     The whole file is validated (docs/FORMAT.md) and, unless ``verify=False``, the engine re-computes
     the file's reference inputs and compares them with the exporter's framework outputs. A bad
@@ -124,6 +151,7 @@ def load(path: PathLike, verify: bool = True, kernel: Optional[str] = None,
     """
     if os.fspath(path) == "":
         raise FileNotFoundError("expected the path of a .mnw model file, got an empty path")
+    path = _resolve_model(path)
     # Read whole, not memory-mapped: another process truncating the file cannot fault us later.
     with open(os.fspath(path), "rb") as f:
         data = f.read()

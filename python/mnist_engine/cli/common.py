@@ -28,7 +28,8 @@ def positive_int(text: str) -> int:
 
 def add_engine_options(parser: argparse.ArgumentParser) -> None:
     """--model, --precision, --kernel and --threads, spelled the same in every subcommand."""
-    parser.add_argument("--model", type=file_path, help="a .mnw file (default: the bundled model)")
+    parser.add_argument("--model", type=file_path, help="a .mnw file, or a bundled model's name: " +
+                        ", ".join(mnist_engine.BUNDLED_MODELS) + " (default: mlp512)")
     parser.add_argument("--precision", choices=["fp32", "bf16", "int8"],
                         help="arithmetic: fp32 (default, exact), bf16 or int8 (see available_precisions())")
     parser.add_argument("--kernel", help="force a kernel (see available_kernels()); implies its precision")
@@ -36,7 +37,7 @@ def add_engine_options(parser: argparse.ArgumentParser) -> None:
 
 
 def model_path(args: argparse.Namespace) -> Path:
-    return args.model or mnist_engine.default_model_path()
+    return Path(mnist_engine._resolve_model(args.model)) if args.model else mnist_engine.default_model_path()
 
 
 def load_engine(args: argparse.Namespace) -> mnist_engine.Engine:
