@@ -93,3 +93,27 @@ def test_the_numpy_and_onnx_runners_run_every_engine_op(rng):
     want = forward(layers, x)
     for runner in [numpy_runner(layers, x), onnx_runners(layers, x, threads=1)[0]]:
         np.testing.assert_allclose(runner.batch(), want, atol=2e-6, err_msg=runner.name)
+
+
+def test_the_onnx_runner_runs_the_spatial_ops_in_their_layouts(rng):
+    """The bench's ONNX form of a CNN (NHWC rows in, NCHW images inside, NHWC rows again before a
+    dense layer) computes what the float64 reference does: every spatial op, padding both ways,
+    average pooling with and without the padding counted, and a spatial last layer."""
+    from mnist_engine.bench import onnx_runners
+    from mnist_engine.model_file import multiply_adds
+    from mnist_engine.model_file import Conv2DLayer, PoolLayer
+    from mnist_engine.reference import forward
+
+    require("onnxruntime")
+    conv = Conv2DLayer(rng.normal(0, 0.3, (3, 2, 2, 5)), rng.normal(0, 0.1, 5), (9, 8, 2), (2, 1), (1, 0, 1, 1), "relu")
+    pool = PoolLayer("avg_pool", conv.output_shape, (2, 2), (1, 2), (1, 0, 0, 1), count_padding=True)
+    same = PoolLayer("avg_pool", pool.output_shape, (2, 2), (1, 1), (0, 1, 0, 1))
+    head = [DenseLayer(rng.normal(0, 0.3, (int(np.prod(same.output_shape)), 4)), rng.normal(0, 0.1, 4), "softmax")]
+    last = PoolLayer("max_pool", same.output_shape, (2, 2), (1, 1))
+    tail = [last, PoolLayer("global_max_pool", last.output_shape)]
+    x = rng.normal(0, 1, (16, 144)).astype(np.float32)
+    for layers in ([conv, pool, same] + head, [conv, pool, same] + tail,
+                   [conv, PoolLayer("global_avg_pool", conv.output_shape)]):
+        runner = onnx_runners(layers, x, threads=1)[0]
+        np.testing.assert_allclose(runner.batch(), forward(layers, x), atol=2e-6, err_msg=str([l.op for l in layers]))
+    assert multiply_adds(conv) == (4 * 9) * (3 * 2 * 2) * 5 and multiply_adds(pool) == 0

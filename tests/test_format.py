@@ -327,6 +327,43 @@ def test_rule_21_model_size_cap_is_exact(small_layers):
     expect("model-size", _declare_layers(small_layers, 1, 65536, n_in=4096), 48)
 
 
+def _declare_conv(good_v3: bytes, image, window, filters) -> bytes:
+    """good_v3 with its layer table rewritten to one valid-geometry conv (no padding, stride 1):
+    the declaration alone asks for the layer, the file holds none of its weights."""
+    h, w, c = image
+    out = (h - window + 1) * (w - window + 1) * filters
+    data = bytearray(good_v3)
+    data[24:32] = struct.pack("<II", 1, h * w * c)  # layer count, input width
+    entry = struct.pack("<IIIII", h * w * c, out, 0, 1, 3) + struct.pack(
+        "<13I", h, w, c, window, window, 1, 1, 0, 0, 0, 0, filters, 0)
+    data = bytes(data[:48]) + entry + bytes(data[48 + V3_ENTRY * 6:])
+    return reseal(data[:16] + struct.pack("<Q", len(data)) + data[24:])
+
+
+def test_rule_21_model_size_caps_multiply_adds_per_row(good_v3):
+    """A conv reuses its kernel at every output pixel: 33 x 33 x 16 x 64 weights (1.1 M, far under
+    the value cap) on a 64 x 64 x 16 image cost 1.1 G multiply-adds per image."""
+    cap = mnist_engine._core.FORMAT["max_multiply_adds"]
+    assert cap == 2 ** 28
+    err = expect("model-size", _declare_conv(good_v3, (64, 64, 16), 33, 64), 48)
+    assert f"expected at most {cap} multiply-adds per input row" in str(err)
+    assert str(32 * 32 * 33 * 33 * 16 * 64) in str(err)
+    # Just under the cap the same shape passes rule 21 and is rejected later for its missing weights.
+    assert 17 * 17 * 48 * 48 * 16 * 16 <= cap
+    expect("layout-size", _declare_conv(good_v3, (64, 64, 16), 48, 16))
+
+
+def test_the_writer_refuses_what_the_loader_would(rng, tmp_path):
+    from mnist_engine.model_file import Conv2DLayer, DenseLayer, write_model
+
+    conv = Conv2DLayer(np.zeros((33, 33, 16, 64), np.float32), np.zeros(64), (64, 64, 16))
+    dense = DenseLayer(np.zeros((32 * 32 * 64, 1), np.float32), np.zeros(1))
+    with pytest.raises(ValueError, match="expected at most 268435456 multiply-adds per input row"):
+        write_model(tmp_path / "m.mnw", [conv, dense], reference_inputs=np.zeros((1, 65536), np.float32),
+                    reference_outputs=np.zeros((1, 1)))
+    assert not (tmp_path / "m.mnw").exists()
+
+
 def test_rule_22_layout_size_declared_weights_missing(small_layers):
     # Within the cap (8 x 2048 x 2048 is 2^25 weights) but far more than the file holds.
     err = expect("layout-size", _declare_layers(small_layers, 8, 2048))

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""The benchmark of record (mnist_engine.bench): python tools/bench.py [--threads N] [--json F] [--plot F.png] [--quick]
+"""The benchmark of record (mnist_engine.bench):
+python tools/bench.py [--model mlp512|convnet|FILE] [--threads N] [--json F] [--plot F.png] [--quick]
 
 Thin wrapper: sets the thread count for every runtime before any of them is imported, and points
-the Keras/TFLite runners at the bundled model's Keras source in this repository."""
+the Keras/TFLite runners at the bundled models' Keras sources in this repository."""
 import argparse
 import os
 import sys
@@ -20,4 +21,4 @@ if __name__ == "__main__":
 
     from mnist_engine.bench import main
 
-    sys.exit(main(sys.argv[1:], default_keras=ROOT / "models" / "mnist_mlp_512x2.keras"))
+    sys.exit(main(sys.argv[1:], keras_dir=ROOT / "models"))

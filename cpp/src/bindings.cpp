@@ -336,6 +336,7 @@ PYBIND11_MODULE(_core, m) {
     f["max_value_length"] = me::kMaxValueLength;
     f["max_tolerance"] = double(me::kMaxTolerance);
     f["max_parameters"] = me::kMaxParameters;
+    f["max_multiply_adds"] = me::kMaxMultiplyAdds;
     f["required_metadata"] = py::tuple(required);
     m.attr("FORMAT") = f;
   }

@@ -256,6 +256,17 @@ uint64_t op_values(const TableEntry& e) {
   return 0;
 }
 
+// A layer's multiply-adds per input row: a dense layer's weights, a conv's once per output pixel
+// (the other ops are a few operations per value). Called after the value cap, so a conv's kernel
+// is under 2^28 values and the product under 2^44.
+uint64_t multiply_adds(const TableEntry& e) {
+  if (Op(e.op) == Op::Dense) return uint64_t(e.input_width) * e.output_width;
+  if (Op(e.op) != Op::Conv2d) return 0;
+  const Geometry& g = e.geometry;
+  const ImageShape out = output_shape(Op::Conv2d, g);
+  return uint64_t(out.height) * out.width * g.window_h * g.window_w * g.in.channels * g.filters;
+}
+
 // Rule 18 for one layer: "" when its geometry fields are consistent with its op, else what is wrong.
 std::string geometry_problem(const TableEntry& e) {
   const Geometry& g = e.geometry;
@@ -401,6 +412,15 @@ std::vector<TableEntry> read_layer_table(const uint8_t* d, const Header& h, uint
     throw FormatError(Rule::ModelSize, kHeaderSize,
                       cat("expected at most ", kMaxParameters, " weights, biases and parameters (1 GiB of f32), "
                           "the layer table declares ", parameters));
+  // The compute a row may cost, capped as the memory is: a conv layer reuses its kernel at every
+  // output pixel, so a small file could otherwise ask for 2^44 multiply-adds per image, and its
+  // verification alone would hang the loader.
+  uint64_t work = 0;
+  for (const TableEntry& e : table) work += multiply_adds(e);
+  if (work > kMaxMultiplyAdds)
+    throw FormatError(Rule::ModelSize, kHeaderSize,
+                      cat("expected at most ", kMaxMultiplyAdds, " multiply-adds per input row (the most a file of ",
+                          kMaxParameters, " dense weights can ask for), the layer table declares ", work));
   return table;
 }
 

@@ -33,11 +33,12 @@ import numpy as np
 import mnist_engine
 from mnist_engine._progress import progress
 from mnist_engine._system import cpu_name
-from mnist_engine.model_file import DenseLayer, read_layers
+from mnist_engine.model_file import SPATIAL_OPS, DenseLayer, multiply_adds, read_layers
 from mnist_engine.reference import ACTIVATION_FUNCTIONS, forward, scale_pixels
 
-# The bundled model's Keras source, kept in the repository (not in the wheel).
-DEFAULT_KERAS = Path("models") / "mnist_mlp_512x2.keras"
+# The bundled models' Keras sources, kept in the repository (not in the wheel): models/NAME.keras
+# beside python/mnist_engine/models/NAME.mnw.
+KERAS_DIR = Path("models")
 
 
 @dataclass
@@ -223,16 +224,57 @@ def _onnx_operation(layer, src: str, dst: str, i: int):
             helper.make_node("Add", [f"m{i}", f"q{i}"], [dst])], inits
 
 
+def _onnx_spatial_operation(layer, src: str, dst: str, i: int):
+    """Nodes and initializers of a conv or pooling layer on an NCHW tensor (ONNX's layout)."""
+    from onnx import helper, numpy_helper
+
+    pads = [layer.pads[0], layer.pads[2], layer.pads[1], layer.pads[3]]  # ONNX: begins, then ends
+    if layer.op == "conv2d":
+        weights = numpy_helper.from_array(np.ascontiguousarray(layer.kernel.transpose(3, 2, 0, 1)), f"p{i}")
+        return [helper.make_node("Conv", [src, f"p{i}", f"q{i}"], [dst], kernel_shape=list(layer.window),
+                                 strides=list(layer.strides), pads=pads)], \
+            [weights, numpy_helper.from_array(layer.bias, f"q{i}")]
+    if layer.op.startswith("global"):
+        return [helper.make_node("GlobalMaxPool" if layer.op == "global_max_pool" else "GlobalAveragePool",
+                                 [src], [dst])], []
+    attrs = dict(kernel_shape=list(layer.window), strides=list(layer.strides), pads=pads)
+    if layer.op == "avg_pool":
+        attrs["count_include_pad"] = int(layer.count_padding)
+    return [helper.make_node("MaxPool" if layer.op == "max_pool" else "AveragePool", [src], [dst], **attrs)], []
+
+
+def _onnx_layout(src: str, tag: str, to_images, image=None):
+    """Nodes moving a tensor between the engine's NHWC rows and ONNX's NCHW images."""
+    from onnx import helper, numpy_helper
+
+    if to_images:
+        shape = numpy_helper.from_array(np.array([-1, *image], np.int64), f"{tag}_shape")
+        return [helper.make_node("Reshape", [src, f"{tag}_shape"], [f"{tag}_nhwc"]),
+                helper.make_node("Transpose", [f"{tag}_nhwc"], [tag], perm=[0, 3, 1, 2])], [shape]
+    return [helper.make_node("Transpose", [src], [f"{tag}_nhwc"], perm=[0, 2, 3, 1]),
+            helper.make_node("Flatten", [f"{tag}_nhwc"], [tag], axis=1)], []
+
+
 def onnx_model(layers: Sequence[DenseLayer]):
-    """An ONNX graph of the layers: each one's operation, then its activation's operators."""
+    """An ONNX graph of the layers: each one's operation, then its activation's operators. The
+    input is flat NHWC rows, as the engine takes them; conv and pooling layers run on NCHW images
+    (Reshape and Transpose in front of them, Transpose and Flatten behind)."""
     from onnx import TensorProto, helper
 
-    nodes, inits, prev = [], [], "x"
+    nodes, inits, prev, images = [], [], "x", False
     for i, layer in enumerate(layers):
-        op_nodes, op_inits = _onnx_operation(layer, prev, f"a{i}", i)
+        spatial = layer.op in SPATIAL_OPS
+        if spatial != images:
+            layout_nodes, layout_inits = _onnx_layout(prev, f"layout{i}", spatial, layer.input_shape if spatial else None)
+            nodes, inits, prev, images = nodes + layout_nodes, inits + layout_inits, f"layout{i}", spatial
+        make = _onnx_spatial_operation if spatial else _onnx_operation
+        op_nodes, op_inits = make(layer, prev, f"a{i}", i)
         nodes, inits = nodes + op_nodes, inits + op_inits
         act_nodes, act_inits = _onnx_activation(layer, f"a{i}", f"h{i}", f"act{i}")
         nodes, inits, prev = nodes + act_nodes, inits + act_inits, f"h{i}"
+    if images:
+        layout_nodes, layout_inits = _onnx_layout(prev, "layout_out", False)
+        nodes, inits, prev = nodes + layout_nodes, inits + layout_inits, "layout_out"
     n_in, n_out = layers[0].widths[0], layers[-1].widths[1]
     graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, n_in])],
                               [helper.make_tensor_value_info(prev, TensorProto.FLOAT, [None, n_out])], inits)
@@ -454,7 +496,7 @@ def run(s: Settings) -> dict:
     engine = mnist_engine.load(s.model)
     x = scale_pixels(pixels, engine.input_scale)  # the model's own input domain, not always x / 255
     layers = read_layers(s.model)
-    flops_per_image = 2 * sum(layer.kernel.size for layer in layers if layer.op == "dense")
+    flops_per_image = 2 * sum(multiply_adds(layer) for layer in layers)
     peak = mnist_engine._core.measure_fma_peak_gflops(mnist_engine.available_kernels("fp32")[0], s.threads, 0.5)
 
     keras_model = load_keras_source(s, engine, x)
@@ -467,8 +509,11 @@ def run(s: Settings) -> dict:
         reference_name = "numpy float64 reference"
 
     flat = x.reshape(len(x), -1)
+    spatial = any(layer.op in SPATIAL_OPS for layer in layers)
     factories = [("mnist_engine", lambda: engine_runners(s, flat, pixels)),
-                 ("numpy", lambda: [numpy_runner(layers, flat)]),
+                 ("numpy", lambda: [numpy_runner(layers, flat)] if not spatial else
+                  s.skipped.append("numpy float32: skipped (no float32 numpy form of conv and pooling layers; the "
+                                   "float64 reference is the parity oracle)") or []),
                  ("onnxruntime", lambda: onnx_runners(layers, flat, s.threads)),
                  ("openvino", lambda: [openvino_runner(layers, flat, s.threads)])]
     if keras_model is not None:
@@ -577,21 +622,28 @@ def plot(report: dict, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-def main(argv: Optional[Sequence[str]] = None, default_keras: Path = DEFAULT_KERAS) -> int:
+def bundled_keras_source(model: Path, keras_dir: Path) -> Optional[Path]:
+    """The Keras source of a bundled model file, or None for any other file."""
+    bundled = {mnist_engine.bundled_model_path(name).resolve() for name in mnist_engine.BUNDLED_MODELS}
+    return keras_dir / (model.stem + ".keras") if model.resolve() in bundled else None
+
+
+def main(argv: Optional[Sequence[str]] = None, keras_dir: Path = KERAS_DIR) -> int:
     parser = argparse.ArgumentParser(prog="mnist-engine bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--model", type=Path, help="a .mnw file (default: the bundled model)")
+    parser.add_argument("--model", type=Path, help="a .mnw file or a bundled model's name: " +
+                        ", ".join(mnist_engine.BUNDLED_MODELS) + " (default: mlp512)")
     parser.add_argument("--keras-model", type=Path,
-                        help="the Keras source of --model, for the Keras and TFLite runners (default: the bundled "
-                             "model's, models/mnist_mlp_512x2.keras in the repository, when --model is not given)")
+                        help="the Keras source of --model, for the Keras and TFLite runners (default: a bundled "
+                             "model's own, models/NAME.keras in the repository)")
     parser.add_argument("--quick", action="store_true", help="few repetitions: proves the harness works")
     parser.add_argument("--json", type=Path, help="write the full report as JSON")
     parser.add_argument("--plot", type=Path, help="write a bar chart (PNG)")
     parser.add_argument("--markdown", action="store_true", help="also print the table as markdown")
     args = parser.parse_args(argv)
-    keras_source = args.keras_model or (default_keras if args.model is None else None)
-    s = Settings(args.threads, 2 if args.quick else 10, 200 if args.quick else 2000, keras_source,
-                 args.model or mnist_engine.default_model_path())
+    model = Path(mnist_engine._resolve_model(args.model)) if args.model else mnist_engine.default_model_path()
+    keras_source = args.keras_model or bundled_keras_source(model, keras_dir)
+    s = Settings(args.threads, 2 if args.quick else 10, 200 if args.quick else 2000, keras_source, model)
     try:
         report = run(s)
     except ValueError as e:

@@ -36,6 +36,7 @@ MAX_LAYERS, MAX_WIDTH = _FORMAT["max_layers"], _FORMAT["max_width"]
 MAX_REFERENCES, MAX_METADATA = _FORMAT["max_references"], _FORMAT["max_metadata"]
 MAX_KEY_LENGTH, MAX_VALUE_LENGTH = _FORMAT["max_key_length"], _FORMAT["max_value_length"]
 MAX_TOLERANCE, MAX_PARAMETERS = _FORMAT["max_tolerance"], _FORMAT["max_parameters"]
+MAX_MULTIPLY_ADDS = _FORMAT["max_multiply_adds"]
 DEFAULT_ATOL, DEFAULT_RTOL = 1e-5, 1e-4
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -290,6 +291,16 @@ def sample_pixel_inputs(count: int, width: int, input_scale: float, seed: int = 
     return scale_pixels(pixels, input_scale)
 
 
+def multiply_adds(layer) -> int:
+    """Per input row: a dense layer's weights, a conv's once per output pixel; 0 for other ops."""
+    if layer.op == "dense":
+        return int(layer.kernel.shape[0] * layer.kernel.shape[1])
+    if layer.op == "conv2d":
+        height, width, _ = layer.output_shape
+        return int(layer.kernel.size) * height * width
+    return 0
+
+
 def encode_model(
     layers: Sequence[Layer],
     *,
@@ -321,6 +332,10 @@ def encode_model(
     if parameters > MAX_PARAMETERS:
         raise ValueError(f"expected at most {MAX_PARAMETERS} weights, biases and parameters (1 GiB), the model "
                          f"has {parameters}")
+    work = sum(multiply_adds(layer) for layer in layers)
+    if work > MAX_MULTIPLY_ADDS:
+        raise ValueError(f"expected at most {MAX_MULTIPLY_ADDS} multiply-adds per input row (docs/FORMAT.md rule "
+                         f"21), the model needs {work}")
     if not (np.isfinite(input_scale) and input_scale > 0):
         raise ValueError(f"expected a finite input_scale > 0, got {input_scale}")
     if not (0 <= atol <= MAX_TOLERANCE and 0 <= rtol <= MAX_TOLERANCE):

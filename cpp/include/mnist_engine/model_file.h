@@ -159,6 +159,9 @@ inline constexpr float kMaxTolerance = 1e-3f;
 // At most 2^28 weights and biases (1 GiB of f32) per file: the memory a load may commit, whatever
 // the file claims. The engine adds no padding beyond a few vector lanes per weight row.
 inline constexpr uint64_t kMaxParameters = uint64_t(1) << 28;
+// And at most 2^28 multiply-adds per input row: what the largest dense file asks for. A conv layer
+// reuses its kernel at every output pixel, so its values alone do not bound its work.
+inline constexpr uint64_t kMaxMultiplyAdds = uint64_t(1) << 28;
 inline constexpr const char* kRequiredMetadata[] = {"producer", "producer_version", "source"};
 
 }  // namespace mnist_engine
