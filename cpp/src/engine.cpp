@@ -28,6 +28,7 @@ namespace {
 // (64 rows x 512 floats = 128 KiB per buffer for the default model) stay in L2 instead of
 // round-tripping through memory, and a batch needs no whole-batch intermediates.
 constexpr size_t kTileRows = 64;
+constexpr size_t kSpatialTileBytes = size_t(1) << 18;  // per layer output: a quarter of a small L2
 constexpr size_t kAlignment = 64;
 
 using internal::kernel_of;
@@ -454,9 +455,13 @@ void Engine::run(const T* x, size_t rows, float* y, int threads, InputRange* see
   if (rows == 0) return;
   constexpr bool kPixels = std::is_same_v<T, uint8_t>;
   const size_t wanted = static_cast<size_t>(effective_threads(threads ? threads : threads_));
-  // A dense model's tile is 64 rows: its weights are reused across them. A CNN's image is tens of
-  // microseconds of work, so a small batch is spread over the threads a few images each.
-  const size_t tile = spatial_kernel_ ? std::clamp<size_t>((rows + wanted - 1) / wanted, 1, kTileRows) : kTileRows;
+  // A dense model's tile is 64 rows: its weights are reused across them. A CNN's tile is as many
+  // images as keep a layer's output maps in L2 (the keras-io convnet's first map is 85 KiB per
+  // image), and a small batch is spread over the threads.
+  const size_t tile = spatial_kernel_ ? std::clamp<size_t>(std::min((rows + wanted - 1) / wanted,
+                                                                    kSpatialTileBytes / (4 * max_padded_width_)),
+                                                           1, kTileRows)
+                                      : kTileRows;
   const size_t tiles = (rows + tile - 1) / tile;
   const size_t in = input_width_, out = output_width();
   // A team costs microseconds to wake; one tile (a single image included) runs on the caller.
