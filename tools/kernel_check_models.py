@@ -1,5 +1,6 @@
 """Writes the models cpp/tools/kernel_check runs every kernel on: two dense layers (relu, softmax)
-for every pair of awkward widths around the SIMD lanes, panels and tiles.
+for every pair of awkward widths around the SIMD lanes, panels and tiles, and small CNNs whose conv
+layers leave partial filter panels and short pixel tiles, with padding, strides and both pools.
 
     python tools/kernel_check_models.py DIR
 """
@@ -11,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 import mnist_engine
-from mnist_engine.model_file import DenseLayer
+from mnist_engine.model_file import Conv2DLayer, DenseLayer, PoolLayer
 
 
 def main(folder: str) -> None:
@@ -23,6 +24,16 @@ def main(folder: str) -> None:
             layers = [DenseLayer(rng.normal(size=(a, b)) / np.sqrt(a), rng.normal(size=b) * 0.1, "relu"),
                       DenseLayer(rng.normal(size=(b, 7)) / np.sqrt(b), rng.normal(size=7) * 0.1, "softmax")]
             mnist_engine.write_model(out / f"m_{a}_{b}.mnw", layers)
+    # (image, window, strides, pads, filters): 1-48 channels, 5-70 filters, widths 3-28.
+    for i, (image, window, strides, pads, filters) in enumerate([
+            ((28, 28, 1), (3, 3), (1, 1), (0, 0, 0, 0), 32), ((13, 13, 32), (3, 3), (1, 1), (1, 1, 1, 1), 70),
+            ((9, 17, 48), (2, 3), (2, 1), (1, 0, 1, 1), 5), ((5, 3, 7), (5, 3), (1, 1), (2, 2, 1, 1), 17)]):
+        conv = Conv2DLayer(rng.normal(size=(*window, image[2], filters)) / np.sqrt(np.prod(window) * image[2]),
+                           rng.normal(size=filters) * 0.1, image, strides, pads, "relu")
+        pool = PoolLayer("max_pool" if i % 2 else "avg_pool", conv.output_shape, (2, 2), (1, 1), (0, 1, 0, 1))
+        width = int(np.prod(pool.output_shape))
+        head = DenseLayer(rng.normal(size=(width, 10)) / np.sqrt(width), rng.normal(size=10) * 0.1, "softmax")
+        mnist_engine.write_model(out / f"cnn_{i}.mnw", [conv, pool, head])
 
 
 if __name__ == "__main__":
