@@ -414,3 +414,29 @@ def test_keras_int8_model_parity(mnist, trained_now, keras_int8, precision):
     assert agreement(ours, keras_p) >= 0.998, report
     assert abs((ours.argmax(1) == y_test).mean() - (keras_p.argmax(1) == y_test).mean()) <= 0.001, report
     assert agreement(ours, float_p) >= agreement(keras_p, float_p), report
+
+
+@pytest.fixture(scope="module")
+def convnet_keras_reference(keras, mnist):
+    """The bundled convnet's Keras source (models/mnist_convnet.keras) on the 10k test images."""
+    path = Path(__file__).resolve().parent.parent / "models" / "mnist_convnet.keras"
+    model = keras.saving.load_model(path, compile=False, safe_mode=True)
+    x = mnist[1][0].reshape(-1, 28, 28, 1).astype(np.float32) / np.float32(255)
+    return model.predict(x, batch_size=2000, verbose=0)
+
+
+@pytest.mark.parametrize("kernel", [k for k in mnist_engine.available_kernels() if not k.endswith("scalar")])
+def test_bundled_convnet_meets_the_gates_on_every_kernel(mnist, convnet_keras_reference, kernel):
+    """The gates hold for a CNN too: fp32 exactly (the 10k in three input forms), int8 with its conv
+    layers in int8 where this CPU has an int8 convolution, bf16 (conv layers in fp32)."""
+    (_, _), (x_test, y_test) = mnist
+    e = mnist_engine.load("convnet", kernel=kernel)
+    got = e.predict(x_test)
+    if e.precision == "fp32":
+        np.testing.assert_allclose(got, convnet_keras_reference, atol=1e-5)
+        np.testing.assert_array_equal(e.predict(x_test.reshape(-1, 784)), got)
+        np.testing.assert_allclose(e.predict(x_test.reshape(-1, 28, 28, 1).astype(np.float32) / np.float32(255)),
+                                   convnet_keras_reference, atol=1e-5)
+        return
+    report = check_gates(got, convnet_keras_reference, y_test, e.precision)
+    print(f"{kernel} (conv: {e.conv_kernel}): {report}")

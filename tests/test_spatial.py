@@ -1,7 +1,7 @@
 """The spatial layers of format version 3 (conv2d, max/avg pooling, global pooling) in the engine,
 against the float64 numpy reference (mnist_engine.reference_conv, itself held to Keras and ONNX by
-tests/test_reference_conv.py): every fp32 kernel, uint8 and float input, several threads, and the
-reduced precisions, which run spatial layers in float and their dense layers as before."""
+tests/test_reference_conv.py): every fp32 kernel, uint8 and float input, several threads; the
+int8 convolution against its scalar reference, bit for bit; bf16 runs conv layers in fp32."""
 from __future__ import annotations
 
 import numpy as np
@@ -80,13 +80,13 @@ def test_pools_with_padding_counted_or_not_and_nan(rng):
 
 
 @pytest.mark.parametrize("precision", [p for p in mnist_engine.available_precisions() if p != "fp32"])
-def test_reduced_precisions_run_spatial_layers_in_float(rng, precision):
+def test_reduced_precisions_stay_near_fp32_on_spatial_models(rng, precision):
     layers = random_cnn(rng, (12, 12, 1), (3, 3), (1, 1), (1, 1, 1, 1), ("max_pool", 2), 8)
     data = build(layers)
     exact = mnist_engine.Engine.from_bytes(data).predict
     reduced = mnist_engine.Engine.from_bytes(data, precision=precision)
     pixels = np.where(rng.random((200, 144)) < 0.7, 0, rng.integers(1, 256, (200, 144))).astype(np.uint8)
-    # Only the dense layer is quantized: its outputs move by the precision's step, no more.
+    # bf16 quantizes the dense layer, int8 the conv layers too: the outputs move by the step, no more.
     np.testing.assert_allclose(reduced.predict(pixels), exact(pixels), atol=0.03)
     assert (reduced.predict(pixels).argmax(1) == exact(pixels).argmax(1)).mean() >= 0.97
 
@@ -152,3 +152,44 @@ def test_a_nan_input_reaches_exactly_the_outputs_whose_windows_hold_it(rng, kern
     hit = np.zeros((8, 8), bool)
     hit[2:5, 3:6] = True  # the output pixels whose 3x3 window covers (4, 5)
     assert np.isnan(got[hit]).all() and not np.isnan(got[~hit]).any()
+
+
+INT8_KERNELS = mnist_engine.available_kernels("int8") if "int8" in mnist_engine.available_precisions() else []
+
+
+@pytest.mark.skipif(not INT8_KERNELS, reason="this CPU runs no int8 kernel")
+@pytest.mark.parametrize("image, k, stride, filters", WIDE_CASES)
+def test_int8_conv_is_bit_identical_to_the_scalar_reference(rng, image, k, stride, filters):
+    """Every int8 engine whose conv layers run in int8 (conv_kernel an int8 kernel) gives the bits
+    of the int8 scalar reference, skipping zero units or not, one image split over two threads or
+    not: integer sums do not depend on order. Inputs with negative values too (a zero point above 0,
+    which the padding must hold)."""
+    layers = wide_conv_model(rng, image, k, stride, filters)
+    data = build(layers)
+    x = sparse_images(rng, 5, int(np.prod(image)))
+    x[1] -= 0.3
+    reference = mnist_engine.Engine.from_bytes(data, kernel="int8-scalar")
+    assert reference.conv_kernel == "int8-scalar"
+    want = reference.predict(x, threads=1, range_check="ignore")
+    np.testing.assert_allclose(want, forward(layers, x), atol=0.05 * np.abs(want).max())
+    checked = 0
+    for kernel in INT8_KERNELS:
+        for skip in (True, False):
+            e = mnist_engine.Engine.from_bytes(data, kernel=kernel, skip_zeros=skip)
+            if mnist_engine._core.kernel_precision(e.conv_kernel) != "int8":
+                continue  # no int8 convolution on this CPU for it: its conv runs in fp32
+            checked += 1
+            np.testing.assert_array_equal(e.predict(x, threads=1, range_check="ignore"), want, err_msg=kernel)
+            alone = np.concatenate([e.predict(x[i:i + 1], threads=2, range_check="ignore") for i in range(len(x))])
+            np.testing.assert_array_equal(alone, want, err_msg=f"{kernel}, one image on two threads")
+    print(f"{checked // 2} int8 kernels ran their conv layers in int8, bit-identical to int8-scalar")
+
+
+def test_conv_kernel_names_what_runs_the_conv_layers(rng):
+    layers = random_cnn(rng, (12, 12, 1), (3, 3), (1, 1), (1, 1, 1, 1), ("max_pool", 2), 8)
+    data = build(layers)
+    assert mnist_engine.Engine.from_bytes(data).conv_kernel == mnist_engine.default_kernel()
+    assert mnist_engine.Engine.from_bytes(data, kernel="int8-scalar").conv_kernel == "int8-scalar"
+    assert mnist_engine.load(mnist_engine.default_model_path()).conv_kernel == ""
+    if "bf16" in mnist_engine.available_precisions():  # no bf16 convolution yet: fp32
+        assert mnist_engine.Engine.from_bytes(data, precision="bf16").conv_kernel == mnist_engine.default_kernel()

@@ -24,6 +24,7 @@
 #include <cstdint>
 #include <utility>
 
+#include "conv-tiles.h"
 #include "kernels.h"
 
 namespace mnist_engine::kernels {
@@ -119,23 +120,12 @@ void conv_direct(const ConvArgs& a) {
   const ConvTileFn* tiles = TileTable<Isa, NV, std::make_index_sequence<MR>>::tiles;
   const size_t segment = a.window_w * a.channels, depth = a.window_h * segment;
   const size_t pixel_step = a.stride_w * a.channels, row_step = a.padded_w * a.channels;
-  for (size_t p = 0; p < a.panels; ++p) {
-    const float* w = a.packed + p * depth * P;
-    const float* bias = a.bias + p * P;
-    for (size_t oy = 0; oy < a.out_h; ++oy) {
-      const float* x = a.x + oy * a.stride_h * row_step;
-      float* y = a.y + oy * a.out_w * a.y_stride + p * P;
-      // Tiles of nearly equal size (26 pixels: 9, 9, 8 rather than 12, 12, 2): a narrow tile has
-      // too few accumulators to hide the FMA latency.
-      const size_t count = (a.out_w + MR - 1) / MR, small = a.out_w / count, larger = a.out_w % count;
-      for (size_t tile = 0, ox = 0; tile < count; ++tile) {
-        const size_t pixels = small + (tile < larger);
-        tiles[pixels - 1](x + ox * pixel_step, pixel_step, row_step, a.window_h, segment, w, bias,
-                          y + ox * a.y_stride, a.y_stride, a.relu, a.skip_zeros);
-        ox += pixels;
-      }
-    }
-  }
+  for (size_t p = 0; p < a.panels; ++p)
+    for_each_tile<MR>(a.out_h, a.out_w, [&](size_t oy, size_t ox, size_t pixels) {
+      tiles[pixels - 1](a.x + oy * a.stride_h * row_step + ox * pixel_step, pixel_step, row_step, a.window_h,
+                        segment, a.packed + p * depth * P, a.bias + p * P,
+                        a.y + (oy * a.out_w + ox) * a.y_stride + p * P, a.y_stride, a.relu, a.skip_zeros);
+    });
 }
 
 }  // namespace

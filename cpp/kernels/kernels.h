@@ -189,6 +189,37 @@ void quantize_rows_u8_scalar(const float* x, size_t x_stride, size_t rows, size_
 void convert_rows_bf16_scalar(const float* x, size_t x_stride, size_t rows, size_t width, uint8_t* out,
                               size_t out_stride, float* scale, int32_t* zero, float* range);
 
+// An int8 convolution (conv-quant.h), one image. `x` is the layer's input image quantized to
+// uint8 as one row (value = scale * (x - zero)), NHWC, with the layer's padding around it holding
+// the zero point, and readable for kUnitBytes past its end. A window row of a pixel is
+// window_w * channels bytes, summed a 4-byte unit at a time; its last unit may reach into the next
+// pixel, whose bytes meet zero weights. The kernel is s8 per filter (col_scale), packed per panel
+// of `panel` filters (KernelInfo::quant_conv_panel), unit by unit:
+// packed[(((p * window_h + ky) * units + u) * panel + f) * 4 + b] = w_s8[ky][4u + b][p * panel + f],
+// units = ceil(window_w * channels / 4), zero past the window row and past the last filter.
+// Every kernel computes, per output pixel and filter f, as u8s8_dense_scalar does,
+//   y = fma(float(acc - zero * col_sum[f]), scale * col_scale[f], bias[f]), then relu,
+// acc the window's sum of x_u8 * w_s8 in int32 (wrapping: the true value fits).
+struct QuantConvArgs {
+  const uint8_t* x;
+  size_t padded_w, channels;
+  size_t window_h, window_w, stride_h, stride_w;
+  size_t out_h, out_w;
+  const int8_t* packed;
+  const int32_t* col_sum;  // per filter, panels * panel
+  const float* col_scale;
+  const float* bias;
+  float scale;
+  int32_t zero;
+  size_t panels;
+  float* y;
+  size_t y_stride;  // at least panels * panel
+  bool relu;
+  bool skip_zeros;  // skip units that are zero in every pixel of a tile (integer sums: same bits)
+};
+using QuantConvFn = void (*)(const QuantConvArgs&);
+void u8s8_conv_scalar(const QuantConvArgs& a);
+
 void u8s8_dense_scalar(const QuantDenseArgs& a);
 void bf16_dense_scalar(const QuantDenseArgs& a);
 
@@ -309,6 +340,7 @@ void f32_pool_avx512f(Op op, const float* x, const Geometry& g, const ImageShape
 
 // int8 (u8 activations x s8 weights) and bf16 kernels; see QuantDenseArgs.
 void u8s8_dense_1x64_sparse_avx512vnni(const QuantDenseArgs& a);  // vpdpbusd zmm
+void u8s8_conv_12x32_avx512vnni(const QuantConvArgs& a);         // vpdpbusd zmm, 12 pixels x 32 filters
 void u8s8_dense_1x64_sparse_avxvnni(const QuantDenseArgs& a);      // vpdpbusd ymm (VEX)
 void u8s8_dense_1x64_sparse_avx2(const QuantDenseArgs& a);         // vpmaddwd on int16 pairs
 void u8s8_dense_32x32_amx(const QuantDenseArgs& a);                // tdpbusd

@@ -134,6 +134,12 @@ class Entry {
     k_.pool = pool;
     return *this;
   }
+  // int8: its convolution and the filters per panel of the int8 conv weights' packing.
+  Entry& convolves(kernels::QuantConvFn conv, uint32_t panel) {
+    k_.quant_conv = conv;
+    k_.quant_conv_panel = panel;
+    return *this;
+  }
   Entry& activations(kernels::ActivationFn activate) {
     k_.activate = activate;
     return *this;
@@ -297,7 +303,7 @@ const std::vector<KernelInfo>& kernel_table() {
           .activations(k::f32_activation_avx512f),
       Entry("int8-avx512vnni", P::Int8, has_avx512_vnni).runs(k::u8s8_dense_1x64_sparse_avx512vnni, 16, 4)
           .weights(1).unit_index(k::unit_index_avx512f).prepares_rows(k::quantize_rows_u8_avx512f)
-          .activations(k::f32_activation_avx512f),
+          .activations(k::f32_activation_avx512f).convolves(k::u8s8_conv_12x32_avx512vnni, 32),
       Entry("int8-avxvnni", P::Int8, has_avx_vnni).runs(k::u8s8_dense_1x64_sparse_avxvnni, 8, 8).weights(1)
           .unit_index(k::unit_index_scalar).prepares_rows(k::quantize_rows_u8_avx2)
           .activations(k::f32_activation_avx2_fma),
@@ -306,7 +312,8 @@ const std::vector<KernelInfo>& kernel_table() {
           .activations(k::f32_activation_avx2_fma),
 #endif
       Entry("int8-scalar", P::Int8, always).runs(k::u8s8_dense_scalar, 1, 1).weights(1)
-          .prepares_rows(k::quantize_rows_u8_scalar).activations(k::f32_activation_scalar),
+          .prepares_rows(k::quantize_rows_u8_scalar).activations(k::f32_activation_scalar)
+          .convolves(k::u8s8_conv_scalar, 1),
   };
   return table;
 }
@@ -325,6 +332,15 @@ std::vector<std::string> available_kernel_names(Precision precision) {
   for (const auto& k : kernel_table())
     if (k.precision == precision && usable(k, disabled)) names.emplace_back(k.name);
   return names;
+}
+
+const KernelInfo* int8_conv_kernel(const KernelInfo& k) {
+  if (k.quant_conv) return &k;
+  const auto disabled = disabled_kernels();
+  for (const auto& other : kernel_table())
+    if (other.precision == Precision::Int8 && other.quant_conv && !other.reference && usable(other, disabled))
+      return &other;
+  return nullptr;
 }
 
 std::vector<std::string> available_precision_names() {

@@ -28,6 +28,8 @@ struct KernelInfo {  // written field by field in dispatch.cpp's table (its Entr
   kernels::ConvFn conv = nullptr;  // fp32: conv2d layers (every precision runs them on an fp32 kernel)
   uint32_t conv_panel = 0;         // filters per panel of its packing (kernels::ConvArgs)
   kernels::PoolFn pool = nullptr;  // fp32: pooling layers (likewise)
+  kernels::QuantConvFn quant_conv = nullptr;  // int8: conv2d layers (else they run in fp32)
+  uint32_t quant_conv_panel = 0;              // filters per panel of its packing (kernels::QuantConvArgs)
   // bf16 and int8 kernels (kernels::QuantDenseArgs)
   kernels::QuantDenseFn quant_run = nullptr;
   kernels::UnitIndexFn unit_index = nullptr;      // null: a dense kernel, no index
@@ -67,6 +69,12 @@ const KernelInfo& select_kernel(const std::string& requested, Precision precisio
 // next kernel of k's precision that this CPU runs, needs no minimum and is not the scalar
 // reference (or that reference when nothing else runs). Null when k.min_rows is 1.
 const KernelInfo* small_batch_partner(const KernelInfo& k);
+
+// The kernel whose int8 convolution an int8 engine on kernel `k` runs its conv layers with: k
+// itself when it has one (the scalar reference included: forced, it is tested that way), else the
+// best usable int8 kernel with one other than the reference; null when there is none (conv layers
+// then run in fp32).
+const KernelInfo* int8_conv_kernel(const KernelInfo& k);
 
 // Whether this CPU and OS run the AMX int8 and bf16 instructions (and this process may use them),
 // whatever this build does with them (a model build runs its AMX kernels on a software model).

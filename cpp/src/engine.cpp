@@ -92,12 +92,36 @@ void Engine::activate(size_t l, float* y, size_t rows, size_t stride) const {
     k.activate(uint32_t(info.activation), p.activation.data(), y + r * stride, info.output_width);
 }
 
+namespace {
+
+// Calls run(first, last) for parts of a conv layer's output rows: one part, or (a single image,
+// Scratch::conv_team) one per thread. Output rows are independent and each row's sums are the
+// same wherever it runs, so splitting changes no bit. A thread's share must outweigh the cost of
+// moving its rows between the cores' caches: the keras-io convnet's first layer (0.2 M
+// multiply-adds) is slower split, its second (2.2 M) 1.4x faster.
+template <class Run>
+void split_conv_rows(int conv_team, const Geometry& g, Run&& run) {
+  constexpr size_t kMacsPerThread = 500'000;
+  const ImageShape out = output_shape(Op::Conv2d, g);
+  const size_t macs = size_t(out.height) * out.width * g.filters * g.window_h * g.window_w * g.in.channels;
+  const int team = static_cast<int>(std::min<size_t>({size_t(conv_team), out.height, macs / kMacsPerThread}));
+  if (team <= 1) return run(size_t(0), size_t(out.height));
+  note_team_started();
+#if defined(_OPENMP)
+#pragma omp parallel for num_threads(team) schedule(static)
+  for (int part = 0; part < team; ++part) run(out.height * part / team, out.height * (part + 1) / team);
+#endif
+}
+
+}  // namespace
+
 // A convolution, one image: the conv kernel of spatial_kernel_ (kernels::ConvArgs) reads the image
 // with its padding around it, so a padded layer's image is first copied into a zeroed frame.
 // ReLU is fused into the kernel's stores. The kernel writes whole panels: when the filters are
 // not a multiple of the panel, it writes to scratch and the real filters are copied out.
 void Engine::run_conv(size_t l, const float* x, float* y, Scratch& s) const {
   const LayerParams& p = params_[l];
+  if (p.qconv.weights.size()) return run_conv_int8(l, x, y, s);
   const Geometry& g = p.geometry;
   const KernelInfo& k = kernel_of(spatial_kernel_);
   const ImageShape out = output_shape(Op::Conv2d, g);
@@ -117,29 +141,55 @@ void Engine::run_conv(size_t l, const float* x, float* y, Scratch& s) const {
   const kernels::ConvArgs a{image, padded_w, C, g.window_h, g.window_w, g.stride_h, g.stride_w, out.height,
                             out.width, p.conv.weights.data(), p.conv.bias.data(), p.conv.panels, dst, width,
                             shape_[l].activation == Activation::Relu, skip_zeros_};
-  // Output rows are independent and each row's sums are the same wherever it runs, so splitting
-  // them over a team (a single image, Scratch::conv_team) changes no bit. A thread's share must
-  // outweigh the cost of moving its rows between the cores' caches: the keras-io convnet's first
-  // layer (0.2 M multiply-adds) is slower split, its second (2.2 M) 1.4x faster.
-  constexpr size_t kMacsPerThread = 500'000;
-  const size_t macs = size_t(out.height) * out.width * g.filters * g.window_h * g.window_w * C;
-  const int team = static_cast<int>(std::min<size_t>({size_t(s.conv_team), out.height, macs / kMacsPerThread}));
-  if (team > 1) {
-    note_team_started();
-#if defined(_OPENMP)
-#pragma omp parallel for num_threads(team) schedule(static)
-    for (int part = 0; part < team; ++part) {
-      const size_t first = out.height * part / team, last = out.height * (part + 1) / team;
-      kernels::ConvArgs rows = a;
-      rows.x += first * g.stride_h * padded_w * C;
-      rows.y += first * out.width * width;
-      rows.out_h = last - first;
-      k.conv(rows);
-    }
-#endif
-  } else {
-    k.conv(a);
+  split_conv_rows(s.conv_team, g, [&](size_t first, size_t last) {
+    kernels::ConvArgs rows = a;
+    rows.x += first * g.stride_h * padded_w * C;
+    rows.y += first * out.width * width;
+    rows.out_h = last - first;
+    k.conv(rows);
+  });
+  if (dst != y)
+    for (size_t r = 0; r < size_t(out.height) * out.width; ++r) std::copy_n(dst + r * width, g.filters, y + r * g.filters);
+}
+
+// The int8 form: the image is quantized as one row (its range gives the scale and zero point, as
+// a dense layer's row is quantized) into a frame whose padding holds the zero point, then the
+// int8 conv kernel computes every output in int32 and scales it back.
+void Engine::run_conv_int8(size_t l, const float* x, float* y, Scratch& s) const {
+  const LayerParams& p = params_[l];
+  const Geometry& g = p.geometry;
+  const KernelInfo& k = kernel_of(quant_conv_kernel_);
+  const ImageShape out = output_shape(Op::Conv2d, g);
+  const size_t C = g.in.channels, row = size_t(g.in.width) * C, n = size_t(g.in.height) * row;
+  const size_t padded_w = size_t(g.in.width) + g.pad_left + g.pad_right;
+  const size_t padded_h = size_t(g.in.height) + g.pad_top + g.pad_bottom, frame = padded_h * padded_w * C;
+  const bool padded = frame != n;
+  // The kernel's own row preparation, with the image as one row: the same bytes on every ISA.
+  uint8_t* image = padded ? s.frame + frame + kernels::kUnitBytes : s.frame;
+  float scale;
+  int32_t zero;
+  k.prepare_rows(x, n, 1, n, image, n, &scale, &zero, nullptr);
+  const uint8_t zero_byte = static_cast<uint8_t>(zero);
+  if (padded) {
+    std::fill_n(s.frame, frame, zero_byte);
+    for (size_t iy = 0; iy < g.in.height; ++iy)
+      std::copy_n(image + iy * row, row, s.frame + ((iy + g.pad_top) * padded_w + g.pad_left) * C);
   }
+  std::fill_n(s.frame + frame, kernels::kUnitBytes, zero_byte);
+  const size_t width = p.qconv.panels * k.quant_conv_panel;
+  float* dst = width == g.filters ? y : s.conv_out;
+  const kernels::QuantConvArgs a{s.frame, padded_w, C, g.window_h, g.window_w, g.stride_h, g.stride_w,
+                                 out.height, out.width, reinterpret_cast<const int8_t*>(p.qconv.weights.data()),
+                                 p.qconv.col_sum.data(), p.qconv.col_scale.data(), p.qconv.bias.data(), scale, zero,
+                                 p.qconv.panels, dst, width,
+                                 shape_[l].activation == Activation::Relu, skip_zeros_};
+  split_conv_rows(s.conv_team, g, [&](size_t first, size_t last) {
+    kernels::QuantConvArgs rows = a;
+    rows.x += first * g.stride_h * padded_w * C;
+    rows.y += first * out.width * width;
+    rows.out_h = last - first;
+    k.quant_conv(rows);
+  });
   if (dst != y)
     for (size_t r = 0; r < size_t(out.height) * out.width; ++r) std::copy_n(dst + r * width, g.filters, y + r * g.filters);
 }
@@ -356,6 +406,17 @@ std::shared_ptr<const Engine> Engine::from_bytes(const uint8_t* data, size_t siz
     e->small_plan_ = e->plan_quantized(file, values, partner);
     e->min_rows_ = chosen.min_rows;
   }
+  // An int8 engine runs its conv layers in int8 where a kernel here has an int8 convolution.
+  const KernelInfo* qc = precision == Precision::Int8 ? int8_conv_kernel(chosen) : nullptr;
+  for (size_t l = 0; qc && l < file.layers.size(); ++l) {
+    const FileLayer& src = file.layers[l];
+    if (src.op != Op::Conv2d) continue;
+    e->quant_conv_kernel_ = qc;
+    e->params_[l].qconv = pack_conv_int8(src, qc->quant_conv_panel);
+    const ImageShape o = output_shape(Op::Conv2d, src.geometry);
+    e->max_conv_out_ = std::max(e->max_conv_out_, size_t(o.height) * o.width * e->params_[l].qconv.panels *
+                                                      qc->quant_conv_panel);
+  }
   e->max_act_bytes_ = e->max_units_ * kernels::kUnitBytes;
   for (int p = 0; p < 256; ++p) e->pixel_bf16_[p] = kernels::to_bf16(static_cast<float>(p * e->input_scale_));
   std::vector<PackedLayer>().swap(e->layers_);
@@ -533,6 +594,36 @@ void Engine::pack_conv(const uint8_t* kernel, const uint8_t* bias, size_t depth,
   decode_f32(bias, filters, dst.bias.data());
 }
 
+// A conv kernel in int8 per filter (quantize_values, as a dense layer of window rows x filters),
+// packed unit by unit in panels of `panel` filters (kernels::QuantConvArgs).
+Engine::QuantLayer Engine::pack_conv_int8(const FileLayer& src, size_t panel) {
+  const Geometry& g = src.geometry;
+  const size_t segment = size_t(g.window_w) * g.in.channels, depth = g.window_h * segment, F = g.filters;
+  FileLayer rows = src;  // the kernel as a dense layer: depth inputs, F outputs
+  rows.input_width = static_cast<uint32_t>(depth);
+  rows.output_width = static_cast<uint32_t>(F);
+  const LayerValues v = quantize_values(rows, Precision::Int8);
+  QuantLayer q{};
+  q.panels = round_up(F, panel) / panel;
+  q.units = (segment + kernels::kUnitBytes - 1) / kernels::kUnitBytes;
+  const size_t width = q.panels * panel, unit_row = panel * kernels::kUnitBytes;
+  q.weights = AlignedArray<uint8_t>(q.panels * g.window_h * q.units * unit_row);  // zero-filled
+  for (size_t p = 0; p < q.panels; ++p)
+    for (size_t ky = 0; ky < g.window_h; ++ky)
+      for (size_t t = 0; t < segment; ++t)
+        for (size_t f = 0; f < panel && p * panel + f < F; ++f)
+          q.weights.data()[((p * g.window_h + ky) * q.units + t / kernels::kUnitBytes) * unit_row +
+                           f * kernels::kUnitBytes + t % kernels::kUnitBytes] =
+              static_cast<uint8_t>(static_cast<int8_t>(v.values[(ky * segment + t) * F + p * panel + f]));
+  q.bias = AlignedFloats(width);
+  q.col_scale = AlignedFloats(width);
+  q.col_sum = AlignedArray<int32_t>(width);
+  std::copy(v.bias.begin(), v.bias.end(), q.bias.data());
+  std::copy(v.col_scale.begin(), v.col_scale.end(), q.col_scale.data());
+  std::copy(v.col_sum.begin(), v.col_sum.end(), q.col_sum.data());
+  return q;
+}
+
 Engine::QuantPlan Engine::plan_quantized(const ModelFile& file, const std::vector<LayerValues>& values,
                                          const void* kernel) {
   const KernelInfo& k = kernel_of(kernel);
@@ -547,6 +638,13 @@ Engine::QuantPlan Engine::plan_quantized(const ModelFile& file, const std::vecto
     plan.layers.push_back(std::move(q));
   }
   return plan;
+}
+
+std::string Engine::conv_kernel_name() const {
+  if (quant_conv_kernel_) return kernel_of(quant_conv_kernel_).name;
+  for (const LayerParams& p : params_)
+    if (p.op == Op::Conv2d) return kernel_of(spatial_kernel_).name;
+  return "";
 }
 
 const std::string& Engine::kernel_for_rows(size_t rows) const {
