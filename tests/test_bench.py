@@ -100,8 +100,7 @@ def test_the_onnx_runner_runs_the_spatial_ops_in_their_layouts(rng):
     dense layer) computes what the float64 reference does: every spatial op, padding both ways,
     average pooling with and without the padding counted, and a spatial last layer."""
     from mnist_engine.bench import onnx_runners
-    from mnist_engine.model_file import multiply_adds
-    from mnist_engine.model_file import Conv2DLayer, PoolLayer
+    from mnist_engine.model_file import Conv2DLayer, PoolLayer, multiply_adds
     from mnist_engine.reference import forward
 
     require("onnxruntime")
@@ -115,5 +114,6 @@ def test_the_onnx_runner_runs_the_spatial_ops_in_their_layouts(rng):
     for layers in ([conv, pool, same] + head, [conv, pool, same] + tail,
                    [conv, PoolLayer("global_avg_pool", conv.output_shape)]):
         runner = onnx_runners(layers, x, threads=1)[0]
-        np.testing.assert_allclose(runner.batch(), forward(layers, x), atol=2e-6, err_msg=str([l.op for l in layers]))
+        ops = [layer.op for layer in layers]
+        np.testing.assert_allclose(runner.batch(), forward(layers, x), atol=2e-6, err_msg=str(ops))
     assert multiply_adds(conv) == (4 * 9) * (3 * 2 * 2) * 5 and multiply_adds(pool) == 0

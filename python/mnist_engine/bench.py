@@ -265,7 +265,8 @@ def onnx_model(layers: Sequence[DenseLayer]):
     for i, layer in enumerate(layers):
         spatial = layer.op in SPATIAL_OPS
         if spatial != images:
-            layout_nodes, layout_inits = _onnx_layout(prev, f"layout{i}", spatial, layer.input_shape if spatial else None)
+            image = layer.input_shape if spatial else None
+            layout_nodes, layout_inits = _onnx_layout(prev, f"layout{i}", spatial, image)
             nodes, inits, prev, images = nodes + layout_nodes, inits + layout_inits, f"layout{i}", spatial
         make = _onnx_spatial_operation if spatial else _onnx_operation
         op_nodes, op_inits = make(layer, prev, f"a{i}", i)
