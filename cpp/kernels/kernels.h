@@ -342,6 +342,7 @@ void f32_pool_avx512f(Op op, const float* x, const Geometry& g, const ImageShape
 void u8s8_dense_1x64_sparse_avx512vnni(const QuantDenseArgs& a);  // vpdpbusd zmm
 void u8s8_conv_12x32_avx512vnni(const QuantConvArgs& a);         // vpdpbusd zmm, 12 pixels x 32 filters
 void u8s8_dense_1x64_sparse_avxvnni(const QuantDenseArgs& a);      // vpdpbusd ymm (VEX)
+void u8s8_conv_6x16_avxvnni(const QuantConvArgs& a);              // vpdpbusd ymm, 6 pixels x 16 filters
 void u8s8_dense_1x64_sparse_avx2(const QuantDenseArgs& a);         // vpmaddwd on int16 pairs
 void u8s8_dense_32x32_amx(const QuantDenseArgs& a);                // tdpbusd
 void bf16_dense_1x128_sparse_avx512bf16(const QuantDenseArgs& a);  // vdpbf16ps zmm

@@ -3,6 +3,7 @@
 #include <immintrin.h>
 
 #include "conv-quant.h"
+#include "quant-x86.h"
 
 namespace mnist_engine::kernels {
 namespace {
@@ -22,15 +23,8 @@ struct Vnni512 {
     const __m512i v = _mm512_maskz_loadu_epi32(m, p);
     return _mm512_test_epi32_mask(v, v);
   }
-  // u8s8_conv_scalar's epilogue, lane for lane: the int32 product wraps, the conversion rounds to
-  // nearest even, and the scale is one fused multiply-add.
   static void finish(Acc acc, const QuantConvArgs& a, size_t col, float* y) {
-    if (a.zero)
-      acc = _mm512_sub_epi32(acc, _mm512_mullo_epi32(_mm512_set1_epi32(a.zero), _mm512_loadu_si512(a.col_sum + col)));
-    const __m512 scale = _mm512_mul_ps(_mm512_set1_ps(a.scale), _mm512_loadu_ps(a.col_scale + col));
-    __m512 v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc), scale, _mm512_loadu_ps(a.bias + col));
-    if (a.relu) v = _mm512_max_ps(_mm512_setzero_ps(), v);  // NaN (second operand) propagates
-    _mm512_storeu_ps(y, v);
+    u8s8_epilogue_512(acc, a.zero, a.scale, a.col_sum + col, a.col_scale + col, a.bias + col, a.relu, y);
   }
 };
 

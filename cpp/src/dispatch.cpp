@@ -306,7 +306,7 @@ const std::vector<KernelInfo>& kernel_table() {
           .activations(k::f32_activation_avx512f).convolves(k::u8s8_conv_12x32_avx512vnni, 32),
       Entry("int8-avxvnni", P::Int8, has_avx_vnni).runs(k::u8s8_dense_1x64_sparse_avxvnni, 8, 8).weights(1)
           .unit_index(k::unit_index_scalar).prepares_rows(k::quantize_rows_u8_avx2)
-          .activations(k::f32_activation_avx2_fma),
+          .activations(k::f32_activation_avx2_fma).convolves(k::u8s8_conv_6x16_avxvnni, 16),
       Entry("int8-avx2", P::Int8, has_avx2_fma).runs(k::u8s8_dense_1x64_sparse_avx2, 8, 8).weights(2, 2)
           .unit_index(k::unit_index_scalar).prepares_rows(k::quantize_rows_u8_avx2)
           .activations(k::f32_activation_avx2_fma),
