@@ -339,12 +339,17 @@ def test_float_references_outside_the_pixel_range_warn(keras, tmp_path, images):
         engine = mnist_engine.load(mnist_engine.export_keras(model, tmp_path / "ok.mnw", reference_images=raw,
                                                              input_scale=1.0))
     # Logits ~255x larger than on scaled inputs: float32 rounding of the sums is ~1e-5 there, in Keras as
-    # in the engine, so the bound is what two float32 computations of the same sums can differ by: twice
-    # Keras's own distance from the float64 answer (and at least 2e-5).
+    # in the engine (whose order differs, and Keras's order varies with oneDNN's path), so each is held to
+    # the float64 answer: the engine within 3x Keras's own distance from it (and at least 2e-5). Held to
+    # Keras instead, the bound failed on a near-tie row when the two roundings went opposite ways (CI:
+    # 2.2e-5 apart, each ~1.1e-5 from the exact answer).
     want = model.predict(raw, verbose=0)
     exact = forward(read_layers(tmp_path / "ok.mnw"), raw)
-    bound = max(2e-5, 2 * float(np.abs(want - exact).max()))
-    np.testing.assert_allclose(engine.predict(images.reshape(-1, 784)), want, atol=bound)
+    keras_error = float(np.abs(want - exact).max())
+    np.testing.assert_allclose(engine.predict(images.reshape(-1, 784)), exact, atol=max(2e-5, 3 * keras_error))
+    top2 = np.sort(exact, axis=1)[:, -2:]
+    clear = top2[:, 1] - top2[:, 0] > 1e-4
+    assert (engine.predict(images.reshape(-1, 784)).argmax(1) == exact.argmax(1))[clear].all()
 
 
 @pytest.mark.parametrize("activation, threshold", [("sigmoid", 0.5), ("linear", 0.0), ("tanh", 0.0)])
