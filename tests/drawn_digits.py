@@ -70,6 +70,25 @@ def draw_digit(digit: int, size: int = 400, pen: float = 0.08, dark_on_light: bo
     return np.rint(rgb).astype(np.uint8)
 
 
+def distort(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A 28x28 uint8 digit as people's handwriting varies from MNIST's: rotated up to 25 degrees,
+    slanted (shear up to 0.3), 0.8-1.1x its size and up to 3 pixels off-centre, resampled
+    bilinearly. MNIST's own preparation centres and sizes every digit, so a model sees these
+    variations only in what users bring it."""
+    from PIL import Image
+
+    angle, shear, scale = np.radians(rng.uniform(-25, 25)), rng.uniform(-0.3, 0.3), rng.uniform(0.8, 1.1)
+    rotate = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    # Output (x, y) reads input m @ (x, y) + offset: the inverse map, as PIL's AFFINE wants it.
+    m = rotate @ np.array([[1.0, shear], [0.0, 1.0]]) / scale
+    centre = np.array([13.5, 13.5])
+    offset = centre - m @ centre + rng.uniform(-3, 3, 2)
+    data = (m[0, 0], m[0, 1], offset[0], m[1, 0], m[1, 1], offset[1])
+    image = Image.fromarray(np.asarray(pixels, np.uint8)).transform((28, 28), Image.Transform.AFFINE, data,
+                                                                     resample=Image.Resampling.BILINEAR)
+    return np.asarray(image)
+
+
 def main(argv: List[str]) -> int:
     from PIL import Image
 

@@ -26,10 +26,11 @@ def positive_int(text: str) -> int:
     return value
 
 
-def add_engine_options(parser: argparse.ArgumentParser) -> None:
+def add_engine_options(parser: argparse.ArgumentParser, default_model: str = "mlp512") -> None:
     """--model, --precision, --kernel and --threads, spelled the same in every subcommand."""
     parser.add_argument("--model", type=file_path, help="a .mnw file, or a bundled model's name: " +
-                        ", ".join(mnist_engine.BUNDLED_MODELS) + " (default: mlp512)")
+                        ", ".join(mnist_engine.BUNDLED_MODELS) + f" (default: {default_model})")
+    parser.set_defaults(default_model=default_model)
     parser.add_argument("--precision", choices=["fp32", "bf16", "int8"],
                         help="arithmetic: fp32 (default, exact), bf16 or int8 (see available_precisions())")
     parser.add_argument("--kernel", help="force a kernel (see available_kernels()); implies its precision")
@@ -37,7 +38,9 @@ def add_engine_options(parser: argparse.ArgumentParser) -> None:
 
 
 def model_path(args: argparse.Namespace) -> Path:
-    return Path(mnist_engine._resolve_model(args.model)) if args.model else mnist_engine.default_model_path()
+    if args.model:
+        return Path(mnist_engine._resolve_model(args.model))
+    return mnist_engine.bundled_model_path(getattr(args, "default_model", "mlp512"))
 
 
 def load_engine(args: argparse.Namespace) -> mnist_engine.Engine:
