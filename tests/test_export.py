@@ -13,7 +13,7 @@ from conftest import require
 from helpers import stored_neuron_orders
 from mnist_engine._export_common import ExportMismatchError, InputRangeWarning
 from mnist_engine.keras_export import UnsupportedModelError
-from mnist_engine.model_file import read_layers
+from mnist_engine.model_file import DenseLayer, read_layers
 from mnist_engine.reference import forward
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -565,3 +565,27 @@ def test_layers_the_exporter_cannot_read_are_identified_by_their_values(keras, m
     x = x_test[:500]
     got, want = engine.predict(x), model.predict(x.reshape(500, -1) / np.float32(255), verbose=0)
     assert np.abs(got - want).max() <= 1e-5
+
+
+def test_a_mismatch_from_float32_rounding_is_not_called_an_engine_bug(rng, tmp_path):
+    """When every layer agrees with the framework in float64 but the engine's float32 outputs do
+    not, the exporter tells float32 rounding of large sums (both sides about as far from the exact
+    answer: the fix is a wider atol, or scaled inputs) from an engine bug (the engine alone far
+    from it)."""
+    from mnist_engine._export_common import Stage, _diagnose
+
+    layer = DenseLayer(rng.normal(0, 0.05, (784, 10)), rng.normal(0, 0.1, 10), "linear")
+    x = rng.integers(0, 256, (8, 784)).astype(np.float64)
+    exact = forward([layer], x)
+    # Within the file's tolerance in float64 (so no layer diverges), apart from each other by more.
+    signs = rng.choice([-1, 1], exact.shape)
+    framework = Stage("'d' (Dense 784->10)", exact + signs * 0.8e-5)
+    message = _diagnose([layer], [framework], x, "Keras", 1e-5, 0.0, tmp_path / "m.mnw", "loader says",
+                        exact - signs * 2.2e-5)
+    assert "both float32 roundings" in message and "pass atol=5e-05 to the export" in message
+    assert "engine bug" not in message
+    large = _diagnose([layer], [Stage("d", exact + signs * 9e-4)], x, "Keras", 1e-3, 0.0, tmp_path / "m.mnw", "",
+                      exact - signs * 2e-3)
+    assert "more than a file's tolerance allows (0.001); export a model whose inputs are scaled" in large
+    broken = _diagnose([layer], [framework], x, "Keras", 1e-5, 0.0, tmp_path / "m.mnw", "loader says", exact + 0.5)
+    assert "this is an engine bug, please report it" in broken and "the engine is 0.5 from the exact" in broken

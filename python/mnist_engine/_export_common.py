@@ -15,6 +15,7 @@ import numpy as np
 from . import _core
 from ._core import InputRangeWarning  # one class for export time and predict time
 from .model_file import (
+    MAX_TOLERANCE,
     SPATIAL_OPS,
     Conv2DLayer,
     DenseLayer,
@@ -166,13 +167,14 @@ def prove_and_write(
     except _core.FormatError as e:
         if e.rule != "verification":
             raise
+        engine_outputs = _core.Engine.from_bytes(data, verify=False).predict(reference.values, range_check="ignore")
         raise ExportMismatchError(_diagnose(layers, stages, reference.values, framework, atol, rtol, out_path,
-                                            str(e))) from None
+                                            str(e), engine_outputs)) from None
     return atomic_write_bytes(out_path, data)
 
 
 def _diagnose(layers: Sequence[DenseLayer], stages: Sequence[Stage], x: np.ndarray, framework: str, atol: float,
-              rtol: float, out_path, loader_message: str) -> str:
+              rtol: float, out_path, loader_message: str, engine_outputs: np.ndarray) -> str:
     nothing = f"Nothing was written to {os.fspath(out_path)}."
     for i, stage in enumerate(stages):
         ours = forward(layers[: i + 1], x)
@@ -185,5 +187,28 @@ def _diagnose(layers: Sequence[DenseLayer], stages: Sequence[Stage], x: np.ndarr
                     f"max |exported - {framework}| = {worst:.3g} over {len(x)} reference rows (tolerance {atol:g} + "
                     f"{rtol:g}*|y|). That part of the model computes something the exporter did not map; export the "
                     f"model without it, or report it with model.summary(). {nothing}")
+    return _float32_or_bug(layers, stages, x, framework, atol, loader_message, engine_outputs, nothing)
+
+
+def _float32_or_bug(layers, stages, x, framework, atol, loader_message, engine_outputs, nothing) -> str:
+    """The layers agree with the framework in float64, the engine's float32 outputs do not: either
+    both are float32 roundings of sums too large for the file's tolerance (a model fed raw 0..255
+    values, say: logits hundreds of times larger than on 0..1 inputs), or an engine bug. Float32
+    rounding it is when the engine is no farther from the exact (float64) answer than a few times
+    the framework's own distance from it (two roundings of the same sums, in different orders)."""
+    exact = forward(layers, x)
+    want = np.asarray(stages[-1].outputs, np.float64).reshape(exact.shape)
+    framework_error = float(np.nanmax(np.abs(want - exact)))
+    engine_error = float(np.nanmax(np.abs(np.asarray(engine_outputs, np.float64) - exact)))
+    if np.isfinite(engine_error) and engine_error <= max(3 * framework_error, atol):
+        needed = float(f"{1.5 * (framework_error + engine_error):.1g}")
+        fix = (f"pass atol={needed:g} to the export" if needed <= MAX_TOLERANCE else
+               f"that is more than a file's tolerance allows ({MAX_TOLERANCE:g}); export a model whose inputs are "
+               "scaled (x / 255, input_scale=1/255)")
+        return (f"export refused: the engine and {framework} are both float32 roundings of this model's sums and "
+                f"differ by more than the file's tolerance (atol {atol:g}): {framework} is {framework_error:.3g} from "
+                f"the exact (float64) outputs and the engine {engine_error:.3g}, as sums this large round in float32 "
+                f"({loader_message}). To verify the file at that precision, {fix}. {nothing}")
     return (f"export refused: every exported layer agrees with {framework} in the float64 reference, but the engine "
-            f"does not ({loader_message}): this is an engine bug, please report it. {nothing}")
+            f"does not ({loader_message}; the engine is {engine_error:.3g} from the exact outputs, {framework} "
+            f"{framework_error:.3g}): this is an engine bug, please report it. {nothing}")
