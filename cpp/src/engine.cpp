@@ -113,6 +113,22 @@ void split_conv_rows(int conv_team, const Geometry& g, Run&& run) {
 #endif
 }
 
+// Runs a conv kernel on its arguments (kernels::ConvArgs or QuantConvArgs), split as above; a
+// kernel writes whole panels, so when a.y is a panel-wide scratch the real filters are copied to y.
+template <class Args>
+void run_conv_kernel(int conv_team, const Geometry& g, const Args& a, void (*kernel)(const Args&), float* y) {
+  const ImageShape out = output_shape(Op::Conv2d, g);
+  split_conv_rows(conv_team, g, [&](size_t first, size_t last) {
+    Args rows = a;
+    rows.x += first * g.stride_h * a.padded_w * a.channels;
+    rows.y += first * out.width * a.y_stride;
+    rows.out_h = last - first;
+    kernel(rows);
+  });
+  if (a.y != y)
+    for (size_t r = 0; r < size_t(out.height) * out.width; ++r) std::copy_n(a.y + r * a.y_stride, g.filters, y + r * g.filters);
+}
+
 }  // namespace
 
 // A convolution, one image: the conv kernel of spatial_kernel_ (kernels::ConvArgs) reads the image
@@ -141,15 +157,7 @@ void Engine::run_conv(size_t l, const float* x, float* y, Scratch& s) const {
   const kernels::ConvArgs a{image, padded_w, C, g.window_h, g.window_w, g.stride_h, g.stride_w, out.height,
                             out.width, p.conv.weights.data(), p.conv.bias.data(), p.conv.panels, dst, width,
                             shape_[l].activation == Activation::Relu, skip_zeros_};
-  split_conv_rows(s.conv_team, g, [&](size_t first, size_t last) {
-    kernels::ConvArgs rows = a;
-    rows.x += first * g.stride_h * padded_w * C;
-    rows.y += first * out.width * width;
-    rows.out_h = last - first;
-    k.conv(rows);
-  });
-  if (dst != y)
-    for (size_t r = 0; r < size_t(out.height) * out.width; ++r) std::copy_n(dst + r * width, g.filters, y + r * g.filters);
+  run_conv_kernel(s.conv_team, g, a, k.conv, y);
 }
 
 // The int8 form: the image is quantized as one row (its range gives the scale and zero point, as
@@ -183,15 +191,7 @@ void Engine::run_conv_int8(size_t l, const float* x, float* y, Scratch& s) const
                                  p.qconv.col_sum.data(), p.qconv.col_scale.data(), p.qconv.bias.data(), scale, zero,
                                  p.qconv.panels, dst, width,
                                  shape_[l].activation == Activation::Relu, skip_zeros_};
-  split_conv_rows(s.conv_team, g, [&](size_t first, size_t last) {
-    kernels::QuantConvArgs rows = a;
-    rows.x += first * g.stride_h * padded_w * C;
-    rows.y += first * out.width * width;
-    rows.out_h = last - first;
-    k.quant_conv(rows);
-  });
-  if (dst != y)
-    for (size_t r = 0; r < size_t(out.height) * out.width; ++r) std::copy_n(dst + r * width, g.filters, y + r * g.filters);
+  run_conv_kernel(s.conv_team, g, a, k.quant_conv, y);
 }
 
 // Every layer that is not dense, in float for every precision, row by row, from x into y (never in
