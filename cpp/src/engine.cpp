@@ -366,7 +366,8 @@ std::shared_ptr<const Engine> Engine::from_bytes(const uint8_t* data, size_t siz
         decode_f32(src.kernel, src.output_width, params.first.data());
         decode_f32(src.bias, src.output_width, params.second.data());
       }
-      // Every precision runs spatial layers in fp32: on this engine's kernel, or the best fp32 one.
+      // Spatial layers run in fp32 (on this engine's kernel, or the best fp32 one), but for the conv
+      // layers of an int8 engine with an int8 convolution, packed again below.
       if (is_spatial(src.op)) e->spatial_kernel_ = precision == Precision::Fp32 ? &k : &select_kernel("", Precision::Fp32);
       if (src.op == Op::Conv2d) {
         const KernelInfo& ck = kernel_of(e->spatial_kernel_);
