@@ -675,8 +675,8 @@ def test_the_pytorch_mnist_net_exports(onnx, ort, tmp_path, rng, mnist, flatten)
     np.testing.assert_allclose(engine.predict(x_test[:300]), want, atol=2e-5)  # uint8 (N, 28, 28) too
 
 
-@pytest.mark.parametrize("case", ["bn after conv", "avg pads counted", "avg pads not counted", "same_upper",
-                                  "global average", "global max, strides 2"])
+@pytest.mark.parametrize("case", ["bn after conv", "bn after relu", "avg pads counted", "avg pads not counted",
+                                  "same_upper", "global average", "global max, strides 2"])
 def test_conv_and_pool_options_match_onnxruntime(onnx, ort, tmp_path, rng, case):
     inits = {"w": rng.normal(0, 0.5, (6, 1, 3, 3)), "b": rng.normal(0, 0.1, 6),
              "gamma": rng.uniform(0.5, 2, 6), "beta": rng.normal(0, 0.2, 6), "mean": rng.normal(0, 0.2, 6),
@@ -689,6 +689,8 @@ def test_conv_and_pool_options_match_onnxruntime(onnx, ort, tmp_path, rng, case)
     nodes = [node("Conv", ["x", "w", "b"], "c", **conv_attrs)]
     if case == "bn after conv":
         nodes += [node("BatchNormalization", ["c", "gamma", "beta", "mean", "var"], "n"), node("Relu", ["n"], "r")]
+    elif case == "bn after relu":  # not foldable: a per-channel scale_shift on the NHWC image
+        nodes += [node("Relu", ["c"], "q"), node("BatchNormalization", ["q", "gamma", "beta", "mean", "var"], "r")]
     else:
         nodes += [node("Relu", ["c"], "r")]
     if case.startswith("avg"):
@@ -709,7 +711,9 @@ def test_conv_and_pool_options_match_onnxruntime(onnx, ort, tmp_path, rng, case)
     wd = next(i for i in model.graph.initializer if i.name == "wd")
     wd.CopyFrom(numpy_helper.from_array(rng.normal(0, 1 / np.sqrt(width), (width, 4)).astype(np.float32), "wd"))
     x = rng.random((60, 1, 13, 11), dtype=np.float32)
-    export_and_compare(onnx, ort, model, tmp_path, x)
+    _, engine = export_and_compare(onnx, ort, model, tmp_path, x)
+    if case == "bn after relu":
+        assert engine.layer_ops[:3] == ("conv2d", "scale_shift", "max_pool")
 
 
 @pytest.mark.parametrize("attrs, in_shape, message", [
