@@ -154,35 +154,37 @@ def test_a_nan_input_reaches_exactly_the_outputs_whose_windows_hold_it(rng, kern
     assert np.isnan(got[hit]).all() and not np.isnan(got[~hit]).any()
 
 
-INT8_KERNELS = mnist_engine.available_kernels("int8") if "int8" in mnist_engine.available_precisions() else []
+REDUCED = [p for p in ("int8", "bf16") if p in mnist_engine.available_precisions()]
 
 
-@pytest.mark.skipif(not INT8_KERNELS, reason="this CPU runs no int8 kernel")
+@pytest.mark.skipif(not REDUCED, reason="this CPU runs neither int8 nor bf16 kernels")
+@pytest.mark.parametrize("precision", REDUCED)
 @pytest.mark.parametrize("image, k, stride, filters", WIDE_CASES)
-def test_int8_conv_is_bit_identical_to_the_scalar_reference(rng, image, k, stride, filters):
-    """Every int8 engine whose conv layers run in int8 (conv_kernel an int8 kernel) gives the bits
-    of the int8 scalar reference, skipping zero units or not, one image split over two threads or
-    not: integer sums do not depend on order. Inputs with negative values too (a zero point above 0,
+def test_reduced_precision_conv_is_bit_identical_to_its_scalar_reference(rng, precision, image, k, stride, filters):
+    """Every int8 or bf16 engine whose conv layers run in its precision (conv_kernel a kernel of
+    it) gives the bits of its scalar reference, skipping zero units or not, one image split over
+    two threads or not: int8 sums are integers, bf16 sums run unit by unit in the same order as
+    the reference emulates vdpbf16ps. Inputs with negative values too (int8: a zero point above 0,
     which the padding must hold)."""
-    layers = wide_conv_model(rng, image, k, stride, filters)
+    layers = wide_conv_model(rng, image, k, stride, filters)[:1]  # the conv alone: its outputs are the model's
     data = build(layers)
     x = sparse_images(rng, 5, int(np.prod(image)))
     x[1] -= 0.3
-    reference = mnist_engine.Engine.from_bytes(data, kernel="int8-scalar")
-    assert reference.conv_kernel == "int8-scalar"
+    reference = mnist_engine.Engine.from_bytes(data, kernel=f"{precision}-scalar")
+    assert reference.conv_kernel == f"{precision}-scalar"
     want = reference.predict(x, threads=1, range_check="ignore")
     np.testing.assert_allclose(want, forward(layers, x), atol=0.05 * np.abs(want).max())
     checked = 0
-    for kernel in INT8_KERNELS:
+    for kernel in mnist_engine.available_kernels(precision):
         for skip in (True, False):
             e = mnist_engine.Engine.from_bytes(data, kernel=kernel, skip_zeros=skip)
-            if mnist_engine._core.kernel_precision(e.conv_kernel) != "int8":
-                continue  # no int8 convolution on this CPU for it: its conv runs in fp32
+            if mnist_engine._core.kernel_precision(e.conv_kernel) != precision:
+                continue  # no convolution of this precision on this CPU for it: its conv runs in fp32
             checked += 1
             np.testing.assert_array_equal(e.predict(x, threads=1, range_check="ignore"), want, err_msg=kernel)
             alone = np.concatenate([e.predict(x[i:i + 1], threads=2, range_check="ignore") for i in range(len(x))])
             np.testing.assert_array_equal(alone, want, err_msg=f"{kernel}, one image on two threads")
-    print(f"{checked // 2} int8 kernels ran their conv layers in int8, bit-identical to int8-scalar")
+    print(f"{checked // 2} {precision} kernels ran their conv layers in {precision}, bit-identical to the reference")
 
 
 def test_conv_kernel_names_what_runs_the_conv_layers(rng):
@@ -191,5 +193,8 @@ def test_conv_kernel_names_what_runs_the_conv_layers(rng):
     assert mnist_engine.Engine.from_bytes(data).conv_kernel == mnist_engine.default_kernel()
     assert mnist_engine.Engine.from_bytes(data, kernel="int8-scalar").conv_kernel == "int8-scalar"
     assert mnist_engine.load(mnist_engine.default_model_path()).conv_kernel == ""
-    if "bf16" in mnist_engine.available_precisions():  # no bf16 convolution yet: fp32
-        assert mnist_engine.Engine.from_bytes(data, precision="bf16").conv_kernel == mnist_engine.default_kernel()
+    # bf16: only the reference has a bf16 convolution (a vdpbf16ps one was slower than fp32): the
+    # others run conv layers on the best fp32 kernel.
+    assert mnist_engine.Engine.from_bytes(data, kernel="bf16-scalar").conv_kernel == "bf16-scalar"
+    for kernel in mnist_engine.available_kernels("bf16")[:-1]:
+        assert mnist_engine.Engine.from_bytes(data, kernel=kernel).conv_kernel == mnist_engine.default_kernel()
