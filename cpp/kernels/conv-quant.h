@@ -6,8 +6,8 @@
 // once and broadcasts each pixel's 4 input bytes once, and one dot-product instruction adds 4
 // (vpdpbusd: int8) or 2 (vdpbf16ps: bf16) multiply-adds per lane. Integer sums do not depend on
 // order, so every int8 kernel, skipping or not, gives the bits of u8s8_conv_scalar; a bf16 one
-// would sum units in increasing order from the bias, as bf16_conv_scalar does (a vdpbf16ps tile
-// was: see dispatch.cpp for why it is not kept). Include it from kernel files only.
+// sums units in increasing order from the bias (a vdpbf16ps tile did: dispatch.cpp says why it is
+// not kept). Include it from kernel files only.
 //
 // Isa provides: Acc (kLanes lanes) with init(args, first filter) (int8: 0; bf16: the bias),
 // load_weights(p) (kLanes x 4 bytes), dot(acc, word, weights) (acc += the unit `word` of the

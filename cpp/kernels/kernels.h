@@ -223,7 +223,6 @@ struct QuantConvArgs {
 };
 using QuantConvFn = void (*)(const QuantConvArgs&);
 void u8s8_conv_scalar(const QuantConvArgs& a);
-void bf16_conv_scalar(const QuantConvArgs& a);
 
 void u8s8_dense_scalar(const QuantDenseArgs& a);
 void bf16_dense_scalar(const QuantDenseArgs& a);

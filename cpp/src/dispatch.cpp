@@ -295,12 +295,11 @@ const std::vector<KernelInfo>& kernel_table() {
           .weights(2).unit_index(k::unit_index_avx512f).prepares_rows(k::convert_rows_bf16_avx512bf16)
           .activations(k::f32_activation_avx512f),
 #endif
-      // No bf16 convolution but the reference: on AVX512-BF16 a 12x32 vdpbf16ps tile (bit-identical
-      // to it) took the convnet 240 ms per 10k against the fp32 kernel's 167 (vdpbf16ps issues at
-      // half the FMA rate here), so bf16 engines run conv layers in fp32, faster and exact.
+      // No bf16 convolution: on AVX512-BF16 a 12x32 vdpbf16ps tile took the convnet 240 ms per 10k
+      // against the fp32 kernel's 167 (vdpbf16ps issues at half the FMA rate here), so bf16 engines,
+      // the reference included, run conv layers in fp32, faster and exact.
       Entry("bf16-scalar", P::Bf16, always).runs(k::bf16_dense_scalar, 1, 1).weights(2)
-          .prepares_rows(k::convert_rows_bf16_scalar).activations(k::f32_activation_scalar)
-          .convolves(k::bf16_conv_scalar, 1),
+          .prepares_rows(k::convert_rows_bf16_scalar).activations(k::f32_activation_scalar),
 #if defined(MNIST_ENGINE_X86_KERNELS)
       Entry("int8-amx", P::Int8, has_amx_int8).runs(k::u8s8_dense_32x32_amx, 16, 1).weights(1)
           .tiles(16, 32, kAmxInt8MinRows).prepares_rows(k::quantize_rows_u8_avx512f)
