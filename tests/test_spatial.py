@@ -91,6 +91,24 @@ def test_reduced_precisions_stay_near_fp32_on_spatial_models(rng, precision):
     assert (reduced.predict(pixels).argmax(1) == exact(pixels).argmax(1)).mean() >= 0.97
 
 
+@pytest.mark.parametrize("kernel", mnist_engine.available_kernels("fp32"))
+@pytest.mark.parametrize("strides, pads", [((2, 2), (0, 0, 0, 0)), ((1, 1), (0, 0, 0, 0)), ((2, 2), (0, 1, 0, 1))])
+def test_two_by_two_max_pools_match_the_reference_and_keep_nan(rng, kernel, strides, pads):
+    """The 2x2 max pool has its own loop (no padding) beside the general one (padding): both equal
+    the reference, and a NaN pixel reaches exactly the outputs whose windows hold it."""
+    image = (7, 6, 17)
+    pool = PoolLayer("max_pool", image, (2, 2), strides, pads)
+    engine = mnist_engine.Engine.from_bytes(build([pool], input_scale=1.0), kernel=kernel)
+    x = rng.normal(size=(4, 714)).astype(np.float32)
+    np.testing.assert_array_equal(engine.predict(x, range_check="ignore"), forward([pool], x).astype(np.float32))
+    x[0, (2 * 6 + 3) * 17 + 5] = np.nan  # pixel (2, 3), channel 5
+    got = engine.predict(x, range_check="ignore")[0].reshape(pool.output_shape)
+    oh, ow, _ = pool.output_shape
+    hit = np.array([[oy * strides[0] <= 2 < oy * strides[0] + 2 and ox * strides[1] <= 3 < ox * strides[1] + 2
+                     for ox in range(ow)] for oy in range(oh)])
+    assert np.isnan(got[hit][:, 5]).all() and not np.isnan(got[~hit]).any() and not np.isnan(np.delete(got, 5, 2)).any()
+
+
 def test_a_spatial_first_layer_still_checks_the_input_range(rng):
     layers = random_cnn(rng, (8, 8, 1), (3, 3), (1, 1), (0, 0, 0, 0), ("max_pool", 2), 4)
     engine = mnist_engine.Engine.from_bytes(build(layers))
