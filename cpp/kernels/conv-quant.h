@@ -1,17 +1,14 @@
-// The int8 and bf16 direct convolution (kernels::QuantConvArgs), written once over a dot-product
-// "ISA" type and instantiated per instruction set (u8s8-conv-12x32-avx512vnni.cpp,
-// u8s8-conv-6x16-avxvnni.cpp). The shape of the fp32 conv_tile (conv-direct.h): MR
-// neighbouring output pixels x NV vectors of filters, held in int32 or float32 accumulators over
-// the whole window; per 4-byte unit of a window row it loads NV weight vectors
-// once and broadcasts each pixel's 4 input bytes once, and one dot-product instruction adds 4
-// (vpdpbusd: int8) or 2 (vdpbf16ps: bf16) multiply-adds per lane. Integer sums do not depend on
-// order, so every int8 kernel, skipping or not, gives the bits of u8s8_conv_scalar; a bf16 one
-// sums units in increasing order from the bias (a vdpbf16ps tile did: dispatch.cpp says why it is
-// not kept). Include it from kernel files only.
+// The int8 direct convolution (kernels::QuantConvArgs), written once over an integer "ISA" type
+// and instantiated per instruction set (u8s8-conv-12x32-avx512vnni.cpp, u8s8-conv-6x16-avxvnni.cpp).
+// The shape of the fp32 conv_tile (conv-direct.h): MR neighbouring output pixels x NV vectors of
+// filters, held in int32 accumulators over the whole window; per 4-byte unit of a window row it
+// loads NV weight vectors once and broadcasts each pixel's 4 input bytes once, and one
+// dot-product instruction adds 4 multiply-adds per lane (vpdpbusd: 4x the fp32 FMA's work).
+// Integer sums do not depend on order, so every kernel, skipping or not, gives the bits of
+// u8s8_conv_scalar. Include it from kernel files only.
 //
-// Isa provides: Acc (kLanes lanes) with init(args, first filter) (int8: 0; bf16: the bias),
-// load_weights(p) (kLanes x 4 bytes), dot(acc, word, weights) (acc += the unit `word` of the
-// input times each lane's unit of weights),
+// Isa provides: Acc (kLanes int32 lanes) with zero(), load_weights(p) (kLanes x 4 bytes),
+// dot(acc, word, weights) (acc += the 4 u8 bytes of `word` times each lane's 4 s8 weights),
 // nonzero_words(p, count) (bit u set where the 4-byte word u of p, u < count <= kLanes, is
 // nonzero; only those words are read) and finish(acc, args, first filter, y) (the epilogue).
 #pragma once
@@ -73,7 +70,7 @@ __attribute__((noinline)) void quant_conv_tile(const QuantTile& t, const uint8_t
 #pragma GCC unroll 16
   for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) acc[i][v] = Isa::init(a, col + v * L);
+    for (int v = 0; v < NV; ++v) acc[i][v] = Isa::zero();
   for (size_t ky = 0; ky < a.window_h; ++ky) {
     const uint8_t* row = x + ky * t.row_step;
     const int8_t* wrow = w + ky * t.units * P * kUnitBytes;
@@ -116,8 +113,8 @@ template <class Isa, int MR, int NV>
 void quant_conv_direct(const QuantConvArgs& a) {
   constexpr size_t P = NV * Isa::kLanes;
   const QuantTileFn* tiles = QuantTileTable<Isa, NV, std::make_index_sequence<MR>>::tiles;
-  const QuantTile t{&a, a.stride_w * a.pixel_bytes, a.padded_w * a.pixel_bytes,
-                    (a.window_w * a.pixel_bytes + kUnitBytes - 1) / kUnitBytes};
+  const QuantTile t{&a, a.stride_w * a.channels, a.padded_w * a.channels,
+                    (a.window_w * a.channels + kUnitBytes - 1) / kUnitBytes};
   const size_t panel_bytes = a.window_h * t.units * P * kUnitBytes;
   for (size_t p = 0; p < a.panels; ++p)
     for_each_tile<MR>(a.out_h, a.out_w, [&](size_t oy, size_t ox, size_t pixels) {

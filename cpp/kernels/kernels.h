@@ -189,37 +189,33 @@ void quantize_rows_u8_scalar(const float* x, size_t x_stride, size_t rows, size_
 void convert_rows_bf16_scalar(const float* x, size_t x_stride, size_t rows, size_t width, uint8_t* out,
                               size_t out_stride, float* scale, int32_t* zero, float* range);
 
-// An int8 or bf16 convolution (conv-quant.h), one image. `x` is the layer's input image in the
-// precision's activations: uint8 quantized as one row (value = scale * (x - zero)), or bf16; NHWC,
-// with the layer's padding around it holding the value 0 (int8: the zero point), and readable for
-// kUnitBytes past its end. `pixel_bytes` is channels x 1 (int8) or 2 (bf16). A window row of a
-// pixel is window_w * pixel_bytes bytes, summed a 4-byte unit at a time (4 int8 or 2 bf16 values);
-// its last unit may reach into the next pixel, whose bytes meet zero weights. The kernel (s8 per
-// filter with col_scale, or bf16) is packed per panel of `panel` filters (KernelInfo::
-// quant_conv_panel), unit by unit: packed[(((p * window_h + ky) * units + u) * panel + f) * 4 + b]
-// is byte b of unit u of window row ky for filter p * panel + f, units = ceil(window_w *
-// pixel_bytes / 4), zero past the window row and past the last filter. Every kernel computes, per
-// output pixel and filter f, as the dense kernels of its precision do (QuantDenseArgs):
-//   int8: y = fma(float(acc - zero * col_sum[f]), scale * col_scale[f], bias[f]), acc the window's
-//         sum of x_u8 * w_s8 in int32 (wrapping: the true value fits);
-//   bf16: y = bias[f] + the window's products, summed in float32 unit by unit as vdpbf16ps does;
-// then relu.
+// An int8 convolution (conv-quant.h), one image. `x` is the layer's input image quantized to
+// uint8 as one row (value = scale * (x - zero)), NHWC, with the layer's padding around it holding
+// the zero point, and readable for kUnitBytes past its end. A window row of a pixel is
+// window_w * channels bytes, summed a 4-byte unit at a time; its last unit may reach into the next
+// pixel, whose bytes meet zero weights. The kernel is s8 per filter (col_scale), packed per panel
+// of `panel` filters (KernelInfo::quant_conv_panel), unit by unit:
+// packed[(((p * window_h + ky) * units + u) * panel + f) * 4 + b] = w_s8[ky][4u + b][p * panel + f],
+// units = ceil(window_w * channels / 4), zero past the window row and past the last filter.
+// Every kernel computes, per output pixel and filter f, as u8s8_dense_scalar does,
+//   y = fma(float(acc - zero * col_sum[f]), scale * col_scale[f], bias[f]), then relu,
+// acc the window's sum of x_u8 * w_s8 in int32 (wrapping: the true value fits).
 struct QuantConvArgs {
   const uint8_t* x;
-  size_t padded_w, pixel_bytes;
+  size_t padded_w, channels;
   size_t window_h, window_w, stride_h, stride_w;
   size_t out_h, out_w;
   const int8_t* packed;
-  const int32_t* col_sum;  // int8: per filter, panels * panel
-  const float* col_scale;  // int8
+  const int32_t* col_sum;  // per filter, panels * panel
+  const float* col_scale;
   const float* bias;
-  float scale;     // int8
-  int32_t zero;    // int8
+  float scale;
+  int32_t zero;
   size_t panels;
   float* y;
   size_t y_stride;  // at least panels * panel
   bool relu;
-  bool skip_zeros;  // skip units that are zero in every pixel of a tile (the sums are unchanged)
+  bool skip_zeros;  // skip units that are zero in every pixel of a tile (integer sums: same bits)
 };
 using QuantConvFn = void (*)(const QuantConvArgs&);
 void u8s8_conv_scalar(const QuantConvArgs& a);

@@ -12,7 +12,7 @@ struct Vnni512 {
   using Acc = __m512i;
   using Weights = __m512i;
   static constexpr size_t kLanes = 16;
-  static Acc init(const QuantConvArgs&, size_t) { return _mm512_setzero_si512(); }
+  static Acc zero() { return _mm512_setzero_si512(); }
   static Weights load_weights(const int8_t* p) { return _mm512_loadu_si512(p); }
   static Acc dot(Acc acc, uint32_t word, Weights w) {
     return _mm512_dpbusd_epi32(acc, _mm512_set1_epi32(static_cast<int>(word)), w);

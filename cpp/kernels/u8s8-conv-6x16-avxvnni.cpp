@@ -12,7 +12,7 @@ struct AvxVnniConv {
   using Acc = __m256i;
   using Weights = __m256i;
   static constexpr size_t kLanes = 8;
-  static Acc init(const QuantConvArgs&, size_t) { return _mm256_setzero_si256(); }
+  static Acc zero() { return _mm256_setzero_si256(); }
   static Weights load_weights(const int8_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
   static Acc dot(Acc acc, uint32_t word, Weights w) {
     return _mm256_dpbusd_avx_epi32(acc, _mm256_set1_epi32(static_cast<int>(word)), w);

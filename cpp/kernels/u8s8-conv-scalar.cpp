@@ -8,10 +8,10 @@
 namespace mnist_engine::kernels {
 
 void u8s8_conv_scalar(const QuantConvArgs& a) {
-  const size_t row = a.padded_w * a.pixel_bytes, units = (a.window_w * a.pixel_bytes + kUnitBytes - 1) / kUnitBytes;
+  const size_t row = a.padded_w * a.channels, units = (a.window_w * a.channels + kUnitBytes - 1) / kUnitBytes;
   for (size_t oy = 0; oy < a.out_h; ++oy)
     for (size_t ox = 0; ox < a.out_w; ++ox) {
-      const uint8_t* window = a.x + oy * a.stride_h * row + ox * a.stride_w * a.pixel_bytes;
+      const uint8_t* window = a.x + oy * a.stride_h * row + ox * a.stride_w * a.channels;
       float* y = a.y + (oy * a.out_w + ox) * a.y_stride;
       for (size_t f = 0; f < a.panels; ++f) {
         // uint32 arithmetic wraps where int32 would overflow (undefined), as in u8s8_dense_scalar.

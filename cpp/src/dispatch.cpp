@@ -134,7 +134,7 @@ class Entry {
     k_.pool = pool;
     return *this;
   }
-  // int8/bf16: its convolution and the filters per panel of the conv weights' packing.
+  // int8: its convolution and the filters per panel of the int8 conv weights' packing.
   Entry& convolves(kernels::QuantConvFn conv, uint32_t panel) {
     k_.quant_conv = conv;
     k_.quant_conv_panel = panel;
@@ -337,11 +337,11 @@ std::vector<std::string> available_kernel_names(Precision precision) {
   return names;
 }
 
-const KernelInfo* reduced_conv_kernel(const KernelInfo& k) {
+const KernelInfo* int8_conv_kernel(const KernelInfo& k) {
   if (k.quant_conv) return &k;
   const auto disabled = disabled_kernels();
   for (const auto& other : kernel_table())
-    if (other.precision == k.precision && other.quant_conv && !other.reference && usable(other, disabled))
+    if (other.precision == Precision::Int8 && other.quant_conv && !other.reference && usable(other, disabled))
       return &other;
   return nullptr;
 }

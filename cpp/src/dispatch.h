@@ -28,7 +28,7 @@ struct KernelInfo {  // written field by field in dispatch.cpp's table (its Entr
   kernels::ConvFn conv = nullptr;  // fp32: conv2d layers (every precision runs them on an fp32 kernel)
   uint32_t conv_panel = 0;         // filters per panel of its packing (kernels::ConvArgs)
   kernels::PoolFn pool = nullptr;  // fp32: pooling layers (likewise)
-  kernels::QuantConvFn quant_conv = nullptr;  // int8/bf16: conv2d layers (else they run in fp32)
+  kernels::QuantConvFn quant_conv = nullptr;  // int8: conv2d layers (else they run in fp32)
   uint32_t quant_conv_panel = 0;              // filters per panel of its packing (kernels::QuantConvArgs)
   // bf16 and int8 kernels (kernels::QuantDenseArgs)
   kernels::QuantDenseFn quant_run = nullptr;
@@ -70,11 +70,11 @@ const KernelInfo& select_kernel(const std::string& requested, Precision precisio
 // reference (or that reference when nothing else runs). Null when k.min_rows is 1.
 const KernelInfo* small_batch_partner(const KernelInfo& k);
 
-// The kernel whose int8 or bf16 convolution an engine on the reduced-precision kernel `k` runs
-// its conv layers with: k itself when it has one (the scalar references included: forced, they
-// are tested that way), else the best usable kernel of k's precision with one, other than the
-// reference; null when there is none (conv layers then run in fp32).
-const KernelInfo* reduced_conv_kernel(const KernelInfo& k);
+// The kernel whose int8 convolution an int8 engine on kernel `k` runs its conv layers with: k
+// itself when it has one (the scalar reference included: forced, it is tested that way), else the
+// best usable int8 kernel with one other than the reference; null when there is none (conv layers
+// then run in fp32).
+const KernelInfo* int8_conv_kernel(const KernelInfo& k);
 
 // Whether this CPU and OS run the AMX int8 and bf16 instructions (and this process may use them),
 // whatever this build does with them (a model build runs its AMX kernels on a software model).

@@ -139,7 +139,7 @@ void run_conv_kernel(int conv_team, const Geometry& g, const Args& a, size_t row
 // not a multiple of the panel, it writes to scratch and the real filters are copied out.
 void Engine::run_conv(size_t l, const float* x, float* y, Scratch& s) const {
   const LayerParams& p = params_[l];
-  if (p.qconv.weights.size()) return run_conv_reduced(l, x, y, s);
+  if (p.qconv.weights.size()) return run_conv_int8(l, x, y, s);
   const Geometry& g = p.geometry;
   const KernelInfo& k = kernel_of(spatial_kernel_);
   const ImageShape out = output_shape(Op::Conv2d, g);
@@ -162,41 +162,38 @@ void Engine::run_conv(size_t l, const float* x, float* y, Scratch& s) const {
   run_conv_kernel(s.conv_team, g, a, padded_w * C, k.conv, y);
 }
 
-// The int8 or bf16 form: the image becomes the precision's activations with the kernel's own row
-// preparation, as one row (int8: its range gives the scale and zero point, as a dense layer's row
-// is quantized; bf16: rounded to nearest even), in a frame whose padding holds the value 0; the
-// kernel sums every output in int32 (and scales it back) or in float32.
-void Engine::run_conv_reduced(size_t l, const float* x, float* y, Scratch& s) const {
+// The int8 form: the image is quantized as one row by the kernel's own row preparation (its
+// range gives the scale and zero point, as a dense layer's row is quantized: the same bytes on
+// every ISA) into a frame whose padding holds the zero point; the kernel sums every output in
+// int32 and scales it back.
+void Engine::run_conv_int8(size_t l, const float* x, float* y, Scratch& s) const {
   const LayerParams& p = params_[l];
   const Geometry& g = p.geometry;
   const KernelInfo& k = kernel_of(quant_conv_kernel_);
   const ImageShape out = output_shape(Op::Conv2d, g);
-  const size_t value_bytes = precision_ == Precision::Int8 ? 1 : 2, pixel = g.in.channels * value_bytes;
-  const size_t n = size_t(g.in.height) * g.in.width * g.in.channels, row = size_t(g.in.width) * pixel;
+  const size_t C = g.in.channels, row = size_t(g.in.width) * C, n = size_t(g.in.height) * row;
   const size_t padded_w = size_t(g.in.width) + g.pad_left + g.pad_right;
-  const size_t padded_h = size_t(g.in.height) + g.pad_top + g.pad_bottom, frame = padded_h * padded_w * pixel;
-  const bool padded = frame != n * value_bytes;
-  // The image as one row: the same bytes on every ISA. Its bytes padded to a whole unit.
+  const size_t padded_h = size_t(g.in.height) + g.pad_top + g.pad_bottom, frame = padded_h * padded_w * C;
+  const bool padded = frame != n;
   uint8_t* image = padded ? s.frame + frame + kernels::kUnitBytes : s.frame;
-  const size_t image_bytes = internal::round_up(n * value_bytes, kernels::kUnitBytes);
-  float scale = 1.0f;
-  int32_t zero = 0;
-  k.prepare_rows(x, n, 1, n, image, image_bytes, &scale, &zero, nullptr);
-  const uint8_t zero_byte = static_cast<uint8_t>(zero);  // bf16: 0, the bits of +0.0
+  float scale;
+  int32_t zero;
+  k.prepare_rows(x, n, 1, n, image, n, &scale, &zero, nullptr);
+  const uint8_t zero_byte = static_cast<uint8_t>(zero);
   if (padded) {
     std::fill_n(s.frame, frame, zero_byte);
     for (size_t iy = 0; iy < g.in.height; ++iy)
-      std::copy_n(image + iy * row, row, s.frame + ((iy + g.pad_top) * padded_w + g.pad_left) * pixel);
+      std::copy_n(image + iy * row, row, s.frame + ((iy + g.pad_top) * padded_w + g.pad_left) * C);
   }
   std::fill_n(s.frame + frame, kernels::kUnitBytes, zero_byte);
   const size_t width = p.qconv.panels * k.quant_conv_panel;
   float* dst = width == g.filters ? y : s.conv_out;
-  const kernels::QuantConvArgs a{s.frame, padded_w, pixel, g.window_h, g.window_w, g.stride_h, g.stride_w,
+  const kernels::QuantConvArgs a{s.frame, padded_w, C, g.window_h, g.window_w, g.stride_h, g.stride_w,
                                  out.height, out.width, reinterpret_cast<const int8_t*>(p.qconv.weights.data()),
                                  p.qconv.col_sum.data(), p.qconv.col_scale.data(), p.qconv.bias.data(), scale, zero,
                                  p.qconv.panels, dst, width,
                                  shape_[l].activation == Activation::Relu, skip_zeros_};
-  run_conv_kernel(s.conv_team, g, a, padded_w * pixel, k.quant_conv, y);
+  run_conv_kernel(s.conv_team, g, a, padded_w * C, k.quant_conv, y);
 }
 
 // Every layer that is not dense, in float for every precision, row by row, from x into y (never in
@@ -412,14 +409,14 @@ std::shared_ptr<const Engine> Engine::from_bytes(const uint8_t* data, size_t siz
     e->small_plan_ = e->plan_quantized(file, values, partner);
     e->min_rows_ = chosen.min_rows;
   }
-  // A reduced-precision engine runs its conv layers in its precision where a kernel here has a
-  // convolution of it.
-  const KernelInfo* qc = reduced_conv_kernel(chosen);
+  // An int8 engine runs its conv layers in int8 where a kernel here has an int8 convolution (bf16
+  // has none: a vdpbf16ps one was slower than fp32, dispatch.cpp).
+  const KernelInfo* qc = precision == Precision::Int8 ? int8_conv_kernel(chosen) : nullptr;
   for (size_t l = 0; qc && l < file.layers.size(); ++l) {
     const FileLayer& src = file.layers[l];
     if (src.op != Op::Conv2d) continue;
     e->quant_conv_kernel_ = qc;
-    e->params_[l].qconv = pack_conv_reduced(src, qc->quant_conv_panel, precision);
+    e->params_[l].qconv = pack_conv_int8(src, qc->quant_conv_panel);
     const ImageShape o = output_shape(Op::Conv2d, src.geometry);
     e->max_conv_out_ = std::max(e->max_conv_out_, size_t(o.height) * o.width * e->params_[l].qconv.panels *
                                                       qc->quant_conv_panel);
@@ -601,38 +598,32 @@ void Engine::pack_conv(const uint8_t* kernel, const uint8_t* bias, size_t depth,
   decode_f32(bias, filters, dst.bias.data());
 }
 
-// A conv kernel in int8 per filter or in bf16 (quantize_values, as a dense layer of window rows x
-// filters), packed unit by unit in panels of `panel` filters (kernels::QuantConvArgs).
-Engine::QuantLayer Engine::pack_conv_reduced(const FileLayer& src, size_t panel, Precision precision) {
+// A conv kernel in int8 per filter (quantize_values, as a dense layer of window rows x filters),
+// packed unit by unit in panels of `panel` filters (kernels::QuantConvArgs).
+Engine::QuantLayer Engine::pack_conv_int8(const FileLayer& src, size_t panel) {
   const Geometry& g = src.geometry;
   const size_t segment = size_t(g.window_w) * g.in.channels, depth = g.window_h * segment, F = g.filters;
-  const size_t value_bytes = precision == Precision::Int8 ? 1 : 2;
   FileLayer rows = src;  // the kernel as a dense layer: depth inputs, F outputs
   rows.input_width = static_cast<uint32_t>(depth);
   rows.output_width = static_cast<uint32_t>(F);
-  const LayerValues v = quantize_values(rows, precision);
+  const LayerValues v = quantize_values(rows, Precision::Int8);
   QuantLayer q{};
   q.panels = round_up(F, panel) / panel;
-  q.units = (segment * value_bytes + kernels::kUnitBytes - 1) / kernels::kUnitBytes;
+  q.units = (segment + kernels::kUnitBytes - 1) / kernels::kUnitBytes;
   const size_t width = q.panels * panel, unit_row = panel * kernels::kUnitBytes;
   q.weights = AlignedArray<uint8_t>(q.panels * g.window_h * q.units * unit_row);  // zero-filled
   for (size_t p = 0; p < q.panels; ++p)
     for (size_t ky = 0; ky < g.window_h; ++ky)
-      for (size_t t = 0; t < segment; ++t) {
-        const size_t byte = t * value_bytes, unit = byte / kernels::kUnitBytes, within = byte % kernels::kUnitBytes;
-        for (size_t f = 0; f < panel && p * panel + f < F; ++f) {
-          // int8: the value's byte; bf16: its 2 bytes, little-endian (the bits to_bf16 gave).
-          const uint32_t value = static_cast<uint32_t>(v.values[(ky * segment + t) * F + p * panel + f]);
-          uint8_t* to = q.weights.data() + ((p * g.window_h + ky) * q.units + unit) * unit_row +
-                        f * kernels::kUnitBytes + within;
-          for (size_t b = 0; b < value_bytes; ++b) to[b] = static_cast<uint8_t>(value >> (8 * b));
-        }
-      }
+      for (size_t t = 0; t < segment; ++t)
+        for (size_t f = 0; f < panel && p * panel + f < F; ++f)
+          q.weights.data()[((p * g.window_h + ky) * q.units + t / kernels::kUnitBytes) * unit_row +
+                           f * kernels::kUnitBytes + t % kernels::kUnitBytes] =
+              static_cast<uint8_t>(static_cast<int8_t>(v.values[(ky * segment + t) * F + p * panel + f]));
   q.bias = AlignedFloats(width);
-  std::copy(v.bias.begin(), v.bias.end(), q.bias.data());
   q.col_scale = AlignedFloats(width);
   q.col_sum = AlignedArray<int32_t>(width);
-  std::copy(v.col_scale.begin(), v.col_scale.end(), q.col_scale.data());  // int8 only: empty for bf16
+  std::copy(v.bias.begin(), v.bias.end(), q.bias.data());
+  std::copy(v.col_scale.begin(), v.col_scale.end(), q.col_scale.data());
   std::copy(v.col_sum.begin(), v.col_sum.end(), q.col_sum.data());
   return q;
 }

@@ -33,7 +33,7 @@ struct Engine::Scratch {
   uint16_t* unit_index = nullptr;  // bf16/int8, per row: its nonzero 4-byte units
   float* padded = nullptr;         // conv2d, one image at a time: the input inside its padding
   float* conv_out = nullptr;       // its outputs, panel-wide (Engine::run_conv)
-  uint8_t* frame = nullptr;        // int8/bf16 conv: the padded input image, a unit of slack, the unpadded one
+  uint8_t* frame = nullptr;        // int8 conv: the padded input image in uint8, a unit of slack, the unpadded one
   float range[2] = {0.0f, 0.0f};   // float input: the span this thread's tiles held (0 included)
   bool measure = false;            // measure it (predict was given `seen`)
   int conv_team = 1;               // threads a conv layer may split an image's rows over
@@ -71,8 +71,7 @@ struct Engine::Scratch {
       }
       // Conv layers run image by image on the fp32 conv kernel, whatever the precision.
       take(padded, e.max_conv_padded_);
-      // Bytes: the padded image and the unpadded one at up to 2 bytes a value (bf16), a unit of slack each.
-      take(frame, e.quant_conv_kernel_ ? 4 * e.max_conv_padded_ + 2 * kernels::kUnitBytes : 0);
+      take(frame, e.quant_conv_kernel_ ? 2 * e.max_conv_padded_ + kernels::kUnitBytes : 0);
       take(conv_out, e.max_conv_out_);
       if (pass == 0) arena_ = AlignedArray<uint8_t>(at, AlignedArray<uint8_t>::kUninitialized);
     }

@@ -103,8 +103,7 @@ class Engine {
   double input_scale() const { return input_scale_; }
   const std::string& kernel_name() const { return kernel_name_; }
   // The kernel whose convolution runs the conv layers ("" without any): an fp32 kernel, or in an
-  // int8 or bf16 engine a kernel of its precision with a convolution (when this build and CPU have
-  // one).
+  // int8 engine the int8 kernel with an int8 convolution (when this build and CPU have one).
   std::string conv_kernel_name() const;
   // The kernel a tile of `rows` rows runs on (tiles hold up to 64 rows of a batch): kernel_name(),
   // or for fewer rows than an automatically chosen tile kernel (AMX) needs, its small-batch partner.
@@ -166,8 +165,7 @@ class Engine {
     Geometry geometry;  // spatial ops
     AlignedFloats first, second;  // scale_shift: scale and shift; layer_norm: gamma and beta
     // conv2d: the kernel packed in panels of filters for spatial_kernel_'s conv (Engine::pack_conv),
-    // and in int8 or bf16 for quant_conv_kernel_'s (a reduced-precision engine with one:
-    // Engine::pack_conv_reduced).
+    // and in int8 for quant_conv_kernel_'s (an int8 engine with one: Engine::pack_conv_int8).
     PackedLayer conv;
     QuantLayer qconv;
     float epsilon = 0.0f;
@@ -178,8 +176,8 @@ class Engine {
   void run_elementwise(size_t l, const float* x, size_t x_stride, size_t rows, float* y, size_t y_stride,
                        Scratch& s) const;
   void run_conv(size_t l, const float* x, float* y, Scratch& s) const;
-  void run_conv_reduced(size_t l, const float* x, float* y, Scratch& s) const;
-  static QuantLayer pack_conv_reduced(const FileLayer& src, size_t panel, Precision precision);
+  void run_conv_int8(size_t l, const float* x, float* y, Scratch& s) const;
+  static QuantLayer pack_conv_int8(const FileLayer& src, size_t panel);
   // Weights (in x out, row-major f32 bytes) packed into column panels for kernel k.
   static void pack_dense(const uint8_t* kernel, const uint8_t* bias, size_t in, size_t out, const void* k,
                          PackedLayer& dst);
@@ -243,7 +241,7 @@ class Engine {
   const void* kernel_ = nullptr;  // KernelInfo*; opaque here so this header stays ISA-free
   const void* spatial_kernel_ = nullptr;  // the fp32 KernelInfo* spatial layers run on (every precision)
   size_t max_conv_padded_ = 0, max_conv_out_ = 0;  // per image, floats: a padded input, panel-wide outputs
-  const void* quant_conv_kernel_ = nullptr;  // int8/bf16 engines: the KernelInfo* whose conv runs conv layers
+  const void* quant_conv_kernel_ = nullptr;  // int8 engines: the KernelInfo* whose int8 conv runs conv layers
   bool first_layer_elementwise_ = false;  // uint8 input then needs converting to float first
   std::vector<std::pair<std::string, std::string>> metadata_;
   ClassLabels classes_;
