@@ -1,7 +1,8 @@
 """The AMX kernels on every CPU with AVX-512F: tools/amx_model_check.sh builds them against the
 software model of the tile instructions (cpp/testing/amx-model.h), checks the model, holds int8-amx
-bit-exact and bf16-amx within its limit to the scalar references, and shows that three planted
-bugs are caught. On a CPU with AMX the model is also compared with the instructions themselves."""
+bit-exact and bf16-amx within its limit to the scalar references, and shows that bugs planted in
+the dense and conv tile kernels are caught. On a CPU with AMX the model is also compared with the
+instructions themselves."""
 from __future__ import annotations
 
 import os

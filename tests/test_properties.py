@@ -27,7 +27,7 @@ ENGINES = {k: Engine.from_bytes(FILE, kernel=k) for k in mnist_engine.available_
 DTYPES = [np.uint8, np.float16, np.float32, np.float64, np.int8, np.int16, np.int32, np.int64, np.uint16,
           np.bool_, np.complex64, np.complex128]
 SHAPES = hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=6) | st.sampled_from(
-    [(0, 16), (1, 16), (5, 16), (3, 4, 4), (2, 2, 8), (70, 16)])
+    [(0, 16), (1, 16), (5, 16), (3, 4, 4), (2, 2, 8), (70, 16), (2, 4, 4, 1), (2, 1, 4, 4), (2, 4, 1, 4)])
 
 
 @st.composite
@@ -53,8 +53,10 @@ def arrays(draw):
 def test_predict_is_right_or_says_why(x, kernel):
     engine = ENGINES[kernel]
     pixel = x.dtype == np.uint8
+    one_channel = x.ndim == 4 and 1 in (x.shape[1], x.shape[3])  # (N, H, W, 1) or (N, 1, H, W)
     accepted = (pixel or x.dtype.kind == "f") and (
-        (x.ndim == 2 and x.shape[1] == 16) or (x.ndim == 3 and x.shape[1] * x.shape[2] == 16))
+        (x.ndim == 2 and x.shape[1] == 16) or (x.ndim == 3 and x.shape[1] * x.shape[2] == 16) or
+        (one_channel and x.shape[1] * x.shape[2] * x.shape[3] == 16))
     if not accepted:
         with pytest.raises((TypeError, ValueError)) as info:
             engine.predict(x)

@@ -205,6 +205,45 @@ def test_reduced_precision_conv_is_bit_identical_to_its_scalar_reference(rng, pr
     print(f"{checked // 2} {precision} kernels ran their conv layers in {precision}, bit-identical to the reference")
 
 
+# Conv + max pool pairs: the 2x2 pool that an int8 tile kernel (AMX) runs inside the conv, on even
+# and odd maps (the last row and column dropped), a strided, padded conv without activation over
+# two panels of filters; and a pool it must leave to its own layer.
+POOLED_CASES = [((28, 28, 1), (3, 3), (1, 1), (0, 0, 0, 0), 32, "relu", 2),  # keras-io conv1: a one-row window
+                ((13, 13, 32), (3, 3), (1, 1), (0, 0, 0, 0), 64, "relu", 2),  # its conv2, split over two threads
+                ((17, 12, 3), (5, 5), (2, 1), (2, 2, 2, 2), 40, "linear", 2),
+                ((14, 14, 8), (3, 3), (1, 1), (1, 1, 1, 1), 16, "relu", 3)]
+
+
+@pytest.mark.skipif("int8" not in mnist_engine.available_precisions(), reason="this CPU runs no int8 kernel")
+@pytest.mark.parametrize("image, k, stride, pads, filters, activation, pool", POOLED_CASES)
+def test_a_max_pool_run_inside_the_int8_conv_gives_the_bits_of_the_layers_apart(rng, image, k, stride, pads, filters,
+                                                                                 activation, pool):
+    """The fused pool takes the epilogue of the largest of four int32 sums; the epilogue is
+    monotone, so that is the largest of the four outputs the scalar reference pools, bit for bit."""
+    conv = Conv2DLayer(rng.normal(size=(*k, image[2], filters)) / np.sqrt(k[0] * k[1] * image[2]),
+                       rng.normal(size=filters) * 0.1, image, stride, pads, activation)
+    pooled = PoolLayer("max_pool", conv.output_shape, (pool, pool), (pool, pool))
+    width = int(np.prod(pooled.output_shape))
+    data = build([conv, pooled, DenseLayer(rng.normal(size=(width, 10)) / np.sqrt(width), np.zeros(10), "linear")])
+    x = sparse_images(rng, 5, int(np.prod(image)))
+    x[1] -= 0.3
+    reference = mnist_engine.Engine.from_bytes(data, kernel="int8-scalar")
+    want = reference.predict(x, threads=1, range_check="ignore")
+    fused, on_tiles = [], []
+    for kernel in ["", *mnist_engine.available_kernels("int8")]:  # "": the automatic choice
+        e = mnist_engine.Engine.from_bytes(data, kernel=kernel, precision="int8")
+        if "inside the conv" in repr(e):
+            fused.append(kernel)
+        if e.conv_kernel == "int8-amx":  # the tile kernel, whoever chose it (int8-avx2 has no conv of its own)
+            on_tiles.append(kernel)
+        np.testing.assert_array_equal(e.predict(x, threads=1, range_check="ignore"), want, err_msg=kernel)
+        alone = np.concatenate([e.predict(x[i:i + 1], threads=2, range_check="ignore") for i in range(len(x))])
+        np.testing.assert_array_equal(alone, want, err_msg=f"{kernel}, one image on two threads")
+    assert fused == (on_tiles if pool == 2 else [])
+    assert ("int8-amx" in fused) == ("int8-amx" in mnist_engine.available_kernels("int8") and pool == 2)
+    print(f"pool inside the conv for: {fused or 'none'}")
+
+
 def test_conv_kernel_names_what_runs_the_conv_layers(rng):
     layers = random_cnn(rng, (12, 12, 1), (3, 3), (1, 1), (1, 1, 1, 1), ("max_pool", 2), 8)
     data = build(layers)

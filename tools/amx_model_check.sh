@@ -29,12 +29,13 @@ grep -E -- '^(int8|bf16)-amx ' "$build/kernel_check.txt" | sort -t= -k2 -g | tai
 grep -E '^skipped|^kernels checked' "$build/kernel_check.txt"
 
 echo "== planted bugs: each must fail the check"
-plant() {  # name, sed expression applied to dense-amx.h
+plant() {  # name, the AMX source to change, sed expression applied to it
   local dir="$build-plants/$1"
   mkdir -p "$dir"
-  cp cpp/kernels/dense-amx.h cpp/kernels/u8s8-dense-32x32-amx.cpp cpp/kernels/bf16-dense-32x32-amx.cpp "$dir/"
-  sed -i "$2" "$dir/dense-amx.h"
-  if cmp -s cpp/kernels/dense-amx.h "$dir/dense-amx.h"; then
+  cp cpp/kernels/dense-amx.h cpp/kernels/u8s8-dense-32x32-amx.cpp cpp/kernels/bf16-dense-32x32-amx.cpp \
+    cpp/kernels/u8s8-conv-32x32-amx.cpp "$dir/"
+  sed -i "$3" "$dir/$2"
+  if cmp -s "cpp/kernels/$2" "$dir/$2"; then
     echo "planting '$1' changed nothing: the kernel source moved on; update this script"; exit 1
   fi
   configure "$build-plants/build" "$PWD/$dir"
@@ -47,7 +48,12 @@ plant() {  # name, sed expression applied to dense-amx.h
   worst=$(grep -E -- '^(int8|bf16)-amx ' <<< "$out" | awk '{print $(NF-3)}' | sort -g | tail -n 1)
   echo "caught: $1 (worst AMX difference $worst)"
 }
-plant "drop the last K block" 's/for (size_t u = 0; u < a.units; u += kAmxUnits)/for (size_t u = 0; u + kAmxUnits < a.units; u += kAmxUnits)/'
-plant "read the second A slice one row off" 's/x0 + 16 \* a.x_stride/x0 + 17 * a.x_stride/'
-plant "skip storing rows 16-31" '/_tile_stored([23],/d'
+plant "drop the last K block" dense-amx.h \
+  's/for (size_t u = 0; u < a.units; u += kAmxUnits)/for (size_t u = 0; u + kAmxUnits < a.units; u += kAmxUnits)/'
+plant "read the second A slice one row off" dense-amx.h 's/x0 + 16 \* a.x_stride/x0 + 17 * a.x_stride/'
+plant "skip storing rows 16-31" dense-amx.h '/_tile_stored([23],/d'
+plant "conv drops the last window row" u8s8-conv-32x32-amx.cpp 's/ky < a.window_h; ++ky/ky + 1 < a.window_h; ++ky/'
+plant "conv pools only the upper conv row" u8s8-conv-32x32-amx.cpp 's/_mm512_max_epi32(upper, lower)/upper/'
+plant "conv at stride 1 runs rows padded_w - 1 wide" u8s8-conv-32x32-amx.cpp \
+  's/conv_run(a, a.x, a.out_h \* a.padded_w, a.channels, a.padded_w, a.y)/conv_run(a, a.x, a.out_h * (a.padded_w - 1), a.channels, a.padded_w - 1, a.y)/'
 echo "AMX on the model: every check passed, and every planted bug was caught"

@@ -1,6 +1,7 @@
 """Writes the models cpp/tools/kernel_check runs every kernel on: two dense layers (relu, softmax)
 for every pair of awkward widths around the SIMD lanes, panels and tiles, and small CNNs whose conv
-layers leave partial filter panels and short pixel tiles, with padding, strides and both pools.
+layers leave partial filter panels and short pixel tiles, with padding, strides and both pools,
+and the 2x2 max pools that an int8 tile kernel runs inside the conv.
 
     python tools/kernel_check_models.py DIR
 """
@@ -34,6 +35,18 @@ def main(folder: str) -> None:
         width = int(np.prod(pool.output_shape))
         head = DenseLayer(rng.normal(size=(width, 10)) / np.sqrt(width), rng.normal(size=10) * 0.1, "softmax")
         mnist_engine.write_model(out / f"cnn_{i}.mnw", [conv, pool, head])
+    # 2x2 max pools, stride 2, which an int8 tile kernel runs inside the conv: odd and even maps,
+    # a one-channel window packed as one row, a strided, padded conv without activation.
+    for i, (image, window, strides, pads, filters, activation) in enumerate([
+            ((28, 28, 1), (3, 3), (1, 1), (0, 0, 0, 0), 20, "relu"),
+            ((17, 12, 3), (5, 5), (2, 1), (2, 2, 2, 2), 40, "linear"),
+            ((13, 13, 32), (3, 3), (1, 1), (0, 0, 0, 0), 64, "relu")]):
+        conv = Conv2DLayer(rng.normal(size=(*window, image[2], filters)) / np.sqrt(np.prod(window) * image[2]),
+                           rng.normal(size=filters) * 0.1, image, strides, pads, activation)
+        pool = PoolLayer("max_pool", conv.output_shape, (2, 2), (2, 2))
+        width = int(np.prod(pool.output_shape))
+        head = DenseLayer(rng.normal(size=(width, 10)) / np.sqrt(width), rng.normal(size=10) * 0.1, "softmax")
+        mnist_engine.write_model(out / f"cnn_pooled_{i}.mnw", [conv, pool, head])
 
 
 if __name__ == "__main__":

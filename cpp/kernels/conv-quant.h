@@ -113,8 +113,7 @@ template <class Isa, int MR, int NV>
 void quant_conv_direct(const QuantConvArgs& a) {
   constexpr size_t P = NV * Isa::kLanes;
   const QuantTileFn* tiles = QuantTileTable<Isa, NV, std::make_index_sequence<MR>>::tiles;
-  const QuantTile t{&a, a.stride_w * a.channels, a.padded_w * a.channels,
-                    (a.window_w * a.channels + kUnitBytes - 1) / kUnitBytes};
+  const QuantTile t{&a, a.stride_w * a.channels, a.padded_w * a.channels, a.units};
   const size_t panel_bytes = a.window_h * t.units * P * kUnitBytes;
   for (size_t p = 0; p < a.panels; ++p)
     for_each_tile<MR>(a.out_h, a.out_w, [&](size_t oy, size_t ox, size_t pixels) {

@@ -189,14 +189,19 @@ void quantize_rows_u8_scalar(const float* x, size_t x_stride, size_t rows, size_
 void convert_rows_bf16_scalar(const float* x, size_t x_stride, size_t rows, size_t width, uint8_t* out,
                               size_t out_stride, float* scale, int32_t* zero, float* range);
 
-// An int8 convolution (conv-quant.h), one image. `x` is the layer's input image quantized to
-// uint8 as one row (value = scale * (x - zero)), NHWC, with the layer's padding around it holding
-// the zero point, and readable for kUnitBytes past its end. A window row of a pixel is
-// window_w * channels bytes, summed a 4-byte unit at a time; its last unit may reach into the next
-// pixel, whose bytes meet zero weights. The kernel is s8 per filter (col_scale), packed per panel
-// of `panel` filters (KernelInfo::quant_conv_panel), unit by unit:
-// packed[(((p * window_h + ky) * units + u) * panel + f) * 4 + b] = w_s8[ky][4u + b][p * panel + f],
-// units = ceil(window_w * channels / 4), zero past the window row and past the last filter.
+// An int8 convolution (conv-quant.h, u8s8-conv-32x32-amx.cpp), one image. `x` is the layer's
+// input image quantized to uint8 as one row (value = scale * (x - zero)), NHWC, with the layer's
+// padding around it holding the zero point, and readable for quant_conv_slack() bytes past its
+// end. A window row of a pixel is window_w * channels bytes, summed a 4-byte unit at a time; its
+// last units may reach into the next pixels, whose bytes meet zero weights. The kernel is s8 per
+// filter (col_scale), packed per panel of `panel` filters (KernelInfo::quant_conv_panel), unit by
+// unit: packed[(((p * window_h + ky) * units + u) * panel + f) * 4 + b] = w_s8[ky][4u + b][p * panel + f],
+// units = ceil(window_w * channels / 4) rounded up to KernelInfo::quant_conv_units (a tile kernel
+// reads whole 64-byte tile columns), zero past the window row and past the last filter.
+// For a tile kernel, the engine may instead pack the whole window as one row (window_h 1): the
+// bytes from a pixel's window origin to its window's last, padded_w * channels per image row, with
+// zero weights between the window's rows, when that takes fewer tile columns (a 3 x 3 window on
+// one channel: one column, not three).
 // Every kernel computes, per output pixel and filter f, as u8s8_dense_scalar does,
 //   y = fma(float(acc - zero * col_sum[f]), scale * col_scale[f], bias[f]), then relu,
 // acc the window's sum of x_u8 * w_s8 in int32 (wrapping: the true value fits).
@@ -205,6 +210,7 @@ struct QuantConvArgs {
   size_t padded_w, channels;
   size_t window_h, window_w, stride_h, stride_w;
   size_t out_h, out_w;
+  size_t units;  // per window row in the packing
   const int8_t* packed;
   const int32_t* col_sum;  // per filter, panels * panel
   const float* col_scale;
@@ -216,9 +222,20 @@ struct QuantConvArgs {
   size_t y_stride;  // at least panels * panel
   bool relu;
   bool skip_zeros;  // skip units that are zero in every pixel of a tile (integer sums: same bits)
+  // 2: a 2 x 2 max pool (stride 2, no padding) fused, for kernels with KernelInfo::quant_conv_pools:
+  // y is the pooled map, (out_h / 2) x (out_w / 2) pixels, each the epilogue of the largest of its
+  // four sums, which is the largest of their outputs (the epilogue is monotone). 0: none.
+  uint32_t pool;
 };
 using QuantConvFn = void (*)(const QuantConvArgs&);
 void u8s8_conv_scalar(const QuantConvArgs& a);
+namespace {  // internal linkage, as the helpers below (an ISA file must not emit it for the others)
+// Bytes an int8 conv kernel may read past the image frame: a tile kernel loads 16 pixels' window
+// rows at once, up to 15 pixels past a run's last, each a whole packed window row of units.
+inline constexpr size_t quant_conv_slack(size_t channels, size_t stride_w, size_t units) {
+  return 16 * stride_w * channels + units * kUnitBytes;
+}
+}  // namespace
 
 void u8s8_dense_scalar(const QuantDenseArgs& a);
 void bf16_dense_scalar(const QuantDenseArgs& a);
@@ -345,6 +362,7 @@ void u8s8_dense_1x64_sparse_avxvnni(const QuantDenseArgs& a);      // vpdpbusd y
 void u8s8_conv_6x16_avxvnni(const QuantConvArgs& a);              // vpdpbusd ymm, 6 pixels x 16 filters
 void u8s8_dense_1x64_sparse_avx2(const QuantDenseArgs& a);         // vpmaddwd on int16 pairs
 void u8s8_dense_32x32_amx(const QuantDenseArgs& a);                // tdpbusd
+void u8s8_conv_32x32_amx(const QuantConvArgs& a);                  // tdpbusd, 32 pixels x 32 filters
 void bf16_dense_1x128_sparse_avx512bf16(const QuantDenseArgs& a);  // vdpbf16ps zmm
 void bf16_dense_32x32_amx(const QuantDenseArgs& a);                // tdpbf16ps
 void unit_index_avx512f(const uint8_t* x, size_t units, uint16_t* out, uint32_t* block_ends);

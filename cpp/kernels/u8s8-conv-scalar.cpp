@@ -8,7 +8,7 @@
 namespace mnist_engine::kernels {
 
 void u8s8_conv_scalar(const QuantConvArgs& a) {
-  const size_t row = a.padded_w * a.channels, units = (a.window_w * a.channels + kUnitBytes - 1) / kUnitBytes;
+  const size_t row = a.padded_w * a.channels, units = a.units;
   for (size_t oy = 0; oy < a.out_h; ++oy)
     for (size_t ox = 0; ox < a.out_w; ++ox) {
       const uint8_t* window = a.x + oy * a.stride_h * row + ox * a.stride_w * a.channels;

@@ -208,10 +208,12 @@ py::object classes_of(const Engine& e) {
 std::string describe(const Engine& e) {
   std::ostringstream s;
   s << "<mnist_engine.Engine " << e.input_width();
-  for (const auto& l : e.layers())
+  for (size_t i = 0; i < e.layers().size(); ++i) {
+    const auto& l = e.layers()[i];
     s << " -> " << l.output_width << " "
       << (l.op == mnist_engine::Op::Dense ? "" : std::string(mnist_engine::op_name(l.op)) + " ")
-      << mnist_engine::activation_name(l.activation);
+      << mnist_engine::activation_name(l.activation) << (e.runs_fused(i) ? " (inside the conv)" : "");
+  }
   s << ", kernel=" << e.kernel_name();
   if (e.kernel_for_rows(1) != e.kernel_name()) s << " (" << e.kernel_for_rows(1) << " for small batches)";
   for (const auto& [k, v] : e.metadata())

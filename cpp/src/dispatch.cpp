@@ -140,6 +140,13 @@ class Entry {
     k_.quant_conv_panel = panel;
     return *this;
   }
+  // A tile convolution: units per window row padded to `units` (it reads whole tile columns), and
+  // a following 2 x 2 max pool fused into it.
+  Entry& tile_convolution(uint32_t units) {
+    k_.quant_conv_units = units;
+    k_.quant_conv_pools = true;
+    return *this;
+  }
   Entry& activations(kernels::ActivationFn activate) {
     k_.activate = activate;
     return *this;
@@ -303,7 +310,8 @@ const std::vector<KernelInfo>& kernel_table() {
 #if defined(MNIST_ENGINE_X86_KERNELS)
       Entry("int8-amx", P::Int8, has_amx_int8).runs(k::u8s8_dense_32x32_amx, 16, 1).weights(1)
           .tiles(16, 32, kAmxInt8MinRows).prepares_rows(k::quantize_rows_u8_avx512f)
-          .activations(k::f32_activation_avx512f),
+          .activations(k::f32_activation_avx512f).convolves(k::u8s8_conv_32x32_amx, 32)
+          .tile_convolution(16),
       Entry("int8-avx512vnni", P::Int8, has_avx512_vnni).runs(k::u8s8_dense_1x64_sparse_avx512vnni, 16, 4)
           .weights(1).unit_index(k::unit_index_avx512f).prepares_rows(k::quantize_rows_u8_avx512f)
           .activations(k::f32_activation_avx512f).convolves(k::u8s8_conv_12x32_avx512vnni, 32),
@@ -337,11 +345,19 @@ std::vector<std::string> available_kernel_names(Precision precision) {
   return names;
 }
 
-const KernelInfo* int8_conv_kernel(const KernelInfo& k) {
-  if (k.quant_conv) return &k;
+// Measured on a Xeon with AMX (docs/PERFORMANCE.md, "int8 convolution"): without a fused pool,
+// on layers with window rows under 8 bytes (3 x 3 on 1 or 2 channels) the AVX-512 VNNI direct
+// kernel is 7-12% faster than the AMX one; from 12 bytes (4 channels) AMX is faster, at 96 (the
+// keras-io convnet's second layer) 1.7x.
+constexpr size_t kAmxConvMinRowBytes = 8;
+
+const KernelInfo* int8_conv_kernel(const KernelInfo& k, const Geometry& g, bool keep_narrow) {
+  const bool narrow = size_t(g.window_w) * g.in.channels < kAmxConvMinRowBytes;
+  if (k.quant_conv && (keep_narrow || k.quant_conv_units == 1 || !narrow)) return &k;
   const auto disabled = disabled_kernels();
   for (const auto& other : kernel_table())
-    if (other.precision == Precision::Int8 && other.quant_conv && !other.reference && usable(other, disabled))
+    if (other.precision == Precision::Int8 && other.quant_conv && !other.reference && usable(other, disabled) &&
+        (other.quant_conv_units == 1 || !narrow))
       return &other;
   return nullptr;
 }

@@ -30,6 +30,8 @@ struct KernelInfo {  // written field by field in dispatch.cpp's table (its Entr
   kernels::PoolFn pool = nullptr;  // fp32: pooling layers (likewise)
   kernels::QuantConvFn quant_conv = nullptr;  // int8: conv2d layers (else they run in fp32)
   uint32_t quant_conv_panel = 0;              // filters per panel of its packing (kernels::QuantConvArgs)
+  uint32_t quant_conv_units = 1;              // units per window row of that packing: a multiple of this
+  bool quant_conv_pools = false;              // it can fuse a following 2 x 2 max pool (QuantConvArgs::pool)
   // bf16 and int8 kernels (kernels::QuantDenseArgs)
   kernels::QuantDenseFn quant_run = nullptr;
   kernels::UnitIndexFn unit_index = nullptr;      // null: a dense kernel, no index
@@ -70,11 +72,13 @@ const KernelInfo& select_kernel(const std::string& requested, Precision precisio
 // reference (or that reference when nothing else runs). Null when k.min_rows is 1.
 const KernelInfo* small_batch_partner(const KernelInfo& k);
 
-// The kernel whose int8 convolution an int8 engine on kernel `k` runs its conv layers with: k
+// The kernel whose int8 convolution an int8 engine on kernel `k` runs conv layer `g` with: k
 // itself when it has one (the scalar reference included: forced, it is tested that way), else the
 // best usable int8 kernel with one other than the reference; null when there is none (conv layers
-// then run in fp32).
-const KernelInfo* int8_conv_kernel(const KernelInfo& k);
+// then run in fp32). A tile kernel (AMX) hands narrow layers, whose window rows fill little of its
+// 64-byte tile columns, to the best direct one, unless `keep_narrow`: it was forced (and must run
+// every layer), or the layer's pool fuses into it, which only a tile kernel does.
+const KernelInfo* int8_conv_kernel(const KernelInfo& k, const Geometry& g, bool keep_narrow);
 
 // Whether this CPU and OS run the AMX int8 and bf16 instructions (and this process may use them),
 // whatever this build does with them (a model build runs its AMX kernels on a software model).

@@ -99,19 +99,24 @@ namespace {
 // same wherever it runs, so splitting changes no bit. A thread's share must outweigh the cost of
 // moving its rows between the cores' caches: the keras-io convnet's first layer (0.2 M
 // multiply-adds) is slower split, its second (2.2 M) 1.4x faster.
+// `rows` rows of output (pooled rows when a pool is fused: each two conv rows).
 template <class Run>
-void split_conv_rows(int conv_team, const Geometry& g, Run&& run) {
+void split_conv_rows(int conv_team, const Geometry& g, size_t rows, Run&& run) {
   constexpr size_t kMacsPerThread = 500'000;
   const ImageShape out = output_shape(Op::Conv2d, g);
   const size_t macs = size_t(out.height) * out.width * g.filters * g.window_h * g.window_w * g.in.channels;
-  const int team = static_cast<int>(std::min<size_t>({size_t(conv_team), out.height, macs / kMacsPerThread}));
-  if (team <= 1) return run(size_t(0), size_t(out.height));
+  const int team = static_cast<int>(std::min<size_t>({size_t(conv_team), rows, macs / kMacsPerThread}));
+  if (team <= 1) return run(size_t(0), rows);
   note_team_started();
 #if defined(_OPENMP)
 #pragma omp parallel for num_threads(team) schedule(static)
-  for (int part = 0; part < team; ++part) run(out.height * part / team, out.height * (part + 1) / team);
+  for (int part = 0; part < team; ++part) run(rows * part / team, rows * (part + 1) / team);
 #endif
 }
+
+// The side of the pool fused into a conv kernel's call: 1 (none) or 2 (2 x 2, stride 2).
+size_t fused_pool(const kernels::ConvArgs&) { return 1; }
+size_t fused_pool(const kernels::QuantConvArgs& a) { return a.pool ? a.pool : 1; }
 
 // Runs a conv kernel on its arguments (kernels::ConvArgs or QuantConvArgs; `row` elements of a.x
 // per padded image row), split as above; a kernel writes whole panels, so when a.y is a
@@ -120,15 +125,16 @@ template <class Args>
 void run_conv_kernel(int conv_team, const Geometry& g, const Args& a, size_t row, void (*kernel)(const Args&),
                      float* y) {
   const ImageShape out = output_shape(Op::Conv2d, g);
-  split_conv_rows(conv_team, g, [&](size_t first, size_t last) {
+  const size_t pool = fused_pool(a), height = out.height / pool, width = out.width / pool;
+  split_conv_rows(conv_team, g, height, [&](size_t first, size_t last) {
     Args rows = a;
-    rows.x += first * g.stride_h * row;
-    rows.y += first * out.width * a.y_stride;
-    rows.out_h = last - first;
+    rows.x += first * pool * g.stride_h * row;
+    rows.y += first * width * a.y_stride;
+    rows.out_h = (last - first) * pool;
     kernel(rows);
   });
   if (a.y != y)
-    for (size_t r = 0; r < size_t(out.height) * out.width; ++r) std::copy_n(a.y + r * a.y_stride, g.filters, y + r * g.filters);
+    for (size_t r = 0; r < height * width; ++r) std::copy_n(a.y + r * a.y_stride, g.filters, y + r * g.filters);
 }
 
 }  // namespace
@@ -164,18 +170,19 @@ void Engine::run_conv(size_t l, const float* x, float* y, Scratch& s) const {
 
 // The int8 form: the image is quantized as one row by the kernel's own row preparation (its
 // range gives the scale and zero point, as a dense layer's row is quantized: the same bytes on
-// every ISA) into a frame whose padding holds the zero point; the kernel sums every output in
-// int32 and scales it back.
+// every ISA) into a frame whose padding, and the slack the kernel may read past it, hold the
+// zero point; the kernel sums every output in int32 and scales it back.
 void Engine::run_conv_int8(size_t l, const float* x, float* y, Scratch& s) const {
   const LayerParams& p = params_[l];
   const Geometry& g = p.geometry;
-  const KernelInfo& k = kernel_of(quant_conv_kernel_);
+  const KernelInfo& k = kernel_of(p.qconv_kernel);
   const ImageShape out = output_shape(Op::Conv2d, g);
   const size_t C = g.in.channels, row = size_t(g.in.width) * C, n = size_t(g.in.height) * row;
   const size_t padded_w = size_t(g.in.width) + g.pad_left + g.pad_right;
   const size_t padded_h = size_t(g.in.height) + g.pad_top + g.pad_bottom, frame = padded_h * padded_w * C;
   const bool padded = frame != n;
-  uint8_t* image = padded ? s.frame + frame + kernels::kUnitBytes : s.frame;
+  const size_t slack = kernels::quant_conv_slack(C, g.stride_w, p.qconv.units);
+  uint8_t* image = padded ? s.frame + frame + slack : s.frame;
   float scale;
   int32_t zero;
   k.prepare_rows(x, n, 1, n, image, n, &scale, &zero, nullptr);
@@ -185,14 +192,15 @@ void Engine::run_conv_int8(size_t l, const float* x, float* y, Scratch& s) const
     for (size_t iy = 0; iy < g.in.height; ++iy)
       std::copy_n(image + iy * row, row, s.frame + ((iy + g.pad_top) * padded_w + g.pad_left) * C);
   }
-  std::fill_n(s.frame + frame, kernels::kUnitBytes, zero_byte);
+  std::fill_n(s.frame + frame, slack, zero_byte);
   const size_t width = p.qconv.panels * k.quant_conv_panel;
   float* dst = width == g.filters ? y : s.conv_out;
-  const kernels::QuantConvArgs a{s.frame, padded_w, C, g.window_h, g.window_w, g.stride_h, g.stride_w,
-                                 out.height, out.width, reinterpret_cast<const int8_t*>(p.qconv.weights.data()),
+  const kernels::QuantConvArgs a{s.frame, padded_w, C, p.qconv.window_rows, g.window_w, g.stride_h, g.stride_w,
+                                 out.height, out.width, p.qconv.units,
+                                 reinterpret_cast<const int8_t*>(p.qconv.weights.data()),
                                  p.qconv.col_sum.data(), p.qconv.col_scale.data(), p.qconv.bias.data(), scale, zero,
                                  p.qconv.panels, dst, width,
-                                 shape_[l].activation == Activation::Relu, skip_zeros_};
+                                 shape_[l].activation == Activation::Relu, skip_zeros_, p.pool};
   run_conv_kernel(s.conv_team, g, a, padded_w * C, k.quant_conv, y);
 }
 
@@ -402,22 +410,35 @@ std::shared_ptr<const Engine> Engine::from_bytes(const uint8_t* data, size_t siz
   for (const FileLayer& src : file.layers)
     values.push_back(src.op == Op::Dense ? quantize_values(src, precision) : LayerValues{});
   e->plan_ = e->plan_quantized(file, values, &chosen);
-  // A forced kernel runs every tile: forcing is how its small tiles get tested and timed.
-  const KernelInfo* partner = kernel.empty() && forced_kernel_name(precision).empty() ? small_batch_partner(chosen)
-                                                                                      : nullptr;
+  // A forced kernel runs every tile and every conv layer: forcing is how its small tiles and
+  // narrow layers get tested and timed.
+  const bool forced = !kernel.empty() || !forced_kernel_name(precision).empty();
+  const KernelInfo* partner = forced ? nullptr : small_batch_partner(chosen);
   if (partner) {
     e->small_plan_ = e->plan_quantized(file, values, partner);
     e->min_rows_ = chosen.min_rows;
   }
   // An int8 engine runs its conv layers in int8 where a kernel here has an int8 convolution (bf16
   // has none: a vdpbf16ps one was slower than fp32, dispatch.cpp).
-  const KernelInfo* qc = precision == Precision::Int8 ? int8_conv_kernel(chosen) : nullptr;
-  for (size_t l = 0; qc && l < file.layers.size(); ++l) {
+  for (size_t l = 0; precision == Precision::Int8 && l < file.layers.size(); ++l) {
     const FileLayer& src = file.layers[l];
     if (src.op != Op::Conv2d) continue;
-    e->quant_conv_kernel_ = qc;
-    e->params_[l].qconv = pack_conv_int8(src, qc->quant_conv_panel);
-    const ImageShape o = output_shape(Op::Conv2d, src.geometry);
+    const Geometry& g = src.geometry;
+    const KernelInfo* qc = int8_conv_kernel(chosen, g, forced || (chosen.quant_conv_pools && pool_fuses(file, l)));
+    if (!qc) break;
+    e->params_[l].qconv_kernel = qc;
+    if (qc->quant_conv_pools && pool_fuses(file, l)) {
+      e->params_[l].pool = 2;
+      e->params_[l + 1].fused = true;
+    }
+    e->params_[l].qconv = pack_conv_int8(src, qc->quant_conv_panel, qc->quant_conv_units);
+    const size_t image = size_t(g.in.height) * g.in.width * g.in.channels;
+    const size_t frame = (size_t(g.in.height) + g.pad_top + g.pad_bottom) *
+                         (size_t(g.in.width) + g.pad_left + g.pad_right) * g.in.channels;
+    e->max_conv_frame_ = std::max(e->max_conv_frame_, frame + kernels::quant_conv_slack(g.in.channels, g.stride_w,
+                                                                                         e->params_[l].qconv.units) +
+                                                          image);
+    const ImageShape o = output_shape(Op::Conv2d, g);
     e->max_conv_out_ = std::max(e->max_conv_out_, size_t(o.height) * o.width * e->params_[l].qconv.panels *
                                                       qc->quant_conv_panel);
   }
@@ -599,26 +620,38 @@ void Engine::pack_conv(const uint8_t* kernel, const uint8_t* bias, size_t depth,
 }
 
 // A conv kernel in int8 per filter (quantize_values, as a dense layer of window rows x filters),
-// packed unit by unit in panels of `panel` filters (kernels::QuantConvArgs).
-Engine::QuantLayer Engine::pack_conv_int8(const FileLayer& src, size_t panel) {
+// packed unit by unit in panels of `panel` filters (kernels::QuantConvArgs): a packed row per
+// window row, units padded to `unit_align`, or for a tile kernel (unit_align > 1) the whole window
+// as one packed row where that takes fewer tile columns.
+Engine::QuantLayer Engine::pack_conv_int8(const FileLayer& src, size_t panel, size_t unit_align) {
   const Geometry& g = src.geometry;
   const size_t segment = size_t(g.window_w) * g.in.channels, depth = g.window_h * segment, F = g.filters;
+  const size_t image_row = (size_t(g.in.width) + g.pad_left + g.pad_right) * g.in.channels;
+  const size_t span = (g.window_h - 1) * image_row + segment;  // window origin to its last byte
+  const auto units_of = [&](size_t bytes) {
+    return round_up((bytes + kernels::kUnitBytes - 1) / kernels::kUnitBytes, unit_align);
+  };
+  const bool one_row = unit_align > 1 && units_of(span) < g.window_h * units_of(segment);
   FileLayer rows = src;  // the kernel as a dense layer: depth inputs, F outputs
   rows.input_width = static_cast<uint32_t>(depth);
   rows.output_width = static_cast<uint32_t>(F);
   const LayerValues v = quantize_values(rows, Precision::Int8);
   QuantLayer q{};
   q.panels = round_up(F, panel) / panel;
-  q.units = (segment + kernels::kUnitBytes - 1) / kernels::kUnitBytes;
+  q.window_rows = one_row ? 1 : g.window_h;
+  q.units = units_of(one_row ? span : segment);
   const size_t width = q.panels * panel, unit_row = panel * kernels::kUnitBytes;
-  q.weights = AlignedArray<uint8_t>(q.panels * g.window_h * q.units * unit_row);  // zero-filled
+  const size_t packed_row = q.units * kernels::kUnitBytes;  // bytes of the window per packed row
+  q.weights = AlignedArray<uint8_t>(q.panels * q.window_rows * q.units * unit_row);  // zero-filled
   for (size_t p = 0; p < q.panels; ++p)
     for (size_t ky = 0; ky < g.window_h; ++ky)
-      for (size_t t = 0; t < segment; ++t)
+      for (size_t t = 0; t < segment; ++t) {
+        const size_t at = one_row ? ky * image_row + t : ky * packed_row + t;  // in the panel's bytes
         for (size_t f = 0; f < panel && p * panel + f < F; ++f)
-          q.weights.data()[((p * g.window_h + ky) * q.units + t / kernels::kUnitBytes) * unit_row +
-                           f * kernels::kUnitBytes + t % kernels::kUnitBytes] =
+          q.weights.data()[(p * q.window_rows * q.units + at / kernels::kUnitBytes) * unit_row +
+                           f * kernels::kUnitBytes + at % kernels::kUnitBytes] =
               static_cast<uint8_t>(static_cast<int8_t>(v.values[(ky * segment + t) * F + p * panel + f]));
+      }
   q.bias = AlignedFloats(width);
   q.col_scale = AlignedFloats(width);
   q.col_sum = AlignedArray<int32_t>(width);
@@ -644,11 +677,32 @@ Engine::QuantPlan Engine::plan_quantized(const ModelFile& file, const std::vecto
   return plan;
 }
 
+// One name when one kernel runs every conv layer, else each kernel once, in layer order.
+// Whether the layer after conv layer l can run inside a pooling conv kernel: a 2 x 2 max pool,
+// stride 2, no padding (the keras-io convnet's and most MNIST CNNs'), with nothing between: the
+// conv's activation is ReLU or none, the pool's none. Its conv map then never exists: the kernel
+// keeps the four sums of a pooled pixel and runs the epilogue once, on the largest.
+bool Engine::pool_fuses(const ModelFile& file, size_t l) {
+  if (l + 1 >= file.layers.size()) return false;
+  const FileLayer& conv = file.layers[l];
+  const FileLayer& next = file.layers[l + 1];
+  const Geometry& g = next.geometry;
+  const bool two_by_two = next.op == Op::MaxPool && g.window_h == 2 && g.window_w == 2 && g.stride_h == 2 &&
+                          g.stride_w == 2 && !(g.pad_top || g.pad_bottom || g.pad_left || g.pad_right);
+  const bool nothing_between = (conv.activation == Activation::Relu || conv.activation == Activation::Linear) &&
+                               next.activation == Activation::Linear;
+  return two_by_two && nothing_between;
+}
+
 std::string Engine::conv_kernel_name() const {
-  if (quant_conv_kernel_) return kernel_of(quant_conv_kernel_).name;
-  for (const LayerParams& p : params_)
-    if (p.op == Op::Conv2d) return kernel_of(spatial_kernel_).name;
-  return "";
+  std::vector<const void*> kernels;
+  for (const LayerParams& p : params_) {
+    const void* k = p.qconv_kernel ? p.qconv_kernel : spatial_kernel_;
+    if (p.op == Op::Conv2d && std::find(kernels.begin(), kernels.end(), k) == kernels.end()) kernels.push_back(k);
+  }
+  std::string names;
+  for (const void* k : kernels) names += (names.empty() ? "" : ", ") + std::string(kernel_of(k).name);
+  return names;
 }
 
 const std::string& Engine::kernel_for_rows(size_t rows) const {

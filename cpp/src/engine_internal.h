@@ -69,9 +69,9 @@ struct Engine::Scratch {
         take(block_ends, rows * (e.max_units_ / kernels::kUnitBlock + 1));
         take(unit_index, indexed ? rows * e.max_units_ : 1);
       }
-      // Conv layers run image by image on the fp32 conv kernel, whatever the precision.
+      // Conv layers run image by image: fp32 through `padded`, int8 through `frame`.
       take(padded, e.max_conv_padded_);
-      take(frame, e.quant_conv_kernel_ ? 2 * e.max_conv_padded_ + kernels::kUnitBytes : 0);
+      take(frame, e.max_conv_frame_);
       take(conv_out, e.max_conv_out_);
       if (pass == 0) arena_ = AlignedArray<uint8_t>(at, AlignedArray<uint8_t>::kUninitialized);
     }

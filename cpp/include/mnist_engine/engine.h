@@ -113,6 +113,8 @@ class Engine {
   // rows, i.e. what quantization changed where the file says what the exact answer is (0 for fp32).
   float reference_deviation() const { return reference_deviation_; }
   const std::vector<LayerInfo>& layers() const { return shape_; }
+  // Whether layer l runs inside the conv layer before it (a pool fused into an int8 tile kernel).
+  bool runs_fused(size_t l) const { return params_[l].fused; }
   const std::vector<std::pair<std::string, std::string>>& metadata() const { return metadata_; }
   // The file's `classes` entry (docs/FORMAT.md), or kind None: what classify() reports per output.
   const ClassLabels& classes() const { return classes_; }
@@ -147,6 +149,7 @@ class Engine {
     size_t panels;
     size_t tail_stride;  // columns of the last panel
     size_t units;
+    size_t window_rows = 0;  // conv: rows of the window in the packing (kernels::QuantConvArgs::window_h)
     AlignedArray<uint8_t> weights;
     AlignedFloats bias, col_scale;  // panels x panel_width (col_scale: int8 only)
     AlignedArray<int32_t> col_sum;  // int8 only
@@ -165,9 +168,14 @@ class Engine {
     Geometry geometry;  // spatial ops
     AlignedFloats first, second;  // scale_shift: scale and shift; layer_norm: gamma and beta
     // conv2d: the kernel packed in panels of filters for spatial_kernel_'s conv (Engine::pack_conv),
-    // and in int8 for quant_conv_kernel_'s (an int8 engine with one: Engine::pack_conv_int8).
+    // and in int8 for qconv_kernel's (an int8 engine with one: Engine::pack_conv_int8).
     PackedLayer conv;
     QuantLayer qconv;
+    const void* qconv_kernel = nullptr;  // KernelInfo*
+    // An int8 conv whose kernel pools: 2 when the next layer, a 2 x 2 max pool, runs inside it
+    // (kernels::QuantConvArgs::pool); that layer is then `fused`, skipped by the layer loop.
+    uint32_t pool = 0;
+    bool fused = false;
     float epsilon = 0.0f;
     std::vector<float> activation;
   };
@@ -177,7 +185,8 @@ class Engine {
                        Scratch& s) const;
   void run_conv(size_t l, const float* x, float* y, Scratch& s) const;
   void run_conv_int8(size_t l, const float* x, float* y, Scratch& s) const;
-  static QuantLayer pack_conv_int8(const FileLayer& src, size_t panel);
+  static QuantLayer pack_conv_int8(const FileLayer& src, size_t panel, size_t unit_align);
+  static bool pool_fuses(const ModelFile& file, size_t l);
   // Weights (in x out, row-major f32 bytes) packed into column panels for kernel k.
   static void pack_dense(const uint8_t* kernel, const uint8_t* bias, size_t in, size_t out, const void* k,
                          PackedLayer& dst);
@@ -241,7 +250,7 @@ class Engine {
   const void* kernel_ = nullptr;  // KernelInfo*; opaque here so this header stays ISA-free
   const void* spatial_kernel_ = nullptr;  // the fp32 KernelInfo* spatial layers run on (every precision)
   size_t max_conv_padded_ = 0, max_conv_out_ = 0;  // per image, floats: a padded input, panel-wide outputs
-  const void* quant_conv_kernel_ = nullptr;  // int8 engines: the KernelInfo* whose int8 conv runs conv layers
+  size_t max_conv_frame_ = 0;  // int8 conv, bytes: a padded input, its slack (quant_conv_slack), the unpadded one
   bool first_layer_elementwise_ = false;  // uint8 input then needs converting to float first
   std::vector<std::pair<std::string, std::string>> metadata_;
   ClassLabels classes_;
