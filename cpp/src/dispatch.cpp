@@ -140,11 +140,13 @@ class Entry {
     k_.quant_conv_panel = panel;
     return *this;
   }
-  // A tile convolution: units per window row padded to `units` (it reads whole tile columns), and
-  // a following 2 x 2 max pool fused into it.
-  Entry& tile_convolution(uint32_t units) {
+  // A tile convolution: units per window row padded to `units` (it reads whole tile columns), a
+  // following 2 x 2 max pool fused into it, and one image's rows split over threads from
+  // `split_macs` multiply-adds per thread.
+  Entry& tile_convolution(uint32_t units, uint32_t split_macs) {
     k_.quant_conv_units = units;
     k_.quant_conv_pools = true;
+    k_.conv_split_macs = split_macs;
     return *this;
   }
   Entry& activations(kernels::ActivationFn activate) {
@@ -197,6 +199,10 @@ class Entry {
 // configuration is loaded per layer, so below these the AVX-512 kernels are faster (int8: AMX
 // 3.9x slower at 1 row, even at 8, 0.76x at 12; bf16: 5.7x slower at 1 row, 0.88x at 8).
 constexpr uint32_t kAmxInt8MinRows = 10, kAmxBf16MinRows = 8;
+// One image's AMX conv split over 2 threads: the convnet's second conv (2.2 M multiply-adds, about
+// 2 us on tiles) took 11.7 us at batch 1 split against 9.6 on one thread, so the split waits for
+// layers several times larger (the fp32 direct kernel's 500 k is 1.2x faster split there).
+constexpr uint32_t kAmxConvSplitMacs = 4'000'000;
 
 std::string join(const std::vector<std::string>& names) {
   std::string s;
@@ -311,7 +317,7 @@ const std::vector<KernelInfo>& kernel_table() {
       Entry("int8-amx", P::Int8, has_amx_int8).runs(k::u8s8_dense_32x32_amx, 16, 1).weights(1)
           .tiles(16, 32, kAmxInt8MinRows).prepares_rows(k::quantize_rows_u8_avx512f)
           .activations(k::f32_activation_avx512f).convolves(k::u8s8_conv_32x32_amx, 32)
-          .tile_convolution(16),
+          .tile_convolution(16, kAmxConvSplitMacs),
       Entry("int8-avx512vnni", P::Int8, has_avx512_vnni).runs(k::u8s8_dense_1x64_sparse_avx512vnni, 16, 4)
           .weights(1).unit_index(k::unit_index_avx512f).prepares_rows(k::quantize_rows_u8_avx512f)
           .activations(k::f32_activation_avx512f).convolves(k::u8s8_conv_12x32_avx512vnni, 32),

@@ -32,6 +32,9 @@ struct KernelInfo {  // written field by field in dispatch.cpp's table (its Entr
   uint32_t quant_conv_panel = 0;              // filters per panel of its packing (kernels::QuantConvArgs)
   uint32_t quant_conv_units = 1;              // units per window row of that packing: a multiple of this
   bool quant_conv_pools = false;              // it can fuse a following 2 x 2 max pool (QuantConvArgs::pool)
+  // Its conv layers split one image's output rows over the threads from this many multiply-adds
+  // per thread (the split's fork and join, and the maps moving between caches, must pay).
+  uint32_t conv_split_macs = 500'000;
   // bf16 and int8 kernels (kernels::QuantDenseArgs)
   kernels::QuantDenseFn quant_run = nullptr;
   kernels::UnitIndexFn unit_index = nullptr;      // null: a dense kernel, no index

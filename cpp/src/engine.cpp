@@ -99,13 +99,13 @@ namespace {
 // same wherever it runs, so splitting changes no bit. A thread's share must outweigh the cost of
 // moving its rows between the cores' caches: the keras-io convnet's first layer (0.2 M
 // multiply-adds) is slower split, its second (2.2 M) 1.4x faster.
-// `rows` rows of output (pooled rows when a pool is fused: each two conv rows).
+// `rows` rows of output (pooled rows when a pool is fused: each two conv rows), split when each
+// thread gets at least `macs_per_thread` multiply-adds (KernelInfo::conv_split_macs).
 template <class Run>
-void split_conv_rows(int conv_team, const Geometry& g, size_t rows, Run&& run) {
-  constexpr size_t kMacsPerThread = 500'000;
+void split_conv_rows(int conv_team, const Geometry& g, size_t rows, size_t macs_per_thread, Run&& run) {
   const ImageShape out = output_shape(Op::Conv2d, g);
   const size_t macs = size_t(out.height) * out.width * g.filters * g.window_h * g.window_w * g.in.channels;
-  const int team = static_cast<int>(std::min<size_t>({size_t(conv_team), rows, macs / kMacsPerThread}));
+  const int team = static_cast<int>(std::min<size_t>({size_t(conv_team), rows, macs / macs_per_thread}));
   if (team <= 1) return run(size_t(0), rows);
   note_team_started();
 #if defined(_OPENMP)
@@ -123,10 +123,10 @@ size_t fused_pool(const kernels::QuantConvArgs& a) { return a.pool ? a.pool : 1;
 // panel-wide scratch the real filters are copied to y.
 template <class Args>
 void run_conv_kernel(int conv_team, const Geometry& g, const Args& a, size_t row, void (*kernel)(const Args&),
-                     float* y) {
+                     size_t split_macs, float* y) {
   const ImageShape out = output_shape(Op::Conv2d, g);
   const size_t pool = fused_pool(a), height = out.height / pool, width = out.width / pool;
-  split_conv_rows(conv_team, g, height, [&](size_t first, size_t last) {
+  split_conv_rows(conv_team, g, height, split_macs, [&](size_t first, size_t last) {
     Args rows = a;
     rows.x += first * pool * g.stride_h * row;
     rows.y += first * width * a.y_stride;
@@ -165,7 +165,7 @@ void Engine::run_conv(size_t l, const float* x, float* y, Scratch& s) const {
   const kernels::ConvArgs a{image, padded_w, C, g.window_h, g.window_w, g.stride_h, g.stride_w, out.height,
                             out.width, p.conv.weights.data(), p.conv.bias.data(), p.conv.panels, dst, width,
                             shape_[l].activation == Activation::Relu, skip_zeros_};
-  run_conv_kernel(s.conv_team, g, a, padded_w * C, k.conv, y);
+  run_conv_kernel(s.conv_team, g, a, padded_w * C, k.conv, k.conv_split_macs, y);
 }
 
 // The int8 form: the image is quantized as one row by the kernel's own row preparation (its
@@ -201,7 +201,7 @@ void Engine::run_conv_int8(size_t l, const float* x, float* y, Scratch& s) const
                                  p.qconv.col_sum.data(), p.qconv.col_scale.data(), p.qconv.bias.data(), scale, zero,
                                  p.qconv.panels, dst, width,
                                  shape_[l].activation == Activation::Relu, skip_zeros_, p.pool};
-  run_conv_kernel(s.conv_team, g, a, padded_w * C, k.quant_conv, y);
+  run_conv_kernel(s.conv_team, g, a, padded_w * C, k.quant_conv, k.conv_split_macs, y);
 }
 
 // Every layer that is not dense, in float for every precision, row by row, from x into y (never in

@@ -109,6 +109,13 @@ def time_runner(r: Runner, s: Settings, n_images: int) -> tuple:
 
 # ---- runners ------------------------------------------------------------------------------------
 
+def _conv_note(engine, kernel: str) -> str:
+    """What runs the conv layers where that is not the named kernel (an int8 kernel without an
+    int8 convolution borrows one; AMX hands narrow layers to VNNI; bf16 runs them in fp32)."""
+    conv = engine.conv_kernel
+    return f" (conv: {conv})" if conv and conv != kernel else ""
+
+
 def engine_runners(s: Settings, x: np.ndarray, pixels: np.ndarray) -> List[Runner]:
     """Every kernel of every precision this CPU runs (the reduced-precision scalar references are
     test oracles, hundreds of times slower, and are left out), then each precision's best kernel
@@ -120,14 +127,15 @@ def engine_runners(s: Settings, x: np.ndarray, pixels: np.ndarray) -> List[Runne
             s.skipped.append(f"mnist_engine {kernel}: not timed (a test reference)")
             continue
         e = mnist_engine.load(s.model, kernel=kernel)
-        name = f"mnist_engine {kernel}" + (" fp32" if precision == "fp32" else "")
+        name = f"mnist_engine {kernel}" + (" fp32" if precision == "fp32" else "") + _conv_note(e, kernel)
         runners.append(Runner(name, lambda e=e: e.predict(x, threads=s.threads), lambda i, e=e: e.predict(x[i:i + 1])))
     for precision in mnist_engine.available_precisions():
         best = mnist_engine.load(s.model, precision=precision)
         # An automatic AMX engine runs small batches on its partner kernel: the batch-1 column is that one's.
         small = best.kernel_for_rows(1)
         kernels = best.kernel if small == best.kernel else f"{best.kernel} (batch 1: {small})"
-        name = f"mnist_engine {kernels}" + (" fp32" if precision == "fp32" else "") + " uint8 in"
+        name = f"mnist_engine {kernels}" + (" fp32" if precision == "fp32" else "") + _conv_note(best, best.kernel)
+        name += " uint8 in"
         runners.append(Runner(name, lambda e=best: e.predict(pixels, threads=s.threads),
                               lambda i, e=best: e.predict(pixels[i:i + 1]), "raw pixels"))
     return runners
@@ -558,17 +566,18 @@ def run(s: Settings) -> dict:
 
 
 def format_table(report: dict) -> str:
+    w = max([36] + [len(r["name"]) for r in report["results"]])  # the runner column
     lines = [f"mnist_engine {report['mnist_engine']} @ {report['commit']}  {report['date']}",
              f"cpu: {report['cpu']} ({report['cores']} cores), threads={report['threads']}, "
              f"measured FMA peak {report['peak_gflops']:.0f} GFLOP/s; kernels: {', '.join(report['kernels'])}",
              f"{report['images']} MNIST test images; accuracy vs labels {report['accuracy'] * 100:.2f}%; "
              f"parity vs {report['reference']}",
              "",
-             f"{'runner':<36} {'10k ms':>8} {'img/s':>10} {'GFLOP/s':>8} {'%peak':>6} {'b1 us':>8} "
+             f"{'runner':<{w}} {'10k ms':>8} {'img/s':>10} {'GFLOP/s':>8} {'%peak':>6} {'b1 us':>8} "
              f"{'max|dp|':>9} {'agree':>6} {'acc %':>6} {'x tfl 10k':>9} {'x tfl b1':>8} {'x q 10k':>8} {'x q b1':>7}"]
     for r in report["results"]:
         ratio = lambda v: f"{v:9.2f}" if v is not None else f"{'-':>9}"  # noqa: E731
-        lines.append(f"{r['name']:<36} {r['batch_ms']:8.2f} {r['images_per_s']:10,.0f} {r['gflops']:8.1f} "
+        lines.append(f"{r['name']:<{w}} {r['batch_ms']:8.2f} {r['images_per_s']:10,.0f} {r['gflops']:8.1f} "
                      f"{r['peak_pct']:6.1f} {r['b1_us']:8.1f} {r['max_abs_diff']:9.2e} {r['agreement']:6d} "
                      f"{r['accuracy'] * 100:6.2f} {ratio(r['vs_tflite_batch'])} {ratio(r['vs_tflite_b1'])[1:]} "
                      f"{ratio(r['vs_quant_batch'])[1:]} {ratio(r['vs_quant_b1'])[2:]}")
