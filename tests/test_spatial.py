@@ -215,17 +215,52 @@ POOLED_CASES = [((28, 28, 1), (3, 3), (1, 1), (0, 0, 0, 0), 32, "relu", 2),  # k
                 ((14, 14, 8), (3, 3), (1, 1), (1, 1, 1, 1), 16, "relu", 3)]
 
 
+def conv_pool_model(rng, image, k, stride, pads, filters, activation, pool, pool_activation="linear"):
+    conv = Conv2DLayer(rng.normal(size=(*k, image[2], filters)) / np.sqrt(k[0] * k[1] * image[2]),
+                       rng.normal(size=filters) * 0.1, image, stride, pads, activation)
+    pooled = PoolLayer("max_pool", conv.output_shape, (pool, pool), (pool, pool), activation=pool_activation)
+    width = int(np.prod(pooled.output_shape))
+    return [conv, pooled, DenseLayer(rng.normal(size=(width, 10)) / np.sqrt(width), np.zeros(10), "linear")]
+
+
+@pytest.mark.skipif(not FMA_KERNELS, reason="no FMA kernel on this CPU")
+@pytest.mark.parametrize("image, k, stride, pads, filters, activation, pool", POOLED_CASES)
+def test_a_max_pool_run_inside_the_fp32_conv_gives_the_bits_of_the_layers_apart(rng, image, k, stride, pads, filters,
+                                                                                 activation, pool):
+    """Every FMA kernel runs a following 2x2 max pool inside the conv (the pooled map's outputs only,
+    ReLU then the pool's compare and NaN rule in its order). Held to the same kernel running the
+    layers apart, bit for bit: a ReLU on the pool (the identity after a ReLU conv) keeps them apart.
+    NaN inputs reach the same outputs either way."""
+    seed = int(rng.integers(1 << 30))
+    layers = conv_pool_model(np.random.default_rng(seed), image, k, stride, pads, filters, activation, pool)
+    together = build(layers)
+    apart = build(conv_pool_model(np.random.default_rng(seed), image, k, stride, pads, filters, activation, pool,
+                                  pool_activation="relu"))
+    x = sparse_images(rng, 6, int(np.prod(image)))
+    x[1] -= 0.3
+    x[2, int(np.prod(image)) // 2] = np.nan
+    for kernel in FMA_KERNELS:
+        fused = mnist_engine.Engine.from_bytes(together, kernel=kernel)
+        got = fused.predict(x, threads=1, range_check="ignore")
+        assert ("inside the conv" in repr(fused)) == (pool == 2)
+        if activation == "relu":
+            unfused = mnist_engine.Engine.from_bytes(apart, kernel=kernel)
+            assert "inside the conv" not in repr(unfused)
+            np.testing.assert_array_equal(got, unfused.predict(x, threads=1, range_check="ignore"), err_msg=kernel)
+        ok = np.isfinite(got).all(axis=1)
+        assert not ok[2] and ok[[0, 1, 3, 4, 5]].all()
+        np.testing.assert_allclose(got[ok], forward(layers, x[ok]), rtol=1e-4, atol=1e-5)
+        alone = np.concatenate([fused.predict(x[i:i + 1], threads=2, range_check="ignore") for i in range(len(x))])
+        np.testing.assert_array_equal(alone, got, err_msg=f"{kernel}, one image on two threads")
+
+
 @pytest.mark.skipif("int8" not in mnist_engine.available_precisions(), reason="this CPU runs no int8 kernel")
 @pytest.mark.parametrize("image, k, stride, pads, filters, activation, pool", POOLED_CASES)
 def test_a_max_pool_run_inside_the_int8_conv_gives_the_bits_of_the_layers_apart(rng, image, k, stride, pads, filters,
                                                                                  activation, pool):
     """The fused pool takes the epilogue of the largest of four int32 sums; the epilogue is
     monotone, so that is the largest of the four outputs the scalar reference pools, bit for bit."""
-    conv = Conv2DLayer(rng.normal(size=(*k, image[2], filters)) / np.sqrt(k[0] * k[1] * image[2]),
-                       rng.normal(size=filters) * 0.1, image, stride, pads, activation)
-    pooled = PoolLayer("max_pool", conv.output_shape, (pool, pool), (pool, pool))
-    width = int(np.prod(pooled.output_shape))
-    data = build([conv, pooled, DenseLayer(rng.normal(size=(width, 10)) / np.sqrt(width), np.zeros(10), "linear")])
+    data = build(conv_pool_model(rng, image, k, stride, pads, filters, activation, pool))
     x = sparse_images(rng, 5, int(np.prod(image)))
     x[1] -= 0.3
     reference = mnist_engine.Engine.from_bytes(data, kernel="int8-scalar")

@@ -57,74 +57,119 @@ inline uint64_t any_nonzero(const float* x, size_t step, size_t count) {
   return bits;
 }
 
-// MR pixels x NV vectors of filters over the whole window. x: pixel 0's window origin in the padded
-// image; pixel i's is x + i * pixel_step, window row ky is row_step further; w: the panel's weights,
-// one row of NV vectors per window element in (ky, kx, c) order; y: pixel 0's outputs of this panel,
-// pixel i's at y + i * y_stride.
+// A tile's geometry and the layer's epilogue flags, passed by reference to every tile.
+struct DirectTile {
+  size_t pixel_step, row_step, out_row_step;  // floats: next pixel, next window row, next output row
+  size_t window_h, segment;                   // window rows; floats per window row
+  size_t y_stride;
+  bool relu, skip_zeros;
+};
+
+// MR pixels x NV vectors of filters over the whole window: ROWS output rows (1, or 2 for a fused
+// 2 x 2 max pool) of MR / ROWS neighbouring pixels. x: pixel 0's window origin in the padded image;
+// pixel (r, c)'s is x + r * out_row_step + c * pixel_step, window row ky is row_step further;
+// w: the panel's weights, one row of NV vectors per window element in (ky, kx, c) order; y: the
+// tile's first output of this panel, the next at y + y_stride. Pooled, each 2 x 2 block of
+// pixels gives one output, relu then max_keep_nan in f32-pool.h's order: the same bits as the
+// conv's stored outputs pooled by f32_pool_<isa>.
 //
 // Accumulators are an array whose every index is a constant after unrolling, so GCC keeps them in
 // registers (checked in the assembly: no stores inside the window loop).
-template <class Isa, int MR, int NV>
-__attribute__((noinline)) void conv_tile(const float* x, size_t pixel_step, size_t row_step, size_t window_h,
-                                         size_t segment, const float* w, const float* bias, float* y,
-                                         size_t y_stride, bool relu, bool skip_zeros) {
+template <class Isa, int MR, int NV, int ROWS>
+__attribute__((noinline)) void conv_tile(const DirectTile& t, const float* x, const float* w, const float* bias,
+                                         float* y) {
   using V = typename Isa::V;
   constexpr size_t L = Isa::kLanes, P = NV * L;
+  constexpr int COLS = MR / ROWS;
+  static_assert(MR % ROWS == 0 && (ROWS == 1 || COLS % 2 == 0), "a pooled tile is whole 2 x 2 blocks");
   V acc[MR][NV];
 #pragma GCC unroll 16
   for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) acc[i][v] = Isa::load(bias + v * L);
-  for (size_t ky = 0; ky < window_h; ++ky) {
-    const float* row = x + ky * row_step;
-    const float* wrow = w + ky * segment * P;
-    for (size_t t0 = 0; t0 < segment; t0 += 64) {
-      const size_t count = segment - t0 < 64 ? segment - t0 : 64;
-      uint64_t bits = skip_zeros ? any_nonzero<Isa, MR>(row + t0, pixel_step, count) : ~0ull >> (64 - count);
+  for (size_t ky = 0; ky < t.window_h; ++ky) {
+    const float* row = x + ky * t.row_step;
+    const float* wrow = w + ky * t.segment * P;
+    for (size_t t0 = 0; t0 < t.segment; t0 += 64) {
+      const size_t count = t.segment - t0 < 64 ? t.segment - t0 : 64;
+      uint64_t bits = ~0ull >> (64 - count);
+      if (t.skip_zeros) {
+        bits = any_nonzero<Isa, COLS>(row + t0, t.pixel_step, count);
+        if (ROWS == 2) bits |= any_nonzero<Isa, COLS>(row + t.out_row_step + t0, t.pixel_step, count);
+      }
       for (; bits; bits &= bits - 1) {
-        const size_t t = t0 + size_t(__builtin_ctzll(bits));
-        const float* wk = wrow + t * P;
+        const size_t k = t0 + size_t(__builtin_ctzll(bits));
+        const float* wk = wrow + k * P;
         V wv[NV];
 #pragma GCC unroll 4
         for (int v = 0; v < NV; ++v) wv[v] = Isa::load(wk + v * L);
 #pragma GCC unroll 16
         for (int i = 0; i < MR; ++i) {
-          const V xv = Isa::broadcast(row + i * pixel_step + t);
+          const V xv = Isa::broadcast(row + (i / COLS) * t.out_row_step + (i % COLS) * t.pixel_step + k);
 #pragma GCC unroll 4
           for (int v = 0; v < NV; ++v) acc[i][v] = Isa::fmadd(xv, wv[v], acc[i][v]);
         }
       }
     }
   }
+  const auto out = [&](int i, int v) { return t.relu ? Isa::relu(acc[i][v]) : acc[i][v]; };
+  if constexpr (ROWS == 1) {
 #pragma GCC unroll 16
-  for (int i = 0; i < MR; ++i)
+    for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) Isa::store(y + i * y_stride + v * L, relu ? Isa::relu(acc[i][v]) : acc[i][v]);
+      for (int v = 0; v < NV; ++v) Isa::store(y + i * t.y_stride + v * L, out(i, v));
+  } else {
+#pragma GCC unroll 8
+    for (int q = 0; q < COLS / 2; ++q)
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) {
+        const V top = Isa::max_keep_nan(out(2 * q, v), out(2 * q + 1, v));
+        const V m = Isa::max_keep_nan(Isa::max_keep_nan(top, out(COLS + 2 * q, v)), out(COLS + 2 * q + 1, v));
+        Isa::store(y + q * t.y_stride + v * L, m);
+      }
+  }
 }
 
-using ConvTileFn = void (*)(const float*, size_t, size_t, size_t, size_t, const float*, const float*, float*,
-                            size_t, bool, bool);
+using ConvTileFn = void (*)(const DirectTile&, const float*, const float*, const float*, float*);
 
-// conv_tile for 1..MR pixels, indexed by pixels - 1: the tile that finishes an output row. A plain
-// array (std::array's operator[] would be a weak symbol compiled with this file's ISA flags).
-template <class Isa, int NV, class Pixels>
+// conv_tile for 1..N tile widths, indexed by width - 1 (output pixels, or pooled pixels of
+// 2 x 2 blocks: the tile that finishes a row). A plain array (std::array's operator[] would be a
+// weak symbol compiled with this file's ISA flags).
+template <class Isa, int NV, int ROWS, class Widths>
 struct TileTable;
-template <class Isa, int NV, size_t... Pixels>
-struct TileTable<Isa, NV, std::index_sequence<Pixels...>> {
-  static constexpr ConvTileFn tiles[] = {conv_tile<Isa, int(Pixels) + 1, NV>...};
+template <class Isa, int NV, size_t... Widths>
+struct TileTable<Isa, NV, 1, std::index_sequence<Widths...>> {
+  static constexpr ConvTileFn tiles[] = {conv_tile<Isa, int(Widths) + 1, NV, 1>...};
+};
+template <class Isa, int NV, size_t... Widths>
+struct TileTable<Isa, NV, 2, std::index_sequence<Widths...>> {
+  static constexpr ConvTileFn tiles[] = {conv_tile<Isa, 4 * (int(Widths) + 1), NV, 2>...};
 };
 
-template <class Isa, int MR, int NV>
+// MR: pixels per tile; PQ: pooled pixels per tile with a fused 2 x 2 max pool (4 * PQ pixels, as
+// many accumulators as the ISA's registers leave room for).
+template <class Isa, int MR, int NV, int PQ>
 void conv_direct(const ConvArgs& a) {
   constexpr size_t P = NV * Isa::kLanes;
-  const ConvTileFn* tiles = TileTable<Isa, NV, std::make_index_sequence<MR>>::tiles;
   const size_t segment = a.window_w * a.channels, depth = a.window_h * segment;
   const size_t pixel_step = a.stride_w * a.channels, row_step = a.padded_w * a.channels;
+  const DirectTile t{pixel_step, row_step, a.stride_h * row_step, a.window_h, segment, a.y_stride,
+                     a.relu, a.skip_zeros};
+  if (a.pool == 2) {
+    const ConvTileFn* tiles = TileTable<Isa, NV, 2, std::make_index_sequence<PQ>>::tiles;
+    const size_t pooled_w = a.out_w / 2;
+    for (size_t p = 0; p < a.panels; ++p)
+      for_each_tile<PQ>(a.out_h / 2, pooled_w, [&](size_t py, size_t px, size_t pooled) {
+        tiles[pooled - 1](t, a.x + 2 * (py * t.out_row_step + px * pixel_step), a.packed + p * depth * P,
+                          a.bias + p * P, a.y + (py * pooled_w + px) * a.y_stride + p * P);
+      });
+    return;
+  }
+  const ConvTileFn* tiles = TileTable<Isa, NV, 1, std::make_index_sequence<MR>>::tiles;
   for (size_t p = 0; p < a.panels; ++p)
     for_each_tile<MR>(a.out_h, a.out_w, [&](size_t oy, size_t ox, size_t pixels) {
-      tiles[pixels - 1](a.x + oy * a.stride_h * row_step + ox * pixel_step, pixel_step, row_step, a.window_h,
-                        segment, a.packed + p * depth * P, a.bias + p * P,
-                        a.y + (oy * a.out_w + ox) * a.y_stride + p * P, a.y_stride, a.relu, a.skip_zeros);
+      tiles[pixels - 1](t, a.x + oy * t.out_row_step + ox * pixel_step, a.packed + p * depth * P, a.bias + p * P,
+                        a.y + (oy * a.out_w + ox) * a.y_stride + p * P);
     });
 }
 

@@ -3,6 +3,6 @@
 
 namespace mnist_engine::kernels {
 
-void f32_conv_6x16_avx2_fma(const ConvArgs& a) { conv_direct<Avx2Fma, 6, 2>(a); }
+void f32_conv_6x16_avx2_fma(const ConvArgs& a) { conv_direct<Avx2Fma, 6, 2, 1>(a); }
 
 }  // namespace mnist_engine::kernels

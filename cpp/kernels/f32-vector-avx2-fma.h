@@ -21,6 +21,10 @@ struct Avx2Fma {
   // propagates as it does in Keras instead of becoming 0.
   static V relu(V v) { return _mm256_max_ps(_mm256_setzero_ps(), v); }
   static void store(float* p, V v) { _mm256_storeu_ps(p, v); }
+  // f32-pool.h's max_keep_nan lane by lane: v where v > acc or v is NaN, else acc.
+  static V max_keep_nan(V acc, V v) {
+    return _mm256_blendv_ps(acc, v, _mm256_or_ps(_mm256_cmp_ps(v, acc, _CMP_GT_OQ), _mm256_cmp_ps(v, v, _CMP_UNORD_Q)));
+  }
   // vmaskmovps: masked-off lanes are not read, so a tail row may end at the buffer's end.
   using Mask = __m256i;
   static Mask tail_mask(size_t count) {

@@ -20,6 +20,12 @@ struct Avx512F {
   // As in AVX2, max returns its second operand when either is NaN: NaN propagates.
   static V relu(V v) { return _mm512_max_ps(_mm512_setzero_ps(), v); }
   static void store(float* p, V v) { _mm512_storeu_ps(p, v); }
+  // f32-pool.h's max_keep_nan lane by lane: v where v > acc or v is NaN, else acc (the max pool's
+  // order decides which zero survives of +0 and -0, and a NaN anywhere wins).
+  static V max_keep_nan(V acc, V v) {
+    const __mmask16 take = _mm512_cmp_ps_mask(v, acc, _CMP_GT_OQ) | _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+    return _mm512_mask_blend_ps(take, acc, v);
+  }
   // Masked-off lanes are not read (no fault past the buffer) and come back as zero.
   using Mask = __mmask16;
   static Mask tail_mask(size_t count) { return static_cast<Mask>((1u << count) - 1); }

@@ -21,6 +21,8 @@ struct Neon {
   // fmax (not fmaxnm) returns NaN when either input is NaN: a NaN input propagates as in Keras.
   static V relu(V v) { return vmaxq_f32(vdupq_n_f32(0.0f), v); }
   static void store(float* p, V v) { vst1q_f32(p, v); }
+  // f32-pool.h's max_keep_nan lane by lane: v where v > acc or v is NaN (unequal to itself), else acc.
+  static V max_keep_nan(V acc, V v) { return vbslq_f32(vorrq_u32(vcgtq_f32(v, acc), vmvnq_u32(vceqq_f32(v, v))), v, acc); }
   // NEON has no masked load: the packing pads a tail row to whole vectors instead (tail granule 4,
   // at most 3 floats of padding per weight row).
   using Mask = int;

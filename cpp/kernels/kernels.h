@@ -125,6 +125,10 @@ struct ConvArgs {
   size_t y_stride;  // at least panels * panel
   bool relu;
   bool skip_zeros;  // skip window positions that are zero in every pixel of a tile (same bits)
+  // 2: a 2 x 2 max pool (stride 2, no padding) fused, for kernels with KernelInfo::conv_pools: y
+  // is the pooled map, (out_h / 2) x (out_w / 2) pixels, each the largest of its four outputs
+  // (after ReLU), compared in the pooling kernels' order and NaN rule: the same bits. 0: none.
+  uint32_t pool;
 };
 using ConvFn = void (*)(const ConvArgs&);
 // Reference: one output at a time (panel 1), summing k in order. Tested against Keras and numpy.

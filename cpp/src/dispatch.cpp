@@ -131,6 +131,7 @@ class Entry {
   Entry& spatial(kernels::ConvFn conv, uint32_t panel, kernels::PoolFn pool) {
     k_.conv = conv;
     k_.conv_panel = panel;
+    k_.conv_pools = panel > 1;  // the direct kernels (conv-direct.h) fuse 2 x 2 max pools, the reference not
     k_.pool = pool;
     return *this;
   }

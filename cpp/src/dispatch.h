@@ -27,6 +27,7 @@ struct KernelInfo {  // written field by field in dispatch.cpp's table (its Entr
   kernels::ActivationFn activate = nullptr;  // every precision: the version-2 activations, in float
   kernels::ConvFn conv = nullptr;  // fp32: conv2d layers (every precision runs them on an fp32 kernel)
   uint32_t conv_panel = 0;         // filters per panel of its packing (kernels::ConvArgs)
+  bool conv_pools = false;         // it can fuse a following 2 x 2 max pool (ConvArgs::pool)
   kernels::PoolFn pool = nullptr;  // fp32: pooling layers (likewise)
   kernels::QuantConvFn quant_conv = nullptr;  // int8: conv2d layers (else they run in fp32)
   uint32_t quant_conv_panel = 0;              // filters per panel of its packing (kernels::QuantConvArgs)

@@ -94,45 +94,72 @@ void Engine::activate(size_t l, float* y, size_t rows, size_t stride) const {
 
 namespace {
 
-// Calls run(first, last) for parts of a conv layer's output rows: one part, or (a single image,
-// Scratch::conv_team) one per thread. Output rows are independent and each row's sums are the
-// same wherever it runs, so splitting changes no bit. A thread's share must outweigh the cost of
-// moving its rows between the cores' caches: the keras-io convnet's first layer (0.2 M
-// multiply-adds) is slower split, its second (2.2 M) 1.4x faster.
-// `rows` rows of output (pooled rows when a pool is fused: each two conv rows), split when each
-// thread gets at least `macs_per_thread` multiply-adds (KernelInfo::conv_split_macs).
-template <class Run>
-void split_conv_rows(int conv_team, const Geometry& g, size_t rows, size_t macs_per_thread, Run&& run) {
+// How one image's conv layer is shared among Scratch::conv_team threads: one part, or one per
+// thread, each a run of its panels of filters when they divide evenly (equal work, and each
+// thread reads the whole image but writes only its own columns), else a run of its output rows.
+// Each output's sums are the same wherever it runs, so splitting changes no bit. A thread's share
+// must outweigh the fork and join and the maps moving between the cores' caches: with the fp32
+// kernel the keras-io convnet's first layer (0.2 M multiply-adds) is slower split, its second
+// (2.2 M) faster; KernelInfo::conv_split_macs is each kernel's threshold per thread.
+int conv_team_size(int conv_team, const Geometry& g, size_t rows, size_t macs_per_thread) {
   const ImageShape out = output_shape(Op::Conv2d, g);
   const size_t macs = size_t(out.height) * out.width * g.filters * g.window_h * g.window_w * g.in.channels;
-  const int team = static_cast<int>(std::min<size_t>({size_t(conv_team), rows, macs / macs_per_thread}));
-  if (team <= 1) return run(size_t(0), rows);
-  note_team_started();
-#if defined(_OPENMP)
-#pragma omp parallel for num_threads(team) schedule(static)
-  for (int part = 0; part < team; ++part) run(rows * part / team, rows * (part + 1) / team);
-#endif
+  return static_cast<int>(std::min<size_t>({size_t(conv_team), rows, macs / macs_per_thread}));
 }
 
 // The side of the pool fused into a conv kernel's call: 1 (none) or 2 (2 x 2, stride 2).
-size_t fused_pool(const kernels::ConvArgs&) { return 1; }
-size_t fused_pool(const kernels::QuantConvArgs& a) { return a.pool ? a.pool : 1; }
+template <class Args>
+size_t fused_pool(const Args& a) {
+  return a.pool ? a.pool : 1;
+}
+
+// Panels first..last of a conv call whose panels are `panel` filters wide.
+kernels::ConvArgs panel_part(const kernels::ConvArgs& a, size_t first, size_t last, size_t panel) {
+  kernels::ConvArgs part = a;
+  part.packed += first * a.window_h * a.window_w * a.channels * panel;
+  part.bias += first * panel;
+  part.y += first * panel;
+  part.panels = last - first;
+  return part;
+}
+kernels::QuantConvArgs panel_part(const kernels::QuantConvArgs& a, size_t first, size_t last, size_t panel) {
+  kernels::QuantConvArgs part = a;
+  part.packed += first * a.window_h * a.units * panel * kernels::kUnitBytes;
+  part.col_sum += first * panel;
+  part.col_scale += first * panel;
+  part.bias += first * panel;
+  part.y += first * panel;
+  part.panels = last - first;
+  return part;
+}
 
 // Runs a conv kernel on its arguments (kernels::ConvArgs or QuantConvArgs; `row` elements of a.x
-// per padded image row), split as above; a kernel writes whole panels, so when a.y is a
-// panel-wide scratch the real filters are copied to y.
+// per padded image row, panels `panel` filters wide), shared as above; a kernel writes whole
+// panels, so when a.y is a panel-wide scratch the real filters are copied to y.
 template <class Args>
-void run_conv_kernel(int conv_team, const Geometry& g, const Args& a, size_t row, void (*kernel)(const Args&),
-                     size_t split_macs, float* y) {
+void run_conv_kernel(int conv_team, const Geometry& g, const Args& a, size_t row, size_t panel,
+                     void (*kernel)(const Args&), size_t split_macs, float* y) {
   const ImageShape out = output_shape(Op::Conv2d, g);
   const size_t pool = fused_pool(a), height = out.height / pool, width = out.width / pool;
-  split_conv_rows(conv_team, g, height, split_macs, [&](size_t first, size_t last) {
+  const int team = conv_team_size(conv_team, g, height, split_macs);
+  const auto part = [&](int i) {
+    if (a.panels % size_t(team) == 0) return kernel(panel_part(a, a.panels * i / team, a.panels * (i + 1) / team, panel));
+    const size_t first = height * i / team, last = height * (i + 1) / team;
     Args rows = a;
     rows.x += first * pool * g.stride_h * row;
     rows.y += first * width * a.y_stride;
     rows.out_h = (last - first) * pool;
     kernel(rows);
-  });
+  };
+  if (team <= 1) {
+    kernel(a);
+  } else {
+    note_team_started();
+#if defined(_OPENMP)
+#pragma omp parallel for num_threads(team) schedule(static)
+    for (int i = 0; i < team; ++i) part(i);
+#endif
+  }
   if (a.y != y)
     for (size_t r = 0; r < height * width; ++r) std::copy_n(a.y + r * a.y_stride, g.filters, y + r * g.filters);
 }
@@ -164,8 +191,8 @@ void Engine::run_conv(size_t l, const float* x, float* y, Scratch& s) const {
   float* dst = width == g.filters ? y : s.conv_out;
   const kernels::ConvArgs a{image, padded_w, C, g.window_h, g.window_w, g.stride_h, g.stride_w, out.height,
                             out.width, p.conv.weights.data(), p.conv.bias.data(), p.conv.panels, dst, width,
-                            shape_[l].activation == Activation::Relu, skip_zeros_};
-  run_conv_kernel(s.conv_team, g, a, padded_w * C, k.conv, k.conv_split_macs, y);
+                            shape_[l].activation == Activation::Relu, skip_zeros_, p.pool};
+  run_conv_kernel(s.conv_team, g, a, padded_w * C, k.conv_panel, k.conv, k.conv_split_macs, y);
 }
 
 // The int8 form: the image is quantized as one row by the kernel's own row preparation (its
@@ -201,7 +228,7 @@ void Engine::run_conv_int8(size_t l, const float* x, float* y, Scratch& s) const
                                  p.qconv.col_sum.data(), p.qconv.col_scale.data(), p.qconv.bias.data(), scale, zero,
                                  p.qconv.panels, dst, width,
                                  shape_[l].activation == Activation::Relu, skip_zeros_, p.pool};
-  run_conv_kernel(s.conv_team, g, a, padded_w * C, k.quant_conv, k.conv_split_macs, y);
+  run_conv_kernel(s.conv_team, g, a, padded_w * C, k.quant_conv_panel, k.quant_conv, k.conv_split_macs, y);
 }
 
 // Every layer that is not dense, in float for every precision, row by row, from x into y (never in
@@ -398,6 +425,8 @@ std::shared_ptr<const Engine> Engine::from_bytes(const uint8_t* data, size_t siz
     pack_dense(src.kernel, src.bias, src.input_width, src.output_width, &k, dst);
     e->layers_.push_back(std::move(dst));
   }
+  for (size_t l = 0; l < file.layers.size(); ++l)
+    if (file.layers[l].op == Op::Conv2d) e->set_pool_fusion(l, kernel_of(e->spatial_kernel_).conv_pools && pool_fuses(file, l));
   if (verify) e->verify(file.reference);
   if (precision == Precision::Fp32) return e;
 
@@ -427,10 +456,7 @@ std::shared_ptr<const Engine> Engine::from_bytes(const uint8_t* data, size_t siz
     const KernelInfo* qc = int8_conv_kernel(chosen, g, forced || (chosen.quant_conv_pools && pool_fuses(file, l)));
     if (!qc) break;
     e->params_[l].qconv_kernel = qc;
-    if (qc->quant_conv_pools && pool_fuses(file, l)) {
-      e->params_[l].pool = 2;
-      e->params_[l + 1].fused = true;
-    }
+    e->set_pool_fusion(l, qc->quant_conv_pools && pool_fuses(file, l));
     e->params_[l].qconv = pack_conv_int8(src, qc->quant_conv_panel, qc->quant_conv_units);
     const size_t image = size_t(g.in.height) * g.in.width * g.in.channels;
     const size_t frame = (size_t(g.in.height) + g.pad_top + g.pad_bottom) *
@@ -503,8 +529,9 @@ void Engine::run_tile(const T* x, size_t rows, float* y, Scratch& s) const {
   const size_t stride = max_padded_width_;
   float* buffers[2] = {s.ping, s.pong};
   for (size_t l = 0; l < layers_.size(); ++l) {
+    if (params_[l].fused) continue;  // a pool its conv layer ran (Engine::pool_fuses): `in` is its output
     const PackedLayer& layer = layers_[l];
-    float* out = buffers[l % 2];
+    float* out = in == buffers[0] ? buffers[1] : buffers[0];
     if (layer.info.op != Op::Dense) {
       run_elementwise(l, in, in_stride, rows, out, stride, s);
       activate(l, out, rows, stride);
@@ -682,6 +709,11 @@ Engine::QuantPlan Engine::plan_quantized(const ModelFile& file, const std::vecto
 // stride 2, no padding (the keras-io convnet's and most MNIST CNNs'), with nothing between: the
 // conv's activation is ReLU or none, the pool's none. Its conv map then never exists: the kernel
 // keeps the four sums of a pooled pixel and runs the epilogue once, on the largest.
+void Engine::set_pool_fusion(size_t l, bool fused) {
+  params_[l].pool = fused ? 2 : 0;
+  if (l + 1 < params_.size()) params_[l + 1].fused = fused;
+}
+
 bool Engine::pool_fuses(const ModelFile& file, size_t l) {
   if (l + 1 >= file.layers.size()) return false;
   const FileLayer& conv = file.layers[l];

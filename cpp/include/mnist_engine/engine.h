@@ -172,8 +172,9 @@ class Engine {
     PackedLayer conv;
     QuantLayer qconv;
     const void* qconv_kernel = nullptr;  // KernelInfo*
-    // An int8 conv whose kernel pools: 2 when the next layer, a 2 x 2 max pool, runs inside it
-    // (kernels::QuantConvArgs::pool); that layer is then `fused`, skipped by the layer loop.
+    // A conv whose kernel pools: 2 when the next layer, a 2 x 2 max pool, runs inside it
+    // (kernels::ConvArgs::pool, QuantConvArgs::pool); that layer is then `fused`, skipped by the
+    // layer loops.
     uint32_t pool = 0;
     bool fused = false;
     float epsilon = 0.0f;
@@ -187,6 +188,7 @@ class Engine {
   void run_conv_int8(size_t l, const float* x, float* y, Scratch& s) const;
   static QuantLayer pack_conv_int8(const FileLayer& src, size_t panel, size_t unit_align);
   static bool pool_fuses(const ModelFile& file, size_t l);
+  void set_pool_fusion(size_t l, bool fused);
   // Weights (in x out, row-major f32 bytes) packed into column panels for kernel k.
   static void pack_dense(const uint8_t* kernel, const uint8_t* bias, size_t in, size_t out, const void* k,
                          PackedLayer& dst);
