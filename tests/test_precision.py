@@ -428,7 +428,7 @@ def convnet_keras_reference(keras, mnist):
 @pytest.mark.parametrize("kernel", [k for k in mnist_engine.available_kernels() if not k.endswith("scalar")])
 def test_bundled_convnet_meets_the_gates_on_every_kernel(mnist, convnet_keras_reference, kernel):
     """The gates hold for a CNN too: fp32 exactly (the 10k in three input forms), int8 with its conv
-    layers in int8 where this CPU has an int8 convolution, bf16 (conv layers in fp32)."""
+    layers in int8 where this CPU has an int8 convolution, bf16 in bf16 on AMX (elsewhere in fp32)."""
     (_, _), (x_test, y_test) = mnist
     e = mnist_engine.load("convnet", kernel=kernel)
     got = e.predict(x_test)

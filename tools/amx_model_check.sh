@@ -33,7 +33,7 @@ plant() {  # name, the AMX source to change, sed expression applied to it
   local dir="$build-plants/$1"
   mkdir -p "$dir"
   cp cpp/kernels/dense-amx.h cpp/kernels/u8s8-dense-32x32-amx.cpp cpp/kernels/bf16-dense-32x32-amx.cpp \
-    cpp/kernels/u8s8-conv-32x32-amx.cpp "$dir/"
+    cpp/kernels/conv-amx.h cpp/kernels/u8s8-conv-32x32-amx.cpp cpp/kernels/bf16-conv-32x32-amx.cpp "$dir/"
   sed -i "$3" "$dir/$2"
   if cmp -s "cpp/kernels/$2" "$dir/$2"; then
     echo "planting '$1' changed nothing: the kernel source moved on; update this script"; exit 1
@@ -52,8 +52,9 @@ plant "drop the last K block" dense-amx.h \
   's/for (size_t u = 0; u < a.units; u += kAmxUnits)/for (size_t u = 0; u + kAmxUnits < a.units; u += kAmxUnits)/'
 plant "read the second A slice one row off" dense-amx.h 's/x0 + 16 \* a.x_stride/x0 + 17 * a.x_stride/'
 plant "skip storing rows 16-31" dense-amx.h '/_tile_stored([23],/d'
-plant "conv drops the last window row" u8s8-conv-32x32-amx.cpp 's/ky < a.window_h; ++ky/ky + 1 < a.window_h; ++ky/'
-plant "conv pools only the upper conv row" u8s8-conv-32x32-amx.cpp 's/_mm512_max_epi32(upper, lower)/upper/'
-plant "conv at stride 1 runs rows padded_w - 1 wide" u8s8-conv-32x32-amx.cpp \
-  's/conv_run(a, a.x, a.out_h \* a.padded_w, a.channels, a.padded_w, a.y)/conv_run(a, a.x, a.out_h * (a.padded_w - 1), a.channels, a.padded_w - 1, a.y)/'
+plant "conv drops the last window row" conv-amx.h 's/ky < a.window_h; ++ky/ky + 1 < a.window_h; ++ky/'
+plant "conv pools only the upper conv row" conv-amx.h 's/&sums\[16 + 2 \* i\]\[half\],/\&sums[2 * i][half],/'
+plant "conv at stride 1 runs rows padded_w - 1 wide" conv-amx.h \
+  's/conv_run<Op>(a, a.x, a.out_h \* a.padded_w, a.channels, a.padded_w, a.y)/conv_run<Op>(a, a.x, a.out_h * (a.padded_w - 1), a.channels, a.padded_w - 1, a.y)/'
+plant "bf16 conv pools without the last pixel" bf16-conv-32x32-amx.cpp 's/sums(s10)), sums(s11))/sums(s10)), sums(s10))/'
 echo "AMX on the model: every check passed, and every planted bug was caught"

@@ -1,28 +1,10 @@
-#include <cfenv>
 #include <cmath>
 
 #include "kernels.h"
+#include "nearest-even.h"
 
 namespace mnist_engine::kernels {
 
-namespace {
-// vdpbf16ps rounds to nearest even whatever MXCSR says; std::fma follows the current mode, so the
-// reference sets nearest-even for its loop and puts the caller's mode back.
-class NearestEven {
- public:
-  NearestEven() : mode_(std::fegetround()) {
-    if (mode_ != FE_TONEAREST) std::fesetround(FE_TONEAREST);
-  }
-  ~NearestEven() {
-    if (mode_ != FE_TONEAREST) std::fesetround(mode_);
-  }
-  NearestEven(const NearestEven&) = delete;
-  NearestEven& operator=(const NearestEven&) = delete;
-
- private:
-  int mode_;
-};
-}  // namespace
 
 // The bf16 reference, panel width 1: column j's bf16 weights are contiguous. Products of two
 // bf16 values are exact in float32, so each step is one rounding of a sum, in the order

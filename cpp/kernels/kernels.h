@@ -206,9 +206,12 @@ void convert_rows_bf16_scalar(const float* x, size_t x_stride, size_t rows, size
 // bytes from a pixel's window origin to its window's last, padded_w * channels per image row, with
 // zero weights between the window's rows, when that takes fewer tile columns (a 3 x 3 window on
 // one channel: one column, not three).
-// Every kernel computes, per output pixel and filter f, as u8s8_dense_scalar does,
+// Every int8 kernel computes, per output pixel and filter f, as u8s8_dense_scalar does,
 //   y = fma(float(acc - zero * col_sum[f]), scale * col_scale[f], bias[f]), then relu,
-// acc the window's sum of x_u8 * w_s8 in int32 (wrapping: the true value fits).
+// acc the window's sum of x_u8 * w_s8 in int32 (wrapping: the true value fits). A bf16 kernel
+// reads bf16 values (channels is then bytes per pixel, 2 per image channel; the padding is +0),
+// its units hold pairs of bf16 weights, and y = bias[f] + the window's products summed in float32
+// (bf16_dense_scalar's arithmetic; scale, zero, col_sum and col_scale unused), then relu.
 struct QuantConvArgs {
   const uint8_t* x;
   size_t padded_w, channels;
@@ -233,6 +236,7 @@ struct QuantConvArgs {
 };
 using QuantConvFn = void (*)(const QuantConvArgs&);
 void u8s8_conv_scalar(const QuantConvArgs& a);
+void bf16_conv_scalar(const QuantConvArgs& a);
 namespace {  // internal linkage, as the helpers below (an ISA file must not emit it for the others)
 // Bytes an int8 conv kernel may read past the image frame: a tile kernel loads 16 pixels' window
 // rows at once, up to 15 pixels past a run's last, each a whole packed window row of units.
@@ -369,6 +373,7 @@ void u8s8_dense_32x32_amx(const QuantDenseArgs& a);                // tdpbusd
 void u8s8_conv_32x32_amx(const QuantConvArgs& a);                  // tdpbusd, 32 pixels x 32 filters
 void bf16_dense_1x128_sparse_avx512bf16(const QuantDenseArgs& a);  // vdpbf16ps zmm
 void bf16_dense_32x32_amx(const QuantDenseArgs& a);                // tdpbf16ps
+void bf16_conv_32x32_amx(const QuantConvArgs& a);                  // tdpbf16ps, 32 pixels x 32 filters
 void unit_index_avx512f(const uint8_t* x, size_t units, uint16_t* out, uint32_t* block_ends);
 void quantize_rows_u8_avx512f(const float* x, size_t x_stride, size_t rows, size_t width, uint8_t* out,
                               size_t out_stride, float* scale, int32_t* zero, float* range);

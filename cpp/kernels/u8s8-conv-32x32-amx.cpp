@@ -1,139 +1,33 @@
-// The int8 convolution on AMX: tdpbusd on 32 output pixels x 32 filters (four 16 x 16 tiles of
-// int32 sums), the window read from the padded image in place, one 64-byte tile column (16 units)
-// of a window row at a time. No im2col: with a row stride of `step` bytes, a tile load takes the
-// same window-row piece of 16 output pixels at once, because output pixel j's window row starts
-// step * j bytes after pixel 0's. Then the dense int8 epilogue, so results are bit-identical to
-// u8s8_conv_scalar.
-//
-// Which pixels share a tile: at stride 1 (both ways) a whole image is one run of pixels. Its
-// output rows are read as rows of padded_w pixels, the last window_w - 1 of each a window that
-// wraps into the next image row: computed, never stored (for the keras-io convnet's second layer,
-// 11 x 13 computed for 11 x 11 kept). With other strides each output row is a run of its own.
-// With a fused 2 x 2 max pool (QuantConvArgs::pool), the two tiles are the same 16 columns of two
-// neighbouring output rows, and the epilogue runs once per pooled pixel, on the largest of its
-// four sums: the epilogue is monotone (a positive scale), so that is the pool of the outputs.
-//
-// The tile column of a window row covers its bytes and the rest of its 64; the packing's units
-// past the window row are zero (units is a multiple of 16), so the bytes they meet, the next
-// pixels', add nothing. Reads reach kernels::quant_conv_slack bytes past the frame.
+// int8 convolution on AMX: tdpbusd, 16 pixels x 16 filters x 64 uint8*int8 products per
+// instruction (conv-amx.h). The epilogue is the dense int8 one, so results are bit-identical to
+// u8s8_conv_scalar; a pooled pixel takes the largest of its four int32 sums, then the epilogue:
+// the epilogue is monotone (a positive scale, then ReLU), so that is the pool of the outputs.
 #include <immintrin.h>
 
-#include "amx-tiles.h"
-#include "kernels.h"
+#define MNIST_ENGINE_AMX_DOT(c, a, b) _tile_dpbusd(c, a, b)
+#include "conv-amx.h"
 #include "quant-x86.h"
 
 namespace mnist_engine::kernels {
 namespace {
 
-inline constexpr size_t kPanel = 2 * kAmxPanel;  // filters per panel of the packing: two B tiles
-using Sums = int32_t[kAmxRows][kPanel];
-
-// The sums of panel p's filters for 16 pixels from x0 (and 16 from x1 when `second`), `step`
-// bytes apart, into sums[0..16) (and sums[16..32)).
-void tile_sums(const QuantConvArgs& a, const uint8_t* x0, const uint8_t* x1, size_t step, bool second, size_t p,
-               Sums& sums) {
-  constexpr size_t kUnitRow = kPanel * kUnitBytes, kSumStride = sizeof(sums[0]);
-  const size_t row_step = a.padded_w * a.channels;
-  const int8_t* w = a.packed + p * a.window_h * a.units * kUnitRow;
-  _tile_zero(0);
-  _tile_zero(1);
-  _tile_zero(2);
-  _tile_zero(3);
-  for (size_t ky = 0; ky < a.window_h; ++ky) {
-    const uint8_t* r0 = x0 + ky * row_step;
-    const uint8_t* r1 = x1 + ky * row_step;
-    const int8_t* wk = w + ky * a.units * kUnitRow;
-    for (size_t u = 0; u < a.units; u += kAmxUnits) {
-      _tile_loadd(4, r0 + kUnitBytes * u, step);
-      _tile_loadd(6, wk + u * kUnitRow, kUnitRow);
-      _tile_loadd(7, wk + u * kUnitRow + kAmxPanel * kUnitBytes, kUnitRow);
-      _tile_dpbusd(0, 4, 6);
-      _tile_dpbusd(1, 4, 7);
-      if (second) {
-        _tile_loadd(5, r1 + kUnitBytes * u, step);
-        _tile_dpbusd(2, 5, 6);
-        _tile_dpbusd(3, 5, 7);
-      }
-    }
+struct AmxInt8Conv {
+  static void epilogue(const QuantConvArgs& a, __m512i acc, size_t col, float* y) {
+    u8s8_epilogue_512(acc, a.zero, a.scale, a.col_sum + col, a.col_scale + col, a.bias + col, a.relu, y);
   }
-  _tile_stored(0, &sums[0][0], kSumStride);
-  _tile_stored(1, &sums[0][kAmxPanel], kSumStride);
-  if (second) {
-    _tile_stored(2, &sums[16][0], kSumStride);
-    _tile_stored(3, &sums[16][kAmxPanel], kSumStride);
+  static void finish(const QuantConvArgs& a, const uint32_t* sums, size_t col, float* y) {
+    epilogue(a, _mm512_load_si512(sums), col, y);
   }
-}
-
-// The epilogue of 16 filters' sums, from filter col on, into y[0..16).
-inline void finish(const QuantConvArgs& a, __m512i acc, size_t col, float* y) {
-  u8s8_epilogue_512(acc, a.zero, a.scale, a.col_sum + col, a.col_scale + col, a.bias + col, a.relu, y);
-}
-
-// One run of `length` pixels starting at x, `step` bytes apart; pixel j is stored at
-// y + (j / per_row * out_w + j % per_row) * y_stride when j % per_row < out_w.
-void conv_run(const QuantConvArgs& a, const uint8_t* x, size_t length, size_t step, size_t per_row, float* y) {
-  alignas(64) Sums sums;
-  for (size_t j0 = 0; j0 < length; j0 += kAmxRows) {
-    const size_t pixels = length - j0 < kAmxRows ? length - j0 : kAmxRows;
-    for (size_t p = 0; p < a.panels; ++p) {
-      tile_sums(a, x + j0 * step, x + (j0 + 16) * step, step, pixels > 16, p, sums);
-      size_t oy = j0 / per_row, ox = j0 % per_row;  // one division per tile, not per pixel
-      for (size_t i = 0; i < pixels; ++i) {
-        if (ox < a.out_w)
-          for (size_t half = 0; half < kPanel; half += kAmxPanel)
-            finish(a, _mm512_load_si512(&sums[i][half]), p * kPanel + half,
-                   y + (oy * a.out_w + ox) * a.y_stride + p * kPanel + half);
-        if (++ox == per_row) {
-          ox = 0;
-          ++oy;
-        }
-      }
-    }
+  static void finish_pooled(const QuantConvArgs& a, const uint32_t* s00, const uint32_t* s01, const uint32_t* s10,
+                            const uint32_t* s11, size_t col, float* y) {
+    const __m512i top = _mm512_max_epi32(_mm512_load_si512(s00), _mm512_load_si512(s01));
+    const __m512i bottom = _mm512_max_epi32(_mm512_load_si512(s10), _mm512_load_si512(s11));
+    epilogue(a, _mm512_max_epi32(top, bottom), col, y);
   }
-}
-
-// Output rows 2py and 2py + 1 as the two tiles, 16 columns (8 pooled pixels) at a time.
-void conv_pooled(const QuantConvArgs& a) {
-  alignas(64) Sums sums;
-  const size_t row_step = a.padded_w * a.channels, step = a.stride_w * a.channels;
-  const size_t pooled_h = a.out_h / 2, pooled_w = a.out_w / 2;
-  for (size_t py = 0; py < pooled_h; ++py) {
-    const uint8_t* top = a.x + 2 * py * a.stride_h * row_step;
-    const uint8_t* bottom = top + a.stride_h * row_step;
-    for (size_t px0 = 0; px0 < pooled_w; px0 += kAmxRows / 4) {
-      const size_t pixels = pooled_w - px0 < kAmxRows / 4 ? pooled_w - px0 : kAmxRows / 4;
-      for (size_t p = 0; p < a.panels; ++p) {
-        tile_sums(a, top + 2 * px0 * step, bottom + 2 * px0 * step, step, true, p, sums);
-        for (size_t i = 0; i < pixels; ++i) {
-          float* out = a.y + (py * pooled_w + px0 + i) * a.y_stride + p * kPanel;
-          for (size_t half = 0; half < kPanel; half += kAmxPanel) {
-            const __m512i upper = _mm512_max_epi32(_mm512_load_si512(&sums[2 * i][half]),
-                                                   _mm512_load_si512(&sums[2 * i + 1][half]));
-            const __m512i lower = _mm512_max_epi32(_mm512_load_si512(&sums[16 + 2 * i][half]),
-                                                   _mm512_load_si512(&sums[16 + 2 * i + 1][half]));
-            finish(a, _mm512_max_epi32(upper, lower), p * kPanel + half, out + half);
-          }
-        }
-      }
-    }
-  }
-}
+};
 
 }  // namespace
 
-void u8s8_conv_32x32_amx(const QuantConvArgs& a) {
-  _tile_loadconfig(&kFullTiles);
-  if (a.pool == 2) {
-    conv_pooled(a);
-  } else if (a.stride_h == 1 && a.stride_w == 1) {
-    conv_run(a, a.x, a.out_h * a.padded_w, a.channels, a.padded_w, a.y);
-  } else {
-    const size_t row_step = a.padded_w * a.channels;
-    for (size_t oy = 0; oy < a.out_h; ++oy)
-      conv_run(a, a.x + oy * a.stride_h * row_step, a.out_w, a.stride_w * a.channels, a.out_w,
-               a.y + oy * a.out_w * a.y_stride);
-  }
-  _tile_release();
-}
+void u8s8_conv_32x32_amx(const QuantConvArgs& a) { conv_amx<AmxInt8Conv>(a); }
 
 }  // namespace mnist_engine::kernels

@@ -304,16 +304,18 @@ const std::vector<KernelInfo>& kernel_table() {
 #if defined(MNIST_ENGINE_X86_KERNELS)
       Entry("bf16-amx", P::Bf16, has_amx_bf16).runs(k::bf16_dense_32x32_amx, 16, 1).weights(2)
           .tiles(16, 32, kAmxBf16MinRows).prepares_rows(k::convert_rows_bf16_avx512bf16)
-          .activations(k::f32_activation_avx512f),
+          .activations(k::f32_activation_avx512f).convolves(k::bf16_conv_32x32_amx, 32)
+          .tile_convolution(16, kAmxConvSplitMacs),
       Entry("bf16-avx512bf16", P::Bf16, has_avx512_bf16).runs(k::bf16_dense_1x128_sparse_avx512bf16, 16, 8)
           .weights(2).unit_index(k::unit_index_avx512f).prepares_rows(k::convert_rows_bf16_avx512bf16)
           .activations(k::f32_activation_avx512f),
 #endif
-      // No bf16 convolution: on AVX512-BF16 a 12x32 vdpbf16ps tile took the convnet 240 ms per 10k
-      // against the fp32 kernel's 167 (vdpbf16ps issues at half the FMA rate here), so bf16 engines,
-      // the reference included, run conv layers in fp32, faster and exact.
+      // No AVX512-BF16 convolution: a 12x32 vdpbf16ps tile took the convnet 240 ms per 10k against
+      // the fp32 kernel's 167 (vdpbf16ps issues at half the FMA rate here), so bf16-avx512bf16
+      // engines run conv layers on bf16-amx's tiles where the CPU has AMX, else in fp32.
       Entry("bf16-scalar", P::Bf16, always).runs(k::bf16_dense_scalar, 1, 1).weights(2)
-          .prepares_rows(k::convert_rows_bf16_scalar).activations(k::f32_activation_scalar),
+          .prepares_rows(k::convert_rows_bf16_scalar).activations(k::f32_activation_scalar)
+          .convolves(k::bf16_conv_scalar, 1),
 #if defined(MNIST_ENGINE_X86_KERNELS)
       Entry("int8-amx", P::Int8, has_amx_int8).runs(k::u8s8_dense_32x32_amx, 16, 1).weights(1)
           .tiles(16, 32, kAmxInt8MinRows).prepares_rows(k::quantize_rows_u8_avx512f)
@@ -358,13 +360,16 @@ std::vector<std::string> available_kernel_names(Precision precision) {
 // keras-io convnet's second layer) 1.7x.
 constexpr size_t kAmxConvMinRowBytes = 8;
 
-const KernelInfo* int8_conv_kernel(const KernelInfo& k, const Geometry& g, bool keep_narrow) {
+const KernelInfo* reduced_conv_kernel(const KernelInfo& k, const Geometry& g, bool forced, bool pool_follows) {
   const bool narrow = size_t(g.window_w) * g.in.channels < kAmxConvMinRowBytes;
-  if (k.quant_conv && (keep_narrow || k.quant_conv_units == 1 || !narrow)) return &k;
+  const auto suits = [&](const KernelInfo& c) {
+    return c.quant_conv_units == 1 || !narrow || (pool_follows && c.quant_conv_pools) || (forced && &c == &k);
+  };
+  if (k.quant_conv && suits(k)) return &k;
   const auto disabled = disabled_kernels();
   for (const auto& other : kernel_table())
-    if (other.precision == Precision::Int8 && other.quant_conv && !other.reference && usable(other, disabled) &&
-        (other.quant_conv_units == 1 || !narrow))
+    if (other.precision == k.precision && other.quant_conv && !other.reference && usable(other, disabled) &&
+        suits(other))
       return &other;
   return nullptr;
 }

@@ -76,13 +76,14 @@ const KernelInfo& select_kernel(const std::string& requested, Precision precisio
 // reference (or that reference when nothing else runs). Null when k.min_rows is 1.
 const KernelInfo* small_batch_partner(const KernelInfo& k);
 
-// The kernel whose int8 convolution an int8 engine on kernel `k` runs conv layer `g` with: k
-// itself when it has one (the scalar reference included: forced, it is tested that way), else the
-// best usable int8 kernel with one other than the reference; null when there is none (conv layers
-// then run in fp32). A tile kernel (AMX) hands narrow layers, whose window rows fill little of its
-// 64-byte tile columns, to the best direct one, unless `keep_narrow`: it was forced (and must run
-// every layer), or the layer's pool fuses into it, which only a tile kernel does.
-const KernelInfo* int8_conv_kernel(const KernelInfo& k, const Geometry& g, bool keep_narrow);
+// The kernel whose int8 or bf16 convolution an engine on reduced-precision kernel `k` runs conv
+// layer `g` with: k itself when it has one (the scalar reference included: forced, it is tested
+// that way), else the best usable kernel of k's precision with one other than the reference; null
+// when there is none (the layer then runs in fp32). A tile kernel (AMX) runs narrow layers, whose
+// window rows fill little of its 64-byte tile columns, only when `pool_follows` (a 2 x 2 max pool
+// that it runs inside the conv, which only a tile kernel does) or when it is k and k was `forced`
+// (it must then run every layer); else they go to the best direct kernel, or to fp32.
+const KernelInfo* reduced_conv_kernel(const KernelInfo& k, const Geometry& g, bool forced, bool pool_follows);
 
 // Whether this CPU and OS run the AMX int8 and bf16 instructions (and this process may use them),
 // whatever this build does with them (a model build runs its AMX kernels on a software model).

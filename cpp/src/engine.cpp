@@ -172,7 +172,7 @@ void run_conv_kernel(int conv_team, const Geometry& g, const Args& a, size_t row
 // not a multiple of the panel, it writes to scratch and the real filters are copied out.
 void Engine::run_conv(size_t l, const float* x, float* y, Scratch& s) const {
   const LayerParams& p = params_[l];
-  if (p.qconv.weights.size()) return run_conv_int8(l, x, y, s);
+  if (p.qconv.weights.size()) return run_conv_quantized(l, x, y, s);
   const Geometry& g = p.geometry;
   const KernelInfo& k = kernel_of(spatial_kernel_);
   const ImageShape out = output_shape(Op::Conv2d, g);
@@ -195,25 +195,28 @@ void Engine::run_conv(size_t l, const float* x, float* y, Scratch& s) const {
   run_conv_kernel(s.conv_team, g, a, padded_w * C, k.conv_panel, k.conv, k.conv_split_macs, y);
 }
 
-// The int8 form: the image is quantized as one row by the kernel's own row preparation (its
-// range gives the scale and zero point, as a dense layer's row is quantized: the same bytes on
-// every ISA) into a frame whose padding, and the slack the kernel may read past it, hold the
-// zero point; the kernel sums every output in int32 and scales it back.
-void Engine::run_conv_int8(size_t l, const float* x, float* y, Scratch& s) const {
+// The reduced-precision form: the image is converted as one row by the kernel's own row
+// preparation (int8: its range gives the scale and zero point, as a dense layer's row is
+// quantized; bf16: rounded to nearest even; the same bytes on every ISA) into a frame whose
+// padding, and the slack the kernel may read past it, hold zero (int8: the zero point). int8
+// kernels sum every output in int32 and scale it back, bf16 ones in float32.
+void Engine::run_conv_quantized(size_t l, const float* x, float* y, Scratch& s) const {
   const LayerParams& p = params_[l];
   const Geometry& g = p.geometry;
   const KernelInfo& k = kernel_of(p.qconv_kernel);
   const ImageShape out = output_shape(Op::Conv2d, g);
-  const size_t C = g.in.channels, row = size_t(g.in.width) * C, n = size_t(g.in.height) * row;
+  const size_t n = size_t(g.in.height) * g.in.width * g.in.channels;  // values
+  const size_t C = g.in.channels * (precision_ == Precision::Int8 ? 1 : 2);  // bytes per pixel
+  const size_t row = size_t(g.in.width) * C, bytes = size_t(g.in.height) * row;
   const size_t padded_w = size_t(g.in.width) + g.pad_left + g.pad_right;
   const size_t padded_h = size_t(g.in.height) + g.pad_top + g.pad_bottom, frame = padded_h * padded_w * C;
-  const bool padded = frame != n;
+  const bool padded = frame != bytes;
   const size_t slack = kernels::quant_conv_slack(C, g.stride_w, p.qconv.units);
   uint8_t* image = padded ? s.frame + frame + slack : s.frame;
-  float scale;
-  int32_t zero;
-  k.prepare_rows(x, n, 1, n, image, n, &scale, &zero, nullptr);
-  const uint8_t zero_byte = static_cast<uint8_t>(zero);
+  float scale = 1.0f;
+  int32_t zero = 0;
+  k.prepare_rows(x, n, 1, n, image, bytes, &scale, &zero, nullptr);
+  const uint8_t zero_byte = static_cast<uint8_t>(zero);  // bf16: 0, the bits of +0
   if (padded) {
     std::fill_n(s.frame, frame, zero_byte);
     for (size_t iy = 0; iy < g.in.height; ++iy)
@@ -404,7 +407,7 @@ std::shared_ptr<const Engine> Engine::from_bytes(const uint8_t* data, size_t siz
         decode_f32(src.bias, src.output_width, params.second.data());
       }
       // Spatial layers run in fp32 (on this engine's kernel, or the best fp32 one), but for the conv
-      // layers of an int8 engine with an int8 convolution, packed again below.
+      // layers of an int8 or bf16 engine with a convolution of its precision, packed again below.
       if (is_spatial(src.op)) e->spatial_kernel_ = precision == Precision::Fp32 ? &k : &select_kernel("", Precision::Fp32);
       if (src.op == Op::Conv2d) {
         const KernelInfo& ck = kernel_of(e->spatial_kernel_);
@@ -447,21 +450,22 @@ std::shared_ptr<const Engine> Engine::from_bytes(const uint8_t* data, size_t siz
     e->small_plan_ = e->plan_quantized(file, values, partner);
     e->min_rows_ = chosen.min_rows;
   }
-  // An int8 engine runs its conv layers in int8 where a kernel here has an int8 convolution (bf16
-  // has none: a vdpbf16ps one was slower than fp32, dispatch.cpp).
-  for (size_t l = 0; precision == Precision::Int8 && l < file.layers.size(); ++l) {
+  // Conv layers run in the engine's precision where a kernel here has a convolution of it
+  // (reduced_conv_kernel), each layer on its own choice; the others stay in fp32.
+  const size_t value_bytes = precision == Precision::Int8 ? 1 : 2;
+  for (size_t l = 0; l < file.layers.size(); ++l) {
     const FileLayer& src = file.layers[l];
     if (src.op != Op::Conv2d) continue;
     const Geometry& g = src.geometry;
-    const KernelInfo* qc = int8_conv_kernel(chosen, g, forced || (chosen.quant_conv_pools && pool_fuses(file, l)));
-    if (!qc) break;
+    const KernelInfo* qc = reduced_conv_kernel(chosen, g, forced, pool_fuses(file, l));
+    if (!qc) continue;
     e->params_[l].qconv_kernel = qc;
     e->set_pool_fusion(l, qc->quant_conv_pools && pool_fuses(file, l));
-    e->params_[l].qconv = pack_conv_int8(src, qc->quant_conv_panel, qc->quant_conv_units);
-    const size_t image = size_t(g.in.height) * g.in.width * g.in.channels;
+    e->params_[l].qconv = pack_conv_quantized(src, precision, qc->quant_conv_panel, qc->quant_conv_units);
+    const size_t pixel = g.in.channels * value_bytes, image = size_t(g.in.height) * g.in.width * pixel;
     const size_t frame = (size_t(g.in.height) + g.pad_top + g.pad_bottom) *
-                         (size_t(g.in.width) + g.pad_left + g.pad_right) * g.in.channels;
-    e->max_conv_frame_ = std::max(e->max_conv_frame_, frame + kernels::quant_conv_slack(g.in.channels, g.stride_w,
+                         (size_t(g.in.width) + g.pad_left + g.pad_right) * pixel;
+    e->max_conv_frame_ = std::max(e->max_conv_frame_, frame + kernels::quant_conv_slack(pixel, g.stride_w,
                                                                                          e->params_[l].qconv.units) +
                                                           image);
     const ImageShape o = output_shape(Op::Conv2d, g);
@@ -646,14 +650,17 @@ void Engine::pack_conv(const uint8_t* kernel, const uint8_t* bias, size_t depth,
   decode_f32(bias, filters, dst.bias.data());
 }
 
-// A conv kernel in int8 per filter (quantize_values, as a dense layer of window rows x filters),
-// packed unit by unit in panels of `panel` filters (kernels::QuantConvArgs): a packed row per
-// window row, units padded to `unit_align`, or for a tile kernel (unit_align > 1) the whole window
-// as one packed row where that takes fewer tile columns.
-Engine::QuantLayer Engine::pack_conv_int8(const FileLayer& src, size_t panel, size_t unit_align) {
+// A conv kernel in int8 per filter or in bf16 (quantize_values, as a dense layer of window rows x
+// filters), packed unit by unit in panels of `panel` filters (kernels::QuantConvArgs): a packed
+// row per window row, units padded to `unit_align`, or for a tile kernel (unit_align > 1) the
+// whole window as one packed row where that takes fewer tile columns. Offsets below are in bytes
+// of the input image (1 per value in int8, 2 in bf16).
+Engine::QuantLayer Engine::pack_conv_quantized(const FileLayer& src, Precision precision, size_t panel,
+                                               size_t unit_align) {
   const Geometry& g = src.geometry;
-  const size_t segment = size_t(g.window_w) * g.in.channels, depth = g.window_h * segment, F = g.filters;
-  const size_t image_row = (size_t(g.in.width) + g.pad_left + g.pad_right) * g.in.channels;
+  const size_t bytes = precision == Precision::Int8 ? 1 : 2;  // per value
+  const size_t values = size_t(g.window_w) * g.in.channels, depth = g.window_h * values, F = g.filters;
+  const size_t segment = values * bytes, image_row = (size_t(g.in.width) + g.pad_left + g.pad_right) * g.in.channels * bytes;
   const size_t span = (g.window_h - 1) * image_row + segment;  // window origin to its last byte
   const auto units_of = [&](size_t bytes) {
     return round_up((bytes + kernels::kUnitBytes - 1) / kernels::kUnitBytes, unit_align);
@@ -662,7 +669,7 @@ Engine::QuantLayer Engine::pack_conv_int8(const FileLayer& src, size_t panel, si
   FileLayer rows = src;  // the kernel as a dense layer: depth inputs, F outputs
   rows.input_width = static_cast<uint32_t>(depth);
   rows.output_width = static_cast<uint32_t>(F);
-  const LayerValues v = quantize_values(rows, Precision::Int8);
+  const LayerValues v = quantize_values(rows, precision);
   QuantLayer q{};
   q.panels = round_up(F, panel) / panel;
   q.window_rows = one_row ? 1 : g.window_h;
@@ -672,15 +679,17 @@ Engine::QuantLayer Engine::pack_conv_int8(const FileLayer& src, size_t panel, si
   q.weights = AlignedArray<uint8_t>(q.panels * q.window_rows * q.units * unit_row);  // zero-filled
   for (size_t p = 0; p < q.panels; ++p)
     for (size_t ky = 0; ky < g.window_h; ++ky)
-      for (size_t t = 0; t < segment; ++t) {
+      for (size_t t = 0; t < segment; ++t) {  // byte t of the window row: byte t % bytes of value t / bytes
         const size_t at = one_row ? ky * image_row + t : ky * packed_row + t;  // in the panel's bytes
-        for (size_t f = 0; f < panel && p * panel + f < F; ++f)
+        for (size_t f = 0; f < panel && p * panel + f < F; ++f) {
+          const uint32_t value = static_cast<uint32_t>(v.values[(ky * values + t / bytes) * F + p * panel + f]);
           q.weights.data()[(p * q.window_rows * q.units + at / kernels::kUnitBytes) * unit_row +
                            f * kernels::kUnitBytes + at % kernels::kUnitBytes] =
-              static_cast<uint8_t>(static_cast<int8_t>(v.values[(ky * segment + t) * F + p * panel + f]));
+              static_cast<uint8_t>(value >> (8 * (t % bytes)));  // little-endian bf16; int8's low byte
+        }
       }
   q.bias = AlignedFloats(width);
-  q.col_scale = AlignedFloats(width);
+  q.col_scale = AlignedFloats(width);  // int8 only: empty in v for bf16, zero here
   q.col_sum = AlignedArray<int32_t>(width);
   std::copy(v.bias.begin(), v.bias.end(), q.bias.data());
   std::copy(v.col_scale.begin(), v.col_scale.end(), q.col_scale.data());

@@ -168,7 +168,8 @@ class Engine {
     Geometry geometry;  // spatial ops
     AlignedFloats first, second;  // scale_shift: scale and shift; layer_norm: gamma and beta
     // conv2d: the kernel packed in panels of filters for spatial_kernel_'s conv (Engine::pack_conv),
-    // and in int8 for qconv_kernel's (an int8 engine with one: Engine::pack_conv_int8).
+    // and in int8 or bf16 for qconv_kernel's (a reduced-precision engine with one:
+    // Engine::pack_conv_quantized).
     PackedLayer conv;
     QuantLayer qconv;
     const void* qconv_kernel = nullptr;  // KernelInfo*
@@ -185,8 +186,9 @@ class Engine {
   void run_elementwise(size_t l, const float* x, size_t x_stride, size_t rows, float* y, size_t y_stride,
                        Scratch& s) const;
   void run_conv(size_t l, const float* x, float* y, Scratch& s) const;
-  void run_conv_int8(size_t l, const float* x, float* y, Scratch& s) const;
-  static QuantLayer pack_conv_int8(const FileLayer& src, size_t panel, size_t unit_align);
+  void run_conv_quantized(size_t l, const float* x, float* y, Scratch& s) const;
+  static QuantLayer pack_conv_quantized(const FileLayer& src, Precision precision, size_t panel,
+                                        size_t unit_align);
   static bool pool_fuses(const ModelFile& file, size_t l);
   void set_pool_fusion(size_t l, bool fused);
   // Weights (in x out, row-major f32 bytes) packed into column panels for kernel k.

@@ -1,0 +1,37 @@
+// The bf16 convolution reference, panel width 1 (each filter's units contiguous): each output its
+// window's bf16 products summed in float32 as bf16_dense_scalar sums a row (from the flushed
+// bias, unit by unit, the odd element of each pair first, DAZ and FTZ), then ReLU. The AMX
+// kernel sums in its own order: within the bf16 tolerance of this, not bit for bit.
+#include <cmath>
+
+#include "kernels.h"
+#include "nearest-even.h"
+
+namespace mnist_engine::kernels {
+
+void bf16_conv_scalar(const QuantConvArgs& a) {
+  const NearestEven rounding;
+  const size_t row = a.padded_w * a.channels;
+  for (size_t oy = 0; oy < a.out_h; ++oy)
+    for (size_t ox = 0; ox < a.out_w; ++ox) {
+      const uint8_t* window = a.x + oy * a.stride_h * row + ox * a.stride_w * a.channels;
+      float* y = a.y + (oy * a.out_w + ox) * a.y_stride;
+      for (size_t f = 0; f < a.panels; ++f) {
+        float acc = flush_denormal(a.bias[f]);
+        for (size_t ky = 0; ky < a.window_h; ++ky) {
+          const uint8_t* x = window + ky * row;
+          const uint8_t* w = reinterpret_cast<const uint8_t*>(a.packed) + (f * a.window_h + ky) * a.units * kUnitBytes;
+          for (size_t u = 0; u < a.units; ++u) {
+            uint16_t xs[2], ws[2];
+            __builtin_memcpy(xs, x + kUnitBytes * u, 4);
+            __builtin_memcpy(ws, w + kUnitBytes * u, 4);
+            acc = flush_denormal(std::fma(from_bf16(xs[1]), from_bf16(ws[1]), acc));
+            acc = flush_denormal(std::fma(from_bf16(xs[0]), from_bf16(ws[0]), acc));
+          }
+        }
+        y[f] = (a.relu && acc < 0.0f) ? 0.0f : acc;
+      }
+    }
+}
+
+}  // namespace mnist_engine::kernels
