@@ -2,10 +2,8 @@
 // window's bf16 products summed in float32 as bf16_dense_scalar sums a row (from the flushed
 // bias, unit by unit, the odd element of each pair first, DAZ and FTZ), then ReLU. The AMX
 // kernel sums in its own order: within the bf16 tolerance of this, not bit for bit.
-#include <cmath>
-
+#include "bf16-reference.h"
 #include "kernels.h"
-#include "nearest-even.h"
 
 namespace mnist_engine::kernels {
 
@@ -18,17 +16,9 @@ void bf16_conv_scalar(const QuantConvArgs& a) {
       float* y = a.y + (oy * a.out_w + ox) * a.y_stride;
       for (size_t f = 0; f < a.panels; ++f) {
         float acc = flush_denormal(a.bias[f]);
-        for (size_t ky = 0; ky < a.window_h; ++ky) {
-          const uint8_t* x = window + ky * row;
-          const uint8_t* w = reinterpret_cast<const uint8_t*>(a.packed) + (f * a.window_h + ky) * a.units * kUnitBytes;
-          for (size_t u = 0; u < a.units; ++u) {
-            uint16_t xs[2], ws[2];
-            __builtin_memcpy(xs, x + kUnitBytes * u, 4);
-            __builtin_memcpy(ws, w + kUnitBytes * u, 4);
-            acc = flush_denormal(std::fma(from_bf16(xs[1]), from_bf16(ws[1]), acc));
-            acc = flush_denormal(std::fma(from_bf16(xs[0]), from_bf16(ws[0]), acc));
-          }
-        }
+        const uint8_t* w = reinterpret_cast<const uint8_t*>(a.packed) + f * a.window_h * a.units * kUnitBytes;
+        for (size_t ky = 0; ky < a.window_h; ++ky)
+          acc = bf16_unit_products(acc, window + ky * row, w + ky * a.units * kUnitBytes, a.units);
         y[f] = (a.relu && acc < 0.0f) ? 0.0f : acc;
       }
     }
