@@ -476,9 +476,10 @@ nothing about an Engine can change.)doc")
       .def_property_readonly("input_scale", &Engine::input_scale)
       .def_property_readonly("kernel", &Engine::kernel_name)
       .def_property_readonly("conv_kernel", &Engine::conv_kernel_name,
-                             "The kernel whose convolution runs the conv layers ('' for a model without): "
-                             "an fp32 kernel, or in an int8 engine an int8 one where this CPU has an int8 "
-                             "convolution (else the conv layers run in fp32).")
+                             "The kernels whose convolutions run the conv layers, in layer order, each once "
+                             "('' for a model without): an fp32 kernel, or in an int8 or bf16 engine one of "
+                             "its precision where this CPU has such a convolution (AMX hands narrow layers "
+                             "without a 2x2 max pool to AVX-512 VNNI; a layer with none runs in fp32).")
       .def("kernel_for_rows", [](const Engine& e, long long rows) {
         if (rows < 0) throw py::value_error("rows must be >= 0, got " + std::to_string(rows));
         return e.kernel_for_rows(static_cast<size_t>(rows));
