@@ -115,6 +115,10 @@ def test_the_convnet_trained_now_matches_keras_on_all_10000_test_images(keras, m
      r"^layer 'c' \(Conv2D\): activation='softmax' on an image is not supported"),
     (lambda k: k.layers.Conv2DTranspose(4, 3, name="t"), r"^layer 't' \(Conv2DTranspose\) is not supported"),
     (lambda k: k.layers.DepthwiseConv2D(3, name="d"), r"^layer 'd' \(DepthwiseConv2D\) is not supported"),
+    (lambda k: k.layers.SeparableConv2D(4, 3, name="s"), r"^layer 's' \(SeparableConv2D\) is not supported"),
+    (lambda k: k.layers.Conv2D(4, 3, groups=2, name="g"), r"^layer 'g' \(Conv2D\): groups=2 is not supported"),
+    (lambda k: k.layers.Conv2D(4, 1, data_format="channels_first", name="f"),
+     r"^layer 'f' \(Conv2D\): data_format='channels_first' is not supported"),
 ])
 def test_what_is_refused_is_named_in_one_line(keras, tmp_path, build, message):
     layers = keras.layers

@@ -733,6 +733,7 @@ def test_conv_refusals_name_the_node(onnx, tmp_path, rng, attrs, in_shape, messa
 
 def test_pool_refusals_name_the_node(onnx, tmp_path, rng):
     for attrs, message in [({"ceil_mode": 1}, "ceil_mode=1 is not supported"),
+                           ({"storage_order": 1}, "storage_order=1 is not supported"),
                            ({"pads": [2, 0, 0, 0]}, r"pads \[2, 0, 0, 0\] for a 2x2 window is not supported")]:
         model = cnn_model(onnx, rng, [node("MaxPool", ["x"], "p", kernel_shape=[2, 2], **attrs),
                                       node("Flatten", ["p"], "f"), node("MatMul", ["f", "wd"], "y")],
