@@ -175,6 +175,56 @@ def test_a_batch_never_exceeds_max_batch_and_big_requests_run_alone(engine, rng)
     assert seen == [7, 5, 12, 3]
 
 
+def test_a_failing_batch_fails_only_its_requests_and_the_batcher_goes_on(engine, rng):
+    """Whatever a batch raises (here a MemoryError, as np.concatenate or predict may) reaches that
+    batch's requests alone; the next batch is computed, and stop() returns (it used to spin)."""
+    import asyncio
+
+    from mnist_engine.serve.batcher import DynamicBatcher
+
+    class FailsOnce:
+        calls = 0
+
+        def predict(self, x, range_check="warn"):
+            FailsOnce.calls += 1
+            if FailsOnce.calls == 1:
+                raise MemoryError("out of memory joining the batch")
+            return engine.predict(x, range_check=range_check)
+
+    async def main():
+        batcher = DynamicBatcher(FailsOnce(), max_batch=10, max_delay=0.01)
+        batcher.start()
+        rows = [rng.integers(0, 256, (2, 784), dtype=np.uint8) for _ in range(3)]
+        first = await asyncio.gather(*(batcher.predict(r) for r in rows[:2]), return_exceptions=True)
+        later = await batcher.predict(rows[2])
+        await asyncio.wait_for(batcher.stop(), 5)
+        return first, later, rows
+
+    first, later, rows = asyncio.run(main())
+    assert all(isinstance(f, MemoryError) for f in first)
+    assert np.array_equal(later, engine.predict(rows[2]))
+
+
+def test_a_failing_batch_is_a_one_line_500_and_the_server_serves_on(port, engine, images, monkeypatch):
+    from mnist_engine.serve.batcher import DynamicBatcher
+
+    real = DynamicBatcher._predict
+    failures = iter([MemoryError("out of memory")])
+
+    def fails_once(self, inputs):
+        for e in failures:
+            raise e
+        return real(self, inputs)
+
+    monkeypatch.setattr(DynamicBatcher, "_predict", fails_once)
+    status, headers, response = request(port, "POST", INFER, infer_json(images[:1]))
+    assert status == 500 and headers["content-type"] == "application/json"
+    assert json.loads(response)["error"] == ("internal error computing this request's batch (MemoryError: out of "
+                                             "memory); the server goes on")
+    status, _, response = request(port, "POST", INFER, infer_json(images[:2]))
+    assert status == 200
+
+
 # -- bad requests: 4xx, a JSON error, and the server serves on ------------------------------------
 
 SIG = ModelSignature("mnist", 784, 10, "probabilities")
@@ -186,9 +236,9 @@ def body(**tensor):
                                    **tensor}]}).encode()
 
 
-def binary_request(declared: int, sent: int):
+def binary_request(declared: int, sent: int, rows: int = 1):
     """A binary-tensor request declaring `declared` bytes and carrying `sent`; (body, header length)."""
-    header = json.dumps({"inputs": [{"name": "input", "datatype": "UINT8", "shape": [1, 784],
+    header = json.dumps({"inputs": [{"name": "input", "datatype": "UINT8", "shape": [rows, 784],
                                      "parameters": {"binary_data_size": declared}}]}).encode()
     return header + bytes(sent), str(len(header))
 
@@ -214,6 +264,14 @@ BAD_REQUESTS = {
     "header past the body": (body(), "99999", r"^Inference-Header-Content-Length is 99999, but the body has"),
     "header not a number": (body(), "abc", r"^Inference-Header-Content-Length must be an integer"),
     "binary size lies": (*binary_request(5, 784), r"^input parameters.binary_data_size is 5, but 784 bytes follow"),
+    # Each of these was a 500 (issue 24): sizes wrapped in int64, the parser's recursion, long numbers.
+    "a wrapping shape": (*binary_request(784, 784, rows=2 ** 60 + 1), r"^binary input has 784 bytes; its shape needs "
+                         r"903890459611768029968 "),
+    "deep nesting": (b'{"inputs": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", None, r"^the request body nests its JSON "
+                     r"too deeply"),
+    "a 5,000-digit integer": (b'{"inputs": [], "id": ' + b"9" * 5000 + b"}", None,
+                              r"^the request body holds a number too long to read"),
+    "10**400 in the data": (body(data=[10 ** 400] * 784), None, r"^input 'data' must be an array of numbers"),
     "unknown output": (json.dumps({"inputs": [{"name": "input", "datatype": "UINT8", "shape": [1, 784],
                                                "data": ZEROS}], "outputs": [{"name": "logits"}]}).encode(), None,
                        r"^output \"logits\" does not exist; this model's output is 'probabilities'"),

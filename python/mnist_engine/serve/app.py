@@ -162,7 +162,11 @@ def create_app(models: Mapping[str, Engine], limits: Limits = Limits()) -> Starl
                                        model.signature)
         if decoded.rows.dtype == np.float32 and not limits.allow_any_range:
             check_input_range(model.engine, decoded.rows)
-        outputs = await model.batcher(datatype_of(decoded.rows)).predict(decoded.rows)
+        try:
+            outputs = await model.batcher(datatype_of(decoded.rows)).predict(decoded.rows)
+        except Exception as e:  # the batch failed (logged by the batcher); later requests are served
+            raise RequestError(500, f"internal error computing this request's batch ({type(e).__name__}: {e}); "
+                                    "the server goes on") from None
         payload, header_length = encode_infer_response(outputs, decoded, model.signature)
         if header_length is None:
             return _json(payload)

@@ -6,17 +6,23 @@ pixels and float32 values are never mixed, so every answer has the bits a local 
 request gives). A batch closes when it holds `max_batch` rows or `max_delay` seconds after its
 first request arrived, whichever is first; it then runs on the batcher's own thread, with the GIL
 released by predict, while the event loop keeps accepting and queueing the next batch.
+
+The worker is supervised: whatever a batch raises (a MemoryError joining its rows, a bug) fails
+that batch's requests alone, is logged once per kind, and the worker goes on to the next batch.
 """
 from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 from concurrent.futures import ThreadPoolExecutor
-from typing import Deque, List, Optional, Tuple
+from typing import Deque, List, Optional, Set, Tuple
 
 import numpy as np
 
 from .._core import Engine
+
+log = logging.getLogger("mnist_engine.serve")
 
 
 class DynamicBatcher:
@@ -28,6 +34,8 @@ class DynamicBatcher:
         self.engine, self.max_batch, self.max_delay = engine, max_batch, max_delay
         self._pending: Deque[Tuple[np.ndarray, asyncio.Future]] = collections.deque()
         self._arrived = asyncio.Event()
+        self._idle = asyncio.Event()  # set while the worker waits with nothing queued
+        self._logged: Set[str] = set()  # kinds of batch failure already logged
         # One thread: batches run one after another, each with all of the engine's OpenMP threads.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"predict-{name}")
         self._worker: Optional[asyncio.Task] = None
@@ -40,8 +48,8 @@ class DynamicBatcher:
     async def stop(self) -> None:
         """Finish what is queued, then stop the worker."""
         if self._worker is not None:
-            while self._pending:
-                await asyncio.sleep(0.001)
+            if not self._worker.done():
+                await self._idle.wait()
             self._worker.cancel()
             try:
                 await self._worker
@@ -54,12 +62,14 @@ class DynamicBatcher:
         """The engine's outputs for `rows`, computed in a batch with whatever else is queued."""
         future = asyncio.get_running_loop().create_future()
         self._pending.append((rows, future))
+        self._idle.clear()
         self._arrived.set()
         return await future
 
     async def _next_batch(self) -> List[Tuple[np.ndarray, asyncio.Future]]:
         while not self._pending:
             self._arrived.clear()
+            self._idle.set()
             await self._arrived.wait()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.max_delay
@@ -89,25 +99,30 @@ class DynamicBatcher:
         return self.engine.predict(inputs, range_check="ignore")
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             batch = await self._next_batch()
             live = [(rows, future) for rows, future in batch if not future.cancelled()]
             if not live:
                 continue
-            inputs = live[0][0] if len(live) == 1 else np.concatenate([rows for rows, _ in live])
             try:
-                # Each request's range was checked (or allowed) on its own before it was queued.
-                outputs = await loop.run_in_executor(self._executor, self._predict, inputs)
-            except Exception as e:  # predict validated its input already; anything here is ours
+                await self._run_batch(live)
+            except Exception as e:  # predict validated its input already: anything here is ours
+                kind = type(e).__name__
+                if kind not in self._logged:
+                    self._logged.add(kind)
+                    log.error("a batch of %d requests failed (%s: %s); the batcher goes on", len(live), kind, e)
                 for _, future in live:
                     if not future.done():
                         future.set_exception(e)
-                continue
-            self.batches += 1
-            self.rows += len(inputs)
-            start = 0
-            for rows, future in live:
-                if not future.done():  # a client that went away cancels its future
-                    future.set_result(outputs[start:start + len(rows)])
-                start += len(rows)
+
+    async def _run_batch(self, live: List[Tuple[np.ndarray, asyncio.Future]]) -> None:
+        inputs = live[0][0] if len(live) == 1 else np.concatenate([rows for rows, _ in live])
+        # Each request's range was checked (or allowed) on its own before it was queued.
+        outputs = await asyncio.get_running_loop().run_in_executor(self._executor, self._predict, inputs)
+        self.batches += 1
+        self.rows += len(inputs)
+        start = 0
+        for rows, future in live:
+            if not future.done():  # a client that went away cancels its future
+                future.set_result(outputs[start:start + len(rows)])
+            start += len(rows)

@@ -72,6 +72,11 @@ def _loads(data: bytes, what: str) -> Dict[str, Any]:
         value = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise RequestError(400, f"{what} is not valid JSON ({e})") from None
+    except RecursionError:  # thousands of nested arrays: Python's parser recurses per level
+        raise RequestError(400, f"{what} nests its JSON too deeply; the data may be flat or one array per "
+                                "row") from None
+    except ValueError as e:  # an integer of more than 4300 digits (int_max_str_digits)
+        raise RequestError(400, f"{what} holds a number too long to read ({e})") from None
     if not isinstance(value, dict):
         raise RequestError(400, f"{what} must be a JSON object, got {type(value).__name__}")
     return value
@@ -108,7 +113,7 @@ def _json_data(data: Any, datatype: str, count: int) -> np.ndarray:
     try:
         # float64 first: every JSON number fits, and the checks below see the values as sent.
         values = np.asarray(data, dtype=np.float64).reshape(-1)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, OverflowError):  # OverflowError: an integer past float64's range
         raise RequestError(400, "input 'data' must be an array of numbers (nested lists of equal length are "
                                 "fine)") from None
     if values.size != count:
@@ -150,7 +155,7 @@ def decode_infer_request(body: bytes, header_length: Optional[str], signature: M
         raise RequestError(400, f"input datatype {json.dumps(datatype)[:40]} is not supported; expected one of "
                                 f"{', '.join(sorted(INPUT_DATATYPES))}")
     shape = _shape_of(tensor, signature)
-    count = int(np.prod(shape))
+    count = math.prod(shape)  # Python integers: np.prod wraps in int64, and a wrapped count could pass
     parameters = tensor.get("parameters") or {}
     if not isinstance(parameters, dict):
         raise RequestError(400, "input 'parameters' must be a JSON object")
