@@ -90,21 +90,24 @@ def run(args: argparse.Namespace) -> int:
     models = load_models(args)
     limits = Limits(max_batch=args.max_batch, max_delay=args.max_delay_ms / 1000, max_body=args.max_body,
                     body_timeout=args.body_timeout, allow_any_range=args.allow_any_range)
-    app = create_app(models, limits)
     for name, engine in models.items():
         print(f"mnist-engine serve: {name}: {engine!r}", file=sys.stderr)
     sock = bind(args.host, args.port)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
-    print(f"mnist-engine serve: listening on http://{shown}:{port}/ (the Open Inference Protocol under /v2, a "
-          "draw-a-digit page at /)", file=sys.stderr, flush=True)
-    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=30,
-                            server_header=False)
+
+    def listening() -> None:  # from the app's startup: uvicorn's signal handlers are in place by then
+        print(f"mnist-engine serve: listening on http://{shown}:{port}/ (the Open Inference Protocol under /v2, "
+              "a draw-a-digit page at /)", file=sys.stderr, flush=True)
+
+    config = uvicorn.Config(create_app(models, limits, on_startup=listening), log_level="warning",
+                            access_log=False, timeout_graceful_shutdown=30, server_header=False)
     server = uvicorn.Server(config)
     # uvicorn stops accepting on SIGTERM or Ctrl-C, finishes the requests in flight, and then raises
-    # the signal again under the handler it found. For SIGTERM that handler is this no-op, so a
-    # clean stop exits 0, as process supervisors (systemd, Kubernetes) expect; Ctrl-C stays 130.
-    previous = signal.signal(signal.SIGTERM, lambda *_: None)
+    # the signal again under the handler it found. That handler is this one, so a clean stop exits 0,
+    # as process supervisors (systemd, Kubernetes) expect (Ctrl-C stays 130); and a SIGTERM that
+    # comes before uvicorn installs its own handlers sets the same exit flag, so it is never lost.
+    previous = signal.signal(signal.SIGTERM, lambda *_: setattr(server, "should_exit", True))
     try:
         server.run(sockets=[sock])
     finally:

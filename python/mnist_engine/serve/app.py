@@ -14,7 +14,7 @@ import html
 import json
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Dict, Mapping, Optional
+from typing import Callable, Dict, Mapping, Optional
 
 import numpy as np
 from starlette.applications import Starlette
@@ -118,8 +118,10 @@ def _page(model: str) -> str:
         "{{MODEL_JSON}}", json.dumps(model).replace("<", "\\u003c"))
 
 
-def create_app(models: Mapping[str, Engine], limits: Limits = Limits()) -> Starlette:
-    """An ASGI app serving `models` (name -> Engine) over the Open Inference Protocol."""
+def create_app(models: Mapping[str, Engine], limits: Limits = Limits(),
+               on_startup: Optional[Callable[[], None]] = None) -> Starlette:
+    """An ASGI app serving `models` (name -> Engine) over the Open Inference Protocol; `on_startup`
+    runs when the server starts the app (uvicorn's signal handlers are in place by then)."""
     if not models:
         raise ValueError("at least one model is needed")
     served = {name: ServedModel(engine, ModelSignature(name, engine.input_width, engine.output_width,
@@ -189,6 +191,8 @@ def create_app(models: Mapping[str, Engine], limits: Limits = Limits()) -> Starl
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette):
+        if on_startup is not None:
+            on_startup()
         yield
         for model in served.values():
             for batcher in model.batchers.values():
