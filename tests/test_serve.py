@@ -301,7 +301,7 @@ def test_bad_requests_over_http_are_4xx_and_the_server_serves_on(port, engine, i
 def test_a_body_over_the_limit_is_413_declared_or_streamed(port):
     # Refused on the header alone, before the 2 MiB are sent.
     with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
-        raw.sendall(f"POST {INFER} HTTP/1.1\r\nHost: x\r\nContent-Length: {2 << 20}\r\n\r\n".encode())
+        raw.sendall(f"POST {INFER} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {2 << 20}\r\n\r\n".encode())
         reply = raw.recv(4096).decode()
     assert reply.startswith("HTTP/1.1 413") and "the body is 2097152 bytes; the limit is 1048576" in reply
 
@@ -322,7 +322,7 @@ def test_a_slow_body_times_out_with_408_and_others_are_served_meanwhile(port, im
     """A slowloris client declares 10 kB and trickles it: it gets 408 after body_timeout (1 s),
     and a normal request sent while it trickles is answered at once."""
     slow = socket.create_connection(("127.0.0.1", port))
-    slow.sendall(f"POST {INFER} HTTP/1.1\r\nHost: x\r\nContent-Length: 10000\r\n\r\n{{".encode())
+    slow.sendall(f"POST {INFER} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 10000\r\n\r\n{{".encode())
     answered = []
 
     def trickle():
@@ -363,6 +363,32 @@ def test_sigterm_finishes_the_request_in_flight_then_exits_0(engine, images):
         assert np.array_equal(got, engine.predict(images[:3]))
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection(("127.0.0.1", port), timeout=5)
+
+
+def test_only_the_allowed_hosts_are_answered(port, images):
+    """DNS rebinding: a page on evil.example that resolves to 127.0.0.1 sends Host: evil.example."""
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}", "LOCALHOST"):
+        assert request(port, "POST", INFER, infer_json(images[:1]), {"Host": host})[0] == 200, host
+    for host in (f"evil.example:{port}", "127.0.0.2", "[::1", ""):
+        status, headers, body = request(port, "GET", "/v2/health/live", headers={"Host": host})
+        assert status == 421 and headers["content-type"] == "application/json", host
+        assert json.loads(body)["error"] == (f"this server does not answer to the host {host!r}; it answers to "
+                                             "localhost, 127.0.0.1, ::1 (add a name with --allow-host, or '*' for any)")
+
+
+def test_the_allowed_hosts_follow_the_bound_address_and_allow_host():
+    from mnist_engine.serve.hosts import allowed_hosts, host_name
+
+    assert allowed_hosts("127.0.0.1") == ("localhost", "127.0.0.1", "::1")
+    assert allowed_hosts("0.0.0.0", ["Digits.lan"]) == ("localhost", "127.0.0.1", "::1", "digits.lan")
+    assert allowed_hosts("192.168.1.5", ["[fe80::1]"]) == ("localhost", "127.0.0.1", "::1", "192.168.1.5", "fe80::1")
+    assert [host_name(h) for h in ("a.b:80", "[::1]:8000", "[::1", "x:port", None)] == ["a.b", "::1", None, None, None]
+
+
+def test_allow_host_adds_a_name_on_the_command_line():
+    with server_process("--allow-host", "Digits.lan") as (_process, port):
+        assert request(port, "GET", "/v2/health/live", headers={"Host": f"digits.lan:{port}"})[0] == 200
+        assert request(port, "GET", "/v2/health/live", headers={"Host": "other.lan"})[0] == 421
 
 
 def test_a_sigterm_right_after_the_listening_line_is_honoured():

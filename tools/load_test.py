@@ -270,7 +270,7 @@ async def slowloris(url: str, connections: int, seconds: float) -> List[str]:
 
     async def one() -> str:
         reader, writer = await asyncio.open_connection(host, int(port))
-        writer.write(b"POST /v2/models/mnist/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n{")
+        writer.write(b"POST /v2/models/mnist/infer HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100000\r\n\r\n{")
         end = time.monotonic() + seconds
         try:
             while time.monotonic() < end:

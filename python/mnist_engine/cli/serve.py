@@ -54,6 +54,9 @@ def add_parser(sub) -> None:
     serve.add_argument("--model", type=model_spec, action="append", metavar="NAME=FILE",
                        help="a model to serve as NAME (repeatable; default: the bundled model as 'mnist')")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    serve.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                       help="a Host name clients may use besides localhost and the bound address (repeatable; "
+                            "'*' allows any: only behind a proxy that checks Host)")
     serve.add_argument("--port", type=port_number, default=8000, help="port (default 8000; 0 picks a free one)")
     serve.add_argument("--precision", choices=["fp32", "bf16", "int8"], help="arithmetic of every model (default fp32)")
     serve.add_argument("--threads", type=positive_int, help="OpenMP threads per predict call (default: all cores)")
@@ -86,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
 
     uvicorn = require("uvicorn", "mnist-engine serve")
     from ..serve import Limits, create_app
+    from ..serve.hosts import allowed_hosts
 
     models = load_models(args)
     limits = Limits(max_batch=args.max_batch, max_delay=args.max_delay_ms / 1000, max_body=args.max_body,
@@ -100,7 +104,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"mnist-engine serve: listening on http://{shown}:{port}/ (the Open Inference Protocol under /v2, "
               "a draw-a-digit page at /)", file=sys.stderr, flush=True)
 
-    config = uvicorn.Config(create_app(models, limits, on_startup=listening), log_level="warning",
+    app = create_app(models, limits, on_startup=listening, hosts=allowed_hosts(host, args.allow_host))
+    config = uvicorn.Config(app, log_level="warning",
                             access_log=False, timeout_graceful_shutdown=30, server_header=False)
     server = uvicorn.Server(config)
     # uvicorn stops accepting on SIGTERM or Ctrl-C, finishes the requests in flight, and then raises

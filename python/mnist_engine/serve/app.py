@@ -14,11 +14,12 @@ import html
 import json
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Callable, Dict, Mapping, Optional
+from typing import Callable, Dict, Mapping, Optional, Sequence
 
 import numpy as np
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
@@ -26,6 +27,7 @@ from starlette.routing import Route
 from .. import __version__
 from .._core import Engine
 from .batcher import DynamicBatcher
+from .hosts import LOOPBACK_NAMES, HostAllowList
 from .protocol import (
     ModelSignature,
     RequestError,
@@ -119,9 +121,11 @@ def _page(model: str) -> str:
 
 
 def create_app(models: Mapping[str, Engine], limits: Limits = Limits(),
-               on_startup: Optional[Callable[[], None]] = None) -> Starlette:
+               on_startup: Optional[Callable[[], None]] = None,
+               hosts: Sequence[str] = LOOPBACK_NAMES) -> Starlette:
     """An ASGI app serving `models` (name -> Engine) over the Open Inference Protocol; `on_startup`
-    runs when the server starts the app (uvicorn's signal handlers are in place by then)."""
+    runs when the server starts the app (uvicorn's signal handlers are in place by then); requests
+    for a Host not in `hosts` (hosts.allowed_hosts) get 421."""
     if not models:
         raise ValueError("at least one model is needed")
     served = {name: ServedModel(engine, ModelSignature(name, engine.input_width, engine.output_width,
@@ -207,7 +211,7 @@ def create_app(models: Mapping[str, Engine], limits: Limits = Limits(),
         routes += [Route(path, model_metadata, methods=["GET"]),
                    Route(path + "/ready", model_ready, methods=["GET"]),
                    Route(path + "/infer", infer, methods=["POST"])]
-    app = Starlette(routes=routes, lifespan=lifespan,
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(HostAllowList, hosts=hosts)],
                     exception_handlers={RequestError: refused, HTTPException: http_error,
                                         ClientDisconnect: disconnected})
     app.state.models = served
