@@ -193,7 +193,7 @@ void quantize_rows_u8_scalar(const float* x, size_t x_stride, size_t rows, size_
 void convert_rows_bf16_scalar(const float* x, size_t x_stride, size_t rows, size_t width, uint8_t* out,
                               size_t out_stride, float* scale, int32_t* zero, float* range);
 
-// An int8 convolution (conv-quant.h, u8s8-conv-32x32-amx.cpp), one image. `x` is the layer's
+// An int8 or bf16 convolution (conv-quant.h, conv-amx.h), one image. `x` is the layer's
 // input image quantized to uint8 as one row (value = scale * (x - zero)), NHWC, with the layer's
 // padding around it holding the zero point, and readable for quant_conv_slack() bytes past its
 // end. A window row of a pixel is window_w * channels bytes, summed a 4-byte unit at a time; its
@@ -238,7 +238,7 @@ using QuantConvFn = void (*)(const QuantConvArgs&);
 void u8s8_conv_scalar(const QuantConvArgs& a);
 void bf16_conv_scalar(const QuantConvArgs& a);
 namespace {  // internal linkage, as the helpers below (an ISA file must not emit it for the others)
-// Bytes an int8 conv kernel may read past the image frame: a tile kernel loads 16 pixels' window
+// Bytes an int8 or bf16 conv kernel may read past the image frame: a tile kernel loads 16 pixels' window
 // rows at once, up to 15 pixels past a run's last, each a whole packed window row of units.
 inline constexpr size_t quant_conv_slack(size_t channels, size_t stride_w, size_t units) {
   return 16 * stride_w * channels + units * kUnitBytes;

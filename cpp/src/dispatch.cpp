@@ -135,7 +135,7 @@ class Entry {
     k_.pool = pool;
     return *this;
   }
-  // int8: its convolution and the filters per panel of the int8 conv weights' packing.
+  // int8/bf16: its convolution and the filters per panel of the conv weights' packing.
   Entry& convolves(kernels::QuantConvFn conv, uint32_t panel) {
     k_.quant_conv = conv;
     k_.quant_conv_panel = panel;
@@ -354,10 +354,10 @@ std::vector<std::string> available_kernel_names(Precision precision) {
   return names;
 }
 
-// Measured on a Xeon with AMX (docs/PERFORMANCE.md, "int8 convolution"): without a fused pool,
-// on layers with window rows under 8 bytes (3 x 3 on 1 or 2 channels) the AVX-512 VNNI direct
-// kernel is 7-12% faster than the AMX one; from 12 bytes (4 channels) AMX is faster, at 96 (the
-// keras-io convnet's second layer) 1.7x.
+// Measured on a Xeon with AMX (docs/PERFORMANCE.md, "int8 and bf16 convolution on AMX"): without
+// a fused pool, on layers with window rows under 8 bytes (3 x 3 on 1 or 2 channels) the AVX-512
+// VNNI direct kernel is 7-12% faster than the AMX one; from 12 bytes (4 channels) AMX is faster,
+// at 96 (the keras-io convnet's second layer) 1.7x.
 constexpr size_t kAmxConvMinRowBytes = 8;
 
 const KernelInfo* reduced_conv_kernel(const KernelInfo& k, const Geometry& g, bool forced, bool pool_follows) {

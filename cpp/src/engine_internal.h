@@ -33,7 +33,7 @@ struct Engine::Scratch {
   uint16_t* unit_index = nullptr;  // bf16/int8, per row: its nonzero 4-byte units
   float* padded = nullptr;         // conv2d, one image at a time: the input inside its padding
   float* conv_out = nullptr;       // its outputs, panel-wide (Engine::run_conv)
-  uint8_t* frame = nullptr;        // int8 conv: the padded input image in uint8, a unit of slack, the unpadded one
+  uint8_t* frame = nullptr;        // int8/bf16 conv: the padded input image, its slack, the unpadded one
   float range[2] = {0.0f, 0.0f};   // float input: the span this thread's tiles held (0 included)
   bool measure = false;            // measure it (predict was given `seen`)
   int conv_team = 1;               // threads a conv layer may split an image's rows over
