@@ -457,10 +457,11 @@ std::shared_ptr<const Engine> Engine::from_bytes(const uint8_t* data, size_t siz
     const FileLayer& src = file.layers[l];
     if (src.op != Op::Conv2d) continue;
     const Geometry& g = src.geometry;
-    const KernelInfo* qc = reduced_conv_kernel(chosen, g, forced, pool_fuses(file, l));
+    const bool pool_follows = pool_fuses(file, l);
+    const KernelInfo* qc = reduced_conv_kernel(chosen, g, forced, pool_follows);
     if (!qc) continue;
     e->params_[l].qconv_kernel = qc;
-    e->set_pool_fusion(l, qc->quant_conv_pools && pool_fuses(file, l));
+    e->set_pool_fusion(l, qc->quant_conv_pools && pool_follows);
     e->params_[l].qconv = pack_conv_quantized(src, precision, qc->quant_conv_panel, qc->quant_conv_units);
     const size_t pixel = g.in.channels * value_bytes, image = size_t(g.in.height) * g.in.width * pixel;
     const size_t frame = (size_t(g.in.height) + g.pad_top + g.pad_bottom) *
@@ -718,11 +719,6 @@ Engine::QuantPlan Engine::plan_quantized(const ModelFile& file, const std::vecto
 // stride 2, no padding (the keras-io convnet's and most MNIST CNNs'), with nothing between: the
 // conv's activation is ReLU or none, the pool's none. Its conv map then never exists: the kernel
 // keeps the four sums of a pooled pixel and runs the epilogue once, on the largest.
-void Engine::set_pool_fusion(size_t l, bool fused) {
-  params_[l].pool = fused ? 2 : 0;
-  if (l + 1 < params_.size()) params_[l + 1].fused = fused;
-}
-
 bool Engine::pool_fuses(const ModelFile& file, size_t l) {
   if (l + 1 >= file.layers.size()) return false;
   const FileLayer& conv = file.layers[l];
@@ -733,6 +729,12 @@ bool Engine::pool_fuses(const ModelFile& file, size_t l) {
   const bool nothing_between = (conv.activation == Activation::Relu || conv.activation == Activation::Linear) &&
                                next.activation == Activation::Linear;
   return two_by_two && nothing_between;
+}
+
+// Conv layer l runs the pool after it (its kernel pools, and pool_fuses) or leaves it to its own layer.
+void Engine::set_pool_fusion(size_t l, bool fused) {
+  params_[l].pool = fused ? 2 : 0;
+  if (l + 1 < params_.size()) params_[l + 1].fused = fused;
 }
 
 std::string Engine::conv_kernel_name() const {
