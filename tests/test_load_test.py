@@ -1,7 +1,9 @@
 """tools/load_test.py runs end to end on a small load: it starts the server, every answer it checks
-is right, every hostile request is answered 4xx, and SIGTERM stops the server with exit 0."""
+is right, every hostile request is answered 4xx, a small overload is answered 200 or 503 with
+Retry-After, and SIGTERM stops the server with exit 0."""
 from __future__ import annotations
 
+import ast
 import re
 import subprocess
 import sys
@@ -16,7 +18,9 @@ def test_a_small_load_test_has_no_errors_and_refuses_every_hostile_request(mnist
     for module in ("aiohttp", "starlette", "uvicorn"):
         require(module)
     out = subprocess.run([sys.executable, str(ROOT / "tools" / "load_test.py"), "--clients", "8", "--requests", "10",
-                          "--hostile", "60", "--time-limit", "60"], capture_output=True, text=True, timeout=600)
+                          "--hostile", "60", "--time-limit", "60",
+                          "--overload-connections", "40", "--overload-requests", "2"],
+                         capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     rows = re.findall(r"^\| mnist-engine (\w+).* \| (\d+) \| (\d+) \|$", out.stdout, re.M)
     assert [name for name, _, _ in rows][:3] == ["single", "batch64", "hostile"], out.stdout
@@ -25,3 +29,15 @@ def test_a_small_load_test_has_no_errors_and_refuses_every_hostile_request(mnist
     assert hostile and hostile.group(1) == hostile.group(2) and int(hostile.group(1)) >= 60, out.stdout
     assert "408 Request Timeout" in out.stdout  # the slowloris connections
     assert "mnist-engine serve exited 0 on SIGTERM" in out.stdout
+    # The overload scenario at a small scale: every answer exact, no 500, every refusal a 503 with
+    # Retry-After, the server alive, its health answered 200 throughout, and its own count of refusals
+    # the clients' (503s seen by the clients are the server's body_budget, queue_full and deadline).
+    overload = re.search(r"overload: (\d+) requests offered .* statuses (\{.*?\}); answered (\d+) .*, wrong (\d+), "
+                         r"refusals without Retry-After (\d+)", out.stdout)
+    assert overload, out.stdout
+    statuses = ast.literal_eval(overload.group(2))  # the dict the tool printed
+    assert int(overload.group(1)) == 80 and set(statuses) <= {"200", "503"} and int(overload.group(3)) >= 20
+    assert overload.group(4) == "0" and overload.group(5) == "0"
+    health = re.search(r"overload: server RSS .* statuses (\{.*?\}); server alive: True", out.stdout)
+    assert health and set(ast.literal_eval(health.group(1))) == {"200"}, out.stdout
+    assert "mnist-engine serve (default limits) exited 0 on SIGTERM" in out.stdout

@@ -11,6 +11,9 @@ Scenarios (each bounded by a request count and a time limit):
   batch64  64-image requests: images/s, against in-process Engine.predict on the same batches
   hostile  10,000 malformed or hostile requests mixed into a good load (ours only): every one must
            be answered 4xx, the server must stay up, and its RSS must stay flat (< 20 MiB growth)
+  overload hundreds of connections sending large binary and JSON bodies back to back, far past
+           what the server can compute, against a server with default limits (ours only; see
+           tools/overload_scenario.py): RSS growth, health p99 from a separate process, statuses
 
 Every answer is checked: ours bit for bit against a local predict of the same rows; MLServer's
 within 1e-5 and the same argmax. Both speak the Open Inference Protocol's JSON here (MLServer has
@@ -37,6 +40,7 @@ from pathlib import Path
 from typing import Callable, List, Optional
 
 import numpy as np
+from overload_scenario import overload_lines, overload_scenario
 
 import mnist_engine
 from mnist_engine._system import cpu_name
@@ -89,11 +93,14 @@ def wait_until_ready(url: str, process: subprocess.Popen, seconds: float = 120) 
     raise RuntimeError(f"{url} was not ready within {seconds:.0f} s")
 
 
-def start_ours(args) -> tuple:
-    process = subprocess.Popen([sys.executable, "-m", "mnist_engine", "serve", "--port", "0",
-                                "--max-batch", str(args.max_batch), "--max-delay-ms", str(args.max_delay_ms),
-                                "--max-body", str(1 << 20), "--body-timeout", "2"],
-                               stderr=subprocess.PIPE, text=True)
+def start_ours(args, defaults: bool = False) -> tuple:
+    """`mnist-engine serve` (from --server-python, if given); with `defaults`, its default limits
+    (and --overload-server-options)."""
+    options = args.overload_server_options.split() if defaults else [
+        "--max-batch", str(args.max_batch), "--max-delay-ms", str(args.max_delay_ms), "--max-body", str(1 << 20),
+        "--body-timeout", "2"]
+    process = subprocess.Popen([args.server_python or sys.executable, "-m", "mnist_engine", "serve", "--port", "0",
+                                *options], stderr=subprocess.PIPE, text=True)
     for line in process.stderr:
         found = re.search(r"listening on http://127\.0\.0\.1:(\d+)/", line)
         if found:
@@ -356,7 +363,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--max-delay-ms", type=float, default=1.0)
     parser.add_argument("--mlserver", help="a venv with mlserver and mlserver-sklearn: also load-test MLServer")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--scenarios", default="single,batch64,hostile,overload",
+                        help="which to run, comma-separated (default all)")
+    parser.add_argument("--overload-connections", type=int, default=600)
+    parser.add_argument("--overload-requests", type=int, default=3, help="requests per overload connection")
+    parser.add_argument("--overload-json-every", type=int, default=10,
+                        help="one overload connection in this many sends JSON bodies (0: none)")
+    parser.add_argument("--overload-server-options", default="",
+                        help="options for the overload scenario's server, as one string (default: none)")
+    parser.add_argument("--server-python", help="run `mnist-engine serve` with this Python (another build, "
+                                                "to compare before and after a change)")
     args = parser.parse_args(argv)
+    scenarios = set(args.scenarios.split(","))
     try:
         import uvloop
 
@@ -384,6 +402,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                 # Single images go as JSON to both servers (MLServer has no binary tensors); 64-image
                 # requests to ours as tritonclient sends them by default, binary.
                 for scenario, batches, binary in (("single", singles, False), ("batch64", sixty_fours, True)):
+                    if scenario not in scenarios:
+                        continue
                     inputs = [b.astype(np.float32) if is_mlserver else b for b in batches]
                     expected = [engine.predict(b) for b in batches]
                     binary = binary and not is_mlserver
@@ -399,13 +419,23 @@ def main(argv: Optional[List[str]] = None) -> int:
                                                     "p99_ms": float(np.percentile(result.latencies, 99) * 1000),
                                                     "errors": result.errors, "wrong": result.wrong}
                     print(rows[-1], flush=True)
-                if not is_mlserver and args.hostile:
+                if not is_mlserver and args.hostile and "hostile" in scenarios:
                     row, report["hostile"] = hostile_scenario(name, url, path, process, singles, engine, args)
                     rows.append(row)
             finally:
                 code = stop(process)
                 if not is_mlserver:
                     print(f"mnist-engine serve exited {code} on SIGTERM", flush=True)
+    if "overload" in scenarios:
+        # Its own server with the default limits: the bounds under test are the ones users get.
+        process, url, path = start_ours(args, defaults=True)
+        try:
+            report["overload"] = overload_scenario(url, path, process, engine, pixels, args.overload_connections,
+                                                   args.overload_requests, args.overload_json_every,
+                                                   args.time_limit)
+            print("\n".join(overload_lines(report["overload"])), flush=True)
+        finally:
+            print(f"mnist-engine serve (default limits) exited {stop(process)} on SIGTERM", flush=True)
     in_process = in_process_images_per_s(sixty_fours)
     report["in-process batch64 images_per_s"] = in_process
     print(f"\nin-process Engine.predict on the same 64-image batches: {in_process:,.0f} images/s")

@@ -10,7 +10,8 @@ from typing import Optional
 EXTRAS = {"PIL": ("Pillow", "images"), "matplotlib": ("matplotlib", "plots"), "dask": ("dask", "dask"),
           "distributed": ("distributed", "dask"), "tensorflow": ("TensorFlow", "export"),
           "keras": ("Keras", "export"), "sklearn": ("scikit-learn", "sklearn"), "onnx": ("onnx", "onnx"),
-          "starlette": ("Starlette", "serve"), "uvicorn": ("uvicorn", "serve")}
+          "starlette": ("Starlette", "serve"), "uvicorn": ("uvicorn", "serve"),
+          "prometheus_client": ("prometheus-client", "serve")}
 
 
 def missing_message(module: str, purpose: str = "this") -> str:

@@ -68,6 +68,19 @@ def add_parser(sub) -> None:
                        help="largest request body in bytes; larger gets 413 (default 8 MiB)")
     serve.add_argument("--body-timeout", type=positive_float, default=10.0,
                        help="seconds a client has to send a whole body; slower gets 408 (default 10)")
+    serve.add_argument("--max-queue-ms", type=positive_float, default=1000.0,
+                       help="how long a request may wait for its turn to be read, and again in the model's "
+                            "queue, before it is answered 503 with Retry-After (default 1000)")
+    serve.add_argument("--max-queue-rows", type=positive_int,
+                       help="rows queued per model beyond which requests get 503 (default 64 x --max-batch)")
+    serve.add_argument("--max-queue-bytes", type=positive_int,
+                       help="bytes of rows queued per model beyond which requests get 503 (default an eighth "
+                            "of memory, at most 256 MiB)")
+    serve.add_argument("--body-budget", type=positive_int,
+                       help="bytes of the requests being worked on (received, decoded, queued, computed); "
+                            "requests beyond it wait unread, in order (default 4 x --max-body)")
+    serve.add_argument("--decode-processes", type=positive_int, default=1,
+                       help="worker processes decoding JSON bodies over 256 KiB off the event loop (default 1)")
     serve.add_argument("--allow-any-range", action="store_true",
                        help="answer FP32 input far outside the range the model was checked on (pixels not "
                             "divided by 255, say) instead of refusing it with 400")
@@ -93,7 +106,10 @@ def run(args: argparse.Namespace) -> int:
 
     models = load_models(args)
     limits = Limits(max_batch=args.max_batch, max_delay=args.max_delay_ms / 1000, max_body=args.max_body,
-                    body_timeout=args.body_timeout, allow_any_range=args.allow_any_range)
+                    body_timeout=args.body_timeout, allow_any_range=args.allow_any_range,
+                    max_queue_wait=args.max_queue_ms / 1000, max_queue_rows=args.max_queue_rows,
+                    max_queue_bytes=args.max_queue_bytes, body_budget=args.body_budget,
+                    decode_processes=args.decode_processes)
     for name, engine in models.items():
         print(f"mnist-engine serve: {name}: {engine!r}", file=sys.stderr)
     sock = bind(args.host, args.port)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from .._extras import require
 
 require("starlette", "mnist-engine serve")
+require("prometheus_client", "mnist-engine serve")
 
 from .app import Limits, create_app  # noqa: E402  (after the check, so a missing extra reads as one line)
 

@@ -5,16 +5,22 @@ Every refusal is a 4xx with a JSON body {"error": "..."} (the protocol's error f
 tritonclient shows to its user); a request never gets past its checks into the engine unless its
 rows are exactly what predict takes. Bodies are read with a size limit (413) and a deadline (408),
 so a client that sends slowly, or without end, holds a connection but never the server.
+
+Under overload the server answers 503 with Retry-After rather than taking on more than it bounds
+(admission.py): the bytes of bodies being read and decoded, the rows queued per model, and how
+long a request may wait. Health, metadata and /metrics take none of those paths and stay fast.
 """
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import html
 import json
+import os
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Callable, Dict, Mapping, Optional, Sequence
+from typing import Awaitable, Callable, Dict, Mapping, Optional, Sequence
 
 import numpy as np
 from starlette.applications import Starlette
@@ -26,13 +32,15 @@ from starlette.routing import Route
 
 from .. import __version__
 from .._core import Engine
+from .admission import BodyBudget, Overloaded, RowQueue, default_queue_bytes
 from .batcher import DynamicBatcher
+from .decoding import Decoder
 from .hosts import LOOPBACK_NAMES, HostAllowList
+from .metrics import Metrics
 from .protocol import (
     ModelSignature,
     RequestError,
     datatype_of,
-    decode_infer_request,
     encode_infer_response,
     error_body,
     output_name,
@@ -48,6 +56,27 @@ class Limits:
     max_body: int = 8 << 20  # bytes; 64 images as JSON are ~200 KB
     body_timeout: float = 10.0  # seconds to receive a whole body
     allow_any_range: bool = False  # answer FP32 input far outside the model's checked range (else 400)
+    # Overload bounds (admission.py); None takes the default named beside it.
+    max_queue_rows: Optional[int] = None  # rows queued per model: 64 x max_batch
+    max_queue_bytes: Optional[int] = None  # bytes of those rows: an eighth of memory, at most 256 MiB
+    max_queue_wait: float = 1.0  # seconds a request may wait for the body budget, and again in the queue
+    body_budget: Optional[int] = None  # bytes of the requests being worked on: 4 x max_body
+    decode_processes: int = 1  # worker processes decoding large JSON bodies
+
+    def resolved(self) -> "Limits":
+        """These limits with every default filled in."""
+        return dataclasses.replace(
+            self,
+            max_queue_rows=self.max_queue_rows or 64 * self.max_batch,
+            max_queue_bytes=self.max_queue_bytes or default_queue_bytes(_total_memory()),
+            body_budget=self.body_budget or 4 * self.max_body)
+
+
+def _total_memory() -> Optional[int]:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):  # not on this platform
+        return None
 
 
 @dataclass
@@ -55,6 +84,8 @@ class ServedModel:
     engine: Engine
     signature: ModelSignature
     limits: Limits
+    queue: RowQueue
+    on_batch: Optional[Callable[[int], None]] = None
     batchers: Dict[str, DynamicBatcher] = field(default_factory=dict)
 
     def batcher(self, datatype: str) -> DynamicBatcher:
@@ -62,7 +93,7 @@ class ServedModel:
         batcher = self.batchers.get(datatype)
         if batcher is None:
             batcher = DynamicBatcher(self.engine, self.limits.max_batch, self.limits.max_delay,
-                                     f"{self.signature.name}-{datatype}")
+                                     f"{self.signature.name}-{datatype}", on_batch=self.on_batch)
             batcher.start()
             self.batchers[datatype] = batcher
         return batcher
@@ -76,14 +107,22 @@ def _error(status: int, message: str) -> Response:
     return _json(error_body(message), status)
 
 
-async def read_body(request: Request, limits: Limits) -> bytes:
-    """The request body, or RequestError 413 (too large), 408 (too slow), 415 (compressed)."""
+def body_size(request: Request, limits: Limits) -> int:
+    """The bytes the body will take at most: its declared length, or the limit when it is sent
+    chunked. RequestError 413 (declared too large) or 415 (compressed) before a byte is read."""
     encoding = request.headers.get("content-encoding", "identity").lower()
     if encoding != "identity":
         raise RequestError(415, f"Content-Encoding {encoding!r} is not supported; send the body uncompressed")
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limits.max_body:
+    if declared is None or not declared.isdigit():
+        return limits.max_body
+    if int(declared) > limits.max_body:
         raise RequestError(413, f"the body is {int(declared)} bytes; the limit is {limits.max_body} (--max-body)")
+    return int(declared)
+
+
+async def read_body(request: Request, limits: Limits) -> bytes:
+    """The request body, or RequestError 413 (too large) or 408 (too slow)."""
     chunks = []
     size = 0
 
@@ -101,6 +140,25 @@ async def read_body(request: Request, limits: Limits) -> bytes:
         raise RequestError(408, f"the body did not arrive within {limits.body_timeout:g} s "
                                 f"({size} bytes came)") from None
     return b"".join(chunks)
+
+
+async def unless_disconnected(request: Request, work: Awaitable[np.ndarray]) -> np.ndarray:
+    """`work`'s result; if the client goes away first, ClientDisconnect, and the work is cancelled
+    (a batcher drops a cancelled request's rows before computing them)."""
+    async def disconnect() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    task, watch = asyncio.ensure_future(work), asyncio.ensure_future(disconnect())
+    try:
+        await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watch.cancel()
+        if not task.done():
+            task.cancel()
+    if not task.done() or task.cancelled():
+        raise ClientDisconnect()
+    return task.result()
 
 
 def check_input_range(engine: Engine, rows: np.ndarray) -> None:
@@ -128,9 +186,18 @@ def create_app(models: Mapping[str, Engine], limits: Limits = Limits(),
     for a Host not in `hosts` (hosts.allowed_hosts) get 421."""
     if not models:
         raise ValueError("at least one model is needed")
+    limits = limits.resolved()
+    metrics = Metrics(models, limits.max_batch)
     served = {name: ServedModel(engine, ModelSignature(name, engine.input_width, engine.output_width,
-                                                       output_name([a for _, _, a in engine.layers])), limits)
+                                                       output_name([a for _, _, a in engine.layers])), limits,
+                                RowQueue(limits.max_queue_rows, limits.max_queue_bytes),
+                                on_batch=metrics.batch_observer(name))
               for name, engine in models.items()}
+    for name, model in served.items():
+        metrics.watch_queue(name, lambda q=model.queue: q.rows, lambda q=model.queue: q.requests)
+    budget = BodyBudget(limits.body_budget)
+    metrics.watch_budget(lambda: budget.in_use, lambda: budget.waiting, budget.capacity)
+    decoder = Decoder(limits.decode_processes)
     page = _page(next(iter(served)))
 
     def model_of(request: Request) -> ServedModel:
@@ -162,17 +229,58 @@ def create_app(models: Mapping[str, Engine], limits: Limits = Limits(),
         return _json(json.dumps({"name": model.signature.name, "ready": True}).encode())
 
     async def infer(request: Request) -> Response:
-        model = model_of(request)
-        body = await read_body(request, limits)
-        decoded = decode_infer_request(body, request.headers.get("inference-header-content-length"),
-                                       model.signature)
-        if decoded.rows.dtype == np.float32 and not limits.allow_any_range:
-            check_input_range(model.engine, decoded.rows)
+        """The infer endpoint, counted in /metrics whatever its answer."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        name = request.path_params["name"]
+        status, reason = 500, None
         try:
-            outputs = await model.batcher(datatype_of(decoded.rows)).predict(decoded.rows)
+            response = await infer_admitted(request)
+            status = response.status_code
+            return response
+        except RequestError as e:
+            status, reason = e.status, getattr(e, "reason", None)
+            raise
+        except ClientDisconnect:
+            status = 499  # nginx's name for it: the client closed the connection before the answer
+            raise
+        finally:
+            metrics.answered(name if name in served else "", status, loop.time() - started, reason)
+
+    async def infer_admitted(request: Request) -> Response:
+        """Waits for the body budget (--max-queue-ms at most), then holds it until the answer is
+        computed: the budget bounds the bodies being received, decoded and the rows they became,
+        all together, so that what the server takes on past this point it finishes."""
+        model = model_of(request)
+        size = body_size(request, limits)
+        await budget.acquire(size, limits.max_queue_wait)
+        try:
+            model.queue.check_room()  # before reading: a refusal after the read would waste it
+            return await infer_budgeted(request, model)
+        finally:
+            budget.release(size)
+
+    async def infer_budgeted(request: Request, model: ServedModel) -> Response:
+        """Read -> decode -> the model's queue bound -> batcher -> answer. A request waits in the
+        model's queue for --max-queue-ms at most."""
+        loop = asyncio.get_running_loop()
+        body = await read_body(request, limits)
+        decoded = await decoder.decode(body, request.headers.get("inference-header-content-length"), model.signature)
+        del body
+        rows = decoded.rows
+        if rows.dtype == np.float32 and not limits.allow_any_range:
+            check_input_range(model.engine, rows)
+        model.queue.admit(len(rows), rows.nbytes, retry_after=limits.max_queue_wait)
+        try:
+            deadline = loop.time() + limits.max_queue_wait
+            outputs = await unless_disconnected(request, model.batcher(datatype_of(rows)).predict(rows, deadline))
+        except (RequestError, ClientDisconnect):
+            raise
         except Exception as e:  # the batch failed (logged by the batcher); later requests are served
             raise RequestError(500, f"internal error computing this request's batch ({type(e).__name__}: {e}); "
                                     "the server goes on") from None
+        finally:
+            model.queue.leave(len(rows), rows.nbytes)
         payload, header_length = encode_infer_response(outputs, decoded, model.signature)
         if header_length is None:
             return _json(payload)
@@ -182,8 +290,12 @@ def create_app(models: Mapping[str, Engine], limits: Limits = Limits(),
     async def index(_: Request) -> Response:
         return HTMLResponse(page)
 
+    async def scrape(request: Request) -> Response:
+        payload, content_type = metrics.exposition(request.headers.get("accept"))
+        return Response(payload, headers={"Content-Type": content_type})
+
     async def refused(_: Request, exc: RequestError) -> Response:
-        return _error(exc.status, str(exc))
+        return _json(error_body(str(exc)), exc.status, exc.headers if isinstance(exc, Overloaded) else None)
 
     async def http_error(_: Request, exc: HTTPException) -> Response:
         message = {404: "no such endpoint; see GET /v2 and the Open Inference Protocol's REST paths",
@@ -191,7 +303,7 @@ def create_app(models: Mapping[str, Engine], limits: Limits = Limits(),
         return _error(exc.status_code, message)
 
     async def disconnected(_: Request, exc: ClientDisconnect) -> Response:
-        return _error(400, "the client closed the connection before the body was complete")
+        return _error(400, "the client closed the connection before its answer")  # nobody reads it
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette):
@@ -201,12 +313,14 @@ def create_app(models: Mapping[str, Engine], limits: Limits = Limits(),
         for model in served.values():
             for batcher in model.batchers.values():
                 await batcher.stop()
+        await decoder.close()
 
     model_paths = ["/v2/models/{name}", "/v2/models/{name}/versions/{version}"]
     routes = [Route("/", index, methods=["GET"]),
               Route("/v2", server_metadata, methods=["GET"]),
               Route("/v2/health/live", live, methods=["GET"]),
-              Route("/v2/health/ready", ready, methods=["GET"])]
+              Route("/v2/health/ready", ready, methods=["GET"]),
+              Route("/metrics", scrape, methods=["GET"])]
     for path in model_paths:
         routes += [Route(path, model_metadata, methods=["GET"]),
                    Route(path + "/ready", model_ready, methods=["GET"]),
@@ -215,4 +329,7 @@ def create_app(models: Mapping[str, Engine], limits: Limits = Limits(),
                     exception_handlers={RequestError: refused, HTTPException: http_error,
                                         ClientDisconnect: disconnected})
     app.state.models = served
+    app.state.metrics = metrics
+    app.state.budget = budget
+    app.state.decoder = decoder
     return app

@@ -1,0 +1,383 @@
+"""mnist-engine serve under overload: the body budget and the model's queue bound answer 503 with
+Retry-After (health answered meanwhile), a request past its queue deadline is refused and never
+computed, the rows of a client that went away are dropped, large JSON bodies are decoded in a
+worker process (replaced if it dies), and /metrics reports what happened.
+
+The engine is held inside predict by a gate the test opens, so "the server is busy" is a state the
+test sets, not a race it hopes to win."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+import mnist_engine
+from conftest import require
+from serving import infer_json, request, server_in_thread
+
+require("starlette")
+require("uvicorn")
+require("prometheus_client")
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+
+from mnist_engine.serve import Limits, create_app  # noqa: E402
+from mnist_engine.serve.admission import BodyBudget, Overloaded, RowQueue  # noqa: E402
+from mnist_engine.serve.batcher import DynamicBatcher  # noqa: E402
+from mnist_engine.serve.decoding import INLINE_JSON_BYTES  # noqa: E402
+
+INFER = "/v2/models/mnist/infer"
+
+
+@pytest.fixture(scope="module")
+def engine():
+    return mnist_engine.load(mnist_engine.default_model_path())
+
+
+class Gate:
+    """Holds every predict call until opened; records the rows each call computed."""
+
+    def __init__(self, monkeypatch):
+        self.opened, self.entered = threading.Event(), threading.Event()
+        self.computed = []
+        real = DynamicBatcher._predict
+
+        def gated(batcher, inputs):
+            self.entered.set()
+            assert self.opened.wait(30), "the test never opened the gate"
+            self.computed.append(inputs.copy())
+            return real(batcher, inputs)
+
+        monkeypatch.setattr(DynamicBatcher, "_predict", gated)
+
+
+def wait_until(condition, seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "the server never reached the state the test waits for"
+        time.sleep(0.005)
+
+
+def metric_samples(port: int) -> dict:
+    """{(sample name, frozenset(labels)): value} from a scrape, read by prometheus_client's parser."""
+    status, _, body = request(port, "GET", "/metrics")
+    assert status == 200
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(body.decode()) for s in family.samples}
+
+
+def sample(samples: dict, name: str, **labels) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+# -- the bounds, on their own ------------------------------------------------------------------
+
+def test_the_body_budget_grants_in_arrival_order_and_refuses_after_the_wait():
+    async def main():
+        budget = BodyBudget(100)
+        await budget.acquire(80, 1)
+        order = []
+
+        async def take(name, size, timeout=5):
+            await budget.acquire(size, timeout)
+            order.append(name)
+
+        big = asyncio.ensure_future(take("big", 60))
+        await asyncio.sleep(0.01)
+        small = asyncio.ensure_future(take("small", 10))  # fits now, but must not pass the big one
+        await asyncio.sleep(0.01)
+        assert order == [] and budget.waiting == 2
+        with pytest.raises(Overloaded) as refused:
+            await budget.acquire(5, 0.05)
+        budget.release(80)
+        await asyncio.gather(big, small)
+        return order, budget.in_use, refused.value
+
+    order, in_use, refused = asyncio.run(main())
+    assert order == ["big", "small"] and in_use == 70
+    assert refused.status == 503 and refused.reason == "body_budget" and refused.close
+    assert refused.headers == {"Retry-After": "1", "Connection": "close"}
+    assert "its budget is 100, --body-budget" in str(refused) and "--max-queue-ms" in str(refused)
+
+
+def test_a_waiter_that_gives_up_lets_those_behind_it_through():
+    async def main():
+        budget = BodyBudget(100)
+        await budget.acquire(50, 1)
+        head = asyncio.ensure_future(budget.acquire(90, 5))
+        await asyncio.sleep(0.01)
+        behind = asyncio.ensure_future(budget.acquire(40, 5))
+        await asyncio.sleep(0.01)
+        head.cancel()  # its client went away
+        await asyncio.wait_for(behind, 1)
+        return budget.in_use, budget.waiting
+
+    assert asyncio.run(main()) == (90, 0)
+
+
+def test_the_row_queue_refuses_past_its_bound_but_takes_any_request_when_empty():
+    queue = RowQueue(max_rows=100, max_bytes=10_000)
+    queue.admit(500, 500 * 784, retry_after=1)  # alone: taken, however large
+    queue.leave(500, 500 * 784)
+    queue.admit(60, 600, retry_after=1)
+    queue.check_room()
+    with pytest.raises(Overloaded) as refused:
+        queue.admit(50, 500, retry_after=2.5)
+    assert refused.value.reason == "queue_full" and refused.value.headers == {"Retry-After": "3"}
+    assert "60 rows (600 bytes) of 1 requests; 50 more" in str(refused.value)
+    queue.admit(40, 400, retry_after=1)
+    with pytest.raises(Overloaded) as full:
+        queue.check_room()
+    assert full.value.close and "--max-queue-rows" in str(full.value)
+    assert (queue.rows, queue.bytes, queue.requests) == (100, 1000, 2)
+
+
+def test_the_batcher_drops_requests_past_their_deadline_or_cancelled_before_computing_them(engine, rng):
+    computed = []
+    release = threading.Event()
+
+    class Held:
+        def predict(self, x, range_check="warn"):
+            release.wait(10)
+            computed.append(len(x))
+            return engine.predict(x, range_check=range_check)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        batcher = DynamicBatcher(Held(), max_batch=4, max_delay=0)
+        batcher.start()
+        rows = [rng.integers(0, 256, (n, 784), dtype=np.uint8) for n in (1, 2, 3, 3)]
+        first = asyncio.ensure_future(batcher.predict(rows[0]))
+        await asyncio.sleep(0.05)  # the first batch is inside predict, held
+        late = asyncio.ensure_future(batcher.predict(rows[1], deadline=loop.time() + 0.01))
+        gone = asyncio.ensure_future(batcher.predict(rows[2]))
+        kept = asyncio.ensure_future(batcher.predict(rows[3], deadline=loop.time() + 30))
+        await asyncio.sleep(0.05)
+        gone.cancel()
+        release.set()
+        results = await asyncio.gather(first, late, kept, return_exceptions=True)
+        await batcher.stop()
+        return results, rows
+
+    (first, late, kept), rows = asyncio.run(main())
+    assert computed == [1, 3]  # the late and the cancelled requests' rows never reached predict
+    assert isinstance(late, Overloaded) and late.reason == "deadline" and "past its deadline" in str(late)
+    assert np.array_equal(first, engine.predict(rows[0])) and np.array_equal(kept, engine.predict(rows[3]))
+
+
+# -- over HTTP -------------------------------------------------------------------------------------
+
+def test_a_full_queue_is_503_with_retry_after_and_health_is_answered_meanwhile(engine, rng, monkeypatch):
+    gate = Gate(monkeypatch)
+    app = create_app({"mnist": engine}, Limits(max_queue_rows=3))
+    rows = rng.integers(0, 256, (12, 784), dtype=np.uint8)
+    with server_in_thread(app) as port, ThreadPoolExecutor(2) as pool:
+        held = pool.submit(request, port, "POST", INFER, infer_json(rows[:2]))
+        assert gate.entered.wait(10)
+        # Two rows in the queue: a third fits, but not two more (refused after reading: the
+        # connection stays usable).
+        status, headers, body = request(port, "POST", INFER, infer_json(rows[2:4]))
+        assert status == 503 and headers["retry-after"] == "1" and "connection" not in headers
+        assert "2 rows (1568 bytes) of 1 requests; 2 more would pass its bound of 3 rows" in json.loads(body)["error"]
+        third = pool.submit(request, port, "POST", INFER, infer_json(rows[4:5]))
+        wait_until(lambda: app.state.models["mnist"].queue.rows == 3)
+        # Full: refused before its body is read, and the connection closed behind the answer.
+        status, headers, body = request(port, "POST", INFER, infer_json(rows[5:6]))
+        assert status == 503 and headers["connection"] == "close" and headers["retry-after"] == "1"
+        assert "the model's queue is full" in json.loads(body)["error"]
+        assert request(port, "GET", "/v2/health/live")[0] == 200
+        assert request(port, "GET", "/v2/models/mnist")[0] == 200
+        samples = metric_samples(port)
+        assert sample(samples, "mnist_engine_queue_rows", model="mnist") == 3
+        assert sample(samples, "mnist_engine_queue_requests", model="mnist") == 2
+        gate.opened.set()
+        for future, want in ((held, rows[:2]), (third, rows[4:5])):
+            status, _, body = future.result(30)
+            assert status == 200
+            got = np.asarray(json.loads(body)["outputs"][0]["data"], np.float32).reshape(len(want), 10)
+            assert np.array_equal(got, engine.predict(want))
+        # An empty queue takes a request larger than its bound.
+        status, _, body = request(port, "POST", INFER, infer_json(rows[:12]))
+        assert status == 200 and app.state.models["mnist"].queue.rows == 0
+        samples = metric_samples(port)
+        assert sample(samples, "mnist_engine_overload_refusals_total", model="mnist", reason="queue_full") == 2
+        assert sample(samples, "mnist_engine_infer_requests_total", model="mnist", status="503") == 2
+
+
+def test_a_request_past_its_queue_deadline_is_503_and_never_computed(engine, rng, monkeypatch):
+    gate = Gate(monkeypatch)
+    app = create_app({"mnist": engine}, Limits(max_queue_wait=0.1))
+    rows = rng.integers(0, 256, (3, 784), dtype=np.uint8)
+    with server_in_thread(app) as port, ThreadPoolExecutor(2) as pool:
+        held = pool.submit(request, port, "POST", INFER, infer_json(rows[:1]))
+        assert gate.entered.wait(10)
+        late = pool.submit(request, port, "POST", INFER, infer_json(rows[1:3]))
+        wait_until(lambda: app.state.models["mnist"].queue.requests == 2)
+        time.sleep(0.3)  # past its 0.1 s deadline while the engine is still held
+        gate.opened.set()
+        assert held.result(30)[0] == 200
+        status, headers, body = late.result(30)
+    assert status == 503 and headers["retry-after"] == "1"
+    assert "in the model's queue, past its deadline (--max-queue-ms)" in json.loads(body)["error"]
+    assert [len(c) for c in gate.computed] == [1]
+
+
+def test_the_rows_of_a_client_that_went_away_are_never_computed(engine, rng, monkeypatch):
+    gate = Gate(monkeypatch)
+    app = create_app({"mnist": engine})
+    rows = rng.integers(0, 256, (3, 784), dtype=np.uint8)
+    with server_in_thread(app) as port, ThreadPoolExecutor(1) as pool:
+        held = pool.submit(request, port, "POST", INFER, infer_json(rows[:1]))
+        assert gate.entered.wait(10)
+        body = infer_json(rows[1:3])
+        gone = socket.create_connection(("127.0.0.1", port))
+        gone.sendall(f"POST {INFER} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                     f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        queue = app.state.models["mnist"].queue
+        wait_until(lambda: queue.requests == 2)  # decoded and queued behind the held batch
+        gone.close()
+        wait_until(lambda: queue.requests == 1)  # its handler saw the disconnect and left the queue
+        gate.opened.set()
+        assert held.result(30)[0] == 200
+        samples = metric_samples(port)
+    assert [len(c) for c in gate.computed] == [1]
+    assert sample(samples, "mnist_engine_infer_requests_total", model="mnist", status="499") == 1
+
+
+def test_bodies_beyond_the_budget_wait_unread_then_get_503_while_health_is_answered(engine, rng):
+    app = create_app({"mnist": engine}, Limits(max_body=1 << 20, body_budget=1 << 20, max_queue_wait=0.3))
+    rows = rng.integers(0, 256, (1, 784), dtype=np.uint8)
+    whole = infer_json(rows)
+    whole += b" " * ((1 << 20) - len(whole))  # JSON allows the padding; the declared size takes the whole budget
+    with server_in_thread(app) as port:
+        slow = socket.create_connection(("127.0.0.1", port))
+        slow.sendall(f"POST {INFER} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                     f"Content-Length: {len(whole)}\r\n\r\n".encode() + whole[:1000])
+        wait_until(lambda: app.state.budget.in_use == 1 << 20)
+        status, headers, body = request(port, "POST", INFER, infer_json(rows))
+        assert status == 503 and headers["retry-after"] == "1" and headers["connection"] == "close"
+        error = json.loads(body)["error"]
+        assert "its budget is 1048576, --body-budget" in error and "waited 300 ms (--max-queue-ms)" in error
+        assert request(port, "GET", "/v2/health/live")[0] == 200
+        slow.sendall(whole[1000:])  # the held upload completes and is answered
+        slow.settimeout(30)
+        reply = b""
+        while b"\r\n\r\n" not in reply or not reply.rstrip().endswith(b"}"):
+            chunk = slow.recv(65536)
+            assert chunk, reply[:200]
+            reply += chunk
+        slow.close()
+        wait_until(lambda: app.state.budget.in_use == 0)
+        samples = metric_samples(port)
+    assert reply.startswith(b"HTTP/1.1 200")
+    got = np.asarray(json.loads(reply.split(b"\r\n\r\n", 1)[1])["outputs"][0]["data"], np.float32)
+    assert np.array_equal(got.reshape(1, 10), engine.predict(rows))
+    assert sample(samples, "mnist_engine_overload_refusals_total", model="mnist", reason="body_budget") == 1
+
+
+# -- decoding off the event loop -------------------------------------------------------------------
+
+def test_large_json_is_decoded_in_a_worker_process_replaced_if_it_died(engine, rng, monkeypatch):
+    import mnist_engine.serve.decoding as decoding
+
+    in_server = []
+    real = decoding.decode_infer_request
+    monkeypatch.setattr(decoding, "decode_infer_request", lambda *a: in_server.append(len(a[0])) or real(*a))
+    app = create_app({"mnist": engine})
+    rows = rng.integers(0, 256, (120, 784), dtype=np.uint8)
+    large = infer_json(rows)
+    assert len(large) > INLINE_JSON_BYTES
+    with server_in_thread(app) as port:
+        status, _, body = request(port, "POST", INFER, infer_json(rows[:2]))
+        assert status == 200 and in_server == [len(infer_json(rows[:2]))]  # small: inline
+        status, _, body = request(port, "POST", INFER, large)
+        assert status == 200 and len(in_server) == 1  # large: not in this process
+        got = np.asarray(json.loads(body)["outputs"][0]["data"], np.float32).reshape(120, 10)
+        assert np.array_equal(got, engine.predict(rows))
+        # A refusal from the worker is the same 400 the inline decoder gives.
+        wrong = large.replace(b'"UINT8"', b'"BYTES"')
+        status, _, body = request(port, "POST", INFER, wrong)
+        assert status == 400 and json.loads(body)["error"] == ('input datatype "BYTES" is not supported; '
+                                                               "expected one of FP32, UINT8")
+        worker = app.state.decoder._idle[0].process
+        os.kill(worker.pid, signal.SIGKILL)  # died while idle: replaced before the next body
+        wait_until(lambda: worker.returncode is not None)
+        status, _, body = request(port, "POST", INFER, large)
+        assert status == 200
+        assert np.array_equal(np.asarray(json.loads(body)["outputs"][0]["data"], np.float32).reshape(120, 10),
+                              engine.predict(rows))
+        assert app.state.decoder._idle[0].process.pid != worker.pid
+    assert len(in_server) == 1
+
+
+def test_a_worker_dying_mid_decode_fails_that_request_with_503_and_the_next_gets_a_new_one(engine, rng,
+                                                                                          monkeypatch):
+    from mnist_engine.serve.decoding import _Worker
+
+    dies = ("-c", "import sys; sys.stdin.buffer.read(8); sys.exit(1)")  # reads a message's length, then dies
+    monkeypatch.setattr(_Worker, "command", dies)
+    app = create_app({"mnist": engine})
+    rows = rng.integers(0, 256, (120, 784), dtype=np.uint8)
+    with server_in_thread(app) as port:
+        status, headers, body = request(port, "POST", INFER, infer_json(rows))
+        assert status == 503 and headers["retry-after"] == "1"
+        assert "the process decoding this request's JSON died" in json.loads(body)["error"]
+        monkeypatch.setattr(_Worker, "command", ("-m", "mnist_engine.serve.decode_worker"))
+        status, _, body = request(port, "POST", INFER, infer_json(rows))
+        samples = metric_samples(port)
+    assert status == 200
+    assert np.array_equal(np.asarray(json.loads(body)["outputs"][0]["data"], np.float32).reshape(120, 10),
+                          engine.predict(rows))
+    assert sample(samples, "mnist_engine_overload_refusals_total", model="mnist", reason="decoder_restarted") == 1
+
+
+# -- /metrics ------------------------------------------------------------------------------------
+
+def test_metrics_count_what_was_answered_in_the_prometheus_format(engine, rng):
+    app = create_app({"mnist": engine}, Limits(max_batch=64))
+    rows = rng.integers(0, 256, (5, 784), dtype=np.uint8)
+    with server_in_thread(app) as port:
+        samples = metric_samples(port)  # before any traffic: the series exist, at zero
+        assert sample(samples, "mnist_engine_infer_requests_total", model="mnist", status="200") == 0
+        for n in (1, 2, 2):
+            assert request(port, "POST", INFER, infer_json(rows[:n]))[0] == 200
+        assert request(port, "POST", INFER, b"{")[0] == 400
+        assert request(port, "POST", "/v2/models/other/infer", infer_json(rows[:1]))[0] == 404
+        samples = metric_samples(port)
+        status, headers, body = request(port, "GET", "/metrics", headers={"Accept": "application/openmetrics-text"})
+        assert status == 200 and headers["content-type"].startswith("application/openmetrics-text")
+        assert body.endswith(b"# EOF\n")
+        assert request(port, "GET", "/metrics", headers={"Host": "evil.example"})[0] == 421
+    assert sample(samples, "mnist_engine_infer_requests_total", model="mnist", status="200") == 3
+    assert sample(samples, "mnist_engine_infer_requests_total", model="mnist", status="400") == 1
+    assert sample(samples, "mnist_engine_infer_requests_total", model="", status="404") == 1
+    assert sample(samples, "mnist_engine_infer_duration_seconds_count", model="mnist") == 4
+    # Sequential requests: one batch each, of their own rows.
+    assert sample(samples, "mnist_engine_batch_rows_count", model="mnist") == 3
+    assert sample(samples, "mnist_engine_batch_rows_sum", model="mnist") == 5
+    assert sample(samples, "mnist_engine_batch_rows_bucket", model="mnist", le="1.0") == 1
+    assert sample(samples, "mnist_engine_batch_rows_bucket", model="mnist", le="2.0") == 3
+    assert sample(samples, "mnist_engine_queue_rows", model="mnist") == 0
+    assert sample(samples, "mnist_engine_body_bytes_in_flight") == 0
+    assert sample(samples, "mnist_engine_body_budget_bytes") == 4 * (8 << 20)
+
+
+def test_the_overload_options_reach_the_limits(capsys):
+    from mnist_engine.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["serve", "--max-queue-rows", "0"])
+    assert "--max-queue-rows" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["serve", "--max-queue-ms", "-5"])
+    assert "expected a finite number >= 0, got -5" in capsys.readouterr().err
+    limits = Limits(max_batch=32, max_body=1000).resolved()
+    assert (limits.max_queue_rows, limits.body_budget) == (64 * 32, 4000)
+    assert 16 << 20 <= limits.max_queue_bytes <= 256 << 20
