@@ -8,6 +8,7 @@ test sets, not a race it hopes to win."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -15,6 +16,7 @@ import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -30,6 +32,7 @@ from prometheus_client.parser import text_string_to_metric_families  # noqa: E40
 
 from mnist_engine.serve import Limits, create_app  # noqa: E402
 from mnist_engine.serve.admission import BodyBudget, Overloaded, RowQueue  # noqa: E402
+from mnist_engine.serve.app import WATCH_ROWS  # noqa: E402
 from mnist_engine.serve.batcher import DynamicBatcher  # noqa: E402
 from mnist_engine.serve.decoding import INLINE_JSON_BYTES  # noqa: E402
 
@@ -56,6 +59,18 @@ class Gate:
             return real(batcher, inputs)
 
         monkeypatch.setattr(DynamicBatcher, "_predict", gated)
+
+
+@contextlib.contextmanager
+def busy_server(engine, monkeypatch, limits: Limits, held_rows: np.ndarray):
+    """A server whose engine is held inside predict, computing `held_rows` for a client until the
+    test opens the gate. Yields its app, port, gate, a pool for more clients, and the held reply."""
+    gate = Gate(monkeypatch)
+    app = create_app({"mnist": engine}, limits)
+    with server_in_thread(app) as port, ThreadPoolExecutor(2) as pool:
+        held = pool.submit(request, port, "POST", INFER, infer_json(held_rows))
+        assert gate.entered.wait(10)
+        yield SimpleNamespace(app=app, port=port, gate=gate, pool=pool, held=held)
 
 
 def wait_until(condition, seconds: float = 10) -> None:
@@ -175,12 +190,9 @@ def test_the_batcher_drops_requests_past_their_deadline_or_cancelled_before_comp
 # -- over HTTP -------------------------------------------------------------------------------------
 
 def test_a_full_queue_is_503_with_retry_after_and_health_is_answered_meanwhile(engine, rng, monkeypatch):
-    gate = Gate(monkeypatch)
-    app = create_app({"mnist": engine}, Limits(max_queue_rows=3))
     rows = rng.integers(0, 256, (12, 784), dtype=np.uint8)
-    with server_in_thread(app) as port, ThreadPoolExecutor(2) as pool:
-        held = pool.submit(request, port, "POST", INFER, infer_json(rows[:2]))
-        assert gate.entered.wait(10)
+    with busy_server(engine, monkeypatch, Limits(max_queue_rows=3), rows[:2]) as busy:
+        app, port, pool, held = busy.app, busy.port, busy.pool, busy.held
         # Two rows in the queue: a third fits, but not two more (refused after reading: the
         # connection stays usable).
         status, headers, body = request(port, "POST", INFER, infer_json(rows[2:4]))
@@ -197,7 +209,7 @@ def test_a_full_queue_is_503_with_retry_after_and_health_is_answered_meanwhile(e
         samples = metric_samples(port)
         assert sample(samples, "mnist_engine_queue_rows", model="mnist") == 3
         assert sample(samples, "mnist_engine_queue_requests", model="mnist") == 2
-        gate.opened.set()
+        busy.gate.opened.set()
         for future, want in ((held, rows[:2]), (third, rows[4:5])):
             status, _, body = future.result(30)
             assert status == 200
@@ -212,42 +224,39 @@ def test_a_full_queue_is_503_with_retry_after_and_health_is_answered_meanwhile(e
 
 
 def test_a_request_past_its_queue_deadline_is_503_and_never_computed(engine, rng, monkeypatch):
-    gate = Gate(monkeypatch)
-    app = create_app({"mnist": engine}, Limits(max_queue_wait=0.1))
     rows = rng.integers(0, 256, (3, 784), dtype=np.uint8)
-    with server_in_thread(app) as port, ThreadPoolExecutor(2) as pool:
-        held = pool.submit(request, port, "POST", INFER, infer_json(rows[:1]))
-        assert gate.entered.wait(10)
-        late = pool.submit(request, port, "POST", INFER, infer_json(rows[1:3]))
-        wait_until(lambda: app.state.models["mnist"].queue.requests == 2)
+    with busy_server(engine, monkeypatch, Limits(max_queue_wait=0.1), rows[:1]) as busy:
+        late = busy.pool.submit(request, busy.port, "POST", INFER, infer_json(rows[1:3]))
+        wait_until(lambda: busy.app.state.models["mnist"].queue.requests == 2)
         time.sleep(0.3)  # past its 0.1 s deadline while the engine is still held
-        gate.opened.set()
-        assert held.result(30)[0] == 200
+        busy.gate.opened.set()
+        assert busy.held.result(30)[0] == 200
         status, headers, body = late.result(30)
     assert status == 503 and headers["retry-after"] == "1"
     assert "in the model's queue, past its deadline (--max-queue-ms)" in json.loads(body)["error"]
-    assert [len(c) for c in gate.computed] == [1]
+    assert [len(c) for c in busy.gate.computed] == [1]
 
 
-def test_the_rows_of_a_client_that_went_away_are_never_computed(engine, rng, monkeypatch):
-    gate = Gate(monkeypatch)
-    app = create_app({"mnist": engine})
-    rows = rng.integers(0, 256, (3, 784), dtype=np.uint8)
-    with server_in_thread(app) as port, ThreadPoolExecutor(1) as pool:
-        held = pool.submit(request, port, "POST", INFER, infer_json(rows[:1]))
-        assert gate.entered.wait(10)
-        body = infer_json(rows[1:3])
-        gone = socket.create_connection(("127.0.0.1", port))
+@pytest.mark.parametrize("max_batch, held_rows, gone_rows", [(256, 1, WATCH_ROWS), (2, 3, 1)],
+                         ids=["many rows", "few rows behind a full batch"])
+def test_the_rows_of_a_client_that_went_away_are_never_computed(engine, rng, monkeypatch, max_batch, held_rows,
+                                                                 gone_rows):
+    """Watched: requests of WATCH_ROWS rows or more, and any request queued behind more than a
+    batch of rows (a few rows that would be computed at once cost less than the watch)."""
+    rows = rng.integers(0, 256, (held_rows + gone_rows, 784), dtype=np.uint8)
+    with busy_server(engine, monkeypatch, Limits(max_batch=max_batch), rows[:held_rows]) as busy:
+        body = infer_json(rows[held_rows:])
+        gone = socket.create_connection(("127.0.0.1", busy.port))
         gone.sendall(f"POST {INFER} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                      f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
-        queue = app.state.models["mnist"].queue
+        queue = busy.app.state.models["mnist"].queue
         wait_until(lambda: queue.requests == 2)  # decoded and queued behind the held batch
         gone.close()
         wait_until(lambda: queue.requests == 1)  # its handler saw the disconnect and left the queue
-        gate.opened.set()
-        assert held.result(30)[0] == 200
-        samples = metric_samples(port)
-    assert [len(c) for c in gate.computed] == [1]
+        busy.gate.opened.set()
+        assert busy.held.result(30)[0] == 200
+        samples = metric_samples(busy.port)
+    assert [len(c) for c in busy.gate.computed] == [held_rows]
     assert sample(samples, "mnist_engine_infer_requests_total", model="mnist", status="499") == 1
 
 

@@ -20,7 +20,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Awaitable, Callable, Dict, Mapping, Optional, Sequence
+from typing import Callable, Dict, Mapping, Optional, Sequence
 
 import numpy as np
 from starlette.applications import Starlette
@@ -47,6 +47,7 @@ from .protocol import (
 )
 
 JSON = "application/json"
+WATCH_ROWS = 16  # requests of this many rows or more are dropped if their client leaves while queued
 
 
 @dataclass(frozen=True)
@@ -142,23 +143,23 @@ async def read_body(request: Request, limits: Limits) -> bytes:
     return b"".join(chunks)
 
 
-async def unless_disconnected(request: Request, work: Awaitable[np.ndarray]) -> np.ndarray:
-    """`work`'s result; if the client goes away first, ClientDisconnect, and the work is cancelled
-    (a batcher drops a cancelled request's rows before computing them)."""
+async def unless_disconnected(request: Request, future: "asyncio.Future[np.ndarray]") -> np.ndarray:
+    """`future`'s result; if the client goes away first, the future is cancelled (a batcher drops
+    a cancelled request's rows before computing them) and ClientDisconnect raised."""
     async def disconnect() -> None:
         while (await request.receive())["type"] != "http.disconnect":
             pass
 
-    task, watch = asyncio.ensure_future(work), asyncio.ensure_future(disconnect())
+    watch = asyncio.ensure_future(disconnect())
+    watch.add_done_callback(lambda w: w.cancelled() or future.cancel())
     try:
-        await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+        return await future
+    except asyncio.CancelledError:
+        if watch.done() and not watch.cancelled():
+            raise ClientDisconnect() from None
+        raise
     finally:
         watch.cancel()
-        if not task.done():
-            task.cancel()
-    if not task.done() or task.cancelled():
-        raise ClientDisconnect()
-    return task.result()
 
 
 def check_input_range(engine: Engine, rows: np.ndarray) -> None:
@@ -273,7 +274,11 @@ def create_app(models: Mapping[str, Engine], limits: Limits = Limits(),
         model.queue.admit(len(rows), rows.nbytes, retry_after=limits.max_queue_wait)
         try:
             deadline = loop.time() + limits.max_queue_wait
-            outputs = await unless_disconnected(request, model.batcher(datatype_of(rows)).predict(rows, deadline))
+            future = model.batcher(datatype_of(rows)).submit(rows, deadline)
+            # Watching for the client leaving costs a task; worth it where the rows are many, or
+            # will wait behind a full batch: a few rows computed at once cost less than the watch.
+            watched = len(rows) >= WATCH_ROWS or model.queue.rows > limits.max_batch
+            outputs = await (unless_disconnected(request, future) if watched else future)
         except (RequestError, ClientDisconnect):
             raise
         except Exception as e:  # the batch failed (logged by the batcher); later requests are served

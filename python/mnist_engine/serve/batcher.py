@@ -73,12 +73,16 @@ class DynamicBatcher:
     async def predict(self, rows: np.ndarray, deadline: float = float("inf")) -> np.ndarray:
         """The engine's outputs for `rows`, computed in a batch with whatever else is queued;
         Overloaded if its batch has not started by `deadline` (the loop's clock)."""
+        return await self.submit(rows, deadline)
+
+    def submit(self, rows: np.ndarray, deadline: float = float("inf")) -> asyncio.Future:
+        """predict's future, to await or to cancel (a cancelled request is never computed)."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self._pending.append(Pending(rows, future, deadline, loop.time()))
         self._idle.clear()
         self._arrived.set()
-        return await future
+        return future
 
     def _drop_stale(self) -> None:
         """Take the requests nobody waits for, or that waited too long, off the head of the queue."""
