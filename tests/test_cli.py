@@ -113,7 +113,8 @@ USER_ERRORS = [
     (["predict", "{tmp}/missing.png"], "No such file or directory: {tmp}/missing.png"),
     (["predict", "{tmp}/*.jpeg"], "expected image files, got a pattern that matches none: {tmp}/*.jpeg"),
     (["predict", "{tmp}/no_images"], "expected images, got folders without any"),
-    (["predict", "{tmp}/blank.png"], "{tmp}/blank.png: found no digit"),
+    (["predict", "--min-confidence", "1.5", "x.png"], "argument --min-confidence: expected a probability 0..1, "
+                                                      "got 1.5"),
     (["predict", "--invert", "maybe", "x.png"], "argument --invert: invalid choice: 'maybe'"),
     (["predict", "--top", "0", "x.png"], "argument --top: expected a whole number of at least 1, got 0"),
 ]
@@ -191,7 +192,7 @@ def test_predict_reads_every_drawn_digit(tmp_path):
     assert len(report["results"]) == 40 and report["errors"] == []
     assert out.stderr == ""  # no progress bar without a terminal
     for r in report["results"]:
-        assert r["digit"] == Path(r["file"]).name[0], r  # the file name starts with the digit drawn
+        assert r["digit"] == int(Path(r["file"]).name[0]) and r["sure"], r  # the name starts with the digit
         assert [t["digit"] for t in r["top"]][0] == r["digit"] and len(r["top"]) == 3
         probabilities = [t["probability"] for t in r["top"]]
         assert probabilities == sorted(probabilities, reverse=True) and r["confidence"] == probabilities[0]
@@ -200,6 +201,44 @@ def test_predict_reads_every_drawn_digit(tmp_path):
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert len(lines) == 4 and all(re.search(r"7_\S+\.png\s+7\s+[\d.]+%\s+\(top 2: 7 ", line) for line in lines), lines
+
+
+def test_predict_says_not_sure_below_min_confidence_and_of_blank_images(tmp_path):
+    pytest.importorskip("PIL")
+    user_error_files(tmp_path)
+    folder = drawn_folder(tmp_path)
+    seven = str(folder / "7_400px_black-on-white.png")
+    out = run_module("predict", seven, str(tmp_path / "blank.png"), "--json")
+    assert out.returncode == 0, out.stderr
+    sure, blank = json.loads(out.stdout)["results"]
+    assert sure["digit"] == 7 and sure["sure"] and sure["confidence"] >= 0.5
+    assert blank["digit"] is None and not blank["sure"] and "found no digit" in blank["reason"]
+    # Demanding more than the reading's own confidence makes it "not sure", with what it would have said.
+    out = run_module("predict", seven, "--min-confidence", "1", "--json")
+    (result,) = json.loads(out.stdout)["results"]
+    assert result["digit"] is None and not result["sure"] and result["top"][0]["digit"] == 7
+    out = run_module("predict", seven, str(tmp_path / "blank.png"), "--min-confidence", "1")
+    lines = out.stdout.splitlines()
+    assert re.search(r"7_400px\S+\s+\?\s+[\d.]+%\s+\(top 3: 7 .*not sure: below --min-confidence 1$", lines[0]), lines
+    assert re.search(r"blank.png\s+\?\s+not sure: no digit found", lines[1]), lines
+
+
+def test_predict_saves_what_the_model_saw_and_takes_raw_pixels(tmp_path, mnist):
+    Image = pytest.importorskip("PIL.Image")
+    folder = drawn_folder(tmp_path)
+    _, (x_test, _) = mnist
+    corner = np.zeros((28, 28), np.uint8)
+    corner[:20, :20] = x_test[0][4:24, 4:24]  # a 7 moved into the corner: not MNIST's form
+    Image.fromarray(corner).save(tmp_path / "corner.png")
+    out = run_module("predict", str(folder / "3_28px_black-on-white.png"), str(tmp_path / "corner.png"),
+                     "--save-preprocessed", str(tmp_path / "seen"))
+    assert out.returncode == 0, out.stderr
+    assert sorted(p.name for p in (tmp_path / "seen").iterdir()) == ["3_28px_black-on-white.png", "corner.png"]
+    seen = np.asarray(Image.open(tmp_path / "seen" / "corner.png"))
+    assert np.array_equal(seen, mnist_engine.preprocess_image(corner)) and not np.array_equal(seen, corner)
+    out = run_module("predict", str(tmp_path / "corner.png"), "--raw", "--save-preprocessed", str(tmp_path / "raw"))
+    assert out.returncode == 0, out.stderr
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "raw" / "corner.png")), corner)
 
 
 def test_predict_reports_bad_files_and_reads_the_rest(tmp_path):

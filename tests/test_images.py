@@ -246,4 +246,4 @@ def test_the_image_default_reads_varied_handwriting_better(mnist, tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
-    assert report["model"] == "convnet" and report["results"][0]["digit"] == "4"
+    assert report["model"] == "convnet" and report["results"][0]["digit"] == 4

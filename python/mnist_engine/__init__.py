@@ -35,7 +35,7 @@ if TYPE_CHECKING:  # imported lazily below: `import mnist_engine` must stay fast
     import numpy as np
 
     from ._export_common import ExportMismatchError, UnsupportedModelError
-    from .images import ImageError, preprocess_image
+    from .images import ImageError, NoDigitError, preprocess_image
     from .keras_export import export_keras
     from .model_file import write_model
     from .onnx_export import export_onnx
@@ -52,6 +52,7 @@ __all__ = [
     "ImageError",
     "InputRangeError",
     "InputRangeWarning",
+    "NoDigitError",
     "UnsupportedModelError",
     "__version__",
     "available_kernels",
@@ -78,7 +79,7 @@ __all__ = [
 _LAZY = {"export_keras": ".keras_export", "export_onnx": ".onnx_export", "export_sklearn": ".sklearn_export",
          "write_model": ".model_file", "UnsupportedModelError": "._export_common",
          "ExportMismatchError": "._export_common",
-         "preprocess_image": ".images", "ImageError": ".images"}
+         "preprocess_image": ".images", "ImageError": ".images", "NoDigitError": ".images"}
 
 
 def __getattr__(name: str):

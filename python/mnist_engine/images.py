@@ -3,17 +3,20 @@
 MNIST's digits were made by taking each scanned digit's ink, fitting its bounding box into 20x20
 pixels (keeping the aspect ratio, anti-aliased) and placing it in a 28x28 field so that its centre
 of mass is at the centre; the ink is white (255) on black (0). A model trained on MNIST expects
-exactly that, so any other image goes through the same steps first. Two steps MNIST did not need
-are added for images from the wild: the polarity (dark ink on light paper, as most drawings are) is
-detected and flipped, and a pen much thinner than MNIST's (a 3-pixel line on a 400-pixel canvas
-would shrink to a faint hairline) is thickened to MNIST's typical stroke before shrinking.
+exactly that, so any other image goes through the same steps first. Steps MNIST did not need are
+added for images from the wild: the polarity (dark ink on light paper, as most drawings are) is
+detected and flipped; under uneven light (a photograph) the paper's level is estimated locally, so
+a shaded corner is not taken for ink; and a pen much thinner than MNIST's (a 3-pixel line on a
+400-pixel canvas would shrink to a faint hairline) is thickened to MNIST's typical stroke before
+shrinking. An image already in MNIST's form passes through untouched. docs/IMAGES.md has the
+measurements.
 
 Needs Pillow (``pip install "mnist-engine[images]"``), imported on first use.
 """
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING, Tuple, Union
 
 import numpy as np
 
@@ -32,8 +35,16 @@ MNIST_STROKE = 0.09
 # Ink that counts for the bounding box and the stroke estimate (on a 0..1 scale after the
 # background is removed): faint JPEG ringing and paper texture stay out of the box.
 INK_THRESHOLD = 0.25
+# Border pixels this close to the paper's level count as paper when deciding whether an image is
+# evenly lit (a scan, a drawing: one background level) or not (a photograph: estimated locally).
+EVEN_LIGHT = 0.05
 # The weakest contrast between ink and background that is still a drawing and not a blank page.
 MIN_CONTRAST = 0.15
+# The same where the light is uneven (a photograph): the paper's texture and the sensor's noise
+# stand out from a locally estimated background by up to 30% (photographed blank paper,
+# tests/photo_digits.py: at most 0.30 in 100 photographs), photographed pencil or pen by 32-72%
+# (1st percentile 54%).
+MIN_CONTRAST_UNEVEN = 0.35
 FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP")
 
 
@@ -41,7 +52,12 @@ class ImageError(ValueError):
     """An image cannot be turned into a digit: unreadable, blank, or of an unsupported shape."""
 
 
-def preprocess_image(image: ImageLike, invert: Union[str, bool] = "auto") -> np.ndarray:
+class NoDigitError(ImageError):
+    """The image was read, but nothing in it stands out from the background as ink: a blank page."""
+
+
+def preprocess_image(image: ImageLike, invert: Union[str, bool] = "auto", raw: bool = False,
+                     save: Union[str, "os.PathLike[str]", None] = None) -> np.ndarray:
     """An image of one handwritten digit as MNIST pixels: uint8, shape (28, 28), white ink on black.
 
         >>> pixels = mnist_engine.preprocess_image("digit.png")
@@ -52,32 +68,84 @@ def preprocess_image(image: ImageLike, invert: Union[str, bool] = "auto") -> np.
     float 0..1. ``invert`` says whether the ink is dark on a light background: ``"auto"`` (the
     default) decides from the image's border, ``True`` and ``False`` force it.
 
-    The conversion is MNIST's own (see the module docstring): crop to the ink, thicken a pen far
+    The conversion is MNIST's own (see the module docstring): remove the background (estimated
+    locally where the light is uneven, as in a photograph), crop to the ink, thicken a pen far
     thinner than MNIST's, fit the long side into 20 pixels keeping the aspect ratio (Lanczos,
-    anti-aliased), and shift the centre of mass to the centre of the 28x28 field. A blank image
-    or one that cannot be read raises :class:`ImageError` (a ``ValueError``).
+    anti-aliased), and shift the centre of mass to the centre of the 28x28 field. An image already
+    in MNIST's form (28x28, its ink's box 19-21 pixels on its long side, centred by mass) is
+    returned as it is, only its polarity set; ``raw=True`` takes any 28x28 image so. ``save``
+    writes the 28x28 result there as a PNG. A blank image or one that cannot be read raises
+    :class:`ImageError` (a ``ValueError``).
     """
     if invert not in ("auto", True, False):
         raise ValueError(f"expected invert='auto', True or False, got {invert!r}")
     require("PIL.Image", "mnist_engine.preprocess_image")
     try:
-        return _preprocess(image, invert)
+        pixels = _preprocess(image, invert, raw)
     except ImageError as e:
         if isinstance(image, (str, os.PathLike)):  # say which of many files it was
-            raise ImageError(f"{os.fspath(image)}: {e}") from None
+            raise type(e)(f"{os.fspath(image)}: {e}") from None
         raise
+    if save is not None:
+        save_png(pixels, save)
+    return pixels
 
 
-def _preprocess(image: ImageLike, invert: Union[str, bool]) -> np.ndarray:
+def save_png(pixels: np.ndarray, path: Union[str, "os.PathLike[str]"]) -> None:
+    """Write 28x28 pixels as a grey PNG, atomically: a reader never sees half a file."""
+    from PIL import Image
+
+    path = os.fspath(path)
+    partial = f"{path}.partial-{os.getpid()}"
+    try:
+        Image.fromarray(np.asarray(pixels, np.uint8)).save(partial, format="PNG")
+        os.replace(partial, path)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
+
+
+def _preprocess(image: ImageLike, invert: Union[str, bool], raw: bool) -> np.ndarray:
     grey = _grey(image)
     dark_ink = _has_light_background(grey) if invert == "auto" else invert
-    ink = 1.0 - grey if dark_ink else grey
-    ink = _remove_background(ink)
-    rows, cols = np.nonzero(ink >= INK_THRESHOLD)
+    if grey.shape == (SIDE, SIDE):
+        ink = 1.0 - grey if dark_ink else grey
+        if raw or _in_mnist_form(ink):
+            return np.rint(ink * 255).astype(np.uint8)
+    elif raw:
+        raise ImageError(f"raw takes a {SIDE}x{SIDE} image as it is, got {grey.shape[0]}x{grey.shape[1]}")
+    ink, evenly_lit = _remove_background(grey, dark_ink)
+    threshold = INK_THRESHOLD
+    if not evenly_lit:
+        # A photograph: the ink threshold is Otsu's, and what is left of the background below
+        # half of it (paper texture, sensor noise, JPEG ringing) becomes 0, as MNIST's background
+        # is; the ink's anti-aliased edges stay.
+        threshold = max(INK_THRESHOLD, _otsu(ink))
+        floor = threshold / 2
+        ink = np.clip((ink - floor) / (1.0 - floor), 0.0, 1.0)
+        threshold = (threshold - floor) / (1.0 - floor)
+    rows, cols = np.nonzero(_without_specks(ink >= threshold))
     ink = ink[rows.min(): rows.max() + 1, cols.min(): cols.max() + 1]
     ink = _widen_thin_pen(ink)
     digit = _fit_box(ink)
     return np.rint(_centre_by_mass(digit) * 255).astype(np.uint8)
+
+
+def _in_mnist_form(ink: np.ndarray) -> bool:
+    """A 28x28 image MNIST's way: the ink's box 19-21 pixels on its long side (every MNIST test
+    digit's is 19 or 20) and its centre of mass within 1.2 pixels of the field's centre on each
+    axis (MNIST's: within 1). Such an image gains nothing from preprocessing, and resampling it
+    again would blur it; a smaller or off-centre drawing is still fitted and centred."""
+    mask = ink > 0.1
+    if not mask.any():
+        return False
+    rows, cols = np.nonzero(mask)
+    long_side = max(np.ptp(rows), np.ptp(cols)) + 1
+    r, c = np.indices(ink.shape)
+    total = ink.sum()
+    cy, cx = (r * ink).sum() / total, (c * ink).sum() / total
+    centre = (SIDE - 1) / 2
+    return bool(19 <= long_side <= 21 and abs(cy - centre) <= 1.2 and abs(cx - centre) <= 1.2)
 
 
 def _grey(image: ImageLike) -> np.ndarray:
@@ -155,18 +223,107 @@ def _border(x: np.ndarray) -> np.ndarray:
 
 
 def _has_light_background(grey: np.ndarray) -> bool:
-    return bool(np.median(_border(grey)) > 0.5)
+    """Whether the ink is dark: the border's median is light, on an evenly lit image. Under uneven
+    light a dim sheet of paper can have a dark border, so there the ink is what departs furthest
+    from the local level (the median of each region), darker or lighter."""
+    light = bool(np.median(_border(grey)) > 0.5)
+    if min(grey.shape) < 16 or _evenly_lit(grey, brightest=light):
+        return light
+    residual = grey - _local_level(grey, 50)
+    darkest, lightest = np.percentile(residual, [0.5, 99.5])
+    return bool(-darkest > lightest)
 
 
-def _remove_background(ink: np.ndarray) -> np.ndarray:
-    """Ink on a 0..1 scale: the background level (grey paper, a dark screen) goes to 0 and the
-    strongest ink to 1."""
-    background = float(np.median(_border(ink)))
-    peak = float(ink.max())
-    if peak - background < MIN_CONTRAST:
-        raise ImageError(f"found no digit: expected ink that stands out from the background by at least "
-                         f"{MIN_CONTRAST:.0%}, got a contrast of {max(peak - background, 0.0):.0%} (a blank image?)")
-    return np.clip((ink - background) / (peak - background), 0.0, 1.0)
+def _remove_background(grey: np.ndarray, dark_ink: bool) -> Tuple[np.ndarray, bool]:
+    """Ink on a 0..1 scale: the background (paper, a screen) goes to 0 and the strongest ink to 1,
+    wherever the light falls. The background is estimated locally (_background_level), so a
+    lighting gradient or a vignette across a photograph leaves no dark corner that passes for ink.
+    Dark ink is measured as the fraction of the paper's local light it takes away (ink reflects a
+    fixed part of the light that falls on it); light ink on a dark ground as the excess over it.
+    Also returns whether the image was evenly lit (one background level)."""
+    paper = _background_level(grey, brightest=dark_ink)
+    evenly_lit = bool(np.ptp(paper) == 0)
+    if dark_ink:
+        ink = 1.0 - grey / np.maximum(paper, 1e-3)
+    else:
+        ink = grey - paper
+    ink = np.clip(ink, 0.0, 1.0)
+    # The strongest ink, robustly: a lone noise pixel must not set the scale.
+    peak = float(np.percentile(ink, 99.9)) if ink.size >= 1000 else float(ink.max())
+    least = MIN_CONTRAST if evenly_lit else MIN_CONTRAST_UNEVEN
+    if peak < least:
+        raise NoDigitError(f"found no digit: expected ink that stands out from the background by at least "
+                         f"{least:.0%}, got a contrast of {max(peak, 0.0):.0%} (a blank image?)")
+    return np.clip(ink / peak, 0.0, 1.0), evenly_lit
+
+
+def _background_level(grey: np.ndarray, brightest: bool) -> np.ndarray:
+    """The background's level at every pixel: on an evenly lit image (a drawing, a scan) one
+    level, the border's median, as MNIST's preparation assumed; under uneven light (a photograph)
+    the local paper level, _local_level's 90th percentile (10th, for light ink on a dark ground)."""
+    if min(grey.shape) < 16 or _evenly_lit(grey, brightest):
+        # Cells are no safer than the border where the ink covers much of the image (a small scan).
+        return np.full(grey.shape, float(np.median(_border(grey))))
+    return _local_level(grey, 90 if brightest else 10)
+
+
+def _local_level(grey: np.ndarray, percentile: float) -> np.ndarray:
+    """A smooth map of the image's `percentile` level: the image cut into cells an eighth of its
+    short side, each cell's percentile, the median of each cell and its eight neighbours kept (a
+    cell inside a thick stroke is an outlier among them, and a median follows a gradient without
+    bias), then interpolated back to full size."""
+    from PIL import Image
+
+    h, w = grey.shape
+    cell = max(2, -(-min(h, w) // 8))
+    rows, cols = -(-h // cell), -(-w // cell)
+    padded = np.pad(grey, ((0, rows * cell - h), (0, cols * cell - w)), mode="edge")
+    cells = padded.reshape(rows, cell, cols, cell).transpose(0, 2, 1, 3).reshape(rows, cols, -1)
+    level = np.percentile(cells, percentile, axis=2)
+    framed = np.pad(level, 1, mode="edge")
+    neighbours = [framed[1 + dy: 1 + dy + rows, 1 + dx: 1 + dx + cols] for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+    level = np.median(neighbours, axis=0)
+    # Cell centres map to pixel centres: resize the grid to the padded size, then crop.
+    full = Image.fromarray(level.astype(np.float32)).resize((cols * cell, rows * cell), Image.Resampling.BILINEAR)
+    return np.asarray(full, np.float64)[:h, :w]
+
+
+def _evenly_lit(grey: np.ndarray, brightest: bool) -> bool:
+    """Whether the background is one level: a third or more of the border (as _border) lies within
+    EVEN_LIGHT of its brightest (darkest, for light ink) pixel. A scan or a drawing has most of its
+    border at the paper's level even where the digit touches the frame (an 8x8 scan enlarged: 66-85%
+    of it); a photograph's light drifts across the frame and its noise spreads the rest (0-16%)."""
+    border = _border(grey)
+    paper = border.max() if brightest else border.min()
+    return bool(np.mean(np.abs(border - paper) < EVEN_LIGHT) >= 1 / 3)
+
+
+def _without_specks(mask: np.ndarray) -> np.ndarray:
+    """The mask less its isolated pixels and pairs (those with fewer than 3 set among their 8
+    neighbours): noise that passes the threshold here and there must not stretch the digit's box.
+    A stroke's pixels, even a 1-pixel line's, have at least 2 set neighbours and mostly more."""
+    framed = np.pad(mask, 1).astype(np.uint8)
+    h, w = mask.shape
+    neighbours = sum(framed[1 + dy: 1 + dy + h, 1 + dx: 1 + dx + w]
+                     for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx)
+    kept = mask & (neighbours >= 3)
+    return kept if kept.any() else mask
+
+
+def _otsu(ink: np.ndarray) -> float:
+    """Otsu's threshold of a 0..1 image: the level that best splits it into two classes (here ink
+    and what is left of the background), from a 256-bin histogram."""
+    counts, edges = np.histogram(ink, bins=256, range=(0.0, 1.0))
+    centres = (edges[:-1] + edges[1:]) / 2
+    weight = np.cumsum(counts)
+    mass = np.cumsum(counts * centres)
+    total, total_mass = weight[-1], mass[-1]
+    below, above = weight[:-1], total - weight[:-1]
+    valid = (below > 0) & (above > 0)
+    mean_below = np.divide(mass[:-1], below, out=np.zeros(255), where=valid)
+    mean_above = np.divide(total_mass - mass[:-1], above, out=np.zeros(255), where=valid)
+    between = np.where(valid, below * above * (mean_below - mean_above) ** 2, -1.0)
+    return float(edges[1:][int(np.argmax(between))])
 
 
 def _stroke_width(ink: np.ndarray) -> float:

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 import mnist_engine
 
@@ -16,14 +17,26 @@ def file_path(text: str) -> Path:
     return Path(text)
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {value}")
-    return value
+def number_in(convert: Callable[[str], float], low: float, high: float, expected: str,
+              expected_type: Optional[str] = None) -> Callable[[str], float]:
+    """An argparse type: `convert(text)` within low..high (NaN is outside), else a one-line error
+    "expected EXPECTED, got ..." (`expected_type` when the text is not a number at all)."""
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected_type or expected}, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {value}")
+        return value
+
+    return parse
+
+
+positive_int = number_in(int, 1, float("inf"), "a whole number of at least 1")
+probability = number_in(float, 0.0, 1.0, "a probability 0..1")
+# A finite number of seconds or milliseconds (inf and NaN are refused).
+non_negative_float = number_in(float, 0.0, sys.float_info.max, "a finite number >= 0", "a number")
 
 
 def add_engine_options(parser: argparse.ArgumentParser, default_model: str = "mlp512") -> None:

@@ -7,15 +7,18 @@ import glob
 import json
 import sys
 from pathlib import Path
-from typing import List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
 from .._progress import progress
-from .common import add_engine_options, load_engine, output_names, positive_int, printable, user_error
+from .common import add_engine_options, load_engine, output_names, positive_int, printable, probability, user_error
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 INVERT = {"auto": "auto", "yes": True, "no": False}
+# Below this probability the answer is "not sure". Measured with tools/image_accuracy.py (docs/IMAGES.md):
+# 0.5 leaves 0.3-1% of photographed and MNIST digits unanswered and 4-5% of other writers' scans.
+DEFAULT_MIN_CONFIDENCE = 0.5
 
 
 def add_parser(sub) -> None:
@@ -30,6 +33,14 @@ def add_parser(sub) -> None:
     add_engine_options(pr, default_model="convnet")
     pr.add_argument("--invert", choices=list(INVERT), default="auto",
                     help="is the ink dark on a light background? auto (default) decides from the image's border")
+    pr.add_argument("--raw", action="store_true",
+                    help="take each image as MNIST pixels as it is (28x28; only its polarity is set): no cropping, "
+                         "scaling or centring. Images already in MNIST's form are taken so without it")
+    pr.add_argument("--save-preprocessed", type=Path, metavar="DIR",
+                    help="write the 28x28 image the model saw for each input to DIR (as NAME.png)")
+    pr.add_argument("--min-confidence", type=probability, default=DEFAULT_MIN_CONFIDENCE, metavar="P",
+                    help="answer 'not sure' when the likeliest digit's probability is below P "
+                         f"(default {DEFAULT_MIN_CONFIDENCE}; 0: always answer). A blank image is 'not sure' too")
     pr.add_argument("--top", type=positive_int, default=3, help="how many of the likeliest digits to list (3)")
     pr.add_argument("--json", action="store_true", help="print one JSON object per run instead of text")
     pr.set_defaults(run=run)
@@ -56,20 +67,43 @@ def expand(arguments: List[str]) -> List[Path]:
     return found
 
 
-def read_all(paths: List[Path], invert) -> Tuple[np.ndarray, List[int], List[Tuple[Path, str]]]:
-    """The preprocessed pixels of every readable image, the positions they came from, and a
-    (path, message) for each one that could not be read."""
-    from ..images import preprocess_image
+def read_all(paths: List[Path], invert, raw: bool = False, save_to: Optional[Path] = None
+             ) -> Tuple[np.ndarray, List[int], List[Tuple[int, str]], List[Tuple[Path, str]]]:
+    """The preprocessed pixels of every image with a digit in it, the positions they came from,
+    (position, message) for each image that is blank, and (path, message) for each that could not
+    be read. With `save_to`, each preprocessed image is written there too."""
+    from ..images import NoDigitError, preprocess_image
 
-    pixels, kept, failed = [], [], []
+    pixels, kept, blank, failed = [], [], [], []
+    names = saved_names(paths) if save_to is not None else None
+    if save_to is not None:
+        save_to.mkdir(parents=True, exist_ok=True)
     for i, path in enumerate(progress(paths, total=len(paths), desc="reading images", unit="image")):
         try:
-            pixels.append(preprocess_image(path, invert=invert))
+            pixels.append(preprocess_image(path, invert=invert, raw=raw,
+                                           save=save_to / names[i] if names is not None else None))
             kept.append(i)
+        except NoDigitError as e:
+            blank.append((i, user_error(e)))
         except (OSError, ValueError) as e:  # ImageError is a ValueError
             failed.append((path, user_error(e)))
     batch = np.stack(pixels) if pixels else np.zeros((0, 28, 28), np.uint8)
-    return batch, kept, failed
+    return batch, kept, blank, failed
+
+
+def saved_names(paths: List[Path]) -> List[str]:
+    """NAME.png for each input, NAME-2.png and so on where two inputs share a name."""
+    seen: Dict[str, int] = {}
+    names = []
+    for path in paths:
+        count = seen[path.stem] = seen.get(path.stem, 0) + 1
+        names.append(f"{path.stem}.png" if count == 1 else f"{path.stem}-{count}.png")
+    return names
+
+
+def label(name: str):
+    """A class name as JSON shows it: a digit as an integer, any other label as it is."""
+    return int(name) if name.isdigit() else name
 
 
 def run(args: argparse.Namespace) -> int:
@@ -77,24 +111,36 @@ def run(args: argparse.Namespace) -> int:
     engine = load_engine(args)
     if engine.layers[0][0] != 784:
         raise ValueError(f"expected a model that reads 28x28 images (784 inputs), got {engine.layers[0][0]} inputs")
-    batch, kept, failed = read_all(paths, INVERT[args.invert])
+    batch, kept, blank, failed = read_all(paths, INVERT[args.invert], args.raw, args.save_preprocessed)
     probabilities = engine.predict(batch) if len(batch) else np.zeros((0, engine.layers[-1][1]), np.float32)
     names = output_names(engine, probabilities.shape[1])
     top = min(args.top, len(names))
-    results = []
+    results = {}
     for row, i in enumerate(kept):
         order = np.argsort(-probabilities[row], kind="stable")[:top]
-        results.append({"file": str(paths[i]), "digit": names[order[0]],
-                        "confidence": float(probabilities[row, order[0]]),
-                        "top": [{"digit": names[k], "probability": float(probabilities[row, k])} for k in order]})
+        confidence = float(probabilities[row, order[0]])
+        sure = confidence >= args.min_confidence
+        results[i] = {"file": str(paths[i]), "digit": label(names[order[0]]) if sure else None, "sure": sure,
+                      "confidence": confidence,
+                      "top": [{"digit": label(names[k]), "probability": float(probabilities[row, k])} for k in order]}
+    for i, message in blank:
+        results[i] = {"file": str(paths[i]), "digit": None, "sure": False, "confidence": 0.0, "top": [],
+                      "reason": message}
+    ordered = [results[i] for i in sorted(results)]
     if args.json:
-        print(json.dumps({"model": str(args.model or args.default_model), "kernel": engine.kernel, "results": results,
+        print(json.dumps({"model": str(args.model or args.default_model), "kernel": engine.kernel,
+                          "min_confidence": args.min_confidence, "results": ordered,
                           "errors": [{"file": str(p), "error": m} for p, m in failed]}, indent=2))
     else:
-        width = min(60, max((len(printable(r["file"])) for r in results), default=0))
-        for r in results:
+        width = min(60, max((len(printable(r["file"])) for r in ordered), default=0))
+        for r in ordered:
+            if "reason" in r:
+                print(f"{printable(r['file']):<{width}}  ?  not sure: no digit found (a blank image?)")
+                continue
             others = ", ".join(f"{t['digit']} {t['probability']:.1%}" for t in r["top"])
-            print(f"{printable(r['file']):<{width}}  {r['digit']}  {r['confidence']:6.1%}   (top {top}: {others})")
+            answer = f"{r['digit']}" if r["sure"] else "?"
+            note = "" if r["sure"] else f"  not sure: below --min-confidence {args.min_confidence:g}"
+            print(f"{printable(r['file']):<{width}}  {answer}  {r['confidence']:6.1%}   (top {top}: {others}){note}")
     for _, message in failed:
         print(f"mnist-engine: error: {printable(message)}", file=sys.stderr)
     return 2 if failed else 0

@@ -12,7 +12,7 @@ from typing import Dict, List
 
 import mnist_engine
 
-from .common import positive_int
+from .common import non_negative_float, number_in, positive_int
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -28,24 +28,7 @@ def model_spec(text: str):
     return name, Path(path)
 
 
-def port_number(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number 0..65535, got {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a port number 0..65535 (0: any free port), got {value}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
-    return value
+port_number = number_in(int, 0, 65535, "a port number 0..65535 (0: any free port)", "a port number 0..65535")
 
 
 def add_parser(sub) -> None:
@@ -62,13 +45,13 @@ def add_parser(sub) -> None:
     serve.add_argument("--threads", type=positive_int, help="OpenMP threads per predict call (default: all cores)")
     serve.add_argument("--max-batch", type=positive_int, default=256,
                        help="most rows merged into one predict call (default 256)")
-    serve.add_argument("--max-delay-ms", type=positive_float, default=1.0,
+    serve.add_argument("--max-delay-ms", type=non_negative_float, default=1.0,
                        help="how long a batch waits for more requests after its first (default 1 ms)")
     serve.add_argument("--max-body", type=positive_int, default=8 << 20,
                        help="largest request body in bytes; larger gets 413 (default 8 MiB)")
-    serve.add_argument("--body-timeout", type=positive_float, default=10.0,
+    serve.add_argument("--body-timeout", type=non_negative_float, default=10.0,
                        help="seconds a client has to send a whole body; slower gets 408 (default 10)")
-    serve.add_argument("--max-queue-ms", type=positive_float, default=1000.0,
+    serve.add_argument("--max-queue-ms", type=non_negative_float, default=1000.0,
                        help="how long a request may wait for its turn to be read, and again in the model's "
                             "queue, before it is answered 503 with Retry-After (default 1000)")
     serve.add_argument("--max-queue-rows", type=positive_int,
