@@ -407,15 +407,34 @@ def test_the_command_serves_named_models_on_localhost_and_the_page(tmp_path):
         assert request(port, "GET", "/v2/models/digits/ready")[0] == 200
         status, headers, page = request(port, "GET", "/")
         assert status == 200 and headers["content-type"].startswith("text/html")
-        assert b"const MODEL = \"digits\"," in page and b"<canvas id=\"pad\"" in page
+        assert b'let model = "digits";' in page and b'const MODELS = ["digits", "mnist"],' in page
+        assert b"<canvas id=\"pad\"" in page
 
 
-def test_the_page_takes_the_model_name_as_data():
+def test_the_page_takes_the_model_names_as_data():
     from mnist_engine.serve.app import _page
 
-    page = _page('</script><img src=x onerror=alert(1)>"')
+    hostile = '</script><img src=x onerror=alert(1)>"'
+    page = _page(["mnist", hostile], hostile)
     assert "<img" not in page and "</script><" not in page
-    assert 'const MODEL = "\\u003c/script>\\u003cimg src=x onerror=alert(1)>\\"",' in page
+    assert 'let model = "\\u003c/script>\\u003cimg src=x onerror=alert(1)>\\"";' in page
+    assert 'const MODELS = ["mnist", "\\u003c/script>\\u003cimg src=x onerror=alert(1)>\\""],' in page
+
+
+def test_without_models_named_the_command_serves_both_bundled_models_and_the_page_reads_with_the_convnet():
+    with server_process() as (_, port):
+        for name in ("mnist", "convnet"):
+            assert request(port, "GET", f"/v2/models/{name}/ready")[0] == 200
+        _, _, page = request(port, "GET", "/")
+    assert b'let model = "convnet";' in page and b'const MODELS = ["mnist", "convnet"],' in page
+
+
+def test_the_page_model_must_be_served(capsys):
+    from mnist_engine.cli import main
+
+    model = mnist_engine.default_model_path()
+    assert main(["serve", "--model", f"digits={model}", "--page-model", "convnet", "--port", "0"]) == 2
+    assert "the page's model 'convnet' is not served; served models: digits" in capsys.readouterr().err
 
 
 def test_bad_command_lines_are_one_line_errors(capsys):

@@ -1,7 +1,8 @@
 """The draw-a-digit page in a real browser: Debian's chromium, headless, driven by Selenium through
 chromium-driver. The test draws a digit's strokes with the mouse, reads the prediction off the
 page, checks that the 28x28 pixels the page sent are what preprocess_image makes of the same
-drawing, and keeps a screenshot (test-artifacts/serve_page.png). Skipped, with the reason, where
+drawing, switches the model picker and checks the other model's answer, and keeps a screenshot
+(test-artifacts/serve_page.png). Skipped, with the reason, where
 no chromium is installed (.ci/run installs it with apt-get where it can)."""
 from __future__ import annotations
 
@@ -84,15 +85,28 @@ def test_drawing_a_digit_shows_its_prediction(browser, digit):
         pixels = np.asarray(browser.execute_script("return window.lastPixels"), np.uint8).reshape(28, 28)
         probabilities = np.asarray(browser.execute_script("return window.lastProbabilities"), np.float32)
         bars = [browser.find_element(By.CSS_SELECTOR, f"#bar{d} .pct").text for d in range(10)]
+        model = browser.execute_script("return window.pageModel()")
+        # Pick the other model: the page asks it about the same drawing.
+        from selenium.webdriver.support.select import Select
+
+        Select(browser.find_element(By.ID, "model")).select_by_value("mnist")
+        WebDriverWait(browser, 20).until(lambda b: b.execute_script("return window.pageModel() === 'mnist' "
+                                                                    "&& !window.predictionPending()"))
+        mlp_probabilities = np.asarray(browser.execute_script("return window.lastProbabilities"), np.float32)
+        assert browser.find_element(By.ID, "model-name").text == "mnist"
         ARTIFACTS.mkdir(exist_ok=True)
         browser.save_screenshot(str(ARTIFACTS / f"serve_page_{digit}.png"))
         drawing = browser.execute_script("return document.getElementById('pad').toDataURL('image/png')")
 
     assert shown == str(digit), f"the page shows {shown!r} for a drawn {digit}; bars {bars}"
     assert bars[digit] == f"{100 * probabilities[digit]:.1f}%"
-    # The page's answer is the engine's for the pixels it sent ...
+    # The page's answer is its model's for the pixels it sent (the convnet, which the server picks
+    # for the page because it reads handwriting best) ...
+    assert model == "convnet"
+    np.testing.assert_array_equal(probabilities, mnist_engine.load("convnet").predict(pixels[None])[0])
     engine = mnist_engine.load(mnist_engine.default_model_path())
-    np.testing.assert_array_equal(probabilities, engine.predict(pixels[None])[0])
+    # ... and the picker's other model, the MLP, answers the same pixels with its own probabilities.
+    np.testing.assert_array_equal(mlp_probabilities, engine.predict(pixels[None])[0])
     # ... and those pixels are preprocess_image's for the same drawing, up to the resampling filter
     # (the browser's smoothing vs Lanczos), which can also move the centre of mass across a pixel
     # boundary: aligned within one pixel, the grey levels nearly agree.
@@ -102,3 +116,25 @@ def test_drawing_a_digit_shows_its_prediction(browser, digit):
                      for dy in (-1, 0, 1) for dx in (-1, 0, 1))
     assert difference < 8, f"mean |page - preprocess_image| = {difference:.1f} of 255"
     assert engine.classify(reference[None].astype(np.uint8))[0] == digit
+
+
+def test_the_page_says_not_sure_below_half_and_names_the_likeliest(browser):
+    """A scribble: whatever the model makes of it, the page shows "?" exactly when the likeliest
+    digit's probability is below 0.5, as mnist-engine predict does, and names that digit."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    with server_process() as (_, port):
+        browser.get(f"http://127.0.0.1:{port}/")
+        pad = browser.find_element(By.ID, "pad")
+        draw(browser, pad, [[(-100, -100), (100, 60), (-90, 90), (80, -110), (0, 0), (110, 110)]])
+        WebDriverWait(browser, 20).until(lambda b: b.execute_script("return window.lastProbabilities !== null "
+                                                                    "&& !window.predictionPending()"))
+        shown = browser.find_element(By.ID, "digit").text
+        status = browser.find_element(By.ID, "status").text
+        probabilities = np.asarray(browser.execute_script("return window.lastProbabilities"), np.float32)
+    best = int(probabilities.argmax())
+    if probabilities[best] < 0.5:
+        assert shown == "?" and status == f"not sure: {best} at {100 * probabilities[best]:.1f}% is the likeliest"
+    else:
+        assert shown == str(best) and status == f"{100 * probabilities[best]:.1f}% sure"

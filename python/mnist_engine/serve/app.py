@@ -171,22 +171,29 @@ def check_input_range(engine: Engine, rows: np.ndarray) -> None:
         raise RequestError(400, f"{problem} (this server refuses such input; --allow-any-range answers it)")
 
 
-def _page(model: str) -> str:
-    """The draw-a-digit page, posting to `model`."""
+def _page(models: Sequence[str], default: str) -> str:
+    """The draw-a-digit page: a picker of `models`, `default` chosen, posting to the one picked."""
     text = resources.files(__package__).joinpath("page.html").read_text(encoding="utf-8")
-    # The name is the operator's, but it still goes in as data: escaped for HTML, a JSON string in the script.
-    return text.replace("{{MODEL_HTML}}", html.escape(model)).replace(
-        "{{MODEL_JSON}}", json.dumps(model).replace("<", "\\u003c"))
+
+    def script(value) -> str:  # a JSON value inside <script>: no "</script>" can close it early
+        return json.dumps(value).replace("<", "\\u003c")
+
+    # The names are the operator's, but they still go in as data: escaped for HTML, JSON in the script.
+    return (text.replace("{{MODEL_HTML}}", html.escape(default)).replace("{{MODEL_JSON}}", script(default))
+            .replace("{{MODELS_JSON}}", script(list(models))))
 
 
 def create_app(models: Mapping[str, Engine], limits: Limits = Limits(),
                on_startup: Optional[Callable[[], None]] = None,
-               hosts: Sequence[str] = LOOPBACK_NAMES) -> Starlette:
+               hosts: Sequence[str] = LOOPBACK_NAMES, page_model: Optional[str] = None) -> Starlette:
     """An ASGI app serving `models` (name -> Engine) over the Open Inference Protocol; `on_startup`
     runs when the server starts the app (uvicorn's signal handlers are in place by then); requests
-    for a Host not in `hosts` (hosts.allowed_hosts) get 421."""
+    for a Host not in `hosts` (hosts.allowed_hosts) get 421. The draw-a-digit page offers every
+    model, `page_model` (default: the first) chosen."""
     if not models:
         raise ValueError("at least one model is needed")
+    if page_model is not None and page_model not in models:
+        raise ValueError(f"the page's model {page_model!r} is not served; served models: {', '.join(models)}")
     limits = limits.resolved()
     metrics = Metrics(models, limits.max_batch)
     served = {name: ServedModel(engine, ModelSignature(name, engine.input_width, engine.output_width,
@@ -199,7 +206,7 @@ def create_app(models: Mapping[str, Engine], limits: Limits = Limits(),
     budget = BodyBudget(limits.body_budget)
     metrics.watch_budget(lambda: budget.in_use, lambda: budget.waiting, budget.capacity)
     decoder = Decoder(limits.decode_processes)
-    page = _page(next(iter(served)))
+    page = _page(list(served), page_model or next(iter(served)))
 
     def model_of(request: Request) -> ServedModel:
         name = request.path_params["name"]
