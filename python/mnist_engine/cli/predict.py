@@ -17,7 +17,7 @@ from .common import add_engine_options, load_engine, output_names, positive_int,
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 INVERT = {"auto": "auto", "yes": True, "no": False}
 # Below this probability the answer is "not sure". Measured with tools/image_accuracy.py (docs/IMAGES.md):
-# 0.5 leaves 0.3-1% of photographed and MNIST digits unanswered and 4-5% of other writers' scans.
+# 0.5 leaves 0.1-0.3% of photographed and MNIST digits unanswered, and 4% of other writers' scans.
 DEFAULT_MIN_CONFIDENCE = 0.5
 
 
