@@ -282,10 +282,7 @@ def _local_level(grey: np.ndarray, percentile: float) -> np.ndarray:
     rows, cols = -(-h // cell), -(-w // cell)
     padded = np.pad(grey, ((0, rows * cell - h), (0, cols * cell - w)), mode="edge")
     cells = padded.reshape(rows, cell, cols, cell).transpose(0, 2, 1, 3).reshape(rows, cols, -1)
-    level = np.percentile(cells, percentile, axis=2)
-    framed = np.pad(level, 1, mode="edge")
-    neighbours = [framed[1 + dy: 1 + dy + rows, 1 + dx: 1 + dx + cols] for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
-    level = np.median(neighbours, axis=0)
+    level = np.median(_neighbourhood(np.percentile(cells, percentile, axis=2), edge=True), axis=0)
     # Cell centres map to pixel centres: resize the grid to the padded size, then crop.
     full = Image.fromarray(level.astype(np.float32)).resize((cols * cell, rows * cell), Image.Resampling.BILINEAR)
     return np.asarray(full, np.float64)[:h, :w]
@@ -339,12 +336,7 @@ def _main_strokes(mask: np.ndarray) -> np.ndarray:
         upper, lower, first, last = boxes[label]
         near = upper <= bottom + my and lower >= top - my and first <= right + mx and last >= left - mx
         keep[label] = label == main or (sizes[label] >= sizes[main] / 10 and near)
-    region = keep[labels]
-    framed = np.pad(region, 1)
-    grown = np.zeros_like(region)
-    for dy in (-1, 0, 1):
-        for dx in (-1, 0, 1):
-            grown |= framed[1 + dy: 1 + dy + rows, 1 + dx: 1 + dx + cols]
+    grown = np.logical_or.reduce(_neighbourhood(keep[labels]))
     full = np.repeat(np.repeat(grown, factor, axis=0), factor, axis=1)[:h, :w]
     return full.astype(np.float64)
 
@@ -353,12 +345,17 @@ def _without_specks(mask: np.ndarray) -> np.ndarray:
     """The mask less its isolated pixels and pairs (those with fewer than 3 set among their 8
     neighbours): noise that passes the threshold here and there must not stretch the digit's box.
     A stroke's pixels, even a 1-pixel line's, have at least 2 set neighbours and mostly more."""
-    framed = np.pad(mask, 1).astype(np.uint8)
-    h, w = mask.shape
-    neighbours = sum(framed[1 + dy: 1 + dy + h, 1 + dx: 1 + dx + w]
-                     for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx)
+    neighbours = np.sum(_neighbourhood(mask.astype(np.uint8)), axis=0) - mask  # the 8 around, not itself
     kept = mask & (neighbours >= 3)
     return kept if kept.any() else mask
+
+
+def _neighbourhood(x: np.ndarray, edge: bool = False) -> np.ndarray:
+    """The 3x3 neighbourhood of every element of a 2-D array, as a (9, H, W) stack of shifted
+    copies (the element itself included); past the border the edge is repeated, or 0."""
+    h, w = x.shape
+    framed = np.pad(x, 1, mode="edge" if edge else "constant")
+    return np.stack([framed[1 + dy: 1 + dy + h, 1 + dx: 1 + dx + w] for dy in (-1, 0, 1) for dx in (-1, 0, 1)])
 
 
 def _otsu(ink: np.ndarray) -> float:
