@@ -201,12 +201,13 @@ def test_load_accepts_str_and_pathlib(tmp_path):
 
 
 def test_bundled_models_load_by_name_and_a_file_of_that_name_wins(tmp_path, monkeypatch):
-    assert set(mnist_engine.BUNDLED_MODELS) == {"mlp512", "convnet"}
+    assert set(mnist_engine.BUNDLED_MODELS) == {"mlp512", "convnet", "reader"}
     for name in mnist_engine.BUNDLED_MODELS:
         assert mnist_engine.bundled_model_path(name).is_file()
         assert mnist_engine.load(name).layers == mnist_engine.load(mnist_engine.bundled_model_path(name)).layers
     assert "conv2d" in mnist_engine.load("convnet").layer_ops
-    with pytest.raises(KeyError, match="expected one of mlp512, convnet"):
+    assert mnist_engine.load("reader").reject_class == 10 and mnist_engine.load("convnet").reject_class is None
+    with pytest.raises(KeyError, match="expected one of mlp512, convnet, reader"):
         mnist_engine.bundled_model_path("lenet")
     # A name never hides a file: ./convnet is what the user meant, and here it is not a model.
     monkeypatch.chdir(tmp_path)

@@ -65,6 +65,22 @@ def test_eval_takes_a_bundled_model_by_name(mnist):
     assert float(re.search(r"accuracy\s+([\d.]+)% on 10000", out.stdout).group(1)) >= 98.8
 
 
+def test_eval_of_the_reader_counts_its_not_a_digit_answers_apart(mnist):
+    """MNIST has no image of the reader's reject class: eval reports how many digits it doubted
+    instead of a row of zeros, and names the class in the confused pairs."""
+    out = run_cli("eval", "--model", "reader", "--repeat", "1", "--json")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    engine = mnist_engine.load("reader")
+    _, (x_test, y_test) = mnist
+    predicted = engine.classify(x_test)
+    assert [row["class"] for row in report["per_class"]] == [str(d) for d in range(10)]
+    assert report["not_a_digit"] == int((predicted == 10).sum()) <= 100  # at most 1% of real digits
+    assert report["accuracy"] == float((predicted == y_test).mean()) >= 0.99
+    assert all("not a digit" in (p["a"], p["b"]) or {p["a"], p["b"]} <= set("0123456789")
+               for p in report["confused_pairs"])
+
+
 @pytest.mark.parametrize("precision", [p for p in mnist_engine.available_precisions() if p != "fp32"])
 def test_eval_in_reduced_precision(mnist, precision):
     out = subprocess.run([sys.executable, "-m", "mnist_engine.cli", "eval", "--precision", precision, "--repeat", "1"],
@@ -221,6 +237,33 @@ def test_predict_says_not_sure_below_min_confidence_and_of_blank_images(tmp_path
     lines = out.stdout.splitlines()
     assert re.search(r"7_400px\S+\s+\?\s+[\d.]+%\s+\(top 3: 7 .*not sure: below --min-confidence 1$", lines[0]), lines
     assert re.search(r"blank.png\s+\?\s+not sure: no digit found", lines[1]), lines
+
+
+def test_predict_with_the_reader_is_not_sure_of_a_letter_and_says_why(tmp_path):
+    """A photographed letter A (tests/photo_digits.py, Pillow's font, which the reader never
+    trained on): the default model, the reader, names its "not a digit" output and answers "?";
+    the convnet, without one, gives it a digit."""
+    pytest.importorskip("PIL")
+    from PIL import Image
+
+    from photo_digits import not_digits
+
+    letters = [image for kind, image in not_digits(6, seed=11) if kind == "letter"]
+    for i, image in enumerate(letters):
+        Image.fromarray(image).save(tmp_path / f"letter{i}.png")
+    out = run_module("predict", str(tmp_path), "--json")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["model"] == "reader"
+    for r in report["results"]:
+        assert r["digit"] is None and not r["sure"] and r["top"][0]["digit"] == "not a digit", r
+        assert all(t["digit"] in range(10) for t in r["top"][1:]), r  # the other outputs are digits
+    out = run_module("predict", str(tmp_path))
+    line = re.compile(r"letter\d\.png\s+\?\s+[\d.]+%\s+\(top 3: not a digit [\d.]+%, \d .*not sure: the model "
+                      r"finds no digit \(a letter\? a scribble\?\)$")
+    assert all(line.search(text) for text in out.stdout.splitlines()), out.stdout
+    out = run_module("predict", str(tmp_path), "--model", "convnet", "--json")
+    assert any(r["sure"] and r["digit"] in range(10) for r in json.loads(out.stdout)["results"])
 
 
 def test_predict_saves_what_the_model_saw_and_takes_raw_pixels(tmp_path, mnist):

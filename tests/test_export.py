@@ -118,6 +118,19 @@ def test_keras_file_round_trip_and_metadata(keras, tmp_path, images):
     np.testing.assert_allclose(engine.predict(images), model.predict(x, verbose=0), atol=1e-6)
 
 
+def test_reject_class_travels_in_the_file_and_is_checked_before_anything_is_written(keras, tmp_path):
+    model = keras.Sequential([keras.Input((784,)), keras.layers.Dense(11, activation="softmax")])
+    assert export_and_load(model, tmp_path, reject_class=10).reject_class == 10
+    assert export_and_load(model, tmp_path).reject_class is None
+    out = tmp_path / "none.mnw"
+    with pytest.raises(mnist_engine.FormatError, match=r"metadata-reject-class .*output index 0\.\.10 .*got '11'"):
+        mnist_engine.export_keras(model, out, reject_class=11)
+    for bad in (-1, True, "10", 2.0):
+        with pytest.raises(ValueError, match=r"expected reject_class to be an output index \(an int >= 0\), got"):
+            mnist_engine.export_keras(model, out, reject_class=bad)
+    assert not out.exists()
+
+
 def test_legacy_h5_needs_opt_in(keras, tmp_path):
     model = keras.Sequential([keras.Input((784,)), keras.layers.Dense(10)])
     model.save(tmp_path / "m.h5")

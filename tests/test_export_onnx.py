@@ -174,6 +174,19 @@ def test_matmul_then_add_is_one_dense_layer_with_its_bias(onnx, ort, tmp_path, r
     assert engine.layer_ops == ("dense", "dense") and activations(engine) == ("tanh", "linear")
 
 
+def test_reject_class_travels_in_the_file(onnx, ort, tmp_path, rng):
+    """A PyTorch reader with a "not a digit" output says so through export_onnx as through export_keras."""
+    inits = dense_weights(rng, [12, 8, 3])
+    nodes = [node("MatMul", ["x", "W0"], "m0"), node("Add", ["b0", "m0"], "a0"), node("Relu", ["a0"], "t"),
+             node("MatMul", ["t", "W1"], "m1"), node("Add", ["m1", "b1"], "y")]
+    model = make_model(onnx, nodes, inits, [12], 3)
+    _, engine = export_and_compare(onnx, ort, model, tmp_path, inputs_for(rng, (12,)), reject_class=2)
+    assert engine.reject_class == 2 and engine.metadata["reject_class"] == "2"
+    with pytest.raises(mnist_engine.FormatError, match="metadata-reject-class"):
+        mnist_engine.export_onnx(model, tmp_path / "bad.mnw", reject_class=3)
+    assert not (tmp_path / "bad.mnw").exists()
+
+
 # -- folding --------------------------------------------------------------------------------------
 
 def batch_norm_inits(rng, width: int, tag: str) -> Dict[str, np.ndarray]:

@@ -14,6 +14,7 @@ import pytest
 import mnist_engine
 from helpers import Layout, as_version_2, build, put, reframe, reseal
 from mnist_engine import Engine, FormatError
+from mnist_engine.model_file import DenseLayer
 from mnist_engine.reference import forward
 
 
@@ -558,31 +559,64 @@ def test_rule_31_metadata_input_range_is_the_engines_input_range(small_layers, v
     np.testing.assert_allclose(engine.input_range, expected, rtol=1e-6)
 
 
-def test_rule_32_trailing_bytes(good):
+@pytest.mark.parametrize("value", ["3", "", "03", "-1", "x", "1.0", " 1", "1 ", "99999999999"])
+def test_rule_32_metadata_reject_class(small_layers, value):
+    data = build(small_layers, meta={"reject_class": "2"})
+    _, _, value_length_at, value_at = Layout(data).entry("reject_class")
+    encoded = value.encode()
+    broken = data[:value_length_at] + struct.pack("<I", len(encoded)) + encoded + data[value_at + 1:]
+    err = expect("metadata-reject-class", reframe(broken), value_at)
+    expected = f"expected reject_class to be an output index 0..2 in decimal without leading zeros, got '{value}'"
+    assert expected in str(err)
+
+
+def test_rule_32_metadata_reject_class_needs_two_outputs(rng):
+    one_output = [DenseLayer(rng.normal(size=(6, 1)), rng.normal(size=1), "sigmoid")]
+    err = expect("metadata-reject-class", build(one_output, meta={"reject_class": "0"}))
+    assert "only on a model with two or more outputs, got it on a model with 1 output" in str(err)
+
+
+def test_rule_32_comes_after_rule_31(small_layers):
+    err = expect("metadata-input-range", build(small_layers, meta={"reject_class": "7",
+                                                                   "reference_input_range": "uint8 9 3"}))
+    assert "reject_class" not in str(err)
+
+
+@pytest.mark.parametrize("value, expected", [("0", 0), ("2", 2), (None, None)])
+def test_rule_32_metadata_reject_class_is_the_engines(small_layers, rng, value, expected):
+    meta = {} if value is None else {"reject_class": value}
+    engine = load(build(small_layers, meta=meta))
+    assert engine.reject_class == expected
+    x = rng.random((20, 6), dtype=np.float32)  # it changes no output and no classify answer
+    np.testing.assert_array_equal(engine.predict(x), load(build(small_layers)).predict(x))
+    np.testing.assert_array_equal(engine.classify(x), engine.predict(x).argmax(1))
+
+
+def test_rule_33_trailing_bytes(good):
     # One entry fewer declared: the last entry's bytes belong to no section.
     layout = Layout(good)
     expect("trailing-bytes", put(good, 44, "I", layout.meta_count - 1), layout.entries[-1][1])
 
 
-# Rules 32-34: trailing bytes and the reference section.
+# Rules 33-35: trailing bytes and the reference section.
 
 @pytest.mark.parametrize("field, value", [(0, 1.0), (0, -1e-6), (0, math.nan), (4, math.inf), (4, 0.01)])
-def test_rule_33_tolerance(good, field, value):
+def test_rule_34_tolerance(good, field, value):
     at = Layout(good).reference + field
     expect("tolerance", put(good, at, "f", value), at)
 
 
-def test_rule_34_non_finite_reference_input(good):
+def test_rule_35_non_finite_reference_input(good):
     at = Layout(good).ref_inputs + 4
     expect("non-finite-reference", put(good, at, "f", math.nan), at)
 
 
-def test_rule_34_non_finite_reference_output(good):
+def test_rule_35_non_finite_reference_output(good):
     at = Layout(good).ref_expected
     expect("non-finite-reference", put(good, at, "f", math.inf), at)
 
 
-def test_rule_35_verification(good):
+def test_rule_36_verification(good):
     layout = Layout(good)
     at = layout.ref_expected + 4 * 4  # row 1, output 1
     (value,) = struct.unpack_from("<f", good, at)

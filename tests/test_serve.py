@@ -407,7 +407,7 @@ def test_the_command_serves_named_models_on_localhost_and_the_page(tmp_path):
         assert request(port, "GET", "/v2/models/digits/ready")[0] == 200
         status, headers, page = request(port, "GET", "/")
         assert status == 200 and headers["content-type"].startswith("text/html")
-        assert b'let model = "digits";' in page and b'const MODELS = ["digits", "mnist"],' in page
+        assert b'let model = "digits";' in page and b'const MODELS = {"digits": null, "mnist": null},' in page
         assert b"<canvas id=\"pad\"" in page
 
 
@@ -415,18 +415,25 @@ def test_the_page_takes_the_model_names_as_data():
     from mnist_engine.serve.app import _page
 
     hostile = '</script><img src=x onerror=alert(1)>"'
-    page = _page(["mnist", hostile], hostile)
+    page = _page({"mnist": None, hostile: 10}, hostile)
     assert "<img" not in page and "</script><" not in page
     assert 'let model = "\\u003c/script>\\u003cimg src=x onerror=alert(1)>\\"";' in page
-    assert 'const MODELS = ["mnist", "\\u003c/script>\\u003cimg src=x onerror=alert(1)>\\""],' in page
+    assert 'const MODELS = {"mnist": null, "\\u003c/script>\\u003cimg src=x onerror=alert(1)>\\"": 10},' in page
 
 
-def test_without_models_named_the_command_serves_both_bundled_models_and_the_page_reads_with_the_convnet():
+def test_without_models_named_the_command_serves_the_bundled_models_and_the_page_reads_with_the_reader():
     with server_process() as (_, port):
-        for name in ("mnist", "convnet"):
+        for name in ("mnist", "convnet", "reader"):
             assert request(port, "GET", f"/v2/models/{name}/ready")[0] == 200
         _, _, page = request(port, "GET", "/")
-    assert b'let model = "convnet";' in page and b'const MODELS = ["mnist", "convnet"],' in page
+        # The reader's "not a digit" output is named where clients look for what a model gives.
+        _, _, reader = request(port, "GET", "/v2/models/reader")
+        _, _, convnet = request(port, "GET", "/v2/models/convnet")
+    assert b'let model = "reader";' in page
+    assert b'const MODELS = {"mnist": null, "convnet": null, "reader": 10},' in page
+    reader, convnet = json.loads(reader), json.loads(convnet)
+    assert reader["parameters"]["reject_class"] == 10 and reader["outputs"][0]["shape"] == [-1, 11]
+    assert "reject_class" not in convnet["parameters"]
 
 
 def test_the_page_model_must_be_served(capsys):

@@ -16,6 +16,7 @@ import pytest
 
 import mnist_engine
 from conftest import require
+from mnist_engine import answers
 from serving import server_process
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -86,6 +87,7 @@ def test_drawing_a_digit_shows_its_prediction(browser, digit):
         probabilities = np.asarray(browser.execute_script("return window.lastProbabilities"), np.float32)
         bars = [browser.find_element(By.CSS_SELECTOR, f"#bar{d} .pct").text for d in range(10)]
         model = browser.execute_script("return window.pageModel()")
+        browser_reject_bar_shown = browser.find_element(By.ID, "bar-reject").is_displayed()
         # Pick the other model: the page asks it about the same drawing.
         from selenium.webdriver.support.select import Select
 
@@ -94,16 +96,17 @@ def test_drawing_a_digit_shows_its_prediction(browser, digit):
                                                                     "&& !window.predictionPending()"))
         mlp_probabilities = np.asarray(browser.execute_script("return window.lastProbabilities"), np.float32)
         assert browser.find_element(By.ID, "model-name").text == "mnist"
+        assert not browser.find_element(By.ID, "bar-reject").is_displayed()  # the MLP has no such output
         ARTIFACTS.mkdir(exist_ok=True)
         browser.save_screenshot(str(ARTIFACTS / f"serve_page_{digit}.png"))
         drawing = browser.execute_script("return document.getElementById('pad').toDataURL('image/png')")
 
     assert shown == str(digit), f"the page shows {shown!r} for a drawn {digit}; bars {bars}"
     assert bars[digit] == f"{100 * probabilities[digit]:.1f}%"
-    # The page's answer is its model's for the pixels it sent (the convnet, which the server picks
-    # for the page because it reads handwriting best) ...
-    assert model == "convnet"
-    np.testing.assert_array_equal(probabilities, mnist_engine.load("convnet").predict(pixels[None])[0])
+    # The page's answer is its model's for the pixels it sent (the reader, which the server picks
+    # for the page because it reads handwriting best and doubts what is not a digit) ...
+    assert model == "reader" and browser_reject_bar_shown
+    np.testing.assert_array_equal(probabilities, mnist_engine.load("reader").predict(pixels[None])[0])
     engine = mnist_engine.load(mnist_engine.default_model_path())
     # ... and the picker's other model, the MLP, answers the same pixels with its own probabilities.
     np.testing.assert_array_equal(mlp_probabilities, engine.predict(pixels[None])[0])
@@ -118,23 +121,40 @@ def test_drawing_a_digit_shows_its_prediction(browser, digit):
     assert engine.classify(reference[None].astype(np.uint8))[0] == digit
 
 
-def test_the_page_says_not_sure_below_half_and_names_the_likeliest(browser):
-    """A scribble: whatever the model makes of it, the page shows "?" exactly when the likeliest
-    digit's probability is below 0.5, as mnist-engine predict does, and names that digit."""
+def page_answer(browser, port, model, strokes):
+    """What the page at `port` shows for `strokes` read by `model`: (digit text, status text, probabilities)."""
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.select import Select
     from selenium.webdriver.support.ui import WebDriverWait
 
+    browser.get(f"http://127.0.0.1:{port}/")
+    Select(browser.find_element(By.ID, "model")).select_by_value(model)
+    draw(browser, browser.find_element(By.ID, "pad"), strokes)
+    WebDriverWait(browser, 20).until(lambda b: b.execute_script("return window.lastProbabilities !== null "
+                                                                "&& !window.predictionPending()"))
+    return (browser.find_element(By.ID, "digit").text, browser.find_element(By.ID, "status").text,
+            np.asarray(browser.execute_script("return window.lastProbabilities"), np.float32))
+
+
+SCRIBBLE = [[(-100, -100), (100, 60), (-90, 90), (80, -110), (0, 0), (110, 110)]]
+LETTER_A = [[(-80, 100), (0, -100), (80, 100)], [(-45, 20), (45, 20)]]
+
+
+@pytest.mark.parametrize("model", ["convnet", "reader"])
+def test_the_page_says_not_sure_as_mnist_engine_answers_does(browser, model):
+    """A scribble and a letter A: whatever the model makes of them, the page shows "?" exactly when
+    mnist_engine.answers.sure says so (the likeliest output below 0.4, or the reader's "not a
+    digit"), as mnist-engine predict does, and says why. The reader doubts both."""
+    reject = mnist_engine.load(model).reject_class
     with server_process() as (_, port):
-        browser.get(f"http://127.0.0.1:{port}/")
-        pad = browser.find_element(By.ID, "pad")
-        draw(browser, pad, [[(-100, -100), (100, 60), (-90, 90), (80, -110), (0, 0), (110, 110)]])
-        WebDriverWait(browser, 20).until(lambda b: b.execute_script("return window.lastProbabilities !== null "
-                                                                    "&& !window.predictionPending()"))
-        shown = browser.find_element(By.ID, "digit").text
-        status = browser.find_element(By.ID, "status").text
-        probabilities = np.asarray(browser.execute_script("return window.lastProbabilities"), np.float32)
-    best = int(probabilities.argmax())
-    if probabilities[best] < 0.5:
-        assert shown == "?" and status == f"not sure: {best} at {100 * probabilities[best]:.1f}% is the likeliest"
-    else:
-        assert shown == str(best) and status == f"{100 * probabilities[best]:.1f}% sure"
+        for strokes in (SCRIBBLE, LETTER_A):
+            shown, status, p = page_answer(browser, port, model, strokes)
+            best = int(p.argmax())
+            if not answers.sure(p[None], answers.DEFAULT_MIN_CONFIDENCE, reject)[0]:
+                assert shown == "?"
+                assert status == (f"not sure: this looks like no digit ({100 * p[best]:.1f}%)" if best == reject
+                                  else f"not sure: {best} at {100 * p[best]:.1f}% is the likeliest")
+            else:
+                assert shown == str(best) and status == f"{100 * p[best]:.1f}% sure"
+            if model == "reader":
+                assert best == reject and shown == "?", p

@@ -37,7 +37,7 @@ def train_tool():
 
 
 @pytest.mark.parametrize("arch", ["mlp512", "scaled", "sklearn", "dense50", "dense75x4", "gelu_bn", "convnet", "lenet5",
-                                  "torchnet"])
+                                  "torchnet", "reader"])
 def test_recipe_trains_exports_and_matches_on_10k(train_tool, arch, tmp_path, mnist, keras, capsys):
     if arch == "sklearn":
         pytest.importorskip("sklearn")
@@ -53,7 +53,9 @@ def test_recipe_trains_exports_and_matches_on_10k(train_tool, arch, tmp_path, mn
                                         batch_size=1000))
     else:
         want = model.predict_proba(x)
-    got = mnist_engine.load(path).predict(x_test)
+    engine = mnist_engine.load(path)
+    assert engine.reject_class == recipe.reject_class  # the reader's "not a digit" output travels in the file
+    got = engine.predict(x_test)
     worst = float(np.abs(got - want).max())
     exact = forward(read_layers(path), x)
     framework_error = float(np.abs(want - exact).max())

@@ -1,6 +1,6 @@
 """How well images of digits from outside MNIST are read: preprocess_image, then each bundled model.
 
-    python tools/image_accuracy.py [--photos 300] [--json OUT]
+    python tools/image_accuracy.py [--models mlp512 convnet reader] [--photos 300] [--json OUT]
 
 Sets (tests/photo_digits.py makes them; nothing is downloaded but MNIST and scikit-learn's digits):
   photos    handwritten digits photographed on unevenly lit paper (MNIST test digits as the pen)
@@ -8,7 +8,8 @@ Sets (tests/photo_digits.py makes them; nothing is downloaded but MNIST and scik
   mnist     MNIST test digits as 28x28 images, read through preprocess_image, against predict() on
             the same arrays: preprocessing must not cost an image already in MNIST's form anything
   not       blank paper, capital letters and scribbles, photographed: how often each confidence
-            threshold says "not sure" of them, against how often it says so of real digits
+            threshold says "not sure" of them (mnist_engine.answers: the reader's "not a digit"
+            output counts too), against how often it says so of real digits
 """
 from __future__ import annotations
 
@@ -23,26 +24,65 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 import mnist_engine  # noqa: E402
+from mnist_engine import answers  # noqa: E402
 from mnist_engine.datasets import load_mnist  # noqa: E402
 from photo_digits import not_digits, photographed, scan  # noqa: E402
 
-THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
-DEFAULT = 0.5  # mnist-engine predict --min-confidence's default
+THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
 def read(images, engine) -> np.ndarray:
-    """(N, 10) probabilities; an image preprocess_image refuses (no digit found) is a row of zeros."""
+    """(N, outputs) probabilities; an image preprocess_image refuses (no digit found) is a row of
+    zeros, which no threshold is sure of."""
     rows = []
     for image in images:
         try:
             rows.append(engine.predict(mnist_engine.preprocess_image(image)[None])[0])
         except ValueError:
-            rows.append(np.zeros(10, np.float32))
+            rows.append(np.zeros(engine.output_width, np.float32))
     return np.array(rows)
+
+
+def measure(engine, args, x_test, y_test, digits) -> Dict[str, float]:
+    """Accuracy per set of digits, and how often each set is answered "not sure" (the rule of
+    mnist_engine.answers) at the default threshold and at each of THRESHOLDS."""
+    figures: Dict[str, float] = {}
+    unsure: Dict[str, float] = {}
+    digit_rows, other_rows = [], []
+
+    def record(key: str, p: np.ndarray, truth=None):
+        if truth is not None:
+            figures[key] = float((p.argmax(1) == truth).mean())
+            digit_rows.append(p)
+        unsure[key] = float((~answers.sure(p, answers.DEFAULT_MIN_CONFIDENCE, engine.reject_class)).mean())
+
+    picks = np.linspace(0, len(x_test) - 1, args.photos).astype(int)
+    record("photos", read(photographed(x_test[picks], seed=7), engine), y_test[picks])
+    for size in (32, 128):
+        for dark in (True, False):
+            record(f"scans {size}px {'dark' if dark else 'light'} ink",
+                   read(scan(digits.images, size, dark), engine), digits.target)
+    x, y = x_test[: args.mnist], y_test[: args.mnist]
+    record("mnist via preprocess_image", read(x, engine), y)
+    figures["mnist via predict()"] = float((engine.predict(x).argmax(1) == y).mean())
+    others = not_digits(args.not_digits, seed=11)
+    p = read([image for _, image in others], engine)
+    kinds = np.array([kind for kind, _ in others])
+    for kind in ("blank", "letter", "scribble"):
+        record(kind, p[kinds == kind])
+    other_rows.append(p)
+    figures.update({f"not sure at {answers.DEFAULT_MIN_CONFIDENCE} (the default): {k}": v for k, v in unsure.items()})
+    for t in THRESHOLDS:
+        for name, rows in (("non-digits", other_rows), ("digits", digit_rows)):
+            doubted = ~answers.sure(np.concatenate(rows), t, engine.reject_class)
+            figures[f"not sure of {name} at {t}"] = float(doubted.mean())
+    return figures
 
 
 def main(argv: List[str] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", nargs="+", default=["mlp512", "convnet", "reader"],
+                        help="bundled model names or .mnw paths (default: the three bundled ones)")
     parser.add_argument("--photos", type=int, default=300)
     parser.add_argument("--mnist", type=int, default=2000)
     parser.add_argument("--not-digits", type=int, default=90)
@@ -51,40 +91,8 @@ def main(argv: List[str] = None) -> int:
     from sklearn.datasets import load_digits
 
     _, (x_test, y_test) = load_mnist()
-    picks = np.linspace(0, len(x_test) - 1, args.photos).astype(int)
     digits = load_digits()
-    report: Dict[str, Dict[str, float]] = {}
-    confidences: Dict[str, List[float]] = {}
-    for name in ("mlp512", "convnet"):
-        engine = mnist_engine.load(name)
-        figures: Dict[str, float] = {}
-        p = read(photographed(x_test[picks], seed=7), engine)
-        figures["photos"] = float((p.argmax(1) == y_test[picks]).mean())
-        digit_confidence = list(p.max(1))
-        unsure = {"photos": float((p.max(1) < DEFAULT).mean())}
-        for size in (32, 128):
-            for dark in (True, False):
-                p = read(scan(digits.images, size, dark), engine)
-                key = f"scans {size}px {'dark' if dark else 'light'} ink"
-                figures[key] = float((p.argmax(1) == digits.target).mean())
-                digit_confidence += list(p.max(1))
-                unsure[key] = float((p.max(1) < DEFAULT).mean())
-        x = x_test[: args.mnist]
-        p = read(x, engine)
-        figures["mnist via preprocess_image"] = float((p.argmax(1) == y_test[: args.mnist]).mean())
-        figures["mnist via predict()"] = float((engine.predict(x).argmax(1) == y_test[: args.mnist]).mean())
-        unsure["mnist"] = float((p.max(1) < DEFAULT).mean())
-        others = not_digits(args.not_digits, seed=11)
-        p = read([image for _, image in others], engine)
-        kinds = np.array([kind for kind, _ in others])
-        for kind in ("blank", "letter", "scribble"):
-            unsure[kind] = float((p[kinds == kind].max(1) < DEFAULT).mean())
-        figures.update({f"not sure at {DEFAULT} (the default): {k}": v for k, v in unsure.items()})
-        for t in THRESHOLDS:
-            figures[f"not sure of non-digits at {t}"] = float((p.max(1) < t).mean())
-            figures[f"not sure of digits at {t}"] = float((np.array(digit_confidence) < t).mean())
-        report[name] = figures
-        confidences[name] = digit_confidence
+    report = {name: measure(mnist_engine.load(name), args, x_test, y_test, digits) for name in args.models}
     names = list(report)
     print("| set | " + " | ".join(names) + " |\n| --- |" + " ---: |" * len(names))
     for key in report[names[0]]:

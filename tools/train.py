@@ -19,6 +19,10 @@ Recipes (--arch), one per reference notebook:
   lenet5      LeNet-5 as MNIST tutorials build it: ZeroPadding2D(2), Conv2D(6, 5, tanh),
               AveragePooling2D(2), Conv2D(16, 5, tanh), AveragePooling2D(2), Flatten, Dense(120, tanh),
               Dense(84, tanh), Dense(10, softmax) on x/255; adam, batch 128, 10 epochs
+  reader      the bundled image reader: the convnet with an 11th output, "not a digit", trained on
+              MNIST, the same digits again as other people write and scan them (slanted, moved,
+              thickened, blurred, coarse), and 12,000 letters and scribbles (tools/reader_data.py);
+              adam, batch 128, 12 epochs. mnist-engine predict reads its 11th output as "not sure"
   torchnet    PyTorch's examples/mnist Net built in Keras: Conv2D(32, 3, relu), Conv2D(64, 3, relu),
               MaxPooling2D(2), Dropout(0.25), Flatten, Dense(128, relu), Dropout(0.5), Dense(10, softmax)
               on x/255; Adadelta(learning_rate=1.0) as the example, batch 64, 14 epochs
@@ -31,6 +35,7 @@ every recipe exports with parity, not a model worth keeping.
     python tools/train.py --arch dense50      # models/dense50.keras and models/dense50.mnw
     python tools/train.py --export-only       # mlp512: re-export the packaged .mnw from its .keras
     python tools/train.py --arch convnet      # models/mnist_convnet.keras and the packaged .mnw
+    python tools/train.py --arch reader       # models/mnist_reader.keras and the packaged .mnw
 """
 from __future__ import annotations
 
@@ -46,7 +51,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 # The recipes whose models ship in the package (mnist_engine.MODELS names them): models/NAME.keras
 # and python/mnist_engine/models/NAME.mnw.
-PACKAGED = {"mlp512": "mnist_mlp_512x2", "convnet": "mnist_convnet"}
+PACKAGED = {"mlp512": "mnist_mlp_512x2", "convnet": "mnist_convnet", "reader": "mnist_reader"}
 REFERENCE_IMAGES = 16
 CALIBRATION_IMAGES = 1024  # training images that choose the hidden-neuron order (mnist_engine.unit_order)
 QUICK_IMAGES = 10_000
@@ -60,6 +65,7 @@ class Recipe:
     min_accuracy: float  # below this a full run does not export (a quick run always does)
     keras: bool = True
     image: bool = False  # trained on (N, 28, 28, 1) images, not rows of 784
+    reject_class: Optional[int] = None  # the output that means "not a digit" (docs/FORMAT.md)
 
 
 def _keras_model(keras, name: str, layers):
@@ -74,12 +80,12 @@ def build_mlp512(keras):
 
 
 def _fit_keras(args, model, x, y, *, epochs: int, early_stopping: bool = False, optimizer="adam",
-               batch_size: int = 128, validation_split: float = 0.0):
+               batch_size: int = 128, validation_split: float = 0.0, classes: int = 10):
     import keras
 
     model.compile(optimizer=optimizer, loss="categorical_crossentropy", metrics=["accuracy"])
     callbacks = [keras.callbacks.EarlyStopping(patience=3, restore_best_weights=True)] if early_stopping else []
-    model.fit(x, keras.utils.to_categorical(y, 10), batch_size=batch_size, epochs=1 if args.quick else epochs,
+    model.fit(x, keras.utils.to_categorical(y, classes), batch_size=batch_size, epochs=1 if args.quick else epochs,
               validation_split=0.1 if early_stopping else validation_split, callbacks=callbacks, verbose=2)
     return model
 
@@ -88,18 +94,38 @@ def _image_model(keras, name: str, layers):
     return keras.Sequential([keras.Input(shape=(28, 28, 1)), *layers], name=name)
 
 
-def build_convnet(keras):
+def build_convnet(keras, name: str = "mnist_convnet", outputs: int = 10):
     L = keras.layers
-    return _image_model(keras, "mnist_convnet", [
+    return _image_model(keras, name, [
         L.Conv2D(32, kernel_size=(3, 3), activation="relu"), L.MaxPooling2D(pool_size=(2, 2)),
         L.Conv2D(64, kernel_size=(3, 3), activation="relu"), L.MaxPooling2D(pool_size=(2, 2)),
-        L.Flatten(), L.Dropout(0.5), L.Dense(10, activation="softmax")])
+        L.Flatten(), L.Dropout(0.5), L.Dense(outputs, activation="softmax")])
 
 
 def train_convnet(args, x, y):
     import keras
 
     return _fit_keras(args, build_convnet(keras), x, y, epochs=args.epochs or 15, validation_split=0.1)
+
+
+READER_NEGATIVES = 12_000
+
+
+def train_reader(args, x, y):
+    import keras
+
+    if str(ROOT / "tools") not in sys.path:  # tests load this file by path, without tools/ on sys.path
+        sys.path.insert(0, str(ROOT / "tools"))
+    from reader_data import NOT_A_DIGIT, training_set
+
+    # x is x/255 in float32, which rounds back to the exact uint8 pixels the augmentation works on.
+    pixels = np.rint(x[..., 0] * 255).astype(np.uint8)
+    negatives = READER_NEGATIVES * len(x) // 60_000
+    x_all, y_all = training_set(pixels, y, np.random.default_rng(args.seed), negatives)
+    order = np.random.default_rng(args.seed + 1).permutation(len(x_all))  # validation_split takes the tail
+    model = build_convnet(keras, "mnist_reader", NOT_A_DIGIT + 1)
+    return _fit_keras(args, model, (x_all[order].astype(np.float32) / 255)[..., None], y_all[order],
+                      epochs=args.epochs or 12, classes=NOT_A_DIGIT + 1)
 
 
 def train_lenet5(args, x, y):
@@ -184,6 +210,8 @@ RECIPES: Dict[str, Recipe] = {
     "dense75x4": Recipe("Dense 75 x4, EarlyStopping, raw 0..255 rows", 1.0, _train_dense("dense75x4", [75] * 4), 0.93),
     "gelu_bn": Recipe("512-512 with BatchNormalization and gelu, x/255", 1 / 255, train_gelu_bn, 0.975),
     "convnet": Recipe("keras-io's Simple MNIST convnet, x/255", 1 / 255, train_convnet, 0.985, image=True),
+    "reader": Recipe("the convnet with an 11th output, not a digit, trained on varied digits, letters and "
+                     "scribbles", 1 / 255, train_reader, 0.985, image=True, reject_class=10),
     "lenet5": Recipe("LeNet-5 (tanh, average pooling), x/255", 1 / 255, train_lenet5, 0.98, image=True),
     "torchnet": Recipe("PyTorch examples/mnist Net in Keras, x/255", 1 / 255, train_torchnet, 0.985, image=True),
 }
@@ -254,7 +282,7 @@ def train_and_export(args: argparse.Namespace):
             plain = keras.models.clone_model(model)
             plain.set_weights(model.get_weights())
             plain.save(keras_out)
-        mnist_engine.export_keras(keras_out, mnw_out, **common)
+        mnist_engine.export_keras(keras_out, mnw_out, reject_class=recipe.reject_class, **common)
     else:
         mnist_engine.export_sklearn(model, mnw_out, **common)
     engine = mnist_engine.load(mnw_out)

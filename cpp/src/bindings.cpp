@@ -471,6 +471,13 @@ nothing about an Engine can change.)doc")
            py::arg("memo"))
       .def_property_readonly("classes", &classes_of,
                              "The file's class labels (what classify returns per output), or None: indices.")
+      .def_property_readonly(
+          "reject_class",
+          [](const Engine& e) -> py::object {
+            return e.reject_class() < 0 ? py::none() : py::cast(e.reject_class());
+          },
+          "The index of the output that means 'none of these' (the bundled reader's 'not a digit'), or None. "
+          "mnist-engine predict and the server's page answer 'not sure' when it is the likeliest.")
       .def_property_readonly("input_width", &Engine::input_width)
       .def_property_readonly("output_width", &Engine::output_width)
       .def_property_readonly("input_scale", &Engine::input_scale)

@@ -382,6 +382,7 @@ std::shared_ptr<const Engine> Engine::from_bytes(const uint8_t* data, size_t siz
   }
   e->metadata_ = std::move(file.metadata);
   e->classes_ = std::move(file.classes);
+  e->reject_class_ = file.reject_class;
 
   const size_t nr = k.panel_width;
   e->first_layer_elementwise_ = file.layers[0].op != Op::Dense;

@@ -539,6 +539,23 @@ ClassLabels parse_classes(const std::string& value, uint64_t at, uint32_t output
   return c;
 }
 
+// `reject_class`: the index of the output that means "none of these" (a digit reader's "not a
+// digit"), in decimal without leading zeros. One of two or more outputs: a one-output model's
+// single output is a decision, not a class.
+int64_t parse_reject_class(const std::string& value, uint64_t at, uint32_t output_width) {
+  if (output_width < 2)
+    throw FormatError(Rule::MetadataRejectClass, at,
+                      cat("expected reject_class only on a model with two or more outputs, got it on a model with ",
+                          output_width, " output"));
+  bool ok = !value.empty() && value.size() <= 5 && (value.size() == 1 || value[0] != '0');
+  for (const char ch : value) ok = ok && ch >= '0' && ch <= '9';
+  if (!ok || std::stoll(value) >= output_width)
+    throw FormatError(Rule::MetadataRejectClass, at,
+                      cat("expected reject_class to be an output index 0..", output_width - 1,
+                          " in decimal without leading zeros, got '", value, "'"));
+  return std::stoll(value);
+}
+
 // `reference_input_range`: "uint8 MIN MAX" (integers 0..255) or "float MIN MAX" (finite), MIN <= MAX,
 // one space apart. Numbers are read with from_chars: the locale's decimal point does not matter.
 ReferenceRange parse_reference_range(const std::string& value, uint64_t at) {
@@ -669,7 +686,7 @@ ModelFile parse_model_file(const uint8_t* d, size_t size) {
                             layer.parameters[2]));
   }
 
-  // Rules 25-31: metadata. Its entries are variable-length, so the structure is walked first
+  // Rules 25-32: metadata. Its entries are variable-length, so the structure is walked first
   // (every read bounds-checked against the reference section), then each rule runs over it.
   const std::vector<MetaEntry> entries = walk_metadata(d, h.meta_count, at, metadata_end);
   if (!entries.empty()) at = entries.back().value_at + entries.back().value_length;
@@ -683,12 +700,15 @@ ModelFile parse_model_file(const uint8_t* d, size_t size) {
   for (size_t i = 0; i < entries.size(); ++i)  // rule 31 after rule 30 over every entry
     if (m.metadata[i].first == "reference_input_range")
       m.reference_range = parse_reference_range(m.metadata[i].second, entries[i].value_at);
+  for (size_t i = 0; i < entries.size(); ++i)  // then rule 32
+    if (m.metadata[i].first == "reject_class")
+      m.reject_class = parse_reject_class(m.metadata[i].second, entries[i].value_at, output_width);
   if (at != metadata_end)
     throw FormatError(Rule::TrailingBytes, at, cat("expected the reference section at offset ", at,
                                                    ", but ", metadata_end - at,
                                                    " bytes that no section describes come first"));
 
-  // Rules 33-34: the reference section.
+  // Rules 34-35: the reference section.
   ReferenceSet& ref = m.reference;
   ref.count = h.ref_count;
   ref.atol = le_f32(d + at);

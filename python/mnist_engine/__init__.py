@@ -95,6 +95,9 @@ def __getattr__(name: str):
 BUNDLED_MODELS = {
     "mlp512": "mnist_mlp_512x2.mnw",  # Dense(512)-relu-Dropout x2, Dense(10)-softmax: the default
     "convnet": "mnist_convnet.mnw",  # keras-io's "Simple MNIST convnet"
+    # The convnet with an 11th output, "not a digit" (reject_class 10), trained on digits as people
+    # write, photograph and scan them and on letters and scribbles: the model for images.
+    "reader": "mnist_reader.mnw",
 }
 _MODELS_DIR = os.path.join(os.path.dirname(__file__), "models")
 # The file `mnist-engine` and `mnist_engine.predict` serve.

@@ -120,8 +120,14 @@ def rows_in_input_order(kernel: np.ndarray, order: np.ndarray) -> np.ndarray:
     return permuted
 
 
-def base_metadata(producer: str, source: str) -> Dict[str, str]:
-    return {"producer": producer, "producer_version": _core.__version__, "source": source}
+def base_metadata(producer: str, source: str, reject_class: Optional[int] = None) -> Dict[str, str]:
+    meta = {"producer": producer, "producer_version": _core.__version__, "source": source}
+    if reject_class is not None:
+        # Checked again by the loader (rule 32) against the model's output width.
+        if isinstance(reject_class, bool) or not isinstance(reject_class, (int, np.integer)) or reject_class < 0:
+            raise ValueError(f"expected reject_class to be an output index (an int >= 0), got {reject_class!r}")
+        meta["reject_class"] = str(int(reject_class))
+    return meta
 
 
 @dataclass

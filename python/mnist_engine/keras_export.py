@@ -741,6 +741,7 @@ def export_keras(
     allow_h5: bool = False,
     atol: float = DEFAULT_ATOL,
     rtol: float = DEFAULT_RTOL,
+    reject_class: Optional[int] = None,
 ) -> Path:
     """Write a Keras model (object or ``.keras`` path) to ``out_path`` in the ``.mnw`` format.
 
@@ -762,6 +763,9 @@ def export_keras(
     (``kernel / kernel_scale``) and checked against the float model with those kernels; how far
     Keras's own int8 outputs are from that is stored as ``keras_quantized_max_abs_diff``. Loading
     the file with ``precision="int8"`` runs Keras's int8 weights unchanged.
+    ``reject_class`` names the output that means "none of these" (for a digit reader: not a
+    digit), stored as ``reject_class`` (docs/FORMAT.md): ``mnist-engine predict``, the server's
+    page and ``Engine.reject_class`` read it as "not sure", never as an answer.
     """
     keras = _import_keras()
     model = model_or_path
@@ -779,7 +783,8 @@ def export_keras(
     reference = reference_inputs_for(reference_images, width, input_scale)
     x = reference.values.reshape((len(reference.values),) + tuple(checked.inputs[0].shape[1:]))
     ref_out = np.asarray(checked.predict(x, verbose=0, batch_size=len(x))).reshape(len(x), -1)
-    meta = base_metadata("mnist_engine.export_keras", source if source is not None else model.name)
+    meta = base_metadata("mnist_engine.export_keras", source if source is not None else model.name,
+                         reject_class)
     meta.update({"keras_version": keras.__version__, "backend": keras.backend.backend(), "model_name": model.name,
                  "reference_precision": "float32"})
     if precisions != ["float32"]:

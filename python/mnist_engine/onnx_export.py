@@ -140,6 +140,7 @@ def export_onnx(
     source: Optional[str] = None,
     atol: float = DEFAULT_ATOL,
     rtol: float = DEFAULT_RTOL,
+    reject_class: Optional[int] = None,
 ) -> Path:
     """Write an ONNX model of a multilayer perceptron (an ``onnx.ModelProto``, a ``.onnx`` path or
     its bytes) to ``out_path`` in the ``.mnw`` format.
@@ -153,7 +154,7 @@ def export_onnx(
     before the first MatMul or Gemm). ``reference_images``, ``calibration_images``, ``atol`` and ``rtol`` work as
     in :func:`export_keras`: the reference outputs stored in the file, and every layer's expected
     output, come from ONNX's own reference evaluator (``onnx.reference``), and the file is loaded and
-    checked against them before anything is written."""
+    checked against them before anything is written. ``reject_class`` works as in :func:`export_keras`."""
     onnx = _import_onnx()
     model = load_onnx_model(model_or_path)
     if source is None:
@@ -167,7 +168,7 @@ def export_onnx(
     reference = reference_inputs_for(reference_images, width, input_scale)
     x = reference.values.reshape((len(reference.values),) + chain.input_shape)
     ref_out, stages = reference_stages(model, chain, x)
-    meta = base_metadata("mnist_engine.export_onnx", source)
+    meta = base_metadata("mnist_engine.export_onnx", source, reject_class)
     meta.update({"onnx_version": onnx.__version__, "opset": str(opset),
                  "onnx_producer": f"{model.producer_name} {model.producer_version}".strip() or "unknown",
                  "reference_precision": "float32", "reference_runtime": "onnx.reference.ReferenceEvaluator"})

@@ -118,6 +118,8 @@ class Engine {
   const std::vector<std::pair<std::string, std::string>>& metadata() const { return metadata_; }
   // The file's `classes` entry (docs/FORMAT.md), or kind None: what classify() reports per output.
   const ClassLabels& classes() const { return classes_; }
+  // The file's `reject_class` entry: the output that means "none of these" (not a digit), or -1.
+  int64_t reject_class() const { return reject_class_; }
   Activation output_activation() const { return shape_.back().activation; }
   // The largest difference |y - expected| - (atol + rtol|expected|) seen when verifying, so
   // callers can report how close to the tolerance the file came (negative = inside it).
@@ -258,6 +260,7 @@ class Engine {
   bool first_layer_elementwise_ = false;  // uint8 input then needs converting to float first
   std::vector<std::pair<std::string, std::string>> metadata_;
   ClassLabels classes_;
+  int64_t reject_class_ = -1;
   float verification_margin_ = 0.0f;
 };
 

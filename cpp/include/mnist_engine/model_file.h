@@ -26,7 +26,7 @@ enum class Rule : uint8_t {
   LayerWidth, ActivationCode, Dtype, LayerOp, OpWidth, LayerChain, LayerGeometry, LayerOutput, ShapeChain,
   ModelSize, LayoutSize, NonFiniteWeight,
   LayerParameter, MetadataTruncated, MetadataKey, MetadataDuplicate, MetadataValue, MetadataRequired, MetadataClasses,
-  MetadataInputRange, TrailingBytes, Tolerance, NonFiniteReference, Verification,
+  MetadataInputRange, MetadataRejectClass, TrailingBytes, Tolerance, NonFiniteReference, Verification,
 };
 struct RuleInfo {
   Rule rule;
@@ -64,6 +64,7 @@ inline constexpr RuleInfo kRules[] = {
     {Rule::MetadataRequired, "metadata-required"},
     {Rule::MetadataClasses, "metadata-classes"},
     {Rule::MetadataInputRange, "metadata-input-range"},
+    {Rule::MetadataRejectClass, "metadata-reject-class"},
     {Rule::TrailingBytes, "trailing-bytes"},
     {Rule::Tolerance, "tolerance"},
     {Rule::NonFiniteReference, "non-finite-reference"},
@@ -139,6 +140,7 @@ struct ModelFile {
   std::vector<std::pair<std::string, std::string>> metadata;  // in file order
   ClassLabels classes;
   ReferenceRange reference_range;
+  int64_t reject_class = -1;  // the optional `reject_class` entry: the output meaning "none of these"; -1 if absent
   ReferenceSet reference;
 };
 

@@ -13,6 +13,7 @@ import numpy as np
 
 import mnist_engine
 
+from .. import answers
 from .._system import cpu_name
 from ..metrics import class_scores, confusion_matrix, most_confused_pairs
 from .common import add_engine_options, file_path, load_engine, model_path, output_names, positive_int
@@ -58,6 +59,9 @@ def run(args: argparse.Namespace) -> int:
     predicted = probabilities.argmax(axis=1)
     truth = class_indices(y_test, engine.classes)
     names = output_names(engine, probabilities.shape[1])
+    reject = engine.reject_class
+    if reject is not None:
+        names[reject] = answers.NOT_A_DIGIT
     best = float("inf")
     for _ in range(args.repeat):
         start = time.perf_counter()
@@ -73,11 +77,14 @@ def run(args: argparse.Namespace) -> int:
         "images": len(y_test), "accuracy": float((predicted == truth).mean()),
         "seconds_per_10k": best * 10000 / len(y_test), "images_per_second": len(y_test) / best,
         "per_class": [{"class": name, "precision": float(scores.precision[i]), "recall": float(scores.recall[i]),
-                       "f1": float(scores.f1[i]), "support": int(scores.support[i])} for i, name in enumerate(names)],
+                       "f1": float(scores.f1[i]), "support": int(scores.support[i])} for i, name in enumerate(names)
+                      if i != reject],  # MNIST has no image of it: its row would be zeros
         "confused_pairs": [{"a": names[p.a], "b": names[p.b], "a_as_b": p.a_as_b, "b_as_a": p.b_as_a}
                            for p in pairs],
         "cpu": cpu_name(),
     }
+    if reject is not None:
+        report["not_a_digit"] = int((predicted == reject).sum())
     if engine.precision != "fp32":
         exact = mnist_engine.load(model_path(args), threads=args.threads)
         report["agreement_with_fp32"] = float((exact.predict(x_test).argmax(axis=1) == predicted).mean())
@@ -127,6 +134,9 @@ def text_lines(report: dict, repeat: int) -> List[str]:
               f"cpu       {report['cpu']}",
               "",
               f"{'class':>5}  {'precision':>9}  {'recall':>7}  {'F1':>7}  {'images':>6}"]
+    if "not_a_digit" in report:
+        lines.insert(-2, f"not sure  {report['not_a_digit']} of the digits read as {answers.NOT_A_DIGIT} "
+                         f"({report['not_a_digit'] / report['images']:.2%}): the model's reject class")
     for row in report["per_class"]:
         lines.append(f"{row['class']:>5}  {row['precision'] * 100:8.2f}%  {row['recall'] * 100:6.2f}%  "
                      f"{row['f1'] * 100:6.2f}%  {row['support']:6d}")

@@ -11,14 +11,13 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
+from .. import answers
 from .._progress import progress
 from .common import add_engine_options, load_engine, output_names, positive_int, printable, probability, user_error
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 INVERT = {"auto": "auto", "yes": True, "no": False}
-# Below this probability the answer is "not sure". Measured with tools/image_accuracy.py (docs/IMAGES.md):
-# 0.5 leaves 0.1-0.3% of photographed and MNIST digits unanswered, and 4% of other writers' scans.
-DEFAULT_MIN_CONFIDENCE = 0.5
+DEFAULT_MIN_CONFIDENCE = answers.DEFAULT_MIN_CONFIDENCE
 
 
 def add_parser(sub) -> None:
@@ -28,9 +27,10 @@ def add_parser(sub) -> None:
                                     "(see mnist_engine.preprocess_image). Needs the [images] extra (Pillow).")
     pr.add_argument("images", nargs="+", metavar="IMAGE",
                     help="image files, folders (their images, sorted) or quoted globs such as 'scans/**/*.png'")
-    # The convnet reads digits written with a slant, off-centre or rotated far better than the MLP
-    # (docs/MODELS.md: 85% vs 56-62% of distorted drawings and MNIST digits), so it reads images.
-    add_engine_options(pr, default_model="convnet")
+    # The reader (the convnet with a "not a digit" output, trained on digits as people write,
+    # photograph and scan them) reads other writers' scans best and is not sure of letters
+    # (docs/IMAGES.md), so it reads images.
+    add_engine_options(pr, default_model="reader")
     pr.add_argument("--invert", choices=list(INVERT), default="auto",
                     help="is the ink dark on a light background? auto (default) decides from the image's border")
     pr.add_argument("--raw", action="store_true",
@@ -40,7 +40,8 @@ def add_parser(sub) -> None:
                     help="write the 28x28 image the model saw for each input to DIR (as NAME.png)")
     pr.add_argument("--min-confidence", type=probability, default=DEFAULT_MIN_CONFIDENCE, metavar="P",
                     help="answer 'not sure' when the likeliest digit's probability is below P "
-                         f"(default {DEFAULT_MIN_CONFIDENCE}; 0: always answer). A blank image is 'not sure' too")
+                         f"(default {DEFAULT_MIN_CONFIDENCE}; 0: always answer). A blank image is 'not sure' too, "
+                         "and so is one the model itself finds not a digit (the bundled reader's 11th output)")
     pr.add_argument("--top", type=positive_int, default=3, help="how many of the likeliest digits to list (3)")
     pr.add_argument("--json", action="store_true", help="print one JSON object per run instead of text")
     pr.set_defaults(run=run)
@@ -114,14 +115,16 @@ def run(args: argparse.Namespace) -> int:
     batch, kept, blank, failed = read_all(paths, INVERT[args.invert], args.raw, args.save_preprocessed)
     probabilities = engine.predict(batch) if len(batch) else np.zeros((0, engine.layers[-1][1]), np.float32)
     names = output_names(engine, probabilities.shape[1])
+    if engine.reject_class is not None:
+        names[engine.reject_class] = answers.NOT_A_DIGIT
     top = min(args.top, len(names))
+    sure = answers.sure(probabilities, args.min_confidence, engine.reject_class)
     results = {}
     for row, i in enumerate(kept):
         order = np.argsort(-probabilities[row], kind="stable")[:top]
         confidence = float(probabilities[row, order[0]])
-        sure = confidence >= args.min_confidence
-        results[i] = {"file": str(paths[i]), "digit": label(names[order[0]]) if sure else None, "sure": sure,
-                      "confidence": confidence,
+        results[i] = {"file": str(paths[i]), "digit": label(names[order[0]]) if sure[row] else None,
+                      "sure": bool(sure[row]), "confidence": confidence,
                       "top": [{"digit": label(names[k]), "probability": float(probabilities[row, k])} for k in order]}
     for i, message in blank:
         results[i] = {"file": str(paths[i]), "digit": None, "sure": False, "confidence": 0.0, "top": [],
@@ -139,7 +142,12 @@ def run(args: argparse.Namespace) -> int:
                 continue
             others = ", ".join(f"{t['digit']} {t['probability']:.1%}" for t in r["top"])
             answer = f"{r['digit']}" if r["sure"] else "?"
-            note = "" if r["sure"] else f"  not sure: below --min-confidence {args.min_confidence:g}"
+            if r["sure"]:
+                note = ""
+            elif r["top"][0]["digit"] == answers.NOT_A_DIGIT:
+                note = "  not sure: the model finds no digit (a letter? a scribble?)"
+            else:
+                note = f"  not sure: below --min-confidence {args.min_confidence:g}"
             print(f"{printable(r['file']):<{width}}  {answer}  {r['confidence']:6.1%}   (top {top}: {others}){note}")
     for _, message in failed:
         print(f"mnist-engine: error: {printable(message)}", file=sys.stderr)

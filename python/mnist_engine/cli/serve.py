@@ -35,11 +35,12 @@ def add_parser(sub) -> None:
     serve = sub.add_parser("serve", help="serve models over the Open Inference Protocol (KServe v2) REST API",
                            description=__doc__.split("\n\n")[0].replace("``", ""))
     serve.add_argument("--model", type=model_spec, action="append", metavar="NAME=FILE",
-                       help="a model to serve as NAME (repeatable; default: the bundled MLP as 'mnist' and the "
-                            "bundled convnet as 'convnet')")
+                       help="a model to serve as NAME (repeatable; default: the bundled MLP as 'mnist', the "
+                            "bundled convnet as 'convnet' and the bundled reader as 'reader')")
     serve.add_argument("--page-model", metavar="NAME",
-                       help="the model the draw-a-digit page reads with first (default: 'convnet' when the "
-                            "bundled models are served, which reads handwriting best; else the first --model)")
+                       help="the model the draw-a-digit page reads with first (default: 'reader' when the "
+                            "bundled models are served, which reads handwriting best and doubts letters; else the "
+                            "first --model)")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     serve.add_argument("--allow-host", action="append", default=[], metavar="NAME",
                        help="a Host name clients may use besides localhost and the bound address (repeatable; "
@@ -74,10 +75,12 @@ def add_parser(sub) -> None:
     serve.set_defaults(run=run)
 
 
-# Without --model: the bundled MLP keeps the name clients have used, and the convnet is there for
-# drawings and photos (it reads other writers' digits 91% against the MLP's 81%: docs/IMAGES.md).
-DEFAULT_MODELS = {"mnist": mnist_engine.default_model_path(), "convnet": mnist_engine.bundled_model_path("convnet")}
-DEFAULT_PAGE_MODEL = "convnet"
+# Without --model: the bundled MLP keeps the name clients have used; the convnet and the reader
+# are there for drawings and photos, and the page starts with the reader, which reads other
+# writers' digits best and says "not sure" of letters and scribbles (docs/IMAGES.md).
+DEFAULT_MODELS = {"mnist": mnist_engine.default_model_path(), "convnet": mnist_engine.bundled_model_path("convnet"),
+                  "reader": mnist_engine.bundled_model_path("reader")}
+DEFAULT_PAGE_MODEL = "reader"
 
 
 def load_models(args: argparse.Namespace) -> Dict[str, mnist_engine.Engine]:

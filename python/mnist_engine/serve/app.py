@@ -30,7 +30,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from .. import __version__
+from .. import __version__, answers
 from .._core import Engine
 from .admission import BodyBudget, Overloaded, RowQueue, default_queue_bytes
 from .batcher import DynamicBatcher
@@ -171,8 +171,9 @@ def check_input_range(engine: Engine, rows: np.ndarray) -> None:
         raise RequestError(400, f"{problem} (this server refuses such input; --allow-any-range answers it)")
 
 
-def _page(models: Sequence[str], default: str) -> str:
-    """The draw-a-digit page: a picker of `models`, `default` chosen, posting to the one picked."""
+def _page(models: Mapping[str, Optional[int]], default: str) -> str:
+    """The draw-a-digit page: a picker of `models` (name -> its reject class or None), `default`
+    chosen, posting to the one picked."""
     text = resources.files(__package__).joinpath("page.html").read_text(encoding="utf-8")
 
     def script(value) -> str:  # a JSON value inside <script>: no "</script>" can close it early
@@ -180,7 +181,8 @@ def _page(models: Sequence[str], default: str) -> str:
 
     # The names are the operator's, but they still go in as data: escaped for HTML, JSON in the script.
     return (text.replace("{{MODEL_HTML}}", html.escape(default)).replace("{{MODEL_JSON}}", script(default))
-            .replace("{{MODELS_JSON}}", script(list(models))))
+            .replace("{{MODELS_JSON}}", script(dict(models)))
+            .replace("{{MIN_CONFIDENCE}}", script(answers.DEFAULT_MIN_CONFIDENCE)))
 
 
 def create_app(models: Mapping[str, Engine], limits: Limits = Limits(),
@@ -197,7 +199,8 @@ def create_app(models: Mapping[str, Engine], limits: Limits = Limits(),
     limits = limits.resolved()
     metrics = Metrics(models, limits.max_batch)
     served = {name: ServedModel(engine, ModelSignature(name, engine.input_width, engine.output_width,
-                                                       output_name([a for _, _, a in engine.layers])), limits,
+                                                       output_name([a for _, _, a in engine.layers]),
+                                                       reject_class=engine.reject_class), limits,
                                 RowQueue(limits.max_queue_rows, limits.max_queue_bytes),
                                 on_batch=metrics.batch_observer(name))
               for name, engine in models.items()}
@@ -206,7 +209,7 @@ def create_app(models: Mapping[str, Engine], limits: Limits = Limits(),
     budget = BodyBudget(limits.body_budget)
     metrics.watch_budget(lambda: budget.in_use, lambda: budget.waiting, budget.capacity)
     decoder = Decoder(limits.decode_processes)
-    page = _page(list(served), page_model or next(iter(served)))
+    page = _page({name: engine.reject_class for name, engine in models.items()}, page_model or next(iter(served)))
 
     def model_of(request: Request) -> ServedModel:
         name = request.path_params["name"]

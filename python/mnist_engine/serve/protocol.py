@@ -40,6 +40,7 @@ class ModelSignature:
     output_width: int
     output_name: str
     version: str = "1"
+    reject_class: Optional[int] = None  # the output that means "not a digit" (Engine.reject_class)
 
     @property
     def input_shapes(self) -> List[List[int]]:
@@ -56,7 +57,8 @@ class ModelSignature:
             "inputs": [{"name": "input", "datatype": "UINT8", "shape": self.input_shapes[-1]}],
             "outputs": [{"name": self.output_name, "datatype": "FP32", "shape": [-1, self.output_width]}],
             # The protocol's metadata has one datatype and shape per input; these are the others accepted.
-            "parameters": {"input_datatypes": sorted(INPUT_DATATYPES), "input_shapes": self.input_shapes},
+            "parameters": {"input_datatypes": sorted(INPUT_DATATYPES), "input_shapes": self.input_shapes,
+                           **({"reject_class": self.reject_class} if self.reject_class is not None else {})},
         }
 
 
