@@ -1,5 +1,6 @@
 """Training data for the image reader (tools/train.py --arch reader): MNIST's digits, the same
-digits as people's images vary from MNIST's, and things that are not digits, class 10.
+digits as people's images vary from MNIST's, and things that are not digits (letters, scribbles,
+filled shapes), class 10.
 
 Everything a user's image goes through preprocess_image before the model sees it, so whatever
 here stands for a user's image (a low-resolution scan, a letter, a scribble) goes through it too.
@@ -49,11 +50,29 @@ def letter(rng: np.random.Generator, makers: List[Callable]) -> np.ndarray:
 
 
 def strokes(rng: np.random.Generator) -> np.ndarray:
-    """A zigzag, a spiral or crossing lines, light on dark."""
+    """A zigzag, a spiral, crossing lines or a filled shape, light on dark. preprocess_image fits
+    any ink into MNIST's 20-pixel box, so a dot arrives as a filled disc, which an MNIST model
+    reads as a confident 0 unless it has seen such blobs as "not a digit"."""
     from PIL import Image, ImageDraw
 
     canvas = Image.new("L", (160, 160), 0)
-    kind = int(rng.integers(3))
+    kind = int(rng.integers(4))
+    if kind == 3:
+        draw = ImageDraw.Draw(canvas)
+        # Roundish (at most 2:1): a long thin bar after preprocess_image is a fair 1, not a blob.
+        side = rng.uniform(15, 60)
+        half = np.array([side, side * rng.uniform(0.5, 1.2)])
+        box = [80 - half[0], 80 - half[1], 80 + half[0], 80 + half[1]]
+        shape = int(rng.integers(3))
+        if shape == 0:
+            draw.ellipse(box, fill=255)
+        elif shape == 1:
+            draw.rectangle(box, fill=255)
+        else:
+            corners = int(rng.integers(3, 7))
+            angles = np.sort(rng.uniform(0, 2 * np.pi, corners))
+            draw.polygon([(80 + half[0] * np.cos(a), 80 + half[1] * np.sin(a)) for a in angles], fill=255)
+        return np.asarray(canvas.rotate(rng.uniform(0, 90), resample=Image.Resampling.BILINEAR))
     if kind == 0:
         points = [(x, rng.uniform(30, 130)) for x in np.linspace(20, 140, int(rng.integers(3, 8)))]
     elif kind == 1:
@@ -126,8 +145,8 @@ def training_set(pixels: np.ndarray, labels: np.ndarray, rng: np.random.Generato
                  coarse_share: float = 0.15, enlarged_share: float = 0.35) -> Tuple[np.ndarray, np.ndarray]:
     """(uint8 (N, 28, 28), int labels): `pixels` as they are, then each again: varied, or (a
     `coarse_share` of them) a low-resolution scan, or (an `enlarged_share`) a larger picture, the
-    last two through preprocess_image; then `negatives` letters and scribbles (class 10), every
-    one through preprocess_image, either polarity."""
+    last two through preprocess_image; then `negatives` letters, scribbles and filled shapes
+    (class 10), every one through preprocess_image, either polarity."""
     again = []
     for digit in pixels:
         draw = rng.random()

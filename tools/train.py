@@ -21,8 +21,9 @@ Recipes (--arch), one per reference notebook:
               Dense(84, tanh), Dense(10, softmax) on x/255; adam, batch 128, 10 epochs
   reader      the bundled image reader: the convnet with an 11th output, "not a digit", trained on
               MNIST, the same digits again as other people write and scan them (slanted, moved,
-              thickened, blurred, coarse), and 12,000 letters and scribbles (tools/reader_data.py);
-              adam, batch 128, 12 epochs. mnist-engine predict reads its 11th output as "not sure"
+              thickened, blurred, coarse), and 12,000 letters, scribbles and filled shapes
+              (tools/reader_data.py); adam, batch 128, 12 epochs. mnist-engine predict reads its
+              11th output as "not sure"
   torchnet    PyTorch's examples/mnist Net built in Keras: Conv2D(32, 3, relu), Conv2D(64, 3, relu),
               MaxPooling2D(2), Dropout(0.25), Flatten, Dense(128, relu), Dropout(0.5), Dense(10, softmax)
               on x/255; Adadelta(learning_rate=1.0) as the example, batch 64, 14 epochs
