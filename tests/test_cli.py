@@ -79,6 +79,11 @@ def test_eval_of_the_reader_counts_its_not_a_digit_answers_apart(mnist):
     assert report["accuracy"] == float((predicted == y_test).mean()) >= 0.99
     assert all("not a digit" in (p["a"], p["b"]) or {p["a"], p["b"]} <= set("0123456789")
                for p in report["confused_pairs"])
+    text = run_cli("eval", "--model", "reader", "--repeat", "1").stdout.splitlines()
+    share = report["not_a_digit"] / 100
+    assert text[3] == f"not sure  {report['not_a_digit']} of the digits read as not a digit ({share:.2f}%): the " \
+                      "model's reject class", text
+    assert not any(line.lstrip().startswith("not a digit ") for line in text)  # no per-class row of zeros
 
 
 @pytest.mark.parametrize("precision", [p for p in mnist_engine.available_precisions() if p != "fp32"])

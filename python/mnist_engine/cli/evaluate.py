@@ -123,6 +123,9 @@ def text_lines(report: dict, repeat: int) -> List[str]:
     lines = [f"model     {report['model']}",
              f"engine    {report['engine']}",
              f"accuracy  {report['accuracy'] * 100:.2f}% on {report['images']} MNIST test images"]
+    if "not_a_digit" in report:
+        lines.append(f"not sure  {report['not_a_digit']} of the digits read as {answers.NOT_A_DIGIT} "
+                     f"({report['not_a_digit'] / report['images']:.2%}): the model's reject class")
     if "agreement_with_fp32" in report:
         lines.append(f"precision {report['precision']}: agrees with fp32 on {report['agreement_with_fp32'] * 100:.2f}% "
                      f"of the images; max |output - file reference| {report['max_reference_deviation']:.2e}")
@@ -134,9 +137,6 @@ def text_lines(report: dict, repeat: int) -> List[str]:
               f"cpu       {report['cpu']}",
               "",
               f"{'class':>5}  {'precision':>9}  {'recall':>7}  {'F1':>7}  {'images':>6}"]
-    if "not_a_digit" in report:
-        lines.insert(-2, f"not sure  {report['not_a_digit']} of the digits read as {answers.NOT_A_DIGIT} "
-                         f"({report['not_a_digit'] / report['images']:.2%}): the model's reject class")
     for row in report["per_class"]:
         lines.append(f"{row['class']:>5}  {row['precision'] * 100:8.2f}%  {row['recall'] * 100:6.2f}%  "
                      f"{row['f1'] * 100:6.2f}%  {row['support']:6d}")
