@@ -10,6 +10,8 @@
   given size, either polarity.
 - not_digits(): what is not a digit: photographed blank paper, capital letters in a font, and
   scribbles, through the same camera. A reader should say it is not sure of these.
+
+read() gives a model's probabilities for such images, as `mnist-engine predict` computes them.
 """
 from __future__ import annotations
 
@@ -82,6 +84,20 @@ def scan(images: np.ndarray, size: int, dark_on_light: bool) -> Iterator[np.ndar
         ink = np.rint(image / 16 * 255).astype(np.uint8)
         grey = np.asarray(Image.fromarray(ink).resize((size, size), Image.Resampling.BICUBIC))
         yield 255 - grey if dark_on_light else grey
+
+
+def read(engine, images) -> np.ndarray:
+    """`engine`'s probabilities (N, outputs) for images through preprocess_image, as `mnist-engine
+    predict` reads them; a blank image (no ink found) is a row of zeros, which no threshold is sure of."""
+    import mnist_engine
+
+    rows = []
+    for image in images:
+        try:
+            rows.append(engine.predict(mnist_engine.preprocess_image(image)[None])[0])
+        except mnist_engine.NoDigitError:
+            rows.append(np.zeros(engine.output_width, np.float32))
+    return np.array(rows).reshape(-1, engine.output_width)
 
 
 def _letter(rng: np.random.Generator, letter: str) -> np.ndarray:

@@ -14,7 +14,7 @@ import pytest
 import mnist_engine
 from conftest import IN_CI
 from mnist_engine import answers
-from photo_digits import not_digits, photographed, scan
+from photo_digits import not_digits, photographed, read, scan
 
 if not IN_CI:
     pytest.importorskip("PIL")
@@ -23,17 +23,6 @@ if not IN_CI:
 @pytest.fixture(scope="module")
 def reader():
     return mnist_engine.load("reader")
-
-
-def read(engine, images) -> np.ndarray:
-    """Probabilities per image; a blank one (no ink found) is a row of zeros, which no rule is sure of."""
-    rows = []
-    for image in images:
-        try:
-            rows.append(engine.predict(mnist_engine.preprocess_image(image)[None])[0])
-        except mnist_engine.NoDigitError:
-            rows.append(np.zeros(engine.output_width, np.float32))
-    return np.array(rows)
 
 
 def test_sure_is_the_likeliest_output_unless_it_is_the_reject_class_or_below_the_threshold(rng):

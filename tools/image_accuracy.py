@@ -26,21 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import mnist_engine  # noqa: E402
 from mnist_engine import answers  # noqa: E402
 from mnist_engine.datasets import load_mnist  # noqa: E402
-from photo_digits import not_digits, photographed, scan  # noqa: E402
+from photo_digits import not_digits, photographed, read, scan  # noqa: E402
 
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-
-
-def read(images, engine) -> np.ndarray:
-    """(N, outputs) probabilities; an image preprocess_image refuses (no digit found) is a row of
-    zeros, which no threshold is sure of."""
-    rows = []
-    for image in images:
-        try:
-            rows.append(engine.predict(mnist_engine.preprocess_image(image)[None])[0])
-        except ValueError:
-            rows.append(np.zeros(engine.output_width, np.float32))
-    return np.array(rows)
 
 
 def measure(engine, args, x_test, y_test, digits) -> Dict[str, float]:
@@ -48,7 +36,7 @@ def measure(engine, args, x_test, y_test, digits) -> Dict[str, float]:
     mnist_engine.answers) at the default threshold and at each of THRESHOLDS."""
     figures: Dict[str, float] = {}
     unsure: Dict[str, float] = {}
-    digit_rows, other_rows = [], []
+    digit_rows = []
 
     def record(key: str, p: np.ndarray, truth=None):
         if truth is not None:
@@ -57,24 +45,23 @@ def measure(engine, args, x_test, y_test, digits) -> Dict[str, float]:
         unsure[key] = float((~answers.sure(p, answers.DEFAULT_MIN_CONFIDENCE, engine.reject_class)).mean())
 
     picks = np.linspace(0, len(x_test) - 1, args.photos).astype(int)
-    record("photos", read(photographed(x_test[picks], seed=7), engine), y_test[picks])
+    record("photos", read(engine, photographed(x_test[picks], seed=7)), y_test[picks])
     for size in (32, 128):
         for dark in (True, False):
             record(f"scans {size}px {'dark' if dark else 'light'} ink",
-                   read(scan(digits.images, size, dark), engine), digits.target)
+                   read(engine, scan(digits.images, size, dark)), digits.target)
     x, y = x_test[: args.mnist], y_test[: args.mnist]
-    record("mnist via preprocess_image", read(x, engine), y)
+    record("mnist via preprocess_image", read(engine, x), y)
     figures["mnist via predict()"] = float((engine.predict(x).argmax(1) == y).mean())
     others = not_digits(args.not_digits, seed=11)
-    p = read([image for _, image in others], engine)
+    other_rows = read(engine, [image for _, image in others])
     kinds = np.array([kind for kind, _ in others])
     for kind in ("blank", "letter", "scribble"):
-        record(kind, p[kinds == kind])
-    other_rows.append(p)
+        record(kind, other_rows[kinds == kind])
     figures.update({f"not sure at {answers.DEFAULT_MIN_CONFIDENCE} (the default): {k}": v for k, v in unsure.items()})
     for t in THRESHOLDS:
-        for name, rows in (("non-digits", other_rows), ("digits", digit_rows)):
-            doubted = ~answers.sure(np.concatenate(rows), t, engine.reject_class)
+        for name, rows in (("non-digits", other_rows), ("digits", np.concatenate(digit_rows))):
+            doubted = ~answers.sure(rows, t, engine.reject_class)
             figures[f"not sure of {name} at {t}"] = float(doubted.mean())
     return figures
 

@@ -95,6 +95,10 @@ def coarse(rng: np.random.Generator, digit: np.ndarray) -> np.ndarray:
     return np.asarray(Image.fromarray(levels.astype(np.uint8)).resize((64, 64), Image.Resampling.BICUBIC))
 
 
+def _either_polarity(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
+    return 255 - image if rng.random() < 0.5 else image
+
+
 def enlarged(rng: np.random.Generator, digit: np.ndarray) -> np.ndarray:
     """`digit` (a varied one) as a larger picture of it: 48-200 pixels a side, on a margin, blurred
     a little and noisy, either polarity, the way drawings and photographs reach preprocess_image.
@@ -109,8 +113,7 @@ def enlarged(rng: np.random.Generator, digit: np.ndarray) -> np.ndarray:
     canvas.paste(big, (margin, margin))
     canvas = canvas.filter(ImageFilter.GaussianBlur(rng.uniform(0, side / 60)))
     noisy = np.asarray(canvas, np.float64) + rng.normal(0, rng.uniform(0, 12), (canvas.height, canvas.width))
-    pixels = np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
-    return 255 - pixels if rng.random() < 0.5 else pixels
+    return _either_polarity(rng, np.clip(np.rint(noisy), 0, 255).astype(np.uint8))
 
 
 def varied(rng: np.random.Generator, digit: np.ndarray) -> np.ndarray:
@@ -135,10 +138,6 @@ def _preprocessed(image: np.ndarray):
         return mnist_engine.preprocess_image(image)
     except mnist_engine.NoDigitError:
         return None
-
-
-def _either_polarity(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
-    return 255 - image if rng.random() < 0.5 else image
 
 
 def training_set(pixels: np.ndarray, labels: np.ndarray, rng: np.random.Generator, negatives: int,
