@@ -270,24 +270,41 @@ def test_a_max_pool_run_inside_a_reduced_precision_conv_matches_the_layers_apart
                                                                                  pads, filters, activation, pool):
     """The fused pool takes the epilogue of the largest of four sums (int32, or float32 compared as
     the pooling kernels do); the epilogue is monotone, so that is the largest of the four outputs
-    the scalar reference pools: int8 bit for bit, bf16 within float32 rounding of the sums."""
-    data = build(conv_pool_model(rng, image, k, stride, pads, filters, activation, pool))
+    the scalar reference pools: int8 bit for bit, bf16 within float32 rounding of the sums.
+
+    An engine with no convolution of its precision on this CPU (bf16 without AMX, int8-avx2 where
+    nothing lends it one) runs the conv and its pool on the best fp32 kernel and only the dense head
+    in its precision: it is held to exactly that, the fp32 kernel's conv + pool feeding the
+    precision's scalar reference of the head."""
+    layers = conv_pool_model(rng, image, k, stride, pads, filters, activation, pool)
+    data = build(layers)
     x = sparse_images(rng, 5, int(np.prod(image)))
     x[1] -= 0.3
     reference = mnist_engine.Engine.from_bytes(data, kernel=f"{precision}-scalar")
     want = reference.predict(x, threads=1, range_check="ignore")
+    head = mnist_engine.Engine.from_bytes(build(layers[2:]), kernel=f"{precision}-scalar")
     tiles, depth = f"{precision}-amx", k[0] * k[1] * image[2]
-    fused, on_tiles = [], []
+    fused, pooling_convs = [], []
     for kernel in ["", *mnist_engine.available_kernels(precision)]:  # "": the automatic choice
         e = mnist_engine.Engine.from_bytes(data, kernel=kernel, precision=precision)
         if "inside the conv" in repr(e):
             fused.append(kernel)
-        if e.conv_kernel == tiles:  # the tile kernel, whoever chose it (int8-avx2 has no conv of its own)
-            on_tiles.append(kernel)
-        assert_matches_reference(e.predict(x, threads=1, range_check="ignore"), want, precision, depth, kernel)
+        # The conv kernels that run a 2x2 pool inside: the tile kernel, whoever chose it (int8-avx2
+        # has no conv of its own), and the fp32 FMA kernels that stand in for a missing one.
+        if e.conv_kernel in (tiles, *FMA_KERNELS):
+            pooling_convs.append(kernel)
+        if mnist_engine._core.kernel_precision(e.conv_kernel) == precision:
+            expected, err_depth = want, depth
+        else:
+            assert e.conv_kernel == mnist_engine.default_kernel(), f"{kernel}: conv on {e.conv_kernel}"
+            features = mnist_engine.Engine.from_bytes(build(layers[:2]), kernel=e.conv_kernel).predict(
+                x, threads=1, range_check="ignore")
+            expected, err_depth = head.predict(features, threads=1, range_check="ignore"), layers[2].widths[0]
+        assert_matches_reference(e.predict(x, threads=1, range_check="ignore"), expected, precision, err_depth,
+                                 f"{kernel} (conv on {e.conv_kernel})")
         alone = np.concatenate([e.predict(x[i:i + 1], threads=2, range_check="ignore") for i in range(len(x))])
-        assert_matches_reference(alone, want, precision, depth, f"{kernel}, one image on two threads")
-    assert fused == (on_tiles if pool == 2 else [])
+        assert_matches_reference(alone, expected, precision, err_depth, f"{kernel}, one image on two threads")
+    assert fused == (pooling_convs if pool == 2 else [])
     assert (tiles in fused) == (tiles in mnist_engine.available_kernels(precision) and pool == 2)
     print(f"pool inside the {precision} conv for: {fused or 'none'}")
 
