@@ -14,6 +14,27 @@ from helpers import DenseLayer
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
+def pytest_report_header(config):
+    """Which kernels this run tests and which it cannot, and why: every kernel is built everywhere,
+    and a run tests those the CPU (as tools/as_cpu.sh may present it) runs."""
+    import platform
+
+    import mnist_engine
+
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+               platform.processor()) if os.path.exists("/proc/cpuinfo") else platform.processor()
+    disabled = [k for k in os.environ.get("MNIST_ENGINE_DISABLE_KERNELS", "").split(",") if k]
+    available = mnist_engine.available_kernels()
+
+    def why(kernel: str) -> str:
+        reason = "MNIST_ENGINE_DISABLE_KERNELS" if kernel in disabled else "not on this CPU"
+        return reason + ("; its source runs on the AMX model in tests/test_amx_model.py" if "amx" in kernel else "")
+
+    skipped = [f"{k} ({why(k)})" for k in mnist_engine.compiled_kernels() if k not in available]
+    return [f"mnist_engine kernels tested on {cpu}: {', '.join(available)}",
+            f"mnist_engine kernels skipped: {', '.join(skipped) or 'none'}"]
+
+
 def require(module: str):
     try:
         return importlib.import_module(module)

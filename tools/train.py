@@ -29,7 +29,7 @@ Recipes (--arch), one per reference notebook:
               on x/255; Adadelta(learning_rate=1.0) as the example, batch 64, 14 epochs
 
 Seeds are fixed and TensorFlow's op determinism is on, so a rerun on the same build gives the same
-weights. --quick trains one epoch (sklearn: 2 iterations) on 10k images: what CI runs to check that
+weights. --quick trains one epoch (sklearn: 2 iterations) on 3k images: what CI runs to check that
 every recipe exports with parity, not a model worth keeping.
 
     python tools/train.py                     # mlp512: models/mnist_mlp_512x2.keras and the packaged .mnw
@@ -55,7 +55,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGED = {"mlp512": "mnist_mlp_512x2", "convnet": "mnist_convnet", "reader": "mnist_reader"}
 REFERENCE_IMAGES = 16
 CALIBRATION_IMAGES = 1024  # training images that choose the hidden-neuron order (mnist_engine.unit_order)
-QUICK_IMAGES = 10_000
+QUICK_IMAGES = 3_000
 
 
 @dataclass
