@@ -39,10 +39,10 @@ def main() -> None:
                                  PoolLayer("global_max_pool", (4, 2, 3)),
                                  DenseLayer(rng.normal(size=(3, 2)), rng.normal(size=2), "softmax")],
                                 meta={"note": "v3_spatial"}, refs=1)
-    # The metadata entries the loader parses (rules 30-32), for the fuzzer to mutate.
+    # The metadata entries the loader parses (rules 30-33), for the fuzzer to mutate.
     files["meta_parsed"] = build(random_layers(rng, [6, 5, 3], ["relu", "softmax"]),
                                  meta={"classes": "int\n0\n7\n-1", "reference_input_range": "uint8 0 255",
-                                       "reject_class": "2"}, refs=1)
+                                       "reject_class": "2", "output_kind": "probabilities"}, refs=1)
     base = files["relu_chain"]
     files["bad_magic"] = b"PK" + base[2:]
     files["version_4"] = put(base, 8, "I", 4)

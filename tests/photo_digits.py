@@ -94,7 +94,7 @@ def read(engine, images) -> np.ndarray:
     rows = []
     for image in images:
         try:
-            rows.append(engine.predict(mnist_engine.preprocess_image(image)[None])[0])
+            rows.append(engine.predict_proba(mnist_engine.preprocess_image(image)[None])[0])
         except mnist_engine.NoDigitError:
             rows.append(np.zeros(engine.output_width, np.float32))
     return np.array(rows).reshape(-1, engine.output_width)

@@ -157,3 +157,63 @@ def test_a_pipeline_scaler_tells_the_input_scale(mnist, tmp_path, scaler, pixels
     assert engine.input_scale == pytest.approx(pixels_scale)
     want = pipe.predict(x_test[:1000].reshape(1000, -1).astype(np.float64) * pixels_scale)
     assert (engine.classify(x_test[:1000]) == want).mean() >= 0.999
+
+
+def tabular_models():
+    """The public tabular models of the issue, rebuilt: (name, fitted model, float rows it takes)."""
+    from sklearn.datasets import load_breast_cancer, load_digits, make_classification, make_moons, make_regression
+    from sklearn.decomposition import PCA
+
+    cancer = load_breast_cancer()
+    digits = load_digits()
+    x_moons, y_moons = make_moons(200, noise=0.2, random_state=0)
+    x_reg, y_reg = make_regression(300, n_features=100, random_state=0)
+    x_20, y_20 = make_classification(300, n_features=20, n_informative=8, n_classes=3, random_state=0)
+    x_20 = StandardScaler().fit_transform(x_20)  # standardized before the model, as its notebook did
+    labels = np.stack([y_moons, x_moons[:, 0] > 0.5], axis=1).astype(int)
+
+    def mlp(kind=MLPClassifier, **kw):
+        return kind(hidden_layer_sizes=(16,), max_iter=200, random_state=0, **kw)
+
+    return [
+        ("breast cancer, MinMaxScaler", fit(make_pipeline(MinMaxScaler(), mlp()), cancer.data, cancer.target),
+         cancer.data),
+        ("100-feature MLPRegressor", fit(mlp(MLPRegressor), x_reg, y_reg / 100), x_reg),
+        ("8x8 digits, 0..16", fit(mlp(), digits.data, digits.target), digits.data),
+        ("2 features, binary", fit(mlp(), x_moons, y_moons), x_moons),
+        ("2 features, multi-label", fit(mlp(), x_moons, labels), x_moons),
+        ("20 standardized features", fit(mlp(), x_20, y_20), x_20),
+        ("StandardScaler + PCA", fit(make_pipeline(StandardScaler(), PCA(10), mlp()), cancer.data, cancer.target),
+         cancer.data),
+    ]
+
+
+@pytest.mark.parametrize("case", range(7))
+def test_tabular_models_export_as_features_exactly(tmp_path, case):
+    """Models of tabular data have no pixels: they export without asking for a pixel scale, take
+    their float rows exactly as scikit-learn does (predict_proba / predict), refuse uint8 in one
+    line, and say "features" in the file. Without reference rows the export draws its own."""
+    name, model, rows = tabular_models()[case]
+    for reference in (None, rows[:16]):
+        engine = export(model, tmp_path, reference_images=reference)
+        assert engine.input_kind == "features" and engine.metadata["input_kind"] == "features", name
+        want = model.predict_proba(rows) if hasattr(model, "predict_proba") else model.predict(rows)
+        got = engine.predict_proba(rows.astype(np.float32)) if hasattr(model, "predict_proba") else \
+            engine.predict(rows.astype(np.float32))
+        if want.ndim == 2 and want.shape[1] == 2 and got.shape[1] == 1:  # binary: the positive column
+            want = want[:, 1:]
+        np.testing.assert_allclose(got, np.asarray(want).reshape(got.shape), atol=1e-5, rtol=1e-5, err_msg=name)
+        if hasattr(model, "predict_proba") and "multi-label" not in name:  # the labels travel in the file
+            np.testing.assert_array_equal(engine.classify(rows.astype(np.float32)), model.predict(rows))
+        with pytest.raises(ValueError, match="^expected float32 features: this model takes tabular features"):
+            engine.predict(np.zeros((1, rows.shape[1]), np.uint8))
+
+
+def test_a_784_wide_bare_mlp_still_asks_for_its_pixel_scale(data, tmp_path):
+    """Only where uint8 pixels are possible: 784 inputs (or uint8 reference images, or a scale given)."""
+    x, y, _ = data
+    mlp = fit(MLPClassifier(hidden_layer_sizes=(8,), max_iter=3, random_state=0), x, y)
+    with pytest.raises(ValueError, match="cannot tell the scale the model was fitted on"):
+        mnist_engine.export_sklearn(mlp, tmp_path / "m.mnw")
+    digits = fit(MLPClassifier(hidden_layer_sizes=(8,), max_iter=3, random_state=0), x[:, :64] * 16, y)
+    assert export(digits, tmp_path, input_scale=16 / 255).input_kind == "pixels"  # 8x8 images as uint8, by choice

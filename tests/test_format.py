@@ -354,6 +354,38 @@ def test_rule_21_model_size_caps_multiply_adds_per_row(good_v3):
     expect("layout-size", _declare_conv(good_v3, (64, 64, 16), 48, 16))
 
 
+def _declare_pools(good_v3: bytes, side: int, window: int, count: int) -> bytes:
+    """good_v3 with its layer table rewritten to `count` max pools, stride 1, padded 'same' (the
+    image keeps its side): no weights at all, so only the work they declare can refuse the file."""
+    before, after = (window - 1) // 2, window // 2
+    entry = struct.pack("<IIIII", side * side, side * side, 0, 1, 4) + struct.pack(
+        "<13I", side, side, 1, window, window, 1, 1, before, after, before, after, 0, 0)
+    data = bytearray(good_v3)
+    data[24:32] = struct.pack("<II", count, side * side)
+    data = bytes(data[:48]) + entry * count + bytes(data[48 + V3_ENTRY * 6:])
+    return reseal(data[:16] + struct.pack("<Q", len(data)) + data[24:])
+
+
+def test_rule_21_model_size_counts_the_windows_a_pool_reads(good_v3):
+    """The issue's file: 64 pools of 64 x 64 windows over a 256 x 256 image, no weights, half a
+    megabyte; it passed every rule and took 135 s to load. The windows' reads count: refused from
+    the layer table, at once. One such pool reads exactly the cap, 2^28 values, and passes rule 21."""
+    import time
+
+    from mnist_engine.model_file import PoolLayer, encode_model, row_work
+
+    start = time.perf_counter()
+    err = expect("model-size", _declare_pools(good_v3, 256, 64, 64), 48)
+    assert time.perf_counter() - start < 1.0
+    assert "a pool counts each value its windows read" in str(err) and str(64 * 2 ** 28) in str(err)
+    expect("layout-size", _declare_pools(good_v3, 256, 64, 1))
+    pool = PoolLayer("max_pool", (256, 256, 1), (64, 64), (1, 1), (31, 32, 31, 32))
+    assert row_work(pool) == 2 ** 28 and row_work(PoolLayer("global_avg_pool", (7, 5, 3))) == 7 * 5 * 3
+    with pytest.raises(ValueError, match="expected at most 268435456 multiply-adds per input row"):
+        encode_model([pool, pool], input_scale=1.0, metadata={}, reference_inputs=np.zeros((1, 65536)),
+                     reference_outputs=np.zeros((1, 65536)))
+
+
 def test_the_writer_refuses_what_the_loader_would(rng, tmp_path):
     from mnist_engine.model_file import Conv2DLayer, DenseLayer, write_model
 
@@ -592,31 +624,87 @@ def test_rule_32_metadata_reject_class_is_the_engines(small_layers, rng, value, 
     np.testing.assert_array_equal(engine.classify(x), engine.predict(x).argmax(1))
 
 
-def test_rule_33_trailing_bytes(good):
+@pytest.mark.parametrize("value", ["probability", "Probabilities", "logit", "", " logits", "logits ",
+                                   "log-probabilities"])
+def test_rule_33_metadata_output_kind(small_layers, value):
+    data = build(small_layers, meta={"output_kind": "logits"})
+    _, _, value_length_at, value_at = Layout(data).entry("output_kind")
+    encoded = value.encode()
+    broken = data[:value_length_at] + struct.pack("<I", len(encoded)) + encoded + data[value_at + len("logits"):]
+    err = expect("metadata-output-kind", reframe(broken), value_at)
+    assert ("expected output_kind to be one of probabilities, log_probabilities, logits, values, got "
+            f"'{value}'") in str(err)
+
+
+def test_rule_33_comes_after_rule_32(small_layers):
+    err = expect("metadata-reject-class", build(small_layers, meta={"output_kind": "odds", "reject_class": "7"}))
+    assert "output_kind" not in str(err)
+
+
+@pytest.mark.parametrize("value", [*mnist_engine._core.OUTPUT_KINDS, None])
+def test_rule_33_metadata_output_kind_is_the_engines_and_changes_no_output(small_layers, rng, value):
+    engine = load(build(small_layers, meta={} if value is None else {"output_kind": value}))
+    assert engine.output_kind == (value or "probabilities")  # absent: read off the softmax at the end
+    assert engine.output_kind_stated == (value is not None)
+    x = rng.random((20, 6), dtype=np.float32)
+    np.testing.assert_array_equal(engine.predict(x), load(build(small_layers)).predict(x))
+
+
+@pytest.mark.parametrize("value", ["pixel", "Features", "", "tabular", "features "])
+def test_rule_34_metadata_input_kind(small_layers, value):
+    data = build(small_layers, meta={"input_kind": "pixels"})
+    _, _, value_length_at, value_at = Layout(data).entry("input_kind")
+    encoded = value.encode()
+    broken = data[:value_length_at] + struct.pack("<I", len(encoded)) + encoded + data[value_at + len("pixels"):]
+    err = expect("metadata-input-kind", reframe(broken), value_at)
+    assert f"expected input_kind to be pixels or features, got '{value}'" in str(err)
+
+
+def test_rule_34_comes_after_rule_33(small_layers):
+    err = expect("metadata-output-kind", build(small_layers, meta={"input_kind": "x", "output_kind": "odds"}))
+    assert "input_kind" not in str(err)
+
+
+def test_rule_34_a_model_of_features_takes_floats_only(small_layers, rng):
+    features = load(build(small_layers, meta={"input_kind": "features"}))
+    assert features.input_kind == "features" and load(build(small_layers)).input_kind == "pixels"
+    x = rng.random((4, 6), dtype=np.float32)
+    np.testing.assert_array_equal(features.predict(x), load(build(small_layers)).predict(x))
+    with pytest.raises(ValueError, match="expected float32 features: this model takes tabular features"):
+        features.predict(np.zeros((4, 6), np.uint8))
+    # Its reference rows stated no range: features of any size are its data, not a scaling mistake.
+    tiny, huge = x * 1e-4, x * 1e4
+    with pytest.raises(mnist_engine.InputRangeError):
+        load(build(small_layers)).predict(tiny, range_check="raise")
+    for rows in (tiny, huge):
+        features.predict(rows, range_check="raise")
+
+
+def test_rule_35_trailing_bytes(good):
     # One entry fewer declared: the last entry's bytes belong to no section.
     layout = Layout(good)
     expect("trailing-bytes", put(good, 44, "I", layout.meta_count - 1), layout.entries[-1][1])
 
 
-# Rules 33-35: trailing bytes and the reference section.
+# Rules 35-37: trailing bytes and the reference section.
 
 @pytest.mark.parametrize("field, value", [(0, 1.0), (0, -1e-6), (0, math.nan), (4, math.inf), (4, 0.01)])
-def test_rule_34_tolerance(good, field, value):
+def test_rule_36_tolerance(good, field, value):
     at = Layout(good).reference + field
     expect("tolerance", put(good, at, "f", value), at)
 
 
-def test_rule_35_non_finite_reference_input(good):
+def test_rule_37_non_finite_reference_input(good):
     at = Layout(good).ref_inputs + 4
     expect("non-finite-reference", put(good, at, "f", math.nan), at)
 
 
-def test_rule_35_non_finite_reference_output(good):
+def test_rule_37_non_finite_reference_output(good):
     at = Layout(good).ref_expected
     expect("non-finite-reference", put(good, at, "f", math.inf), at)
 
 
-def test_rule_36_verification(good):
+def test_rule_38_verification(good):
     layout = Layout(good)
     at = layout.ref_expected + 4 * 4  # row 1, output 1
     (value,) = struct.unpack_from("<f", good, at)

@@ -274,7 +274,7 @@ BAD_REQUESTS = {
     "10**400 in the data": (body(data=[10 ** 400] * 784), None, r"^input 'data' must be an array of numbers"),
     "unknown output": (json.dumps({"inputs": [{"name": "input", "datatype": "UINT8", "shape": [1, 784],
                                                "data": ZEROS}], "outputs": [{"name": "logits"}]}).encode(), None,
-                       r"^output \"logits\" does not exist; this model's output is 'probabilities'"),
+                       r"^output \"logits\" does not exist; this model's outputs are 'probabilities'"),
 }
 
 

@@ -160,6 +160,27 @@ py::array_t<float> predict(const Engine& e, const py::handle& x, const py::objec
   return y;
 }
 
+// predict, then its outputs as probabilities (Engine::to_probabilities): what a reader is shown.
+py::array_t<float> predict_proba(const Engine& e, const py::handle& x, const py::object& threads,
+                                 const std::string& range_check) {
+  if (e.output_kind() == mnist_engine::OutputKind::Values) e.to_probabilities(nullptr, 0);  // its error, before any work
+  py::array_t<float> y = predict(e, x, threads, range_check);
+  e.to_probabilities(y.mutable_data(), static_cast<size_t>(y.shape(0)));
+  return y;
+}
+
+// Outputs of this model (from predict, perhaps of a batch gathered from several requests) as probabilities.
+py::array_t<float> outputs_to_probabilities(const Engine& e, const py::handle& outputs) {
+  auto y = py::array_t<float, py::array::c_style | py::array::forcecast>::ensure(outputs);
+  if (!y || y.ndim() != 2 || static_cast<size_t>(y.shape(1)) != e.output_width())
+    throw py::value_error("expected this model's outputs, shape (N, " + std::to_string(e.output_width()) +
+                          ") float32, got " + std::string(py::str(py::getattr(outputs, "shape", py::str("no shape")))));
+  py::array_t<float> p({y.shape(0), y.shape(1)});
+  std::copy(y.data(), y.data() + y.size(), p.mutable_data());
+  e.to_probabilities(p.mutable_data(), static_cast<size_t>(p.shape(0)));
+  return p;
+}
+
 // A one-output model is a binary classifier: its decision is output > threshold, as Keras users
 // write `model.predict(x) > 0.5` and as scikit-learn's binary predict does (strictly greater).
 float binary_threshold(mnist_engine::Activation a) {
@@ -321,9 +342,11 @@ PYBIND11_MODULE(_core, m) {
       activation_parameters[a.name] = py::make_tuple(py::tuple(names), a.per_unit, a.since_version);
     }
     m.attr("ACTIVATION_PARAMETERS") = activation_parameters;
-    py::list ops;
+    py::list ops, output_kinds;
     for (const char* name : me::kOpNames) ops.append(name);
     m.attr("OPS") = py::tuple(ops);
+    for (const char* name : me::kOutputKindNames) output_kinds.append(name);
+    m.attr("OUTPUT_KINDS") = py::tuple(output_kinds);
     for (const auto& r : me::kRules) rules.append(py::make_tuple(int(r.rule), r.name));
     for (const char* key : me::kRequiredMetadata) required.append(key);
     m.attr("ACTIVATIONS") = py::tuple(activations);
@@ -444,8 +467,27 @@ nothing about an Engine can change.)doc")
            "Releases the GIL. range_check: float input far outside (or far inside) input_range gives an "
            "InputRangeWarning once per engine ('warn'), an InputRangeError every time ('raise'), or nothing "
            "('ignore'); the range is measured in the kernels' own pass over the rows.")
-      .def("predict_proba", &predict, py::arg("x"), py::arg("threads") = py::none(), py::arg("range_check") = "warn",
-           "The same as predict: scikit-learn's name for class probabilities.")
+      .def("predict_proba", &predict_proba, py::arg("x"), py::arg("threads") = py::none(),
+           py::arg("range_check") = "warn",
+           "Class probabilities, (N, output_width) float32, whatever the model outputs (output_kind): predict's "
+           "outputs unchanged for probabilities, exp of log-probabilities, softmax of logits (a sigmoid for one "
+           "output). A model whose outputs are values (a regressor) raises ValueError. Takes the same x, threads "
+           "and range_check as predict; scikit-learn's name.")
+      .def("to_probabilities", &outputs_to_probabilities, py::arg("outputs"),
+           "This model's outputs (from predict) as class probabilities: what predict_proba returns for the same "
+           "rows.")
+      .def_property_readonly("output_kind",
+                             [](const Engine& e) { return std::string(mnist_engine::kOutputKindNames[uint32_t(e.output_kind())]); },
+                             "What predict returns: 'probabilities', 'log_probabilities', 'logits' or 'values' "
+                             "(the file's output_kind entry, or for a file without one what its last activation "
+                             "gives: softmax and sigmoid probabilities, log_softmax log-probabilities, others "
+                             "logits). predict_proba converts to probabilities.")
+      .def_property_readonly("input_kind",
+                             [](const Engine& e) { return std::string(e.pixel_input() ? "pixels" : "features"); },
+                             "'pixels': uint8 images are scaled by input_scale, floats are taken as they are; "
+                             "'features' (the file's input_kind: tabular data): float input only, uint8 is refused.")
+      .def_property_readonly("output_kind_stated", &Engine::output_kind_stated,
+                             "Whether the file states output_kind (else it was read off the last activation).")
       .def("classify", &classify, py::arg("x"), py::arg("threads") = py::none(), py::arg("range_check") = "warn",
            "One label per row, shape (N,): the argmax of predict, or for a one-output model output > threshold "
            "(0.5 after a sigmoid, else 0), mapped through `classes` when the file has them (int64, or str for "

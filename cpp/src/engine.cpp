@@ -59,7 +59,35 @@ void map_rows(float* y, size_t rows, size_t stride, size_t width, F f) {
     for (size_t j = 0; j < width; ++j) y[r * stride + j] = f(y[r * stride + j]);
 }
 
+float sigmoid(float v) { return 1.0f / (1.0f + std::exp(-v)); }
+
+// What a file without an `output_kind` entry outputs, read off its last activation: the files
+// written before the entry existed end in softmax or sigmoid (probabilities) or log_softmax, and
+// a classifier ending in anything else gives scores, which softmax turns into probabilities.
+OutputKind kind_after(Activation last) {
+  switch (last) {
+    case Activation::Softmax:
+    case Activation::Sigmoid:
+    case Activation::HardSigmoid: return OutputKind::Probabilities;
+    case Activation::LogSoftmax: return OutputKind::LogProbabilities;
+    default: return OutputKind::Logits;
+  }
+}
+
 }  // namespace
+
+void Engine::to_probabilities(float* y, size_t rows) const {
+  const size_t width = output_width();
+  switch (output_kind_) {
+    case OutputKind::Probabilities: return;
+    case OutputKind::LogProbabilities: return map_rows(y, rows, width, width, [](float v) { return std::exp(v); });
+    case OutputKind::Logits:
+      return width == 1 ? map_rows(y, rows, width, width, sigmoid) : softmax_rows(y, rows, width, width);
+    case OutputKind::Values: break;
+  }
+  throw std::invalid_argument("this model's outputs are values (output_kind 'values': a regressor or a generator), "
+                              "not class scores: it has no probabilities; use predict()");
+}
 
 namespace {
 
@@ -68,8 +96,7 @@ void apply_version1_activation(Activation a, float* y, size_t rows, size_t strid
   switch (a) {
     case Activation::Linear:
     case Activation::Relu: return;
-    case Activation::Sigmoid:
-      return map_rows(y, rows, stride, width, [](float v) { return 1.0f / (1.0f + std::exp(-v)); });
+    case Activation::Sigmoid: return map_rows(y, rows, stride, width, sigmoid);
     case Activation::Tanh: return map_rows(y, rows, stride, width, [](float v) { return std::tanh(v); });
     case Activation::Softmax: return softmax_rows(y, rows, stride, width);
     default: return;  // version 2's: the kernel's vectorised activate (Engine::activate)
@@ -368,6 +395,7 @@ std::shared_ptr<const Engine> Engine::from_bytes(const uint8_t* data, size_t siz
   e->input_width_ = file.input_width;
   e->input_scale_ = file.input_scale;
   const ReferenceRange& r = file.reference_range;
+  e->range_stated_ = r.present;
   if (r.present && r.pixels) {
     e->input_range_ = {static_cast<float>(r.lo * file.input_scale), static_cast<float>(r.hi * file.input_scale)};
     e->input_range_source_ = "reference images: uint8 pixels " + format_number(r.lo) + ".." + format_number(r.hi) +
@@ -383,6 +411,9 @@ std::shared_ptr<const Engine> Engine::from_bytes(const uint8_t* data, size_t siz
   e->metadata_ = std::move(file.metadata);
   e->classes_ = std::move(file.classes);
   e->reject_class_ = file.reject_class;
+  e->pixel_input_ = file.pixel_input;
+  e->output_kind_stated_ = file.output_kind_stated;
+  e->output_kind_ = file.output_kind_stated ? file.output_kind : kind_after(file.layers.back().activation);
 
   const size_t nr = k.panel_width;
   e->first_layer_elementwise_ = file.layers[0].op != Op::Dense;
@@ -757,10 +788,15 @@ void Engine::predict(const float* x, size_t rows, float* y, int threads, InputRa
   run(x, rows, y, threads, seen);
 }
 void Engine::predict(const uint8_t* x, size_t rows, float* y, int threads) const {
+  if (!pixel_input_)
+    throw std::invalid_argument("expected float32 features: this model takes tabular features (input_kind "
+                                "'features'), not uint8 pixels, so there is no scale to give uint8 values");
   run(x, rows, y, threads, nullptr);
 }
 
 std::string Engine::input_range_problem(InputRange seen) const {
+  // A model of features checked on rows the exporter made up knows nothing of its data's range.
+  if (!pixel_input_ && !range_stated_) return "";
   const InputRange r = input_range_;
   const double top = std::max(std::fabs(double(r.lo)), std::fabs(double(r.hi)));
   const double span = r.hi > r.lo ? double(r.hi) - r.lo : std::max(top, 1.0);

@@ -259,12 +259,20 @@ uint64_t op_values(const TableEntry& e) {
 // A layer's multiply-adds per input row: a dense layer's weights, a conv's once per output pixel
 // (the other ops are a few operations per value). Called after the value cap, so a conv's kernel
 // is under 2^28 values and the product under 2^44.
-uint64_t multiply_adds(const TableEntry& e) {
-  if (Op(e.op) == Op::Dense) return uint64_t(e.input_width) * e.output_width;
-  if (Op(e.op) != Op::Conv2d) return 0;
+// Rule 21's work of one layer per input row: its multiply-adds (dense, conv), or the values its
+// windows read (a pool: each output reads its whole window; a global pool reads the image once).
+// A pool has no weights, so without this a half-megabyte file of 64 pools of 64 x 64 windows over a
+// 256 x 256 image passed every rule and took minutes to verify. Element-wise ops read each value
+// once: at most 64 layers of 2^16, never near the cap.
+uint64_t row_work(const TableEntry& e) {
+  const Op op = Op(e.op);
   const Geometry& g = e.geometry;
-  const ImageShape out = output_shape(Op::Conv2d, g);
-  return uint64_t(out.height) * out.width * g.window_h * g.window_w * g.in.channels * g.filters;
+  if (op == Op::Dense) return uint64_t(e.input_width) * e.output_width;
+  if (op == Op::GlobalAvgPool || op == Op::GlobalMaxPool) return uint64_t(g.in.height) * g.in.width * g.in.channels;
+  if (!is_windowed(op)) return 0;
+  const ImageShape out = output_shape(op, g);
+  const uint64_t per_output = uint64_t(g.window_h) * g.window_w * (op == Op::Conv2d ? g.in.channels : 1);
+  return uint64_t(out.height) * out.width * out.channels * per_output;
 }
 
 // Rule 18 for one layer: "" when its geometry fields are consistent with its op, else what is wrong.
@@ -413,14 +421,15 @@ std::vector<TableEntry> read_layer_table(const uint8_t* d, const Header& h, uint
                       cat("expected at most ", kMaxParameters, " weights, biases and parameters (1 GiB of f32), "
                           "the layer table declares ", parameters));
   // The compute a row may cost, capped as the memory is: a conv layer reuses its kernel at every
-  // output pixel, so a small file could otherwise ask for 2^44 multiply-adds per image, and its
-  // verification alone would hang the loader.
+  // output pixel and a pool its window, so a small file could otherwise ask for 2^44 operations per
+  // image, and its verification alone would hang the loader.
   uint64_t work = 0;
-  for (const TableEntry& e : table) work += multiply_adds(e);
+  for (const TableEntry& e : table) work += row_work(e);
   if (work > kMaxMultiplyAdds)
     throw FormatError(Rule::ModelSize, kHeaderSize,
                       cat("expected at most ", kMaxMultiplyAdds, " multiply-adds per input row (the most a file of ",
-                          kMaxParameters, " dense weights can ask for), the layer table declares ", work));
+                          kMaxParameters, " dense weights can ask for; a pool counts each value its windows "
+                          "read), the layer table declares ", work));
   return table;
 }
 
@@ -556,6 +565,17 @@ int64_t parse_reject_class(const std::string& value, uint64_t at, uint32_t outpu
   return std::stoll(value);
 }
 
+// `output_kind`: one name of the vocabulary's table, exactly.
+OutputKind parse_output_kind(const std::string& value, uint64_t at) {
+  std::string names;
+  for (uint32_t k = 0; k < kOutputKindCount; ++k) {
+    if (value == kOutputKindNames[k]) return OutputKind(k);
+    names += cat(k ? ", " : "", kOutputKindNames[k]);
+  }
+  throw FormatError(Rule::MetadataOutputKind, at, cat("expected output_kind to be one of ", names, ", got '",
+                                                      value.substr(0, 64), "'"));
+}
+
 // `reference_input_range`: "uint8 MIN MAX" (integers 0..255) or "float MIN MAX" (finite), MIN <= MAX,
 // one space apart. Numbers are read with from_chars: the locale's decimal point does not matter.
 ReferenceRange parse_reference_range(const std::string& value, uint64_t at) {
@@ -686,7 +706,7 @@ ModelFile parse_model_file(const uint8_t* d, size_t size) {
                             layer.parameters[2]));
   }
 
-  // Rules 25-32: metadata. Its entries are variable-length, so the structure is walked first
+  // Rules 25-34: metadata. Its entries are variable-length, so the structure is walked first
   // (every read bounds-checked against the reference section), then each rule runs over it.
   const std::vector<MetaEntry> entries = walk_metadata(d, h.meta_count, at, metadata_end);
   if (!entries.empty()) at = entries.back().value_at + entries.back().value_length;
@@ -703,12 +723,25 @@ ModelFile parse_model_file(const uint8_t* d, size_t size) {
   for (size_t i = 0; i < entries.size(); ++i)  // then rule 32
     if (m.metadata[i].first == "reject_class")
       m.reject_class = parse_reject_class(m.metadata[i].second, entries[i].value_at, output_width);
+  for (size_t i = 0; i < entries.size(); ++i)  // then rule 33
+    if (m.metadata[i].first == "output_kind") {
+      m.output_kind = parse_output_kind(m.metadata[i].second, entries[i].value_at);
+      m.output_kind_stated = true;
+    }
+  for (size_t i = 0; i < entries.size(); ++i)  // then rule 34
+    if (m.metadata[i].first == "input_kind") {
+      const std::string& value = m.metadata[i].second;
+      if (value != "pixels" && value != "features")
+        throw FormatError(Rule::MetadataInputKind, entries[i].value_at,
+                          cat("expected input_kind to be pixels or features, got '", value.substr(0, 64), "'"));
+      m.pixel_input = value == "pixels";
+    }
   if (at != metadata_end)
     throw FormatError(Rule::TrailingBytes, at, cat("expected the reference section at offset ", at,
                                                    ", but ", metadata_end - at,
                                                    " bytes that no section describes come first"));
 
-  // Rules 34-35: the reference section.
+  // Rules 36-37: the reference section.
   ReferenceSet& ref = m.reference;
   ref.count = h.ref_count;
   ref.atol = le_f32(d + at);

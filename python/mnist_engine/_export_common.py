@@ -68,7 +68,9 @@ class LayerDraft:
 @dataclass
 class ReferenceInputs:
     values: np.ndarray  # (R, width) float32, the model's input domain
-    source_range: str  # "uint8 MIN MAX" or "float MIN MAX": the values as the caller gave them
+    # "uint8 MIN MAX" or "float MIN MAX": the values as the caller gave them; None for made-up
+    # features, which say nothing of the data's range (the file then states none).
+    source_range: Optional[str]
 
 
 def reference_inputs_for(images: Optional[np.ndarray], width: int, input_scale: float) -> ReferenceInputs:
@@ -130,6 +132,56 @@ def base_metadata(producer: str, source: str, reject_class: Optional[int] = None
     return meta
 
 
+# The last activations whose outputs are probabilities or log-probabilities; a file without an
+# output_kind entry is read the same way (Engine.output_kind), anything else as logits.
+_KIND_OF_ACTIVATION = {"softmax": "probabilities", "sigmoid": "probabilities", "hard_sigmoid": "probabilities",
+                       "log_softmax": "log_probabilities"}
+# How far reference rows may be from summing to 1 (probabilities, or exp of log-probabilities) and
+# still read as such: float32 outputs of ten classes sum to 1 within a few 1e-7.
+_ROW_SUM_TOLERANCE = 1e-4
+
+
+def _rows_are_probabilities(y: np.ndarray) -> bool:
+    return y.shape[1] >= 2 and bool(np.all((y >= 0) & (y <= 1))) and \
+        bool(np.all(np.abs(y.sum(axis=1, dtype=np.float64) - 1) <= _ROW_SUM_TOLERANCE))
+
+
+def _rows_are_log_probabilities(y: np.ndarray) -> bool:
+    return y.shape[1] >= 2 and bool(np.all(y <= 0)) and \
+        bool(np.all(np.abs(np.exp(y.astype(np.float64)).sum(axis=1) - 1) <= _ROW_SUM_TOLERANCE))
+
+
+def output_kind_for(last_activation: str, reference_outputs: np.ndarray, framework: str, *,
+                    stated: Optional[str] = None, hint: Optional[str] = None) -> str:
+    """What the exported model outputs (the file's output_kind entry): what the caller `stated`,
+    else what its last activation computes (softmax, sigmoid: probabilities; log_softmax:
+    log-probabilities), else what the framework says of a model without one (`hint`: Keras's
+    compile(loss=...(from_logits=True)) logits, a regression loss or a scikit-learn regressor
+    values), else what the framework's outputs on the reference rows are: rows in 0..1 summing to
+    1 probabilities, rows whose exp sums to 1 log-probabilities, any others logits. The graph
+    comes before the loss: a softmax model compiled with from_logits=True still outputs
+    probabilities. A stated kind that those outputs plainly contradict is refused: probabilities
+    outside 0..1, log-probabilities above 0."""
+    kinds = _core.OUTPUT_KINDS
+    if stated is not None and stated not in kinds:
+        raise ValueError(f"expected output_kind to be one of {', '.join(kinds)}, got {stated!r}")
+    y = np.asarray(reference_outputs, np.float32).reshape(len(reference_outputs), -1)
+    from_activation = _KIND_OF_ACTIVATION.get(last_activation)
+    kind = stated or from_activation or hint
+    if kind is None:
+        kind = ("probabilities" if _rows_are_probabilities(y) else
+                "log_probabilities" if _rows_are_log_probabilities(y) else "logits")
+    lo, hi = float(y.min()), float(y.max())
+    contradiction = (kind == "probabilities" and not (lo >= -1e-6 and hi <= 1 + 1e-6)) or \
+                    (kind == "log_probabilities" and not hi <= 1e-6)
+    if contradiction:
+        said = f"output_kind={kind!r}" if stated else f"{framework}'s model says its outputs are {kind}"
+        raise ValueError(f"{said}, but its outputs on the reference rows span {lo:.4g}..{hi:.4g}: "
+                         f"{'probabilities lie in 0..1' if kind == 'probabilities' else 'log-probabilities are <= 0'}. "
+                         f"State what they are with output_kind= (one of {', '.join(kinds)})")
+    return kind
+
+
 @dataclass
 class Stage:
     """The framework's own output after the part of the model that became engine layer i."""
@@ -150,6 +202,8 @@ def prove_and_write(
     atol: float,
     rtol: float,
     calibration: Optional[ReferenceInputs] = None,
+    output_kind: Optional[str] = None,
+    output_hint: Optional[str] = None,
 ) -> Path:
     """Encode the file in memory, load it with full verification (the engine against the
     framework's outputs on the reference rows) and only then write it, atomically. On a mismatch,
@@ -158,12 +212,18 @@ def prove_and_write(
 
     Hidden ReLU neurons are renumbered first (unit_order: the reduced-precision kernels skip zero
     units), from the ``calibration`` rows or else the reference rows; the model's outputs do not
-    change, and the framework's intermediate outputs are renumbered the same way."""
+    change, and the framework's intermediate outputs are renumbered the same way.
+
+    The file states what the outputs are (output_kind_for: `output_kind` as the caller states it,
+    else `output_hint`, the framework's own say, else the last activation or the outputs)."""
+    kind = output_kind_for(getattr(layers[-1], "activation", "linear"), reference_outputs, framework,
+                           stated=output_kind, hint=output_hint)
+    metadata = {**metadata, "output_kind": kind}
     rows = calibration if calibration is not None else reference
     layers, perms = order_hidden_units(layers, rows.values)
     stages = [Stage(stage.description, np.asarray(stage.outputs).reshape(len(reference.values), -1)[:, perm])
               for stage, perm in zip(stages, perms)]
-    meta = {**metadata, "reference_input_range": reference.source_range,
+    meta = {**metadata, **({"reference_input_range": reference.source_range} if reference.source_range else {}),
             "hidden_unit_order": f"co-zero groups of {UNIT} from {len(rows.values)} "
                                  f"{'calibration' if calibration is not None else 'reference'} rows"}
     data = encode_model(layers, input_scale=input_scale, metadata=meta, reference_inputs=reference.values,

@@ -3,7 +3,9 @@
 One rule for ``mnist-engine predict``, the server's draw page and tools/image_accuracy.py: the
 likeliest output is the answer unless it is the model's reject class ("not a digit", the file's
 ``reject_class``) or its probability is below ``min_confidence``. A blank image (no ink found)
-never reaches the model and is "not sure" too.
+never reaches the model and is "not sure" too. The probabilities are ``Engine.predict_proba``'s
+(or ``Engine.to_probabilities`` of its outputs): a model that outputs log-probabilities or logits
+(its ``output_kind``) is judged on the probabilities they stand for, never on the raw values.
 """
 from __future__ import annotations
 

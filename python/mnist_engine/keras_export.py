@@ -11,8 +11,10 @@ identity at inference vanish. The file is then proven against Keras before it is
 _export_common.prove_and_write)."""
 from __future__ import annotations
 
+import json
 import os
 import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
@@ -730,6 +732,43 @@ def _stage_outputs(keras, chain: DenseChain, x: np.ndarray) -> List[np.ndarray]:
     return outputs
 
 
+# Keras's regression losses, by their names and class names in lower case without underscores:
+# a model trained on one outputs values, not class scores.
+_REGRESSION_LOSSES = {"mse", "mae", "mape", "msle", "meansquarederror", "meanabsoluteerror",
+                      "meanabsolutepercentageerror", "meansquaredlogarithmicerror", "huber", "huberloss",
+                      "logcosh", "cosinesimilarity"}
+
+
+def _compile_config(model, model_or_path) -> Dict[str, Any]:
+    """The model's compile() arguments as Keras serializes them: from the model when it is
+    compiled, else from the .keras file's config.json (load_keras_model reads files with
+    compile=False, so the loaded model knows none). {} when there are none."""
+    config = model.get_compile_config() if hasattr(model, "get_compile_config") else None
+    if config:
+        return config
+    if isinstance(model_or_path, (str, os.PathLike)) and zipfile.is_zipfile(model_or_path):
+        try:
+            with zipfile.ZipFile(model_or_path) as archive:
+                return json.loads(archive.read("config.json")).get("compile_config") or {}
+        except (KeyError, ValueError, OSError):  # no config.json, or not JSON: nothing said
+            return {}
+    return {}
+
+
+def _output_kind_of_loss(compile_config: Dict[str, Any]) -> Optional[str]:
+    """What the training loss says the outputs are: logits for a loss with from_logits=True, values
+    for a regression loss, None when it says nothing (a crossentropy on probabilities, no loss,
+    several losses)."""
+    loss = compile_config.get("loss")
+    if isinstance(loss, dict) and "class_name" in loss:
+        if (loss.get("config") or {}).get("from_logits") is True:
+            return "logits"
+        loss = loss.get("class_name")
+    if isinstance(loss, str) and loss.lower().replace("_", "") in _REGRESSION_LOSSES:
+        return "values"
+    return None
+
+
 def export_keras(
     model_or_path: Any,
     out_path: Union[str, "os.PathLike[str]"],
@@ -742,6 +781,7 @@ def export_keras(
     atol: float = DEFAULT_ATOL,
     rtol: float = DEFAULT_RTOL,
     reject_class: Optional[int] = None,
+    output_kind: Optional[str] = None,
 ) -> Path:
     """Write a Keras model (object or ``.keras`` path) to ``out_path`` in the ``.mnw`` format.
 
@@ -766,12 +806,18 @@ def export_keras(
     ``reject_class`` names the output that means "none of these" (for a digit reader: not a
     digit), stored as ``reject_class`` (docs/FORMAT.md): ``mnist-engine predict``, the server's
     page and ``Engine.reject_class`` read it as "not sure", never as an answer.
+    ``output_kind`` states what the model outputs ("probabilities", "log_probabilities", "logits" or
+    "values"); by default it is what the compiled loss says (``from_logits=True``: logits; a
+    regression loss: values), else what the last activation gives (softmax: probabilities), else
+    what Keras's outputs on the reference rows are. ``Engine.predict_proba``, ``mnist-engine
+    predict`` and the server's page turn logits and log-probabilities into probabilities by it.
     """
     keras = _import_keras()
     model = model_or_path
     if isinstance(model_or_path, (str, os.PathLike)):
         model = load_keras_model(model_or_path, allow_h5=allow_h5)
         source = source if source is not None else Path(model_or_path).name
+    compile_config = _compile_config(model, model_or_path)
     _check_is_graph_model(model, keras)  # before cloning: a subclassed model gets our message, not Keras's
     precisions = _compute_dtypes(model)
     quantized = _is_quantized(model)
@@ -798,4 +844,5 @@ def export_keras(
     calibration = None if calibration_images is None else reference_inputs_for(calibration_images, width, input_scale)
     return prove_and_write(out_path, chain.layers, framework="Keras", stages=stages, input_scale=input_scale,
                            metadata=meta, reference=reference, reference_outputs=ref_out, atol=atol, rtol=rtol,
-                           calibration=calibration)
+                           calibration=calibration, output_kind=output_kind,
+                           output_hint=_output_kind_of_loss(compile_config))

@@ -301,6 +301,16 @@ def multiply_adds(layer) -> int:
     return 0
 
 
+def row_work(layer) -> int:
+    """Rule 21's work per input row (docs/FORMAT.md): multiply-adds, and for a pool each value its
+    windows read (a global pool reads its image once)."""
+    if layer.op in ("global_avg_pool", "global_max_pool"):
+        return int(np.prod(layer.input_shape))
+    if layer.op in ("max_pool", "avg_pool"):
+        return int(np.prod(layer.output_shape)) * int(np.prod(layer.window))
+    return multiply_adds(layer)
+
+
 def encode_model(
     layers: Sequence[Layer],
     *,
@@ -332,7 +342,7 @@ def encode_model(
     if parameters > MAX_PARAMETERS:
         raise ValueError(f"expected at most {MAX_PARAMETERS} weights, biases and parameters (1 GiB), the model "
                          f"has {parameters}")
-    work = sum(multiply_adds(layer) for layer in layers)
+    work = sum(row_work(layer) for layer in layers)
     if work > MAX_MULTIPLY_ADDS:
         raise ValueError(f"expected at most {MAX_MULTIPLY_ADDS} multiply-adds per input row (docs/FORMAT.md rule "
                          f"21), the model needs {work}")

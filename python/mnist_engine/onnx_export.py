@@ -141,6 +141,7 @@ def export_onnx(
     atol: float = DEFAULT_ATOL,
     rtol: float = DEFAULT_RTOL,
     reject_class: Optional[int] = None,
+    output_kind: Optional[str] = None,
 ) -> Path:
     """Write an ONNX model of a multilayer perceptron (an ``onnx.ModelProto``, a ``.onnx`` path or
     its bytes) to ``out_path`` in the ``.mnw`` format.
@@ -154,7 +155,9 @@ def export_onnx(
     before the first MatMul or Gemm). ``reference_images``, ``calibration_images``, ``atol`` and ``rtol`` work as
     in :func:`export_keras`: the reference outputs stored in the file, and every layer's expected
     output, come from ONNX's own reference evaluator (``onnx.reference``), and the file is loaded and
-    checked against them before anything is written. ``reject_class`` works as in :func:`export_keras`."""
+    checked against them before anything is written. ``reject_class`` and ``output_kind`` work as in
+    :func:`export_keras`; a graph ending in LogSoftmax (PyTorch's examples/mnist Net) gives
+    log-probabilities, one ending in its last Gemm logits, one whose output is not a vector values."""
     onnx = _import_onnx()
     model = load_onnx_model(model_or_path)
     if source is None:
@@ -178,4 +181,5 @@ def export_onnx(
     calibration = None if calibration_images is None else reference_inputs_for(calibration_images, width, input_scale)
     return prove_and_write(out_path, chain.layers, framework="ONNX", stages=stages, input_scale=input_scale,
                            metadata=meta, reference=reference, reference_outputs=ref_out, atol=atol, rtol=rtol,
-                           calibration=calibration)
+                           calibration=calibration, output_kind=output_kind,
+                           output_hint="values" if chain.output_shape is not None else None)

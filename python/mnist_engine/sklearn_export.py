@@ -8,7 +8,15 @@ from typing import Any, List, Optional, Tuple, Union
 
 import numpy as np
 
-from ._export_common import Stage, base_metadata, fold_before, prove_and_write, reference_inputs_for
+from ._export_common import (
+    REFERENCE_ROWS,
+    ReferenceInputs,
+    Stage,
+    base_metadata,
+    fold_before,
+    prove_and_write,
+    reference_inputs_for,
+)
 from .model_file import DEFAULT_ATOL, DEFAULT_RTOL, DenseLayer, encode_classes
 from .reference import forward
 
@@ -96,6 +104,48 @@ def _infer_input_scale(transforms: List[Any], reference_images: Any) -> float:
                      "reference_images as it was fitted)")
 
 
+def _pixels_possible(width: int, input_scale: Optional[float], reference_images: Any) -> bool:
+    """Whether uint8 pixels can be this model's input: an MNIST-sized input (784), uint8 reference
+    images, or a caller who gives a pixel scale. Tabular data (30 measurements of a tumour, 8x8
+    digits as 0..16 counts, two toy features) has no pixels to scale."""
+    uint8_rows = reference_images is not None and np.asarray(reference_images).dtype == np.uint8
+    return width == 784 or uint8_rows or input_scale is not None
+
+
+def _feature_rows(reference_rows: Any, transforms: List[Any], width: int) -> ReferenceInputs:
+    """Reference rows for a model of features: the caller's (float), else rows drawn from what the
+    pipeline's first step learned of the data (a scaler's ranges or moments, PCA's mean and
+    variances), else standard normal rows, whose range the file does not state (nothing is known)."""
+    if reference_rows is not None:
+        rows = np.asarray(reference_rows)
+        if rows.dtype.kind not in "fiu" or rows.dtype == np.uint8:
+            raise TypeError(f"expected float reference rows (features), got dtype {rows.dtype}")
+        values = rows.reshape(len(rows), -1).astype(np.float32)
+        if values.shape[1] != width:
+            raise ValueError(f"expected reference rows with {width} features each, got shape {rows.shape}")
+        return ReferenceInputs(values, f"float {float(values.min()):.9g} {float(values.max()):.9g}")
+    rng = np.random.default_rng(0)
+    normal = rng.normal(size=(REFERENCE_ROWS, width))
+    step = transforms[0] if transforms else None
+    kind = type(step).__name__
+    if kind == "StandardScaler":
+        mean = np.zeros(width) if step.mean_ is None or not step.with_mean else np.asarray(step.mean_)
+        spread = np.ones(width) if step.scale_ is None or not step.with_std else np.asarray(step.scale_)
+        values = mean + normal * spread
+    elif kind == "MinMaxScaler":
+        values = rng.uniform(step.data_min_, step.data_max_, (REFERENCE_ROWS, width))
+    elif kind == "MaxAbsScaler":
+        values = rng.uniform(-step.max_abs_, step.max_abs_, (REFERENCE_ROWS, width))
+    elif kind == "PCA":
+        mean = np.zeros(width) if step.mean_ is None else np.asarray(step.mean_)
+        z = rng.normal(size=(REFERENCE_ROWS, len(step.explained_variance_)))
+        values = mean + (z * np.sqrt(step.explained_variance_)) @ np.asarray(step.components_)
+    else:
+        return ReferenceInputs(normal.astype(np.float32), None)
+    values = values.astype(np.float32)
+    return ReferenceInputs(values, f"float {float(values.min()):.9g} {float(values.max()):.9g}")
+
+
 def export_sklearn(
     mlp: Any,
     out_path: Union[str, "os.PathLike[str]"],
@@ -107,6 +157,7 @@ def export_sklearn(
     store_classes: bool = True,
     atol: float = DEFAULT_ATOL,
     rtol: float = DEFAULT_RTOL,
+    output_kind: Optional[str] = None,
 ) -> Path:
     """Write a fitted MLP to ``out_path``. The engine's output is the network's last layer: for a
     multi-class classifier that is ``predict_proba``; for a binary one, its positive column; for a
@@ -120,10 +171,17 @@ def export_sklearn(
     labels (``clf.predict``): integers, or strings without newlines. Labels the format cannot hold
     (floats, booleans, mixed types) are refused by name; ``store_classes=False`` exports without them
     (classify then returns output indices). Multi-label classifiers store no classes.
-    ``input_scale``, ``reference_images`` and ``calibration_images`` work as in :func:`export_keras`,
-    except that ``input_scale`` has no default guess: when it is not given, it is read from the
-    pipeline's first scaler (the data it was fitted on) or from float ``reference_images`` (their
-    values, 0..1 or 0..255), and otherwise export refuses, saying which two values to choose from.
+    A model of pixels (784 inputs, uint8 ``reference_images``, or an ``input_scale`` given) gets a
+    uint8 path: ``input_scale``, ``reference_images`` and ``calibration_images`` work as in
+    :func:`export_keras`, except that ``input_scale`` has no default guess: when it is not given, it
+    is read from the pipeline's first scaler (the data it was fitted on) or from float
+    ``reference_images`` (their values, 0..1 or 0..255), and otherwise export refuses, saying which
+    two values to choose from. Any other model takes features (tabular data): the file says so
+    (``input_kind`` ``features``), float rows are computed exactly as given and uint8 input is
+    refused; ``reference_images`` are then float rows of features (by default, rows drawn from what
+    the pipeline's first step learned of the data, or standard normal rows).
+    The file states what the outputs are (``output_kind``): a classifier's probabilities, a
+    regressor's values.
     """
     import sklearn  # noqa: PLC0415 (only exports need it)
 
@@ -139,9 +197,15 @@ def export_sklearn(
     for step in reversed(transforms):
         coefs[0], intercepts[0] = _fold_step(step, coefs[0], intercepts[0])
     layers = [DenseLayer(w, b, a) for w, b, a in zip(coefs, intercepts, acts)]
-    if input_scale is None:
-        input_scale = _infer_input_scale(transforms, reference_images)
-    reference = reference_inputs_for(reference_images, layers[0].kernel.shape[0], input_scale)
+    width = layers[0].kernel.shape[0]
+    pixels = _pixels_possible(width, input_scale, reference_images)
+    if pixels:
+        if input_scale is None:
+            input_scale = _infer_input_scale(transforms, reference_images)
+        reference = reference_inputs_for(reference_images, width, input_scale)
+    else:  # features: float input only, exactly as given; the file refuses uint8 (input_kind)
+        input_scale = 1.0
+        reference = _feature_rows(reference_images, transforms, width)
     x = reference.values
     if hasattr(mlp, "predict_proba"):
         ref_out = pipeline.predict_proba(x)
@@ -151,6 +215,7 @@ def export_sklearn(
         ref_out = np.asarray(pipeline.predict(x)).reshape(len(x), -1)
     meta = base_metadata("mnist_engine.export_sklearn", source or type(mlp).__name__)
     meta["sklearn_version"] = sklearn.__version__
+    meta["input_kind"] = "pixels" if pixels else "features"
     multilabel = getattr(getattr(mlp, "_label_binarizer", None), "y_type_", "") == "multilabel-indicator"
     if store_classes and hasattr(mlp, "classes_") and not multilabel:
         try:
@@ -168,8 +233,10 @@ def export_sklearn(
                     f"{', scalers folded in' if i == 0 and transforms else ''})",
                     forward(unfolded[: i + 1], transformed))
               for i, (w, a) in enumerate(zip(mlp.coefs_, acts))]
-    width = layers[0].kernel.shape[0]
-    calibration = None if calibration_images is None else reference_inputs_for(calibration_images, width, input_scale)
+    calibration = None if calibration_images is None else (
+        reference_inputs_for(calibration_images, width, input_scale) if pixels
+        else _feature_rows(calibration_images, transforms, width))
     return prove_and_write(out_path, layers, framework="scikit-learn", stages=stages, input_scale=input_scale,
                            metadata=meta, reference=reference, reference_outputs=ref_out, atol=atol, rtol=rtol,
-                           calibration=calibration)
+                           calibration=calibration, output_kind=output_kind,
+                           output_hint="probabilities" if hasattr(mlp, "predict_proba") else "values")

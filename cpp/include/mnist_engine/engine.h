@@ -78,7 +78,8 @@ class Engine {
                                                   Precision precision = Precision::Fp32, int threads = 0);
 
   // y (rows x output_width) = the model applied to x (rows x input_width, row-major).
-  // uint8 inputs are raw pixels and get the model's input_scale; float inputs are already scaled.
+  // uint8 inputs are raw pixels and get the model's input_scale (a model of features refuses them);
+  // float inputs are already scaled.
   // Thread-safe; uses up to `threads` OpenMP threads when the batch is large enough to pay for them
   // (0: the engine's default, else the process's).
   // `seen`, when given, receives the span of the float inputs (0 included, NaN ignored), measured in
@@ -93,7 +94,8 @@ class Engine {
   // model was checked on, what arrived and the likely fix. Far outside: a bound more than 4 spans
   // beyond the checked range (pixels 0..255 sent as floats to a model checked on 0..1). Far
   // inside: nonzero values that reach under 1/100 of the checked range's largest magnitude
-  // (0..1 floats sent to a model that takes raw 0..255 values). All-zero input is never a problem.
+  // (0..1 floats sent to a model that takes raw 0..255 values). All-zero input is never a problem,
+  // nor any input of a model of features whose file states no range (its data's is unknown).
   std::string input_range_problem(InputRange seen) const;
   // True the first time it is called on this engine: its range warning is given once.
   bool first_range_warning() const { return !range_warned_.exchange(true); }
@@ -121,6 +123,18 @@ class Engine {
   // The file's `reject_class` entry: the output that means "none of these" (not a digit), or -1.
   int64_t reject_class() const { return reject_class_; }
   Activation output_activation() const { return shape_.back().activation; }
+  // What the outputs are: the file's `output_kind` entry, or for a file without one what its last
+  // activation makes them (softmax, sigmoid: probabilities; log_softmax: log-probabilities; any
+  // other: logits). output_kind_stated() says which.
+  OutputKind output_kind() const { return output_kind_; }
+  bool output_kind_stated() const { return output_kind_stated_; }
+  // False for a model of features (the file's input_kind `features`: tabular data, not images),
+  // which takes float input only: predict on uint8 throws std::invalid_argument.
+  bool pixel_input() const { return pixel_input_; }
+  // Rewrites `rows` rows of this model's outputs, in place, as probabilities: exp of
+  // log-probabilities, softmax of logits (a sigmoid for one output), probabilities unchanged.
+  // Throws std::invalid_argument for a model whose outputs are values, not class scores.
+  void to_probabilities(float* y, size_t rows) const;
   // The largest difference |y - expected| - (atol + rtol|expected|) seen when verifying, so
   // callers can report how close to the tolerance the file came (negative = inside it).
   float verification_margin() const { return verification_margin_; }
@@ -261,6 +275,10 @@ class Engine {
   std::vector<std::pair<std::string, std::string>> metadata_;
   ClassLabels classes_;
   int64_t reject_class_ = -1;
+  OutputKind output_kind_ = OutputKind::Probabilities;
+  bool output_kind_stated_ = false;
+  bool pixel_input_ = true;
+  bool range_stated_ = false;  // the file has a reference_input_range entry
   float verification_margin_ = 0.0f;
 };
 

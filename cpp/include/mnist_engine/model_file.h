@@ -26,7 +26,8 @@ enum class Rule : uint8_t {
   LayerWidth, ActivationCode, Dtype, LayerOp, OpWidth, LayerChain, LayerGeometry, LayerOutput, ShapeChain,
   ModelSize, LayoutSize, NonFiniteWeight,
   LayerParameter, MetadataTruncated, MetadataKey, MetadataDuplicate, MetadataValue, MetadataRequired, MetadataClasses,
-  MetadataInputRange, MetadataRejectClass, TrailingBytes, Tolerance, NonFiniteReference, Verification,
+  MetadataInputRange, MetadataRejectClass, MetadataOutputKind, MetadataInputKind,
+  TrailingBytes, Tolerance, NonFiniteReference, Verification,
 };
 struct RuleInfo {
   Rule rule;
@@ -65,6 +66,8 @@ inline constexpr RuleInfo kRules[] = {
     {Rule::MetadataClasses, "metadata-classes"},
     {Rule::MetadataInputRange, "metadata-input-range"},
     {Rule::MetadataRejectClass, "metadata-reject-class"},
+    {Rule::MetadataOutputKind, "metadata-output-kind"},
+    {Rule::MetadataInputKind, "metadata-input-kind"},
     {Rule::TrailingBytes, "trailing-bytes"},
     {Rule::Tolerance, "tolerance"},
     {Rule::NonFiniteReference, "non-finite-reference"},
@@ -141,6 +144,9 @@ struct ModelFile {
   ClassLabels classes;
   ReferenceRange reference_range;
   int64_t reject_class = -1;  // the optional `reject_class` entry: the output meaning "none of these"; -1 if absent
+  bool output_kind_stated = false;  // the optional `output_kind` entry, decoded
+  OutputKind output_kind = OutputKind::Probabilities;
+  bool pixel_input = true;  // the optional `input_kind` entry: false for `features` (no uint8 path)
   ReferenceSet reference;
 };
 

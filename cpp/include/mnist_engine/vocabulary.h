@@ -65,6 +65,20 @@ inline constexpr uint32_t kVersion2Ops = uint32_t(Op::LayerNorm) + 1;  // codes 
 inline constexpr bool is_spatial(Op op) { return uint32_t(op) >= uint32_t(Op::Conv2d); }
 inline constexpr bool is_windowed(Op op) { return op == Op::Conv2d || op == Op::MaxPool || op == Op::AvgPool; }
 
+// What a model's outputs are (docs/FORMAT.md, the `output_kind` metadata entry): the file's names
+// are this table's. Whatever shows or thresholds a probability (predict_proba, `mnist-engine
+// predict`, the server's page) converts them once, by Engine::to_probabilities; predict() returns
+// the outputs themselves.
+enum class OutputKind : uint32_t {
+  Probabilities = 0,  // softmax rows, or one sigmoid per output
+  LogProbabilities,   // log_softmax rows: exp gives the probabilities
+  Logits,             // raw scores: softmax (one output: sigmoid) gives the probabilities
+  Values,             // not class scores (a regressor, a generator): no probabilities at all
+};
+inline constexpr const char* kOutputKindNames[] = {"probabilities", "log_probabilities", "logits", "values"};
+inline constexpr uint32_t kOutputKindCount = sizeof kOutputKindNames / sizeof kOutputKindNames[0];
+static_assert(kOutputKindCount == uint32_t(OutputKind::Values) + 1, "one name per output kind");
+
 // An image's shape, NHWC without the batch.
 struct ImageShape {
   uint32_t height = 0, width = 0, channels = 0;

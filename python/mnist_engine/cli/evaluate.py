@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
 
     engine = load_engine(args)
     (_, _), (x_test, y_test) = load_mnist(args.data)
-    probabilities = engine.predict(x_test)
+    probabilities = engine.predict_proba(x_test)  # the plots' confidences, whatever the model outputs
     if probabilities.shape[1] < 2:
         raise ValueError(f"expected a classifier with one output per digit, got {probabilities.shape[1]} output")
     predicted = probabilities.argmax(axis=1)

@@ -30,6 +30,9 @@ def add_parser(sub) -> None:
                     help=f"MNIST .npz or IDX folder: its first {CALIBRATION_IMAGES} training images choose the order "
                          "of hidden neurons that lets int8/bf16 skip the most zero units (default: the reference "
                          "images)")
+    ex.add_argument("--output-kind", choices=mnist_engine._core.OUTPUT_KINDS,
+                    help="what the model outputs (default: what its last layer, its loss or its outputs say); "
+                         "predict's and the server's probabilities are derived from it")
     ex.set_defaults(run=run)
 
 
@@ -80,10 +83,11 @@ def run(args: argparse.Namespace) -> int:
         stages.step("exporting and verifying")
         if is_onnx:
             out = mnist_engine.export_onnx(args.model, args.out, input_scale=args.input_scale, source=args.source,
-                                           calibration_images=calibration)
+                                           calibration_images=calibration, output_kind=args.output_kind)
         else:
             out = mnist_engine.export_keras(args.model, args.out, input_scale=args.input_scale,
-                                            allow_h5=args.allow_h5, source=args.source, calibration_images=calibration)
+                                            allow_h5=args.allow_h5, source=args.source, calibration_images=calibration,
+                                            output_kind=args.output_kind)
         stages.step("reading the file back")
         engine = mnist_engine.load(out)
     print(f"wrote {out}: {engine!r}")

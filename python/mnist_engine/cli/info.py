@@ -21,6 +21,8 @@ def run(args: argparse.Namespace) -> int:
     for i, ((n_in, n_out, act), op) in enumerate(zip(engine.layers, engine.layer_ops)):
         print(f"  layer {i}: {n_in} -> {n_out} {'' if op == 'dense' else op + ' '}{act}")
     print(f"  input scale for uint8 pixels: {engine.input_scale!r}")
+    print(f"  outputs: {engine.output_kind.replace('_', '-')}"
+          f"{'' if engine.output_kind_stated else ' (read off the last activation: the file does not say)'}")
     if engine.classes is not None:
         print(f"  classify returns: {', '.join(printable(str(c)) for c in engine.classes)}")
     for key, value in engine.metadata.items():

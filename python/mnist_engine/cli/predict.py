@@ -113,7 +113,8 @@ def run(args: argparse.Namespace) -> int:
     if engine.layers[0][0] != 784:
         raise ValueError(f"expected a model that reads 28x28 images (784 inputs), got {engine.layers[0][0]} inputs")
     batch, kept, blank, failed = read_all(paths, INVERT[args.invert], args.raw, args.save_preprocessed)
-    probabilities = engine.predict(batch) if len(batch) else np.zeros((0, engine.layers[-1][1]), np.float32)
+    # What the model outputs (log-probabilities, logits) shown and thresholded as probabilities.
+    probabilities = engine.predict_proba(batch) if len(batch) else np.zeros((0, engine.output_width), np.float32)
     names = output_names(engine, probabilities.shape[1])
     if engine.reject_class is not None:
         names[engine.reject_class] = answers.NOT_A_DIGIT

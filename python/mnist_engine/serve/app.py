@@ -199,8 +199,10 @@ def create_app(models: Mapping[str, Engine], limits: Limits = Limits(),
     limits = limits.resolved()
     metrics = Metrics(models, limits.max_batch)
     served = {name: ServedModel(engine, ModelSignature(name, engine.input_width, engine.output_width,
-                                                       output_name([a for _, _, a in engine.layers]),
-                                                       reject_class=engine.reject_class), limits,
+                                                       output_name(engine.output_kind),
+                                                       reject_class=engine.reject_class,
+                                                       output_kind=engine.output_kind,
+                                                       pixels=engine.input_kind == "pixels"), limits,
                                 RowQueue(limits.max_queue_rows, limits.max_queue_bytes),
                                 on_batch=metrics.batch_observer(name))
               for name, engine in models.items()}
@@ -296,7 +298,8 @@ def create_app(models: Mapping[str, Engine], limits: Limits = Limits(),
                                     "the server goes on") from None
         finally:
             model.queue.leave(len(rows), rows.nbytes)
-        payload, header_length = encode_infer_response(outputs, decoded, model.signature)
+        payload, header_length = encode_infer_response(outputs, decoded, model.signature,
+                                                       model.engine.to_probabilities)
         if header_length is None:
             return _json(payload)
         return Response(payload, media_type="application/octet-stream",

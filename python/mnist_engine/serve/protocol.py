@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -41,6 +41,19 @@ class ModelSignature:
     output_name: str
     version: str = "1"
     reject_class: Optional[int] = None  # the output that means "not a digit" (Engine.reject_class)
+    output_kind: str = "probabilities"  # Engine.output_kind: what the model's own output is
+    pixels: bool = True  # Engine.input_kind == "pixels": UINT8 rows are accepted (a model of features: FP32 only)
+
+    @property
+    def input_datatypes(self) -> List[str]:
+        return sorted(INPUT_DATATYPES) if self.pixels else ["FP32"]
+
+    @property
+    def output_names(self) -> List[str]:
+        """The model's own output, then "probabilities" where that is another thing (log-probabilities,
+        logits: Engine.to_probabilities), for clients that show or threshold a probability."""
+        extra = self.output_kind not in ("probabilities", "values") and self.output_name != PROBABILITIES
+        return [self.output_name, *([PROBABILITIES] if extra else [])]
 
     @property
     def input_shapes(self) -> List[List[int]]:
@@ -54,12 +67,19 @@ class ModelSignature:
             "name": self.name,
             "versions": [self.version],
             "platform": "mnist_engine",
-            "inputs": [{"name": "input", "datatype": "UINT8", "shape": self.input_shapes[-1]}],
-            "outputs": [{"name": self.output_name, "datatype": "FP32", "shape": [-1, self.output_width]}],
+            "inputs": [{"name": "input", "datatype": "UINT8" if self.pixels else "FP32",
+                        "shape": self.input_shapes[-1]}],
+            "outputs": [{"name": name, "datatype": "FP32", "shape": [-1, self.output_width]}
+                        for name in self.output_names],
             # The protocol's metadata has one datatype and shape per input; these are the others accepted.
-            "parameters": {"input_datatypes": sorted(INPUT_DATATYPES), "input_shapes": self.input_shapes,
+            "parameters": {"input_datatypes": self.input_datatypes, "input_shapes": self.input_shapes,
+                           "output_kind": self.output_kind,
                            **({"reject_class": self.reject_class} if self.reject_class is not None else {})},
         }
+
+
+# The output every classifier offers beside its own when that is not probabilities already.
+PROBABILITIES = "probabilities"
 
 
 @dataclass(frozen=True)
@@ -67,6 +87,7 @@ class InferRequest:
     rows: np.ndarray  # (N, input_width), uint8 or float32, C-contiguous
     request_id: Optional[str]
     binary_output: bool
+    outputs: Tuple[str, ...] = ()  # the outputs asked for, in order; () = the model's own
 
 
 def _loads(data: bytes, what: str) -> Dict[str, Any]:
@@ -153,9 +174,10 @@ def decode_infer_request(body: bytes, header_length: Optional[str], signature: M
         raise RequestError(400, f"'inputs' must be a list of exactly one tensor object; got {got}")
     tensor = inputs[0]
     datatype = tensor.get("datatype")
-    if datatype not in INPUT_DATATYPES:
-        raise RequestError(400, f"input datatype {json.dumps(datatype)[:40]} is not supported; expected one of "
-                                f"{', '.join(sorted(INPUT_DATATYPES))}")
+    if datatype not in signature.input_datatypes:
+        why = "" if datatype not in INPUT_DATATYPES else " (this model takes features, not pixels)"
+        raise RequestError(400, f"input datatype {json.dumps(datatype)[:40]} is not supported{why}; expected one of "
+                                f"{', '.join(signature.input_datatypes)}")
     shape = _shape_of(tensor, signature)
     count = math.prod(shape)  # Python integers: np.prod wraps in int64, and a wrapped count could pass
     parameters = tensor.get("parameters") or {}
@@ -180,43 +202,58 @@ def decode_infer_request(body: bytes, header_length: Optional[str], signature: M
     request_id = request.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise RequestError(400, f"'id' must be a string, got {type(request_id).__name__}")
-    return InferRequest(np.ascontiguousarray(flat.reshape(shape[0], signature.input_width)), request_id,
-                        _wants_binary_output(request, signature))
+    names, binary = _requested_outputs(request, signature)
+    return InferRequest(np.ascontiguousarray(flat.reshape(shape[0], signature.input_width)), request_id, binary,
+                        names)
 
 
-def _wants_binary_output(request: Dict[str, Any], signature: ModelSignature) -> bool:
+def _requested_outputs(request: Dict[str, Any], signature: ModelSignature) -> Tuple[Tuple[str, ...], bool]:
+    """The outputs a request asks for, in its order (none named: the model's own), and whether
+    they come back as binary tensors."""
     outputs = request.get("outputs")
     parameters = request.get("parameters") or {}
     if not isinstance(parameters, dict):
         raise RequestError(400, "request 'parameters' must be a JSON object")
     binary = bool(parameters.get("binary_data_output", False))
     if outputs is None:
-        return binary
+        return (signature.output_name,), binary
     if not isinstance(outputs, list) or not all(isinstance(o, dict) for o in outputs):
         raise RequestError(400, "'outputs' must be a list of objects")
+    names = []
     for output in outputs:
-        if output.get("name") != signature.output_name:
-            raise RequestError(400, f"output {json.dumps(output.get('name'))[:40]} does not exist; this model's "
-                                    f"output is {signature.output_name!r}")
+        name = output.get("name")
+        if name not in signature.output_names:
+            raise RequestError(400, f"output {json.dumps(name)[:40]} does not exist; this model's outputs are "
+                                    f"{', '.join(map(repr, signature.output_names))}")
+        if name in names:
+            raise RequestError(400, f"output {name!r} is asked for twice")
+        names.append(name)
         binary = bool((output.get("parameters") or {}).get("binary_data", binary))
-    return binary
+    return tuple(names) or (signature.output_name,), binary
 
 
-def encode_infer_response(outputs: np.ndarray, request: InferRequest,
-                          signature: ModelSignature) -> Tuple[bytes, Optional[int]]:
-    """The response body, and the JSON header's length when the outputs follow it as binary."""
-    tensor: Dict[str, Any] = {"name": signature.output_name, "datatype": "FP32", "shape": list(outputs.shape)}
+def encode_infer_response(outputs: np.ndarray, request: InferRequest, signature: ModelSignature,
+                          to_probabilities: Callable[[np.ndarray], np.ndarray]) -> Tuple[bytes, Optional[int]]:
+    """The response body, and the JSON header's length when the outputs follow it as binary.
+    `outputs` are the model's own; `to_probabilities` (Engine.to_probabilities) makes the
+    "probabilities" output of a model whose own output is something else."""
+    arrays = [outputs if name == signature.output_name else to_probabilities(outputs)
+              for name in request.outputs or (signature.output_name,)]
+    tensors: List[Dict[str, Any]] = [{"name": name, "datatype": "FP32", "shape": list(array.shape)}
+                                     for name, array in zip(request.outputs or (signature.output_name,), arrays)]
     response: Dict[str, Any] = {"model_name": signature.name, "model_version": signature.version,
-                                "outputs": [tensor]}
+                                "outputs": tensors}
     if request.request_id is not None:
         response["id"] = request.request_id
     if request.binary_output:
-        raw = np.ascontiguousarray(outputs, dtype="<f4").tobytes()
-        tensor["parameters"] = {"binary_data_size": len(raw)}
+        raws = [np.ascontiguousarray(array, dtype="<f4").tobytes() for array in arrays]
+        for tensor, raw in zip(tensors, raws):
+            tensor["parameters"] = {"binary_data_size": len(raw)}
         header = json.dumps(response, separators=(",", ":")).encode()
-        return header + raw, len(header)
+        return header + b"".join(raws), len(header)
     # float32 -> Python float is exact, and repr round-trips: a JSON client gets the same bits back.
-    tensor["data"] = outputs.reshape(-1).tolist()
+    for tensor, array in zip(tensors, arrays):
+        tensor["data"] = array.reshape(-1).tolist()
     return json.dumps(response, separators=(",", ":")).encode(), None
 
 
@@ -229,6 +266,6 @@ def error_body(message: str) -> bytes:
     return json.dumps({"error": message}).encode()
 
 
-def output_name(activations: Sequence[str]) -> str:
-    """'probabilities' for a model ending in softmax, otherwise the neutral 'output'."""
-    return "probabilities" if activations and activations[-1] == "softmax" else "output"
+def output_name(output_kind: str) -> str:
+    """The name of a model's own output: what it is (Engine.output_kind), 'output' for values."""
+    return "output" if output_kind == "values" else output_kind
