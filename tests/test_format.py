@@ -103,11 +103,11 @@ def test_rule_02_bad_magic(good):
     assert "a zip archive: a Keras .keras model?" in str(err)
 
 
-@pytest.mark.parametrize("version", [0, 4, 0xFFFFFFFF])
+@pytest.mark.parametrize("version", [0, 5, 0xFFFFFFFF])
 def test_rule_03_unsupported_version(good, version):
     err = expect("unsupported-version", put(good, 8, "I", version), 8)
-    assert f"expected format version 1..3, got version {version}" in str(err)
-    if version > 3:
+    assert f"expected format version 1..4, got version {version}" in str(err)
+    if version > 4:
         assert "newer mnist_engine" in str(err)
 
 
@@ -680,31 +680,110 @@ def test_rule_34_a_model_of_features_takes_floats_only(small_layers, rng):
         features.predict(rows, range_check="raise")
 
 
-def test_rule_35_trailing_bytes(good):
+def normalized(layers, mean="0.1307", std="0.3081", **kw) -> bytes:
+    """A version-4 file of `layers` with input_mean / input_std (the writer picks version 4 for them)."""
+    return build(layers, meta={k: v for k, v in (("input_mean", mean), ("input_std", std)) if v is not None}, **kw)
+
+
+@pytest.mark.parametrize("mean, std, expected", [
+    ("0.1307", None, "expected input_mean and input_std together, got only input_mean"),
+    (None, "0.3081", "expected input_mean and input_std together, got only input_std"),
+    ("0.1 0.2", "0.3 0.3", "expected input_mean to be 1 finite decimal number(s)"),
+    ("nan", "0.3", "expected input_mean to be 1 finite"),
+    ("0.1", "1e40", "expected input_std to be 1 finite"),
+    ("0,1", "0.3", "got '0,1'"),
+    ("0.1", "0", "expected every input_std > 0, got 0"),
+    ("0.1", "-0.3", "expected every input_std > 0"),
+    ("0.1 ", "0.3", "got '0.1 '"),
+])
+def test_rule_35_metadata_input_normalization(small_layers, mean, std, expected):
+    err = expect("metadata-input-normalization", normalized(small_layers, mean, std))
+    assert expected in str(err)
+
+
+def test_rule_35_normalization_needs_version_4(small_layers):
+    data = normalized(small_layers)
+    assert struct.unpack_from("<I", data, 8)[0] == 4
+    err = expect("metadata-input-normalization", put(data, 8, "I", 3))
+    assert ("only in a version-4 file (an older reader would feed uint8 pixels unnormalized), got a "
+            "version-3") in str(err)
+
+
+def test_rule_35_comes_after_rule_34(small_layers):
+    err = expect("metadata-input-kind", build(small_layers, meta={"input_kind": "x", "input_mean": "0.1"}))
+    assert "input_mean" not in str(err)
+
+
+def test_rule_35_one_value_per_channel_of_the_first_conv(rng):
+    from mnist_engine.model_file import Conv2DLayer
+
+    conv = Conv2DLayer(rng.normal(size=(3, 3, 3, 4)), rng.normal(size=4), (6, 6, 3))
+    head = DenseLayer(rng.normal(size=(64, 2)), np.zeros(2))
+    engine = load(normalized([conv, head], "0.485 0.456 0.406", "0.229 0.224 0.225"))
+    assert engine.input_mean == pytest.approx((0.485, 0.456, 0.406)) and len(engine.input_std) == 3
+    err = expect("metadata-input-normalization", normalized([conv, head], "0.4 0.5", "0.2 0.2"))
+    assert "expected input_mean to be 1 or 3 finite decimal number(s)" in str(err)
+
+
+@pytest.mark.parametrize("mean, std", [("0.1307", "0.3081"), ("0.485 0.456 0.406", "0.229 0.224 0.225")])
+def test_rule_35_uint8_pixels_are_normalized_as_the_transform_does(rng, mean, std):
+    """Bit for bit what ToTensor then Normalize give in float32 (mnist_engine.reference.normalize_pixels),
+    fed to the same engine as floats; the file's input range is the normalized one."""
+    from mnist_engine.model_file import Conv2DLayer
+    from mnist_engine.reference import normalize_pixels
+
+    conv = Conv2DLayer(rng.normal(size=(3, 3, 3, 4)) / 5, rng.normal(size=4), (6, 6, 3), activation="relu")
+    layers = [conv, DenseLayer(rng.normal(size=(64, 10)) / 8, np.zeros(10), "softmax")]
+    engine = load(normalized(layers, mean, std))
+    pixels = rng.integers(0, 256, (70, 108), dtype=np.uint8)
+    means, stds = [float(v) for v in mean.split()], [float(v) for v in std.split()]
+    floats = normalize_pixels(pixels, 1 / 255, means, stds)
+    np.testing.assert_array_equal(engine.predict(pixels), engine.predict(floats, range_check="raise"))
+    lo, hi = engine.input_range
+    assert lo == pytest.approx(min((0 - m) / s for m, s in zip(means, stds)), rel=1e-6)
+    assert hi == pytest.approx(max((1 - m) / s for m, s in zip(means, stds)), rel=1e-6)
+    # A plain file of the same layers: pixels are x / 255 there, not the same inputs.
+    assert not np.array_equal(load(build(layers)).predict(pixels), engine.predict(pixels))
+
+
+def test_rule_35_standardized_references_without_a_normalization_warn_on_uint8(small_layers):
+    """A model checked on standardized floats (a negative least value) whose file states no
+    input_mean / input_std: uint8 pixels would reach it as 0..1, which it never saw."""
+    engine = load(build(small_layers, meta={"reference_input_range": "float -0.42 2.82"}))
+    with pytest.raises(mnist_engine.InputRangeError, match="uint8 pixels reach this model as 0..1 .* standardized "
+                                                           "input, as a DataLoader's Normalize"):
+        engine.predict(np.zeros((1, 6), np.uint8), range_check="raise")
+    with pytest.warns(mnist_engine.InputRangeWarning, match="Re-export it with input_mean and input_std"):
+        engine.predict(np.zeros((1, 6), np.uint8))
+    normalized_engine = load(normalized(small_layers))
+    normalized_engine.predict(np.zeros((1, 6), np.uint8), range_check="raise")  # stated: no problem
+
+
+def test_rule_36_trailing_bytes(good):
     # One entry fewer declared: the last entry's bytes belong to no section.
     layout = Layout(good)
     expect("trailing-bytes", put(good, 44, "I", layout.meta_count - 1), layout.entries[-1][1])
 
 
-# Rules 35-37: trailing bytes and the reference section.
+# Rules 36-38: trailing bytes and the reference section.
 
 @pytest.mark.parametrize("field, value", [(0, 1.0), (0, -1e-6), (0, math.nan), (4, math.inf), (4, 0.01)])
-def test_rule_36_tolerance(good, field, value):
+def test_rule_37_tolerance(good, field, value):
     at = Layout(good).reference + field
     expect("tolerance", put(good, at, "f", value), at)
 
 
-def test_rule_37_non_finite_reference_input(good):
+def test_rule_38_non_finite_reference_input(good):
     at = Layout(good).ref_inputs + 4
     expect("non-finite-reference", put(good, at, "f", math.nan), at)
 
 
-def test_rule_37_non_finite_reference_output(good):
+def test_rule_38_non_finite_reference_output(good):
     at = Layout(good).ref_expected
     expect("non-finite-reference", put(good, at, "f", math.inf), at)
 
 
-def test_rule_38_verification(good):
+def test_rule_39_verification(good):
     layout = Layout(good)
     at = layout.ref_expected + 4 * 4  # row 1, output 1
     (value,) = struct.unpack_from("<f", good, at)

@@ -126,9 +126,10 @@ RangeCheck to_range_check(const std::string& name) {
 
 // Float input far outside (or far inside) the range the model was checked on: answered, but never
 // silently. A warning once per engine, or InputRangeError for every such call.
-void check_input_range(const Engine& e, mnist_engine::InputRange seen, RangeCheck mode) {
-  const std::string problem = e.input_range_problem(seen);
-  if (problem.empty()) return;
+// A range problem (Engine::input_range_problem of float input, Engine::pixel_input_problem of uint8)
+// answered as the caller's range_check asks.
+void report_range_problem(const Engine& e, const std::string& problem, RangeCheck mode) {
+  if (problem.empty() || mode == RangeCheck::Ignore) return;
   if (mode == RangeCheck::Raise) {
     PyErr_SetString(g_range_error, problem.c_str());
     throw py::error_already_set();
@@ -145,6 +146,7 @@ py::array_t<float> predict(const Engine& e, const py::handle& x, const py::objec
   py::array_t<float> y({static_cast<py::ssize_t>(b.rows), static_cast<py::ssize_t>(e.output_width())});
   float* out = y.mutable_data();
   if (b.pixels) {
+    report_range_problem(e, e.pixel_input_problem(), mode);
     const auto* in = static_cast<const uint8_t*>(b.data.data());
     py::gil_scoped_release release;
     e.predict(in, b.rows, out, t);
@@ -156,7 +158,7 @@ py::array_t<float> predict(const Engine& e, const py::handle& x, const py::objec
     py::gil_scoped_release release;
     e.predict(in, b.rows, out, t, mode == RangeCheck::Ignore ? nullptr : &seen);
   }
-  if (mode != RangeCheck::Ignore) check_input_range(e, seen, mode);
+  if (mode != RangeCheck::Ignore) report_range_problem(e, e.input_range_problem(seen), mode);
   return y;
 }
 
@@ -486,6 +488,18 @@ nothing about an Engine can change.)doc")
                              [](const Engine& e) { return std::string(e.pixel_input() ? "pixels" : "features"); },
                              "'pixels': uint8 images are scaled by input_scale, floats are taken as they are; "
                              "'features' (the file's input_kind: tabular data): float input only, uint8 is refused.")
+      .def_property_readonly("input_mean",
+                             [](const Engine& e) -> py::object {
+                               return e.input_mean().empty() ? py::object(py::none()) : py::object(py::tuple(py::cast(e.input_mean())));
+                             },
+                             "The file's input_mean (one value, or one per channel), or None: what a uint8 "
+                             "pixel becomes is (p * input_scale - input_mean) / input_std, a DataLoader's "
+                             "Normalize(mean, std) after ToTensor.")
+      .def_property_readonly("input_std",
+                             [](const Engine& e) -> py::object {
+                               return e.input_std().empty() ? py::object(py::none()) : py::object(py::tuple(py::cast(e.input_std())));
+                             },
+                             "The file's input_std, or None (see input_mean).")
       .def_property_readonly("output_kind_stated", &Engine::output_kind_stated,
                              "Whether the file states output_kind (else it was read off the last activation).")
       .def("classify", &classify, py::arg("x"), py::arg("threads") = py::none(), py::arg("range_check") = "warn",

@@ -412,6 +412,31 @@ std::shared_ptr<const Engine> Engine::from_bytes(const uint8_t* data, size_t siz
   e->classes_ = std::move(file.classes);
   e->reject_class_ = file.reject_class;
   e->pixel_input_ = file.pixel_input;
+  e->input_mean_ = file.input_mean;
+  e->input_std_ = file.input_std;
+  if (!file.input_mean.empty()) {
+    const size_t channels = file.input_mean.size();
+    e->pixel_values_.resize(256 * channels);
+    for (size_t c = 0; c < channels; ++c)
+      for (int p = 0; p < 256; ++p) {
+        // ToTensor's p / 255 (the float nearest p * input_scale, as pixels_to_float gives), then
+        // Normalize's subtraction and division, each rounded to float32: PyTorch's values exactly.
+        const float scaled = static_cast<float>(p * file.input_scale);
+        const float centred = scaled - file.input_mean[c];
+        e->pixel_values_[c * 256 + p] = centred / file.input_std[c];
+      }
+    if (!e->range_from_floats_) {  // pixels the model was checked on reach it normalized
+      const int lo = r.present ? int(r.lo) : 0, hi = r.present ? int(r.hi) : 255;
+      float a = INFINITY, b = -INFINITY;
+      for (size_t c = 0; c < channels; ++c)
+        for (const int p : {lo, hi}) {
+          a = std::min(a, e->pixel_values_[c * 256 + p]);
+          b = std::max(b, e->pixel_values_[c * 256 + p]);
+        }
+      e->input_range_ = {a, b};
+      e->input_range_source_ += ", normalized by input_mean and input_std";
+    }
+  }
   e->output_kind_stated_ = file.output_kind_stated;
   e->output_kind_ = file.output_kind_stated ? file.output_kind : kind_after(file.layers.back().activation);
 
@@ -791,7 +816,27 @@ void Engine::predict(const uint8_t* x, size_t rows, float* y, int threads) const
   if (!pixel_input_)
     throw std::invalid_argument("expected float32 features: this model takes tabular features (input_kind "
                                 "'features'), not uint8 pixels, so there is no scale to give uint8 values");
-  run(x, rows, y, threads, nullptr);
+  if (pixel_values_.empty()) return run(x, rows, y, threads, nullptr);
+  // Normalized input: each pixel becomes its channel's value (one table lookup, exact), a block of
+  // rows at a time so that a large batch costs a bounded buffer; the float path runs each block.
+  const size_t channels = input_mean_.size(), width = input_width_;
+  const size_t block = std::max<size_t>(1, std::min<size_t>(rows, (size_t(1) << 22) / width));
+  std::vector<float> values(block * width);
+  for (size_t first = 0; first < rows; first += block) {
+    const size_t n = std::min(block, rows - first);
+    const uint8_t* px = x + first * width;
+    for (size_t i = 0; i < n * width; ++i) values[i] = pixel_values_[(i % channels) * 256 + px[i]];
+    run(values.data(), n, y + first * output_width(), threads, nullptr);
+  }
+}
+
+std::string Engine::pixel_input_problem() const {
+  if (!pixel_input_ || !range_from_floats_ || !input_mean_.empty() || !(input_range_.lo < 0.0f)) return "";
+  return "uint8 pixels reach this model as 0.." + format_number(255 * input_scale_) +
+         " (x input_scale), but it was checked on " + input_range_source_ +
+         ": standardized input, as a DataLoader's Normalize(mean, std) gives, which its file does not state. "
+         "Re-export it with input_mean and input_std (--input-mean, --input-std), or pass floats normalized "
+         "as in training.";
 }
 
 std::string Engine::input_range_problem(InputRange seen) const {

@@ -1,4 +1,4 @@
-// Loader for format versions 1, 2 and 3. The checks run in the order of docs/FORMAT.md's table, and the
+// Loader for format versions 1 to 4. The checks run in the order of docs/FORMAT.md's table, and the
 // rule names below are the ones that table gives; tests/test_format.py breaks each one.
 #include "mnist_engine/model_file.h"
 
@@ -576,6 +576,57 @@ OutputKind parse_output_kind(const std::string& value, uint64_t at) {
                                                       value.substr(0, 64), "'"));
 }
 
+// Finite decimal numbers, one space apart (from_chars: the locale's decimal point does not matter);
+// false when the text is anything else.
+bool parse_numbers(const std::string& text, std::vector<float>& out) {
+  out.clear();
+  for (size_t start = 0; start <= text.size();) {
+    const size_t space = std::min(text.find(' ', start), text.size());
+    double v = 0;
+    const auto [end, error] = std::from_chars(text.data() + start, text.data() + space, v);
+    if (space == start || error != std::errc() || end != text.data() + space || !std::isfinite(v) ||
+        !std::isfinite(float(v)))
+      return false;
+    out.push_back(float(v));
+    start = space + 1;
+  }
+  return true;
+}
+
+// Rule 35: `input_mean` and `input_std` (version 4), together, each one number or one per channel
+// of the input image, every std > 0. Stored as the float32 values a Normalize transform holds.
+void parse_normalization(ModelFile& m, const std::vector<MetaEntry>& entries, uint32_t version,
+                         const TableEntry& first) {
+  const uint32_t channels = is_spatial(Op(first.op)) ? first.geometry.in.channels : 1;
+  const MetaEntry* at[2] = {nullptr, nullptr};
+  const char* keys[2] = {"input_mean", "input_std"};
+  for (size_t i = 0; i < entries.size(); ++i)
+    for (int k = 0; k < 2; ++k)
+      if (m.metadata[i].first == keys[k]) at[k] = &entries[i];
+  if (!at[0] && !at[1]) return;
+  const uint64_t offset = (at[0] ? at[0] : at[1])->value_at;
+  const auto fail = [&](const std::string& what) { throw FormatError(Rule::MetadataInputNormalization, offset, what); };
+  if (version < kNormalizationVersion)
+    fail(cat("expected input_mean and input_std only in a version-", kNormalizationVersion,
+             " file (an older reader would feed uint8 pixels unnormalized), got a version-", version, " file"));
+  if (!at[0] || !at[1]) fail(cat("expected input_mean and input_std together, got only ", at[0] ? keys[0] : keys[1]));
+  std::vector<float>* values[2] = {&m.input_mean, &m.input_std};
+  for (size_t i = 0; i < entries.size(); ++i)
+    for (int k = 0; k < 2; ++k) {
+      if (m.metadata[i].first != keys[k]) continue;
+      const std::string& text = m.metadata[i].second;
+      if (!parse_numbers(text, *values[k]) || (values[k]->size() != 1 && values[k]->size() != channels))
+        fail(cat("expected ", keys[k], " to be 1", channels > 1 ? cat(" or ", channels) : std::string(),
+                 " finite decimal number(s), one space apart (one per channel of the input), got '",
+                 text.substr(0, 64), "'"));
+    }
+  if (m.input_mean.size() != m.input_std.size())
+    fail(cat("expected as many input_std values as input_mean values, got ", m.input_std.size(), " and ",
+             m.input_mean.size()));
+  for (const float s : m.input_std)
+    if (!(s > 0.0f)) fail(cat("expected every input_std > 0, got ", s));
+}
+
 // `reference_input_range`: "uint8 MIN MAX" (integers 0..255) or "float MIN MAX" (finite), MIN <= MAX,
 // one space apart. Numbers are read with from_chars: the locale's decimal point does not matter.
 ReferenceRange parse_reference_range(const std::string& value, uint64_t at) {
@@ -706,7 +757,7 @@ ModelFile parse_model_file(const uint8_t* d, size_t size) {
                             layer.parameters[2]));
   }
 
-  // Rules 25-34: metadata. Its entries are variable-length, so the structure is walked first
+  // Rules 25-35: metadata. Its entries are variable-length, so the structure is walked first
   // (every read bounds-checked against the reference section), then each rule runs over it.
   const std::vector<MetaEntry> entries = walk_metadata(d, h.meta_count, at, metadata_end);
   if (!entries.empty()) at = entries.back().value_at + entries.back().value_length;
@@ -736,12 +787,13 @@ ModelFile parse_model_file(const uint8_t* d, size_t size) {
                           cat("expected input_kind to be pixels or features, got '", value.substr(0, 64), "'"));
       m.pixel_input = value == "pixels";
     }
+  parse_normalization(m, entries, h.version, table.front());  // then rule 35
   if (at != metadata_end)
     throw FormatError(Rule::TrailingBytes, at, cat("expected the reference section at offset ", at,
                                                    ", but ", metadata_end - at,
                                                    " bytes that no section describes come first"));
 
-  // Rules 36-37: the reference section.
+  // Rules 37-38: the reference section.
   ReferenceSet& ref = m.reference;
   ref.count = h.ref_count;
   ref.atol = le_f32(d + at);

@@ -26,7 +26,7 @@ from .model_file import (
     encode_model,
     sample_pixel_inputs,
 )
-from .reference import forward, scale_pixels
+from .reference import forward, normalize_pixels, scale_pixels
 from .unit_order import UNIT, order_hidden_units
 
 REFERENCE_ROWS = 16
@@ -73,30 +73,130 @@ class ReferenceInputs:
     source_range: Optional[str]
 
 
-def reference_inputs_for(images: Optional[np.ndarray], width: int, input_scale: float) -> ReferenceInputs:
+@dataclass(frozen=True)
+class Normalization:
+    """A DataLoader's Normalize(mean, std) after ToTensor: what uint8 pixels become for a model
+    trained on standardized images (docs/FORMAT.md, input_mean / input_std). One value, or one per
+    channel of the input image; float32, as the transform holds them."""
+    mean: Tuple[float, ...]
+    std: Tuple[float, ...]
+
+    def metadata(self) -> Dict[str, str]:
+        def text(values):
+            return " ".join(np.format_float_positional(np.float32(v), trim="-") for v in values)
+        return {"input_mean": text(self.mean), "input_std": text(self.std)}
+
+    def pixels(self, pixels: np.ndarray, input_scale: float) -> np.ndarray:
+        return normalize_pixels(pixels, input_scale, self.mean, self.std)
+
+
+def normalization_for(mean: Any, std: Any, channels: int) -> Optional[Normalization]:
+    """The caller's input_mean / input_std, checked: both or neither, 1 or `channels` finite values
+    each, every std > 0."""
+    if mean is None and std is None:
+        return None
+    if mean is None or std is None:
+        given = "input_std" if mean is None else "input_mean"
+        raise ValueError(f"expected input_mean and input_std together, got only {given}")
+    values = [np.atleast_1d(np.asarray(v, np.float64)).ravel() for v in (mean, std)]
+    for name, v in zip(("input_mean", "input_std"), values):
+        if len(v) not in (1, channels) or not np.isfinite(v).all():
+            raise ValueError(f"expected {name} to be 1{f' or {channels}' if channels > 1 else ''} finite values "
+                             f"(one per channel of the input), got {list(v)}")
+    if len(values[0]) != len(values[1]) or not (values[1] > 0).all():
+        raise ValueError(f"expected as many input_std as input_mean values, every std > 0, got {list(values[1])}")
+    return Normalization(tuple(float(np.float32(v)) for v in values[0]), tuple(float(np.float32(v)) for v in values[1]))
+
+
+def infer_normalization(images: Any, input_scale: float, channels: int) -> Optional[Normalization]:
+    """The Normalize(mean, std) that float reference images plainly went through, or None. Images
+    of standardized pixels (a negative least value) hold each channel's 0 pixel as -mean/std and
+    its 255 pixel as (255 * input_scale - mean)/std; the pair is accepted only if, written with the
+    fewest decimal digits (0.1307, 0.3081), it turns some uint8 pixel into every value exactly."""
+    if images is None or np.asarray(images).dtype.kind != "f":
+        return None
+    values = np.asarray(images, np.float32).reshape(len(images), -1)
+    if not values.size or values.min() >= 0 or values.shape[1] % channels:
+        return None
+    columns = values.reshape(len(values), -1, channels)
+    means, stds = [], []
+    for c in range(channels):
+        z = columns[:, :, c]
+        lo, hi = float(z.min()), float(z.max())
+        if not hi > lo:
+            return None
+        std = 255 * input_scale / (hi - lo)
+        mean = -lo * std
+        found = None
+        for digits in range(2, 9):  # the shortest decimals that give back every value exactly
+            m, s = float(f"{mean:.{digits}g}"), float(f"{std:.{digits}g}")
+            if s <= 0:
+                continue
+            table = normalize_pixels(np.arange(256, dtype=np.uint8)[None], input_scale, [m], [s])[0]
+            if np.isin(z, table).all():
+                found = (m, s)
+                break
+        if found is None:
+            return None
+        means.append(found[0])
+        stds.append(found[1])
+    if len(set(means)) == 1 and len(set(stds)) == 1:
+        means, stds = means[:1], stds[:1]
+    return normalization_for(means, stds, channels)
+
+
+def pixel_inputs(layers: Sequence[Any], input_scale: float, input_mean: Any, input_std: Any, reference_images: Any,
+                 calibration_images: Any, per_channel: bool = True):
+    """(reference rows, calibration rows or None, Normalization or None) of an image model: the
+    caller's input_mean / input_std (one per channel of the first layer's image when `per_channel`,
+    whose rows are NHWC), else what float reference images say of them (infer_normalization)."""
+    first = layers[0]
+    channels = first.input_shape[2] if per_channel and first.op in SPATIAL_OPS else 1
+    width = first.widths[0]
+    normalization = normalization_for(input_mean, input_std, channels) or \
+        infer_normalization(reference_images, input_scale, channels)
+    reference = reference_inputs_for(reference_images, width, input_scale, normalization)
+    calibration = None if calibration_images is None else \
+        reference_inputs_for(calibration_images, width, input_scale, normalization)
+    return reference, calibration, normalization
+
+
+def reference_inputs_for(images: Optional[np.ndarray], width: int, input_scale: float,
+                         normalization: Optional[Normalization] = None) -> ReferenceInputs:
     """(R, width) float32 in the model's input domain. uint8 images are raw pixels and get scaled
-    exactly as the engine scales them; float images are taken as already scaled, and a warning is
-    given when they lie outside 0..255 * input_scale, the range predict(uint8) will feed the model."""
+    (and normalized) exactly as the engine converts them; float images are taken as already in the
+    model's domain, and a warning is given when they lie outside what predict(uint8) will feed the
+    model (0..255 * input_scale, normalized)."""
+    def convert(pixels):
+        return normalization.pixels(pixels, input_scale) if normalization else scale_pixels(pixels, input_scale)
+
     if images is None:
         pixels = np.rint(sample_pixel_inputs(REFERENCE_ROWS, width, 1.0)).astype(np.uint8)
-        return ReferenceInputs(scale_pixels(pixels, input_scale), f"uint8 {pixels.min()} {pixels.max()}")
+        return ReferenceInputs(convert(pixels), f"uint8 {pixels.min()} {pixels.max()}")
     images = np.asarray(images)
     flat = images.reshape(len(images), -1)
     if flat.shape[1] != width:
         raise ValueError(f"expected reference images with {width} values each, got shape {images.shape}")
     if images.dtype == np.uint8:
-        return ReferenceInputs(scale_pixels(flat, input_scale), f"uint8 {flat.min()} {flat.max()}")
+        return ReferenceInputs(convert(flat), f"uint8 {flat.min()} {flat.max()}")
     if images.dtype.kind != "f":
         raise TypeError(f"expected uint8 pixels or float reference images, got dtype {images.dtype}")
     values = flat.astype(np.float32)
     lo, hi = float(values.min()), float(values.max())
-    top = 255 * input_scale
-    if lo < -1e-6 * top or hi > top * (1 + 1e-6):
+    bottom, top = 0.0, 255 * input_scale
+    if normalization:
+        ends = normalization.pixels(np.array([[0, 255]], np.uint8).repeat(len(normalization.mean), 1), input_scale)
+        bottom, top = float(ends.min()), float(ends.max())
+        outside = lo < bottom - 1e-6 * abs(bottom) or hi > top + 1e-6 * abs(top)
+    else:
+        outside = lo < -1e-6 * top or hi > top * (1 + 1e-6)
+    if outside:
         warnings.warn(
             f"the float reference images lie in {lo:g}..{hi:g}, but input_scale={input_scale:g} maps uint8 pixels "
-            f"to 0..{top:g}: predict(uint8 pixels) would feed this model inputs unlike the ones it was checked on. "
-            f"If the model was trained on raw 0..255 values, export with input_scale=1; if on x/255, pass "
-            f"reference images scaled the same way (or as uint8 pixels).", InputRangeWarning, stacklevel=3)
+            f"to {bottom:g}..{top:g}: predict(uint8 pixels) would feed this model inputs unlike the ones it was "
+            f"checked on. If the model was trained on raw 0..255 values, export with input_scale=1; if on x/255, "
+            f"pass reference images scaled the same way (or as uint8 pixels); if on Normalize(mean, std), give "
+            f"input_mean and input_std.", InputRangeWarning, stacklevel=3)
     return ReferenceInputs(values, f"float {lo:.9g} {hi:.9g}")
 
 

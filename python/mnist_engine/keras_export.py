@@ -29,8 +29,8 @@ from ._export_common import (
     base_metadata,
     fold_after,
     fold_before,
+    pixel_inputs,
     prove_and_write,
-    reference_inputs_for,
     rows_in_input_order,
 )
 from .model_file import DEFAULT_ATOL, DEFAULT_RTOL, SPATIAL_OPS
@@ -782,6 +782,8 @@ def export_keras(
     rtol: float = DEFAULT_RTOL,
     reject_class: Optional[int] = None,
     output_kind: Optional[str] = None,
+    input_mean: Any = None,
+    input_std: Any = None,
 ) -> Path:
     """Write a Keras model (object or ``.keras`` path) to ``out_path`` in the ``.mnw`` format.
 
@@ -811,6 +813,11 @@ def export_keras(
     regression loss: values), else what the last activation gives (softmax: probabilities), else
     what Keras's outputs on the reference rows are. ``Engine.predict_proba``, ``mnist-engine
     predict`` and the server's page turn logits and log-probabilities into probabilities by it.
+    ``input_mean`` and ``input_std`` (one value, or one per channel) are the Normalize(mean, std)
+    the model was trained behind (after x / 255): uint8 pixels then reach it as ``(p * input_scale -
+    mean) / std``, exactly as the transform computes them in float32. Float ``reference_images``
+    that are plainly standardized say the same without them (the shortest mean and std that give
+    back every value).
     """
     keras = _import_keras()
     model = model_or_path
@@ -825,8 +832,8 @@ def export_keras(
     chain = keras_dense_chain(checked)
     if input_scale is None:
         input_scale = 1.0 if chain.rescales else 1 / 255
-    width = chain.layers[0].widths[0]
-    reference = reference_inputs_for(reference_images, width, input_scale)
+    reference, calibration, normalization = pixel_inputs(chain.layers, input_scale, input_mean, input_std,
+                                                         reference_images, calibration_images)
     x = reference.values.reshape((len(reference.values),) + tuple(checked.inputs[0].shape[1:]))
     ref_out = np.asarray(checked.predict(x, verbose=0, batch_size=len(x))).reshape(len(x), -1)
     meta = base_metadata("mnist_engine.export_keras", source if source is not None else model.name,
@@ -840,8 +847,9 @@ def export_keras(
         keras_out = np.asarray(model.predict(x, verbose=0, batch_size=len(x))).reshape(len(x), -1)
         meta["keras_quantization"] = "int8, weights exported as kernel / kernel_scale"
         meta["keras_quantized_max_abs_diff"] = f"{float(np.max(np.abs(keras_out - ref_out))):.3g}"
+    if normalization:
+        meta.update(normalization.metadata())
     stages = [Stage(d, y) for d, y in zip(chain.descriptions, _stage_outputs(keras, chain, x))]
-    calibration = None if calibration_images is None else reference_inputs_for(calibration_images, width, input_scale)
     return prove_and_write(out_path, chain.layers, framework="Keras", stages=stages, input_scale=input_scale,
                            metadata=meta, reference=reference, reference_outputs=ref_out, atol=atol, rtol=rtol,
                            calibration=calibration, output_kind=output_kind,

@@ -22,6 +22,8 @@ LAYER_ENTRY = {1: struct.Struct("<IIII"),  # input width, output width, activati
                # ... and the geometry: input height, width, channels, window h, w, strides h, w,
                # pads top, bottom, left, right, filters, flags
                3: struct.Struct("<IIIII" + "I" * 13)}
+LAYER_ENTRY[4] = LAYER_ENTRY[3]  # version 4 adds input normalization (input_mean / input_std), no layer field
+NORMALIZATION_VERSION = 4
 SPATIAL_OPS = ("conv2d", "max_pool", "avg_pool", "global_avg_pool", "global_max_pool")
 DTYPE_F32 = 1
 # The vocabulary and the limits are the C++ loader's own tables (model_file.h), read from the
@@ -361,7 +363,9 @@ def encode_model(
     if not (np.isfinite(ref_in).all() and np.isfinite(ref_out).all()):
         raise ValueError("expected finite reference inputs and outputs")
 
-    version = format_version_for(layers)
+    # input_mean / input_std change what uint8 input means: an older reader must refuse the file.
+    normalized = "input_mean" in metadata or "input_std" in metadata
+    version = max(format_version_for(layers), NORMALIZATION_VERSION if normalized else 1)
     entry = LAYER_ENTRY[version]
     def op_field(layer) -> tuple:
         if version == 1:

@@ -24,8 +24,8 @@ from ._export_common import (
     Stage,
     UnsupportedModelError,
     base_metadata,
+    pixel_inputs,
     prove_and_write,
-    reference_inputs_for,
 )
 from ._extras import require
 from ._onnx_builder import ONNX_HANDLING, OnnxChain, _GraphBuilder
@@ -142,6 +142,8 @@ def export_onnx(
     rtol: float = DEFAULT_RTOL,
     reject_class: Optional[int] = None,
     output_kind: Optional[str] = None,
+    input_mean: Any = None,
+    input_std: Any = None,
 ) -> Path:
     """Write an ONNX model of a multilayer perceptron (an ``onnx.ModelProto``, a ``.onnx`` path or
     its bytes) to ``out_path`` in the ``.mnw`` format.
@@ -155,9 +157,11 @@ def export_onnx(
     before the first MatMul or Gemm). ``reference_images``, ``calibration_images``, ``atol`` and ``rtol`` work as
     in :func:`export_keras`: the reference outputs stored in the file, and every layer's expected
     output, come from ONNX's own reference evaluator (``onnx.reference``), and the file is loaded and
-    checked against them before anything is written. ``reject_class`` and ``output_kind`` work as in
-    :func:`export_keras`; a graph ending in LogSoftmax (PyTorch's examples/mnist Net) gives
-    log-probabilities, one ending in its last Gemm logits, one whose output is not a vector values."""
+    checked against them before anything is written. ``reject_class``, ``output_kind``,
+    ``input_mean`` and ``input_std`` work as in :func:`export_keras`: PyTorch's examples/mnist
+    trains behind Normalize((0.1307,), (0.3081,)) (one mean and std here, not one per channel), and
+    its Net ends in LogSoftmax, which gives log-probabilities; a graph ending in its last Gemm gives
+    logits, one whose output is not a vector values."""
     onnx = _import_onnx()
     model = load_onnx_model(model_or_path)
     if source is None:
@@ -167,8 +171,9 @@ def export_onnx(
     chain = _GraphBuilder(_Graph(onnx, model)).build()
     if input_scale is None:
         input_scale = 1.0 if chain.rescales else 1 / 255
-    width = int(np.prod(chain.input_shape))
-    reference = reference_inputs_for(reference_images, width, input_scale)
+    # One mean and std for every value: the graph's input layout (NCHW) is not the engine's rows'.
+    reference, calibration, normalization = pixel_inputs(chain.layers, input_scale, input_mean, input_std,
+                                                         reference_images, calibration_images, per_channel=False)
     x = reference.values.reshape((len(reference.values),) + chain.input_shape)
     ref_out, stages = reference_stages(model, chain, x)
     meta = base_metadata("mnist_engine.export_onnx", source, reject_class)
@@ -178,7 +183,8 @@ def export_onnx(
     if chain.output_shape is not None:
         # predict gives (N, features); this is how the graph's own output held each row's values.
         meta["output_shape"] = " ".join(map(str, chain.output_shape))
-    calibration = None if calibration_images is None else reference_inputs_for(calibration_images, width, input_scale)
+    if normalization:
+        meta.update(normalization.metadata())
     return prove_and_write(out_path, chain.layers, framework="ONNX", stages=stages, input_scale=input_scale,
                            metadata=meta, reference=reference, reference_outputs=ref_out, atol=atol, rtol=rtol,
                            calibration=calibration, output_kind=output_kind,

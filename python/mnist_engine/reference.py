@@ -75,6 +75,16 @@ def scale_pixels(pixels: np.ndarray, scale: float) -> np.ndarray:
     return (np.asarray(pixels).astype(np.float64) * scale).astype(np.float32)
 
 
+def normalize_pixels(pixels: np.ndarray, scale: float, mean, std) -> np.ndarray:
+    """uint8 pixels to a normalized model's float inputs exactly as the engine converts them (and as
+    ToTensor then Normalize(mean, std) do): scale_pixels, then the channel's mean subtracted and its
+    std divided, each in float32. The channel of a value is its column modulo len(mean) (NHWC rows)."""
+    flat = np.asarray(pixels).reshape(len(pixels), -1)
+    mean, std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+    channel = np.arange(flat.shape[1]) % len(mean)
+    return (scale_pixels(flat, scale) - mean[channel]) / std[channel]
+
+
 def _spatial(layer, y: np.ndarray) -> np.ndarray:
     """A spatial layer on rows that are NHWC images, flattened back to rows."""
     from . import reference_conv as conv

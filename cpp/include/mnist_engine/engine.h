@@ -131,6 +131,13 @@ class Engine {
   // False for a model of features (the file's input_kind `features`: tabular data, not images),
   // which takes float input only: predict on uint8 throws std::invalid_argument.
   bool pixel_input() const { return pixel_input_; }
+  // The file's input_mean / input_std (version 4), one value or one per channel; empty: none.
+  const std::vector<float>& input_mean() const { return input_mean_; }
+  const std::vector<float>& input_std() const { return input_std_; }
+  // Empty when uint8 pixels suit this model; otherwise one sentence: the model was checked on
+  // standardized floats (a negative lower bound) and its file states no input_mean / input_std,
+  // so pixels would reach it as 0..255 x input_scale, unlike anything it was trained on.
+  std::string pixel_input_problem() const;
   // Rewrites `rows` rows of this model's outputs, in place, as probabilities: exp of
   // log-probabilities, softmax of logits (a sigmoid for one output), probabilities unchanged.
   // Throws std::invalid_argument for a model whose outputs are values, not class scores.
@@ -279,6 +286,10 @@ class Engine {
   bool output_kind_stated_ = false;
   bool pixel_input_ = true;
   bool range_stated_ = false;  // the file has a reference_input_range entry
+  std::vector<float> input_mean_, input_std_;
+  // With input_mean / input_std: each uint8 value of each channel as the model takes it, 256 per
+  // channel, computed once as a Normalize transform computes it (float32, in its order).
+  std::vector<float> pixel_values_;
   float verification_margin_ = 0.0f;
 };
 

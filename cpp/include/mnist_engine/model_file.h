@@ -27,7 +27,7 @@ enum class Rule : uint8_t {
   ModelSize, LayoutSize, NonFiniteWeight,
   LayerParameter, MetadataTruncated, MetadataKey, MetadataDuplicate, MetadataValue, MetadataRequired, MetadataClasses,
   MetadataInputRange, MetadataRejectClass, MetadataOutputKind, MetadataInputKind,
-  TrailingBytes, Tolerance, NonFiniteReference, Verification,
+  MetadataInputNormalization, TrailingBytes, Tolerance, NonFiniteReference, Verification,
 };
 struct RuleInfo {
   Rule rule;
@@ -68,6 +68,7 @@ inline constexpr RuleInfo kRules[] = {
     {Rule::MetadataRejectClass, "metadata-reject-class"},
     {Rule::MetadataOutputKind, "metadata-output-kind"},
     {Rule::MetadataInputKind, "metadata-input-kind"},
+    {Rule::MetadataInputNormalization, "metadata-input-normalization"},
     {Rule::TrailingBytes, "trailing-bytes"},
     {Rule::Tolerance, "tolerance"},
     {Rule::NonFiniteReference, "non-finite-reference"},
@@ -147,6 +148,9 @@ struct ModelFile {
   bool output_kind_stated = false;  // the optional `output_kind` entry, decoded
   OutputKind output_kind = OutputKind::Probabilities;
   bool pixel_input = true;  // the optional `input_kind` entry: false for `features` (no uint8 path)
+  // The optional `input_mean` / `input_std` entries (version 4): what a uint8 pixel p of channel c
+  // becomes, (p * input_scale - mean[c]) / std[c] in float32 (a DataLoader's Normalize). Empty: none.
+  std::vector<float> input_mean, input_std;
   ReferenceSet reference;
 };
 
@@ -156,7 +160,8 @@ struct ModelFile {
 ModelFile parse_model_file(const uint8_t* data, size_t size);
 
 // Format constants, exported to Python as mnist_engine._core.FORMAT (the writer reads them there).
-inline constexpr uint32_t kFormatVersion = 3;  // the newest this loader reads (and 1, 2)
+inline constexpr uint32_t kFormatVersion = 4;  // the newest this loader reads (and 1, 2, 3)
+inline constexpr uint32_t kNormalizationVersion = 4;  // input_mean / input_std need it
 inline constexpr uint32_t kMaxLayers = 64;
 inline constexpr uint32_t kMaxWidth = 65536;
 inline constexpr uint32_t kMaxReferences = 256;

@@ -33,7 +33,19 @@ def add_parser(sub) -> None:
     ex.add_argument("--output-kind", choices=mnist_engine._core.OUTPUT_KINDS,
                     help="what the model outputs (default: what its last layer, its loss or its outputs say); "
                          "predict's and the server's probabilities are derived from it")
+    ex.add_argument("--input-mean", type=numbers,
+                    help="the Normalize(mean, std) the model was trained behind, after x/255: its mean, one value "
+                         "or one per channel, comma-separated (PyTorch's MNIST example: 0.1307)")
+    ex.add_argument("--input-std", type=numbers, help="... and its std (PyTorch's MNIST example: 0.3081)")
     ex.set_defaults(run=run)
+
+
+def numbers(text: str):
+    """'0.1307' or '0.485,0.456,0.406': floats, for argparse."""
+    try:
+        return [float(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
 @contextlib.contextmanager
@@ -83,11 +95,13 @@ def run(args: argparse.Namespace) -> int:
         stages.step("exporting and verifying")
         if is_onnx:
             out = mnist_engine.export_onnx(args.model, args.out, input_scale=args.input_scale, source=args.source,
-                                           calibration_images=calibration, output_kind=args.output_kind)
+                                           calibration_images=calibration, output_kind=args.output_kind,
+                                           input_mean=args.input_mean, input_std=args.input_std)
         else:
             out = mnist_engine.export_keras(args.model, args.out, input_scale=args.input_scale,
                                             allow_h5=args.allow_h5, source=args.source, calibration_images=calibration,
-                                            output_kind=args.output_kind)
+                                            output_kind=args.output_kind, input_mean=args.input_mean,
+                                            input_std=args.input_std)
         stages.step("reading the file back")
         engine = mnist_engine.load(out)
     print(f"wrote {out}: {engine!r}")

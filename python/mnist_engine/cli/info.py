@@ -20,7 +20,13 @@ def run(args: argparse.Namespace) -> int:
     print(repr(engine))
     for i, ((n_in, n_out, act), op) in enumerate(zip(engine.layers, engine.layer_ops)):
         print(f"  layer {i}: {n_in} -> {n_out} {'' if op == 'dense' else op + ' '}{act}")
-    print(f"  input scale for uint8 pixels: {engine.input_scale!r}")
+    if engine.input_kind == "features":
+        print("  input: float features (tabular data); uint8 is refused")
+    elif engine.input_mean is not None:
+        print(f"  uint8 pixels become (p * {engine.input_scale!r} - mean) / std, mean {list(engine.input_mean)}, "
+              f"std {list(engine.input_std)}")
+    else:
+        print(f"  input scale for uint8 pixels: {engine.input_scale!r}")
     print(f"  outputs: {engine.output_kind.replace('_', '-')}"
           f"{'' if engine.output_kind_stated else ' (read off the last activation: the file does not say)'}")
     if engine.classes is not None:
