@@ -223,3 +223,49 @@ def test_image_shaped_inputs_with_a_flatten_export_like_28x28(keras, test_images
                 inputs=shape)
     engine = check_parity(keras, model, test_images, tmp_path)
     assert engine.input_width == 784
+
+
+# --- Keras ops called on tensors in a functional model -------------------------------------
+
+@pytest.mark.parametrize("op, activation", [("activations.relu", "relu"), ("ops.relu", "relu"), ("ops.tanh", "tanh"),
+                                            ("activations.gelu", "gelu"), ("relu max_value=6", "relu6")])
+def test_keras_ops_on_tensors_export(keras, test_images, tmp_path, op, activation):
+    """keras.activations.relu(x) or keras.ops.tanh(x) inside a functional model is an Operation in
+    its graph, not a layer (Keras 3): it exported with a TypeError naming nothing ('ReLU.call() got
+    an unexpected keyword argument training'). It is an activation like any other."""
+    functions = {"activations.relu": keras.activations.relu, "ops.relu": keras.ops.relu, "ops.tanh": keras.ops.tanh,
+                 "activations.gelu": keras.activations.gelu,
+                 "relu max_value=6": lambda t: keras.activations.relu(t, max_value=6.0)}
+    inputs = keras.Input((784,))
+    hidden = functions[op](keras.layers.Dense(32)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(hidden))
+    engine = check_parity(keras, model, test_images[:300], tmp_path)
+    assert engine.layers[0][2] == activation
+
+
+def test_a_keras_op_the_engine_lacks_is_refused_by_name(keras, tmp_path):
+    inputs = keras.Input((784,))
+    hidden = keras.ops.sin(keras.layers.Dense(32)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(10)(hidden))
+    with pytest.raises(mnist_engine.UnsupportedModelError, match=r"^layer 'sin' \(Sin\) is not supported"):
+        mnist_engine.export_keras(model, tmp_path / "m.mnw")
+
+
+@pytest.mark.parametrize("padding, conv_padding", [(3, "valid"), (2, "same")])
+def test_zero_padding_as_large_as_the_window_is_refused_by_name(keras, tmp_path, padding, conv_padding):
+    """ZeroPadding2D(3), or ZeroPadding2D(2) then a 'same' 3x3 conv, merge into pads as large as the
+    window: a one-line refusal naming the padding layer, not the loader's raw FormatError."""
+    model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.ZeroPadding2D(padding, name="pad"),
+                              keras.layers.Conv2D(4, 3, padding=conv_padding, name="conv"), keras.layers.Flatten(),
+                              keras.layers.Dense(10)])
+    with pytest.raises(mnist_engine.UnsupportedModelError, match=r"^layer 'pad' \(ZeroPadding2D\): padding \[\d, \d, "
+                                                                 r"\d, \d\] .* 'conv' \(Conv2D\) is not supported"):
+        mnist_engine.export_keras(model, tmp_path / "m.mnw")
+
+
+def test_a_channels_first_flatten_after_a_conv_is_refused_by_name(keras, tmp_path):
+    model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Conv2D(4, 3),
+                              keras.layers.Flatten(data_format="channels_first", name="flat"), keras.layers.Dense(10)])
+    with pytest.raises(mnist_engine.UnsupportedModelError, match=r"^layer 'flat' \(Flatten\): "
+                                                                 r"data_format='channels_first' after a Conv2D"):
+        mnist_engine.export_keras(model, tmp_path / "m.mnw")

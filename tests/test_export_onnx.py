@@ -442,7 +442,7 @@ def test_refusals_name_the_node_and_op_type(onnx, tmp_path, rng, case):
 def test_a_graph_without_a_dense_layer_is_refused(onnx, tmp_path):
     model = make_model(onnx, [node("Relu", ["x"], "r"), node("Mul", ["r", "two"], "y")], {"two": np.float32(2)},
                        [6], 6)
-    with pytest.raises(UnsupportedModelError, match="^the graph has no MatMul or Gemm node$"):
+    with pytest.raises(UnsupportedModelError, match="^the graph has no MatMul, Gemm, Conv or pooling node$"):
         mnist_engine.export_onnx(model, tmp_path / "m.mnw")
     assert not (tmp_path / "m.mnw").exists()
 
@@ -745,11 +745,83 @@ def test_conv_refusals_name_the_node(onnx, tmp_path, rng, attrs, in_shape, messa
 
 
 def test_pool_refusals_name_the_node(onnx, tmp_path, rng):
-    for attrs, message in [({"ceil_mode": 1}, "ceil_mode=1 is not supported"),
-                           ({"storage_order": 1}, "storage_order=1 is not supported"),
+    for attrs, message in [({"storage_order": 1}, "storage_order=1 is not supported"),
                            ({"pads": [2, 0, 0, 0]}, r"pads \[2, 0, 0, 0\] for a 2x2 window is not supported")]:
         model = cnn_model(onnx, rng, [node("MaxPool", ["x"], "p", kernel_shape=[2, 2], **attrs),
                                       node("Flatten", ["p"], "f"), node("MatMul", ["f", "wd"], "y")],
                           {"wd": rng.normal(size=(25 if "pads" in attrs else 16, 3))}, (1, 8, 8), 3)
         with pytest.raises(UnsupportedModelError, match=rf"^node 'maxpool_p' \(MaxPool\): {message}"):
             mnist_engine.export_onnx(model, tmp_path / "m.mnw")
+
+
+@pytest.mark.parametrize("reduction", ["GlobalAveragePool", "ReduceMean axes attribute", "ReduceMean axes input",
+                                       "ReduceMean keepdims=0", "ReduceMax"])
+def test_a_conv_net_without_a_dense_layer_exports(onnx, ort, tmp_path, rng, reduction):
+    """The issue's graph: Conv, Relu, a 1x1 Conv to ten channels, a global pool (GlobalAveragePool,
+    or ReduceMean / ReduceMax over H and W as PyTorch's dynamo exporter writes AdaptiveAvgPool2d(1)),
+    Flatten, Softmax: no MatMul or Gemm, and it matches onnxruntime."""
+    inits = {"w1": rng.normal(0, 0.4, (8, 1, 3, 3)), "b1": rng.normal(0, 0.1, 8),
+             "w2": rng.normal(0, 0.4, (10, 8, 1, 1)), "b2": rng.normal(0, 0.1, 10)}
+    nodes = [node("Conv", ["x", "w1", "b1"], "c1", kernel_shape=[3, 3]), node("Relu", ["c1"], "r1"),
+             node("Conv", ["r1", "w2", "b2"], "c2", kernel_shape=[1, 1])]
+    opset = 17
+    if reduction == "GlobalAveragePool":
+        nodes.append(node("GlobalAveragePool", ["c2"], "p"))
+    elif reduction == "ReduceMean axes input":
+        opset = 18
+        inits["axes"] = np.array([2, 3], np.int64)
+        nodes.append(node("ReduceMean", ["c2", "axes"], "p"))
+    else:
+        op = "ReduceMax" if reduction == "ReduceMax" else "ReduceMean"
+        nodes.append(node(op, ["c2"], "p", axes=[-2, -1], keepdims=0 if "keepdims=0" in reduction else 1))
+    nodes += [node("Flatten", ["p"], "f") if "keepdims=0" not in reduction else node("Identity", ["p"], "f"),
+              node("Softmax", ["f"], "y", axis=1)]
+    model = cnn_model(onnx, rng, nodes, inits, (1, 12, 12), 10, opset=opset)
+    x = rng.random((20, 1, 12, 12)).astype(np.float32)
+    _, engine = export_and_compare(onnx, ort, model, tmp_path, x)
+    assert engine.layer_ops[-1] == ("global_max_pool" if reduction == "ReduceMax" else "global_avg_pool")
+    assert engine.output_kind == "probabilities"
+
+
+def test_a_reduction_that_is_not_over_the_image_is_refused(onnx, tmp_path, rng):
+    model = cnn_model(onnx, rng, [node("Conv", ["x", "w", "b"], "c", kernel_shape=[3, 3]),
+                                  node("ReduceMean", ["c"], "y", axes=[1], keepdims=0)],
+                      {"w": rng.normal(size=(4, 1, 3, 3)), "b": np.zeros(4)}, (1, 6, 6), 16)
+    with pytest.raises(UnsupportedModelError, match=r"ReduceMean.*axes=\[1\] is not supported; a reduction over the "
+                                                    r"height and width, axes \[2, 3\], is"):
+        mnist_engine.export_onnx(model, tmp_path / "m.mnw")
+
+
+@pytest.mark.parametrize("size, stride, changes", [(12, 2, False), (13, 2, True), (12, 3, True), (11, 3, False)])
+def test_max_pool_ceil_mode_matches_onnxruntime(onnx, ort, tmp_path, rng, size, stride, changes):
+    """PyTorch's MaxPool2d(2, ceil_mode=True): on an even map it changes nothing; where it adds a
+    last, partial window, that window is the max of what it covers (more end padding, of -inf)."""
+    inits = {"w": rng.normal(0, 0.5, (4, 1, 3, 3)), "b": rng.normal(0, 0.1, 4)}
+    nodes = [node("Conv", ["x", "w", "b"], "c", kernel_shape=[3, 3]), node("Relu", ["c"], "r"),
+             node("MaxPool", ["r"], "p", kernel_shape=[stride, stride], strides=[stride, stride], ceil_mode=1),
+             node("Flatten", ["p"], "f"), node("MatMul", ["f", "wd"], "y")]
+    out = -(-(size - 2 - stride) // stride) + 1
+    inits["wd"] = rng.normal(size=(4 * out * out, 3))
+    model = cnn_model(onnx, rng, nodes, inits, (1, size, size), 3)
+    x = rng.normal(size=(6, 1, size, size)).astype(np.float32)
+    _, engine = export_and_compare(onnx, ort, model, tmp_path, x)
+    assert engine.layers[1][1] == 4 * out * out
+    assert (out != (size - 2 - stride) // stride + 1) == changes
+
+
+def test_a_graph_ending_in_a_flattened_image_is_refused_by_its_order(onnx, tmp_path, rng):
+    """The graph's output would be NCHW, the engine's row NHWC: refused in one line, not by a
+    verification mismatch that reads like rounding."""
+    nodes = [node("Conv", ["x", "w", "b"], "c", kernel_shape=[3, 3]), node("Flatten", ["c"], "y")]
+    model = cnn_model(onnx, rng, nodes, {"w": rng.normal(size=(4, 1, 3, 3)), "b": np.zeros(4)}, (1, 6, 6), 64)
+    with pytest.raises(UnsupportedModelError, match="holds an image's values in NCHW order .* end the graph with a "
+                                                    "MatMul or Gemm, or a global pool"):
+        mnist_engine.export_onnx(model, tmp_path / "m.mnw")
+
+
+def test_average_pool_ceil_mode_is_refused_where_it_adds_a_partial_window(onnx, tmp_path, rng):
+    nodes = [node("Conv", ["x", "w", "b"], "c", kernel_shape=[3, 3]),
+             node("AveragePool", ["c"], "y", kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1)]
+    model = cnn_model(onnx, rng, nodes, {"w": rng.normal(size=(4, 1, 3, 3)), "b": np.zeros(4)}, (1, 13, 13), 4 * 36)
+    with pytest.raises(UnsupportedModelError, match="ceil_mode=1 where it adds a partial window is not supported"):
+        mnist_engine.export_onnx(model, tmp_path / "m.mnw")

@@ -52,8 +52,11 @@ ONNX_HANDLING: Dict[str, str] = {
             "its rows in that order); pads, strides, auto_pad, a bias; group and dilations other than 1 are refused; "
             "a BatchNormalization right after it folds into it",
     "MaxPool, AveragePool": "engine max_pool, avg_pool (pads, strides, `count_include_pad` either way; "
-                            "`ceil_mode=1` and pads as large as the window are refused)",
+                            "`ceil_mode=1` where its windows fit the map, and on MaxPool as more end padding; "
+                            "pads as large as the window are refused)",
     "GlobalAveragePool, GlobalMaxPool": "engine global_avg_pool, global_max_pool",
+    "ReduceMean, ReduceMax": "engine global_avg_pool, global_max_pool, over an image's height and width only "
+                             "(axes [2, 3], keepdims either way: PyTorch's AdaptiveAvgPool2d(1), x.mean((2, 3)))",
     "Identity, Dropout": "the identity at inference",
     "Constant": "a constant input of the ops above, like an initializer",
 }
@@ -105,8 +108,13 @@ class _GraphBuilder(DenseOps, ElementwiseOps, MovingOps, ProductOps, SpatialOps)
                 raise UnsupportedModelError(
                     f"tensor {tensor!r} feeds {len(readers)} nodes ({self._list(readers)}): only a single chain of "
                     "nodes, and x * g(x) activations, are supported (no branches or skip connections)")
-        if not any(d.op == "dense" for d in self.drafts):
-            raise UnsupportedModelError("the graph has no MatMul or Gemm node")
+        if not any(d.op == "dense" or d.op in SPATIAL_OPS for d in self.drafts):
+            raise UnsupportedModelError("the graph has no MatMul, Gemm, Conv or pooling node")
+        if not np.array_equal(self.index.reshape(-1), np.arange(self.index.size)):
+            raise UnsupportedModelError(
+                f"the graph's output {self.graph.output!r} holds an image's values in NCHW order (a Flatten of a "
+                "Conv or pooling output with more than one pixel and channel), but the engine's rows are NHWC: "
+                "end the graph with a MatMul or Gemm, or a global pool, after its last Conv or pooling node")
         self._flush(self.graph.output)
         return OnnxChain([d.layer() for d in self.drafts], self.rescales, self.input_shape,
                          [d.ends_at for d in self.drafts], [" + ".join(d.parts) for d in self.drafts],

@@ -1,4 +1,5 @@
-"""ONNX's convolution and pooling (Conv, MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool) as
+"""ONNX's convolution and pooling (Conv, MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool, and
+ReduceMean / ReduceMax over height and width) as
 engine spatial layers (format version 3): handlers of _GraphBuilder.
 
 ONNX images are NCHW; the engine's rows are NHWC. The builder's `index` says where each element of
@@ -28,6 +29,8 @@ class SpatialOps:
         "AveragePool": "_pool",
         "GlobalAveragePool": "_global_pool",
         "GlobalMaxPool": "_global_pool",
+        "ReduceMean": "_reduce",
+        "ReduceMax": "_reduce",
     }
 
     def _image(self, node) -> Tuple[int, int, int]:
@@ -84,10 +87,33 @@ class SpatialOps:
         out_w = (width + pads[2] + pads[3] - window[1]) // strides[1] + 1
         self._emit(node, draft, filters, out_h, out_w)
 
+    def _ceil_mode_pads(self, node, window, strides, pads, size_hw) -> Tuple[int, int, int, int]:
+        """ceil_mode=1 (PyTorch's MaxPool2d(ceil_mode=True)) as pads: where ceil and floor give the
+        same windows (an even map under a 2x2 pool) nothing changes; where ceil adds a last, partial
+        window, a max pool's padding is -inf, so that window is the floor one over more bottom or
+        right padding (a window starting past the image and its begin padding is dropped, as
+        PyTorch and ONNX drop it). An average pool's partial windows divide by counts the engine's
+        flags do not express: refused where ceil changes its output."""
+        padded = list(pads)
+        for axis, (size, k, s) in enumerate(zip(size_hw, window, strides)):
+            begin, end = pads[2 * axis], pads[2 * axis + 1]
+            span = size + begin + end - k
+            floor_out = span // s + 1
+            ceil_out = -(-span // s) + 1
+            if (ceil_out - 1) * s >= size + begin:
+                ceil_out -= 1
+            if ceil_out == floor_out:
+                continue
+            if node.op_type != "MaxPool":
+                raise self._refuse(node, "ceil_mode=1 where it adds a partial window",
+                                   "ceil_mode=0, or ceil_mode=1 where the windows fit the map exactly, is")
+            # The last window starts inside the image and its begin padding, so the end padding it
+            # needs stays below the window, as the format requires.
+            padded[2 * axis + 1] = end + (ceil_out - 1) * s + k - (size + begin + end)
+        return tuple(padded)
+
     def _pool(self, node, _) -> None:
         channels, height, width = self._image(node)
-        if int(self._attribute(node, "ceil_mode", 0)):
-            raise self._refuse(node, "ceil_mode=1", "ceil_mode=0 (floor, as Keras and the engine) is")
         if int(self._attribute(node, "storage_order", 0)):
             raise self._refuse(node, "storage_order=1", "storage_order=0 is")
         if len(node.output) > 1 and node.output[1]:
@@ -96,6 +122,8 @@ class SpatialOps:
         if len(window) != 2:
             raise self._refuse(node, f"kernel_shape={list(window)}", "a 2-D kernel_shape is")
         strides, pads = self._window_attributes(node, window, (height, width))
+        if int(self._attribute(node, "ceil_mode", 0)):
+            pads = self._ceil_mode_pads(node, window, strides, pads, (height, width))
         average = node.op_type == "AveragePool"
         draft = LayerDraft("avg_pool" if average else "max_pool", [], ends_at=(node.output[0], 1.0, 0.0),
                            parts=[f"{self.graph.describe(node)} {window[0]}x{window[1]}"],
@@ -107,9 +135,28 @@ class SpatialOps:
         out_w = (width + pads[2] + pads[3] - window[1]) // strides[1] + 1
         self._emit(node, draft, channels, out_h, out_w)
 
+    def _reduce(self, node, _) -> None:
+        """ReduceMean / ReduceMax over an image's height and width: a global pool (PyTorch's
+        AdaptiveAvgPool2d(1) and x.mean((2, 3)) as the dynamo exporter writes them). keepdims=0
+        leaves the (batch, channels) vector that a Flatten would."""
+        if len(self.shape) != 3:
+            raise self._refuse(node, f"a reduction of data of shape (batch, {', '.join(map(str, self.shape))})",
+                               "a reduction over an image's height and width is")
+        axes = self._attribute(node, "axes", None)
+        if axes is None and len(node.input) > 1 and node.input[1]:
+            axes = self._constant(node, 1).astype(int).reshape(-1).tolist()
+        if axes is None or sorted(int(a) % 4 for a in axes) != [2, 3]:
+            raise self._refuse(node, f"axes={None if axes is None else list(axes)}",
+                               "a reduction over the height and width, axes [2, 3], is")
+        self._global_pool(node, _)
+        if not int(self._attribute(node, "keepdims", 1)):
+            self.shape = (self.shape[0],)
+            self.index = np.arange(self.shape[0])
+            self._reset_pending()
+
     def _global_pool(self, node, _) -> None:
         channels, height, width = self._image(node)
-        op = "global_avg_pool" if node.op_type == "GlobalAveragePool" else "global_max_pool"
+        op = "global_avg_pool" if node.op_type in ("GlobalAveragePool", "ReduceMean") else "global_max_pool"
         draft = LayerDraft(op, [], ends_at=(node.output[0], 1.0, 0.0), parts=[self.graph.describe(node)],
                            geometry={"input_shape": (height, width, channels)})
         self._emit(node, draft, channels, 1, 1)

@@ -486,6 +486,11 @@ class _ChainBuilder:
             if len(link.out_shape) != 1:
                 raise _refuse(layer, f"reshaping a layer's output to {link.out_shape}",
                               "after the first engine layer, only a Flatten (to the NHWC row) is")
+            if kind == "Flatten" and len(link.in_shape) > 1 and \
+                    layer.get_config().get("data_format") == "channels_first":
+                # Keras would move the last axis first: a permutation of an image the engine keeps NHWC.
+                raise _refuse(layer, "data_format='channels_first' after a Conv2D or pooling layer",
+                              "Flatten() with the default channels_last, the order the image is in, is")
             # The engine's rows are already the flat NHWC values; a pending map follows them.
             self.scale, self.offset = self.scale.reshape(-1), self.offset.reshape(-1)
             return
@@ -589,9 +594,14 @@ class _ChainBuilder:
             if activation in ("softmax", "log_softmax"):
                 raise _refuse(layer, f"activation='{activation}' on an image",
                               "element-wise activations are (softmax after a Flatten or a global pool)")
+            total = tuple(a + b for a, b in zip(pads, same))
+            window = (kernel.shape[0], kernel.shape[0], kernel.shape[1], kernel.shape[1])
+            if padded_by is not None and any(p >= k for p, k in zip(total, window)):
+                raise _refuse(padded_by, f"padding {list(total)} (top, bottom, left, right) around the "
+                              f"{kernel.shape[0]}x{kernel.shape[1]} window of {_describe(layer)}",
+                              "pads smaller than the window are (a window of padding alone has no value)")
             draft = LayerDraft("conv2d", [kernel, bias], activation, parameters, ends_at=pos, parts=described,
-                               geometry={"input_shape": image, "strides": strides,
-                                         "pads": tuple(a + b for a, b in zip(pads, same))})
+                               geometry={"input_shape": image, "strides": strides, "pads": total})
         elif kind in ("MaxPooling2D", "AveragePooling2D"):
             window = tuple(cfg["pool_size"])
             strides = tuple(cfg.get("strides") or window)
@@ -726,7 +736,9 @@ def _stage_outputs(keras, chain: DenseChain, x: np.ndarray) -> List[np.ndarray]:
     outputs, wanted = [], set(chain.ends_at)
     y = x
     for pos, layer in enumerate(chain.links):
-        y = layer(y, training=False)
+        # A Keras op called on a tensor (keras.activations.relu(x), keras.ops.tanh(x)) is an
+        # Operation in the graph, not a Layer: it takes no `training`.
+        y = layer(y, training=False) if isinstance(layer, keras.layers.Layer) else layer(y)
         if pos in wanted:
             outputs.append(_numpy(keras, y).astype(np.float64).reshape(len(x), -1))
     return outputs
