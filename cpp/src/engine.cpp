@@ -61,6 +61,24 @@ void map_rows(float* y, size_t rows, size_t stride, size_t width, F f) {
 
 float sigmoid(float v) { return 1.0f / (1.0f + std::exp(-v)); }
 
+// Whether a conv layer of `filters` filters, `depth` values per filter and `bytes` per value may be
+// packed in panels of `panel` filters. Kernels that work on whole panels pad the last one, so a
+// layer of 1 filter over 1024 channels would take panel times its weights (a 16 MiB layer, half a
+// GiB on AVX-512). Such a layer goes to a kernel without panels (the fp32 scalar reference, which
+// for so few filters loses little) when the padding would cost more than twice the layer's own
+// weights and more than 1 MiB: loading any file then costs at most 3 times its size, plus 1 MiB
+// per layer.
+const KernelInfo& fp32_reference() {
+  for (const KernelInfo& k : kernel_table())
+    if (k.reference && k.precision == Precision::Fp32) return k;
+  throw std::logic_error("the kernel table has no fp32 reference");
+}
+
+bool conv_padding_pays(size_t filters, size_t depth, size_t panel, size_t bytes) {
+  const size_t weights = filters * depth * bytes, padding = (round_up(filters, panel) - filters) * depth * bytes;
+  return padding <= std::max<size_t>(2 * weights, size_t(1) << 20);
+}
+
 // What a file without an `output_kind` entry outputs, read off its last activation: the files
 // written before the entry existed end in softmax or sigmoid (probabilities) or log_softmax, and
 // a classifier ending in anything else gives scores, which softmax turns into probabilities.
@@ -201,7 +219,7 @@ void Engine::run_conv(size_t l, const float* x, float* y, Scratch& s) const {
   const LayerParams& p = params_[l];
   if (p.qconv.weights.size()) return run_conv_quantized(l, x, y, s);
   const Geometry& g = p.geometry;
-  const KernelInfo& k = kernel_of(spatial_kernel_);
+  const KernelInfo& k = kernel_of(p.conv_kernel);
   const ImageShape out = output_shape(Op::Conv2d, g);
   const size_t C = g.in.channels, row = size_t(g.in.width) * C;
   const float* image = x;
@@ -467,8 +485,11 @@ std::shared_ptr<const Engine> Engine::from_bytes(const uint8_t* data, size_t siz
       // layers of an int8 or bf16 engine with a convolution of its precision, packed again below.
       if (is_spatial(src.op)) e->spatial_kernel_ = precision == Precision::Fp32 ? &k : &select_kernel("", Precision::Fp32);
       if (src.op == Op::Conv2d) {
-        const KernelInfo& ck = kernel_of(e->spatial_kernel_);
         const size_t depth = size_t(g.window_h) * g.window_w * g.in.channels;
+        const KernelInfo& wide = kernel_of(e->spatial_kernel_);
+        const KernelInfo& ck = conv_padding_pays(g.filters, depth, wide.conv_panel, 4)
+                                   ? wide : fp32_reference();
+        params.conv_kernel = &ck;
         pack_conv(src.kernel, src.bias, depth, g.filters, ck.conv_panel, params.conv);
         const ImageShape o = output_shape(Op::Conv2d, g);
         const size_t padded = (size_t(g.in.height) + g.pad_top + g.pad_bottom) *
@@ -486,7 +507,7 @@ std::shared_ptr<const Engine> Engine::from_bytes(const uint8_t* data, size_t siz
     e->layers_.push_back(std::move(dst));
   }
   for (size_t l = 0; l < file.layers.size(); ++l)
-    if (file.layers[l].op == Op::Conv2d) e->set_pool_fusion(l, kernel_of(e->spatial_kernel_).conv_pools && pool_fuses(file, l));
+    if (file.layers[l].op == Op::Conv2d) e->set_pool_fusion(l, kernel_of(e->params_[l].conv_kernel).conv_pools && pool_fuses(file, l));
   if (verify) e->verify(file.reference);
   if (precision == Precision::Fp32) return e;
 
@@ -516,7 +537,8 @@ std::shared_ptr<const Engine> Engine::from_bytes(const uint8_t* data, size_t siz
     const Geometry& g = src.geometry;
     const bool pool_follows = pool_fuses(file, l);
     const KernelInfo* qc = reduced_conv_kernel(chosen, g, forced, pool_follows);
-    if (!qc) continue;
+    const size_t depth = size_t(g.window_h) * g.window_w * g.in.channels;
+    if (!qc || !conv_padding_pays(g.filters, depth, qc->quant_conv_panel, value_bytes)) continue;  // fp32
     e->params_[l].qconv_kernel = qc;
     e->set_pool_fusion(l, qc->quant_conv_pools && pool_follows);
     e->params_[l].qconv = pack_conv_quantized(src, precision, qc->quant_conv_panel, qc->quant_conv_units);
@@ -797,7 +819,7 @@ void Engine::set_pool_fusion(size_t l, bool fused) {
 std::string Engine::conv_kernel_name() const {
   std::vector<const void*> kernels;
   for (const LayerParams& p : params_) {
-    const void* k = p.qconv_kernel ? p.qconv_kernel : spatial_kernel_;
+    const void* k = p.qconv_kernel ? p.qconv_kernel : p.conv_kernel;
     if (p.op == Op::Conv2d && std::find(kernels.begin(), kernels.end(), k) == kernels.end()) kernels.push_back(k);
   }
   std::string names;

@@ -195,6 +195,8 @@ class Engine {
     // Engine::pack_conv_quantized).
     PackedLayer conv;
     QuantLayer qconv;
+    const void* conv_kernel = nullptr;   // KernelInfo*: the fp32 conv that runs it (spatial_kernel_, or
+                                         // the scalar reference for a layer of few filters: conv_padding_pays)
     const void* qconv_kernel = nullptr;  // KernelInfo*
     // A conv whose kernel pools: 2 when the next layer, a 2 x 2 max pool, runs inside it
     // (kernels::ConvArgs::pool, QuantConvArgs::pool); that layer is then `fused`, skipped by the
