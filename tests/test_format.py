@@ -34,6 +34,16 @@ def expect(rule: str, data: bytes, offset: int = None) -> FormatError:
     return err
 
 
+def with_value(small_layers, key: str, placeholder: str, value: str):
+    """(a file whose `key` entry holds `value`, exactly as given, and that value's offset): built with
+    a valid `placeholder`, then rewritten, so that the writer's own checks never see `value`."""
+    data = build(small_layers, meta={key: placeholder})
+    _, _, value_length_at, value_at = Layout(data).entry(key)
+    encoded = value.encode()
+    broken = data[:value_length_at] + struct.pack("<I", len(encoded)) + encoded + data[value_at + len(placeholder):]
+    return reframe(broken), value_at
+
+
 @pytest.fixture
 def good(small_layers) -> bytes:
     return build(small_layers, meta={"xa": "one", "xb": "two"})
@@ -545,11 +555,8 @@ def test_rule_29_metadata_required(good):
     ("str\na\nb\na", r"'a' appears twice"),
 ])
 def test_rule_30_metadata_classes(small_layers, value, message):
-    data = build(small_layers, meta={"classes": "int\n0\n1\n2"})
-    _, _, value_length_at, value_at = Layout(data).entry("classes")
-    encoded = value.encode()
-    broken = data[:value_length_at] + struct.pack("<I", len(encoded)) + encoded + data[value_at + 9:]
-    err = expect("metadata-classes", reframe(broken), value_at)
+    broken, value_at = with_value(small_layers, "classes", "int\n0\n1\n2", value)
+    err = expect("metadata-classes", broken, value_at)
     assert re.search(message, str(err)), str(err)
 
 
@@ -574,11 +581,8 @@ def test_rule_30_metadata_classes_are_what_classify_returns(small_layers, rng):
                                    "uint8 9 3", "float 0 nan", "float 0 inf", "float 1 0", "float 0,5 1",
                                    "int 0 255", "float 0x1p3 9", " float 0 1", "float 0 1 2"])
 def test_rule_31_metadata_input_range(small_layers, value):
-    data = build(small_layers, meta={"reference_input_range": "float 0 1"})
-    _, _, value_length_at, value_at = Layout(data).entry("reference_input_range")
-    encoded = value.encode()
-    broken = data[:value_length_at] + struct.pack("<I", len(encoded)) + encoded + data[value_at + len("float 0 1"):]
-    err = expect("metadata-input-range", reframe(broken), value_at)
+    broken, value_at = with_value(small_layers, "reference_input_range", "float 0 1", value)
+    err = expect("metadata-input-range", broken, value_at)
     assert "expected reference_input_range to be 'uint8 MIN MAX'" in str(err) and repr(value)[1:-1] in str(err)
 
 
@@ -593,11 +597,8 @@ def test_rule_31_metadata_input_range_is_the_engines_input_range(small_layers, v
 
 @pytest.mark.parametrize("value", ["3", "", "03", "-1", "x", "1.0", " 1", "1 ", "99999999999"])
 def test_rule_32_metadata_reject_class(small_layers, value):
-    data = build(small_layers, meta={"reject_class": "2"})
-    _, _, value_length_at, value_at = Layout(data).entry("reject_class")
-    encoded = value.encode()
-    broken = data[:value_length_at] + struct.pack("<I", len(encoded)) + encoded + data[value_at + 1:]
-    err = expect("metadata-reject-class", reframe(broken), value_at)
+    broken, value_at = with_value(small_layers, "reject_class", "2", value)
+    err = expect("metadata-reject-class", broken, value_at)
     expected = f"expected reject_class to be an output index 0..2 in decimal without leading zeros, got '{value}'"
     assert expected in str(err)
 
@@ -627,11 +628,8 @@ def test_rule_32_metadata_reject_class_is_the_engines(small_layers, rng, value, 
 @pytest.mark.parametrize("value", ["probability", "Probabilities", "logit", "", " logits", "logits ",
                                    "log-probabilities"])
 def test_rule_33_metadata_output_kind(small_layers, value):
-    data = build(small_layers, meta={"output_kind": "logits"})
-    _, _, value_length_at, value_at = Layout(data).entry("output_kind")
-    encoded = value.encode()
-    broken = data[:value_length_at] + struct.pack("<I", len(encoded)) + encoded + data[value_at + len("logits"):]
-    err = expect("metadata-output-kind", reframe(broken), value_at)
+    broken, value_at = with_value(small_layers, "output_kind", "logits", value)
+    err = expect("metadata-output-kind", broken, value_at)
     assert ("expected output_kind to be one of probabilities, log_probabilities, logits, values, got "
             f"'{value}'") in str(err)
 
@@ -652,11 +650,8 @@ def test_rule_33_metadata_output_kind_is_the_engines_and_changes_no_output(small
 
 @pytest.mark.parametrize("value", ["pixel", "Features", "", "tabular", "features "])
 def test_rule_34_metadata_input_kind(small_layers, value):
-    data = build(small_layers, meta={"input_kind": "pixels"})
-    _, _, value_length_at, value_at = Layout(data).entry("input_kind")
-    encoded = value.encode()
-    broken = data[:value_length_at] + struct.pack("<I", len(encoded)) + encoded + data[value_at + len("pixels"):]
-    err = expect("metadata-input-kind", reframe(broken), value_at)
+    broken, value_at = with_value(small_layers, "input_kind", "pixels", value)
+    err = expect("metadata-input-kind", broken, value_at)
     assert f"expected input_kind to be pixels or features, got '{value}'" in str(err)
 
 

@@ -211,16 +211,6 @@ std::string join(const std::vector<std::string>& names) {
   return s;
 }
 
-std::vector<std::string> split(const std::string& list) {
-  std::vector<std::string> names;
-  for (size_t start = 0; start <= list.size();) {
-    const size_t comma = std::min(list.find(',', start), list.size());
-    if (comma > start) names.push_back(list.substr(start, comma - start));
-    start = comma + 1;
-  }
-  return names;
-}
-
 const KernelInfo* find_kernel(const std::string& name) {
   for (const auto& k : kernel_table())
     if (name == k.name) return &k;
@@ -240,7 +230,7 @@ std::vector<std::string> all_names() {
 std::vector<std::string> disabled_kernels() {
   const char* env = std::getenv("MNIST_ENGINE_DISABLE_KERNELS");
   if (!env) return {};
-  const std::vector<std::string> names = split(env);
+  const std::vector<std::string> names = split_kernel_names(env);
   for (const auto& name : names) {
     const KernelInfo* k = find_kernel(name);
     if (!k || k->reference)
@@ -258,12 +248,22 @@ bool usable(const KernelInfo& k, const std::vector<std::string>& disabled) {
 
 }  // namespace
 
+std::vector<std::string> split_kernel_names(const std::string& list) {
+  std::vector<std::string> names;
+  for (size_t start = 0; start <= list.size();) {
+    const size_t comma = std::min(list.find(',', start), list.size());
+    if (comma > start) names.push_back(list.substr(start, comma - start));
+    start = comma + 1;
+  }
+  return names;
+}
+
 // The MNIST_ENGINE_KERNEL entry for `precision`, or "" (every entry must name a kernel of this build).
 std::string forced_kernel_name(Precision precision) {
   const char* env = std::getenv("MNIST_ENGINE_KERNEL");
   if (!env || !*env) return "";
   std::string chosen;
-  for (const auto& name : split(env)) {
+  for (const auto& name : split_kernel_names(env)) {
     const KernelInfo* k = find_kernel(name);
     if (!k)
       throw std::invalid_argument("MNIST_ENGINE_KERNEL '" + name + "' is not a kernel of this build; expected one of: " +

@@ -61,6 +61,10 @@ std::vector<std::string> available_kernel_names(Precision precision);
 // The precisions this CPU runs with a kernel other than the scalar reference (fp32 always).
 std::vector<std::string> available_precision_names();
 
+// "a,b,,c" -> {"a", "b", "c"}: the kernel lists of MNIST_ENGINE_KERNEL, MNIST_ENGINE_DISABLE_KERNELS
+// and kernel_check --only.
+std::vector<std::string> split_kernel_names(const std::string& list);
+
 // The MNIST_ENGINE_KERNEL entry for `precision`, or "" (every entry must name a kernel of this
 // build; throws std::invalid_argument otherwise).
 std::string forced_kernel_name(Precision precision);

@@ -51,16 +51,6 @@ const char* reference_of(Precision p) {
   return p == Precision::Fp32 ? "scalar" : p == Precision::Bf16 ? "bf16-scalar" : "int8-scalar";
 }
 
-std::vector<std::string> split_names(const std::string& list) {
-  std::vector<std::string> names;
-  for (size_t start = 0; start <= list.size();) {
-    const size_t comma = std::min(list.find(',', start), list.size());
-    if (comma > start) names.push_back(list.substr(start, comma - start));
-    start = comma + 1;
-  }
-  return names;
-}
-
 bool contains(const std::vector<std::string>& names, const std::string& name) {
   return std::find(names.begin(), names.end(), name) != names.end();
 }
@@ -75,7 +65,7 @@ int main(int argc, char** argv) {
     if (std::strcmp(argv[i], "--require") == 0 && i + 1 < argc)
       required.emplace_back(argv[++i]);
     else if (std::strcmp(argv[i], "--only") == 0 && i + 1 < argc)
-      only = split_names(argv[++i]);
+      only = mnist_engine::split_kernel_names(argv[++i]);
     else if (std::strcmp(argv[i], "--stop-at-first-failure") == 0)
       stop_at_first_failure = true;
     else
