@@ -57,8 +57,11 @@ def test_recipe_trains_exports_and_matches_on_10k(train_tool, arch, tmp_path, mn
     else:
         want = model.predict_proba(x)
     assert mnist_engine.load(path).reject_class == recipe.reject_class  # the reader's "not a digit" output travels
-    exact = forward(read_layers(path), x)
-    framework_error = float(np.abs(want - exact).max())
+    # The float64 answer decides only for the ill-conditioned recipes; for the others it is a printed
+    # figure, taken on 500 images (numpy's float64 convolutions of 10k images take a minute a recipe).
+    judged = slice(None) if recipe.input_scale == 1.0 else slice(0, 500)
+    exact = forward(read_layers(path), x[judged])
+    framework_error = float(np.abs(want[judged] - exact).max())
     top2 = np.sort(want, axis=1)[:, -2:]
     clear = top2[:, 1] - top2[:, 0] >= 1e-6
     # Every SIMD kernel this CPU runs (each CPU kind's automatic choice among them), so that the
@@ -66,9 +69,10 @@ def test_recipe_trains_exports_and_matches_on_10k(train_tool, arch, tmp_path, mn
     for kernel in SIMD_KERNELS:
         got = mnist_engine.load(path, kernel=kernel).predict(x_test)
         worst = float(np.abs(got - want).max())
-        engine_error = float(np.abs(got - exact).max())
+        engine_error = float(np.abs(got[judged] - exact).max())
         figures = (f"{arch} on {kernel}: max |engine - framework| = {worst:.3g} on 10k images (framework vs "
-                   f"float64: {framework_error:.3g}, engine vs float64: {engine_error:.3g})")
+                   f"float64: {framework_error:.3g}, engine vs float64: {engine_error:.3g}, on "
+                   f"{len(exact)} images)")
         if recipe.input_scale != 1.0:
             assert worst <= 1e-5, figures
         else:

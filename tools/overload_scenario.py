@@ -26,12 +26,14 @@ from typing import Dict, List
 
 import numpy as np
 
+# Probes until its stdin says the flood is over (or `seconds` at most): a flood that ends early does
+# not leave the scenario waiting out the whole time limit.
 PROBE = textwrap.dedent("""
-    import http.client, json, sys, time
+    import http.client, json, select, sys, time
     host, port, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
     latencies, statuses = [], {}
     end = time.monotonic() + seconds
-    while time.monotonic() < end:
+    while time.monotonic() < end and not select.select([sys.stdin], [], [], 0)[0]:
         started = time.perf_counter()
         try:
             c = http.client.HTTPConnection(host, port, timeout=10)
@@ -193,7 +195,7 @@ def overload_scenario(url: str, path: str, process: subprocess.Popen, engine, pi
     baseline = tree_rss_mib(process.pid)
     probe_seconds = limit_s + 5
     probe = subprocess.Popen([sys.executable, "-c", PROBE, host, port, str(probe_seconds)],
-                             stdout=subprocess.PIPE, text=True)
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     sampler = RssSampler(process.pid)
     sampler.start()
     time.sleep(1.0)  # the probe's quiet second: its figures include the idle server too
@@ -201,7 +203,7 @@ def overload_scenario(url: str, path: str, process: subprocess.Popen, engine, pi
     sampler.running = False
     sampler.join()
     after = single_image_latencies(url, path, pixels[5000:5001])
-    health = json.loads(probe.communicate(timeout=probe_seconds + 60)[0])
+    health = json.loads(probe.communicate("over\n", timeout=probe_seconds + 60)[0])
     latencies = np.array(health["latencies"]) * 1000
     figures.update({
         "body_mib_json": len(bodies[1][0]) / 2**20, "body_mib_binary": len(bodies[0][0]) / 2**20,
