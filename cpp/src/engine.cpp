@@ -61,6 +61,12 @@ void map_rows(float* y, size_t rows, size_t stride, size_t width, F f) {
 
 float sigmoid(float v) { return 1.0f / (1.0f + std::exp(-v)); }
 
+const KernelInfo& fp32_reference() {
+  for (const KernelInfo& k : kernel_table())
+    if (k.reference && k.precision == Precision::Fp32) return k;
+  throw std::logic_error("the kernel table has no fp32 reference");
+}
+
 // Whether a conv layer of `filters` filters, `depth` values per filter and `bytes` per value may be
 // packed in panels of `panel` filters. Kernels that work on whole panels pad the last one, so a
 // layer of 1 filter over 1024 channels would take panel times its weights (a 16 MiB layer, half a
@@ -68,12 +74,6 @@ float sigmoid(float v) { return 1.0f / (1.0f + std::exp(-v)); }
 // for so few filters loses little) when the padding would cost more than twice the layer's own
 // weights and more than 1 MiB: loading any file then costs at most 3 times its size, plus 1 MiB
 // per layer.
-const KernelInfo& fp32_reference() {
-  for (const KernelInfo& k : kernel_table())
-    if (k.reference && k.precision == Precision::Fp32) return k;
-  throw std::logic_error("the kernel table has no fp32 reference");
-}
-
 bool conv_padding_pays(size_t filters, size_t depth, size_t panel, size_t bytes) {
   const size_t weights = filters * depth * bytes, padding = (round_up(filters, panel) - filters) * depth * bytes;
   return padding <= std::max<size_t>(2 * weights, size_t(1) << 20);
