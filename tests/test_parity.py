@@ -60,3 +60,34 @@ def test_model_trained_now_matches_keras(keras, mnist, tmp_path):
     assert_parity(engine.predict(x_test.astype(np.float32) / np.float32(255)), want)
     accuracy = (engine.classify(x_test) == mnist[1][1]).mean()
     assert accuracy > 0.9, accuracy
+
+
+def test_an_ill_conditioned_linear_cnn_is_no_less_accurate_than_keras(keras, mnist, tmp_path):
+    """Three linear convs and two linear Dense layers on raw 0..255 pixels: nothing bounds the sums
+    (logits in the hundreds, a 3200-input Dense), so their rounding shows. Against float64 with the
+    same float32 weights, every fp32 kernel's error must be no larger than Keras's own, in the
+    largest and the typical (rms) case. Summing each window, or each Dense row, in one chain was
+    about 2x Keras's error; the kernels sum in blocks (dense-sparse-rows.h, conv-direct.h)."""
+    from mnist_engine import reference_conv as rc
+    keras.utils.set_random_seed(0)
+    layers = keras.layers
+    model = keras.Sequential([keras.Input((28, 28, 1)), layers.Conv2D(16, 3), layers.Conv2D(32, 3),
+                              layers.MaxPooling2D(), layers.Conv2D(32, 3), layers.Flatten(), layers.Dense(64),
+                              layers.Dense(10)])
+    (_, _), (x_test, _) = mnist
+    x = x_test[:300].reshape(-1, 28, 28, 1).astype(np.float32)
+    w = model.get_weights()
+    y = rc.conv2d(rc.conv2d(x, w[0], w[1]), w[2], w[3])
+    y = rc.conv2d(rc.max_pool2d(y, (2, 2), (2, 2)), w[4], w[5]).reshape(len(x), -1)
+    exact = (y @ w[6].astype(np.float64) + w[7]) @ w[8].astype(np.float64) + w[9]
+    assert np.abs(exact).max() > 100, "the model is meant to be ill-conditioned"
+    keras_error = np.abs(model.predict(x, batch_size=300, verbose=0) - exact)
+    # The file's check at load compares with Keras's outputs, and Keras's own error here (~1e-4)
+    # is more than the default tolerance allows on outputs near 0.
+    path = mnist_engine.export_keras(model, tmp_path / "linear.mnw", input_scale=1.0, output_kind="logits",
+                                     atol=3e-4)
+    for kernel in mnist_engine.available_kernels("fp32"):
+        error = np.abs(mnist_engine.load(path, kernel=kernel).predict(x.reshape(len(x), -1)) - exact)
+        assert error.max() <= keras_error.max(), f"{kernel}: max error {error.max():.3g}, Keras {keras_error.max():.3g}"
+        rms, keras_rms = np.sqrt((error ** 2).mean()), np.sqrt((keras_error ** 2).mean())
+        assert rms <= keras_rms, f"{kernel}: rms error {rms:.3g}, Keras {keras_rms:.3g}"

@@ -144,8 +144,9 @@ def sparse_images(rng, count, width):
 @pytest.mark.parametrize("image, k, stride, filters", WIDE_CASES)
 def test_fma_conv_kernels_agree_to_the_bit_however_they_skip_and_split(rng, image, k, stride, filters):
     """Every direct conv kernel sums each output's window in (ky, kx, c) order with one FMA per
-    term: the same bits on every ISA, with zero skipping off, and for a single image whose rows are
-    split over two threads; within 1e-5 of the float64 reference."""
+    term, by window rows where rows are long (the 32- and 48-channel cases; kernels.h's
+    conv_sums_rows_apart): the same bits on every ISA, with zero skipping off, and for a single
+    image whose rows are split over two threads; within 1e-5 of the float64 reference."""
     layers = wide_conv_model(rng, image, k, stride, filters)
     data = build(layers)
     x = sparse_images(rng, 5, int(np.prod(image)))

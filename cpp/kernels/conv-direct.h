@@ -10,9 +10,12 @@
 // (kx, c) for every kx and c, is window_w x channels contiguous floats, and neighbouring pixels'
 // rows are stride_w x channels apart.
 //
-// Every output sums its window in the order (ky, kx, c) from the bias, one FMA per term, so every
-// FMA ISA gives the same bits for any MR, and tail tiles the same bits as full ones (the scalar
-// reference, without FMA, rounds each product: within 1e-5 relative).
+// Every output sums its window in (ky, kx, c) order from the bias, one FMA per term. Where window
+// rows are long (conv_sums_rows_apart, kernels.h) it sums row by row: window row 0 onto the bias,
+// each later row from zero, added to the sum when the row is done; a long chain rounds more than
+// short ones (tests/test_parity.py's ill-conditioned model). Every FMA ISA therefore gives the
+// same bits for any MR, and tail tiles the same bits as full ones (the scalar reference, without
+// FMA, rounds each product: within 1e-5 relative).
 //
 // Zeros (unless ConvArgs::skip_zeros is off): where all MR pixels of a tile have a zero at the same window position, that position is
 // skipped (fma(0, w, acc) == acc for finite w, as in dense-sparse-rows.h). A pixel's zeros are
@@ -62,7 +65,7 @@ struct DirectTile {
   size_t pixel_step, row_step, out_row_step;  // floats: next pixel, next window row, next output row
   size_t window_h, segment;                   // window rows; floats per window row
   size_t y_stride;
-  bool relu, skip_zeros;
+  bool relu, skip_zeros, split_rows;
 };
 
 // MR pixels x NV vectors of filters over the whole window: ROWS output rows (1, or 2 for a fused
@@ -74,7 +77,8 @@ struct DirectTile {
 // conv's stored outputs pooled by f32_pool_<isa>.
 //
 // Accumulators are an array whose every index is a constant after unrolling, so GCC keeps them in
-// registers (checked in the assembly: no stores inside the window loop).
+// registers (checked in the assembly: no stores inside the window loop). The sum of the rows done
+// waits in `done`, in memory: MR x NV more registers would not fit, and it is touched once a row.
 template <class Isa, int MR, int NV, int ROWS>
 __attribute__((noinline)) void conv_tile(const DirectTile& t, const float* x, const float* w, const float* bias,
                                          float* y) {
@@ -87,7 +91,13 @@ __attribute__((noinline)) void conv_tile(const DirectTile& t, const float* x, co
   for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) acc[i][v] = Isa::load(bias + v * L);
+  alignas(64) float done[MR][NV][L];
   for (size_t ky = 0; ky < t.window_h; ++ky) {
+    if (ky > 0 && t.split_rows)
+#pragma GCC unroll 16
+      for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; ++v) acc[i][v] = Isa::zero();
     const float* row = x + ky * t.row_step;
     const float* wrow = w + ky * t.segment * P;
     for (size_t t0 = 0; t0 < t.segment; t0 += 64) {
@@ -111,6 +121,20 @@ __attribute__((noinline)) void conv_tile(const DirectTile& t, const float* x, co
         }
       }
     }
+    if (!t.split_rows) continue;
+    const bool first = ky == 0, last = ky + 1 == t.window_h;
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) {
+        if (first) {
+          Isa::store(done[i][v], acc[i][v]);
+        } else if (last) {
+          acc[i][v] = Isa::add(Isa::load(done[i][v]), acc[i][v]);
+        } else {
+          Isa::store(done[i][v], Isa::add(Isa::load(done[i][v]), acc[i][v]));
+        }
+      }
   }
   const auto out = [&](int i, int v) { return t.relu ? Isa::relu(acc[i][v]) : acc[i][v]; };
   if constexpr (ROWS == 1) {
@@ -154,7 +178,7 @@ void conv_direct(const ConvArgs& a) {
   const size_t segment = a.window_w * a.channels, depth = a.window_h * segment;
   const size_t pixel_step = a.stride_w * a.channels, row_step = a.padded_w * a.channels;
   const DirectTile t{pixel_step, row_step, a.stride_h * row_step, a.window_h, segment, a.y_stride,
-                     a.relu, a.skip_zeros};
+                     a.relu, a.skip_zeros, conv_sums_rows_apart(a.window_h, segment)};
   if (a.pool == 2) {
     const ConvTileFn* tiles = TileTable<Isa, NV, 2, std::make_index_sequence<PQ>>::tiles;
     const size_t pooled_w = a.out_w / 2;

@@ -21,45 +21,64 @@ inline typename Isa::V load_weights(const float* p, typename Isa::Mask mask) {
   else return Isa::load(p);
 }
 
-// One row's nonzero inputs [index, end) against N vectors of one panel, starting from `init` (the
-// bias, or the partial sums of earlier k blocks). The N accumulators are independent FMA chains;
+// One row's nonzero inputs in index blocks [b0, b1) against N vectors of one panel, starting from
+// `init` (the bias, or the sums of earlier blocks). The N accumulators are independent FMA chains;
 // N = 8 covers the FMA latency (4 cycles) at two FMAs per cycle. A Tail panel (the last of a layer,
 // narrower than kPanel) is packed `stride` floats per row instead of kPanel.
 //
+// Each block of kIndexBlock inputs is summed from zero and then added to the running sum, instead
+// of one chain over every k: a serial sum's rounding error grows with its length, and a 3200-input
+// layer summed in one chain was less accurate than Keras (tests/test_parity.py's ill-conditioned
+// model). The blocks are fixed by k alone, so every ISA, grouping and thread count gives the same
+// bits; f32_dense_scalar sums in the same blocks.
+//
 // Only nonzero inputs are visited. MNIST images are ~81% zero pixels and ReLU layers 50-80%
-// zeros, so this skips most of the work; because fma(0, w, acc) == acc, the result is
-// bit-identical to the dense sum in the same k order (one exception: an accumulator that is
-// exactly -0.0, e.g. a -0.0 bias with every input zero, would become +0.0 in the dense sum).
+// zeros, so this skips most of the work; because fma(0, w, acc) == acc and a block of zeros adds
+// +0, the result is bit-identical to the dense sum in the same order (one exception: a sum that
+// is exactly -0.0, e.g. a -0.0 bias with every input zero, would become +0.0 in the dense sum).
 // tests/test_kernels.py compares the bits with skipping switched off (Engine skip_zeros=False).
 //
 // Not inlined: inside the row and panel loops GCC ran out of registers and reloaded spilled
 // values in the k loop; out of line the loop keeps everything in registers (AVX2 kernel 15%
 // faster on Zen 4, AVX-512 3%).
 template <class Isa, int N, bool Tail>
-__attribute__((noinline)) void row_panel(const float* x, const uint16_t* index, const uint16_t* end,
-                                         const float* w, size_t tail_stride, typename Isa::Mask mask,
+__attribute__((noinline)) void row_panel(const float* x, const uint16_t* index, const uint32_t* ends, size_t b0,
+                                         size_t b1, const float* w, size_t tail_stride, typename Isa::Mask mask,
                                          const float* init, float* y, bool relu) {
   using V = typename Isa::V;
   constexpr size_t L = Isa::kLanes, kPanel = 8 * L;
   const size_t stride = Tail ? tail_stride : kPanel;
-  // Named accumulators, not an array: GCC keeps a vector array in memory and stores it on every
-  // iteration (8 extra stores per k), which halves the kernel's speed.
+  // Named sums and accumulators, not arrays: GCC keeps a vector array in memory and stores it on
+  // every iteration (8 extra stores per k), which halves the kernel's speed.
+  V s0, s1, s2, s3, s4, s5, s6, s7;
   V a0, a1, a2, a3, a4, a5, a6, a7;
-#define MNIST_ENGINE_EACH(F) F(0, a0) F(1, a1) F(2, a2) F(3, a3) F(4, a4) F(5, a5) F(6, a6) F(7, a7)
-#define MNIST_ENGINE_INIT(v, a) if constexpr (N > v) a = Isa::load(init + L * v);
-#define MNIST_ENGINE_FMA(v, a) \
+#define MNIST_ENGINE_EACH(F) F(0, s0, a0) F(1, s1, a1) F(2, s2, a2) F(3, s3, a3) F(4, s4, a4) F(5, s5, a5) \
+  F(6, s6, a6) F(7, s7, a7)
+#define MNIST_ENGINE_INIT(v, s, a) if constexpr (N > v) s = Isa::load(init + L * v);
+#define MNIST_ENGINE_ZERO(v, s, a) if constexpr (N > v) a = Isa::zero();
+#define MNIST_ENGINE_FMA(v, s, a) \
   if constexpr (N > v) a = Isa::fmadd(xv, load_weights<Isa, Tail && v == N - 1>(wk + L * v, mask), a);
-#define MNIST_ENGINE_STORE(v, a) if constexpr (N > v) Isa::store(y + L * v, relu ? Isa::relu(a) : a);
+#define MNIST_ENGINE_ADD(v, s, a) if constexpr (N > v) s = Isa::add(s, a);
+#define MNIST_ENGINE_STORE(v, s, a) if constexpr (N > v) Isa::store(y + L * v, relu ? Isa::relu(s) : s);
   MNIST_ENGINE_EACH(MNIST_ENGINE_INIT)
-  for (; index != end; ++index) {
-    const size_t k = *index;
-    const V xv = Isa::broadcast(x + k);
-    const float* wk = w + k * stride;
-    MNIST_ENGINE_EACH(MNIST_ENGINE_FMA)
+  const uint16_t* at = index + (b0 ? ends[b0 - 1] : 0);
+  for (size_t b = b0; b < b1; ++b) {
+    const uint16_t* end = index + ends[b];
+    if (at == end) continue;  // a block of zeros adds +0
+    MNIST_ENGINE_EACH(MNIST_ENGINE_ZERO)
+    for (; at != end; ++at) {
+      const size_t k = *at;
+      const V xv = Isa::broadcast(x + k);
+      const float* wk = w + k * stride;
+      MNIST_ENGINE_EACH(MNIST_ENGINE_FMA)
+    }
+    MNIST_ENGINE_EACH(MNIST_ENGINE_ADD)
   }
   MNIST_ENGINE_EACH(MNIST_ENGINE_STORE)
 #undef MNIST_ENGINE_STORE
+#undef MNIST_ENGINE_ADD
 #undef MNIST_ENGINE_FMA
+#undef MNIST_ENGINE_ZERO
 #undef MNIST_ENGINE_INIT
 #undef MNIST_ENGINE_EACH
 }
@@ -67,8 +86,8 @@ __attribute__((noinline)) void row_panel(const float* x, const uint16_t* index, 
 // All rows of the tile against panel p, `group` index blocks at a time: that part of the panel
 // (group x 64 weight rows) stays in L1 while every row passes over it. Without the blocks each
 // row would stream the whole panel from L2, and L2 bandwidth, not the FMA units, would set the
-// pace. Partial sums wait in y between groups; each column still sums its k in increasing order,
-// so the result does not depend on the grouping.
+// pace. Sums wait in y between groups; the blocks are added in the same order either way, so the
+// result does not depend on the grouping.
 template <class Isa, int N, bool Tail>
 void panel(const DenseArgs& a, size_t p, size_t group) {
   constexpr size_t L = Isa::kLanes, kPanel = 8 * L;
@@ -81,10 +100,8 @@ void panel(const DenseArgs& a, size_t p, size_t group) {
     const size_t b1 = b0 + group < blocks ? b0 + group : blocks;
     const bool last = b1 == blocks;
     for (size_t r = 0; r < a.rows; ++r) {
-      const uint16_t* index = a.nz_index + r * a.in;
-      const uint32_t* ends = a.block_ends + r * blocks;
       float* y = a.y + r * a.y_stride + p * kPanel;
-      row_panel<Isa, N, Tail>(a.x + r * a.x_stride, index + (b0 ? ends[b0 - 1] : 0), index + ends[b1 - 1], w,
+      row_panel<Isa, N, Tail>(a.x + r * a.x_stride, a.nz_index + r * a.in, a.block_ends + r * blocks, b0, b1, w,
                               a.tail_stride, mask, b0 ? y : bias, y, a.relu && last);
     }
   }

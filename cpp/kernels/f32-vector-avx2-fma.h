@@ -17,6 +17,8 @@ struct Avx2Fma {
   static V load(const float* p) { return _mm256_loadu_ps(p); }
   static V broadcast(const float* p) { return _mm256_broadcast_ss(p); }
   static V fmadd(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
+  static V zero() { return _mm256_setzero_ps(); }
+  static V add(V a, V b) { return _mm256_add_ps(a, b); }
   // max_ps returns its second operand when either is NaN: with the value second, a NaN input
   // propagates as it does in Keras instead of becoming 0.
   static V relu(V v) { return _mm256_max_ps(_mm256_setzero_ps(), v); }

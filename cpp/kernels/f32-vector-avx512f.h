@@ -17,6 +17,8 @@ struct Avx512F {
   static V load(const float* p) { return _mm512_loadu_ps(p); }
   static V broadcast(const float* p) { return _mm512_set1_ps(*p); }
   static V fmadd(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+  static V zero() { return _mm512_setzero_ps(); }
+  static V add(V a, V b) { return _mm512_add_ps(a, b); }
   // As in AVX2, max returns its second operand when either is NaN: NaN propagates.
   static V relu(V v) { return _mm512_max_ps(_mm512_setzero_ps(), v); }
   static void store(float* p, V v) { _mm512_storeu_ps(p, v); }

@@ -87,6 +87,13 @@ inline void nonzero_index_tail(const float* x, size_t k, size_t width, uint16_t*
   if (width % kIndexBlock != 0) block_ends[width / kIndexBlock] = n;
 }
 
+// Whether a conv layer's outputs sum their window row by row (window row 0 onto the bias, each
+// later row from zero and then added: conv-direct.h) rather than in one chain. A long chain rounds
+// more (its error grows with its length), but summing apart costs a pass over the tile's
+// accumulators per row, which only pays where a row is long: a one-channel 3 x 3 window has rows
+// of 3 terms. Decided by the layer's shape alone, so that every kernel sums alike.
+inline bool conv_sums_rows_apart(size_t window_h, size_t row_terms) { return window_h > 1 && row_terms >= 32; }
+
 }  // namespace
 
 void pixels_to_float_scalar(const uint8_t* pixels, size_t n, double scale, float* out);
@@ -112,7 +119,8 @@ void f32_pool_scalar(Op op, const float* x, const Geometry& g, const ImageShape&
 // `panel` filters (KernelInfo::conv_panel): packed[(p * depth + k) * panel + f] = W[k][p * panel + f],
 // k = (ky * window_w + kx) * channels + c (Keras's layout), zero past the last filter; `bias` is
 // zero-padded likewise. Writes y[(oy * out_w + ox) * y_stride + f] for every f < panels * panel,
-// each output the bias plus its window's terms in k order, then max(y, 0) when `relu` is set.
+// each output the bias plus its window's terms in k order (by window rows where
+// conv_sums_rows_apart), then max(y, 0) when `relu` is set.
 struct ConvArgs {
   const float* x;
   size_t padded_w, channels;
