@@ -2,7 +2,8 @@
 software model of the tile instructions (cpp/testing/amx-model.h), checks the model, holds int8-amx
 bit-exact and bf16-amx within its limit to the scalar references, and shows that bugs planted in
 the dense and conv tile kernels are caught. On a CPU with AMX the model is also compared with the
-instructions themselves."""
+instructions themselves. Its own build takes minutes, so it is not in the default run (pyproject.toml
+deselects the own_build marker): `python -m pytest -m own_build`, a step of its own in .ci/run."""
 from __future__ import annotations
 
 import os
@@ -19,6 +20,7 @@ from test_build import need
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.own_build
 @pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="AMX is x86-64 only")
 def test_amx_kernels_on_the_software_model():
     if "avx512" not in mnist_engine.available_kernels():
