@@ -579,6 +579,27 @@ def test_a_torch_mlp_exports(onnx, ort, tmp_path, rng, dynamo):
         np.testing.assert_allclose(engine.predict(x), net(torch.from_numpy(x)).numpy(), atol=PARITY)
 
 
+
+def test_the_pytorch_examples_net_trained_by_torch_reads_digits_through_both_exporters():
+    """If torch is installed (not in CI: its wheels are gigabytes): tools/pytorch_mnist_net.py trains
+    examples/mnist's Net briefly on Normalize(0.1307, 0.3081) inputs, exports it through the
+    TorchScript and the dynamo exporter and then export_onnx with that mean and std, and holds the
+    engine's uint8 accuracy to onnxruntime's on normalized floats (0.05 points), its
+    log-probabilities to onnxruntime's, and `mnist-engine predict` on drawn pages to probabilities in
+    [0, 1] and the test set's accuracy."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    for module in ("torch", "onnxscript", "onnxruntime", "PIL"):
+        pytest.importorskip(module)
+    tool = Path(__file__).resolve().parent.parent / "tools" / "pytorch_mnist_net.py"
+    result = subprocess.run([sys.executable, str(tool), "--train-images", "4000", "--pages", "60"],
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.stdout.rstrip().endswith("all checks hold")
+    assert result.stdout.count('"output_kind": "log_probabilities"') == 2
+
 # -- shapes computed by the graph (TorchScript) ---------------------------------------------------
 
 def view_batch_minus_one(onnx, source: str, out: str, opset: int) -> list:
