@@ -602,3 +602,22 @@ def test_a_mismatch_from_float32_rounding_is_not_called_an_engine_bug(rng, tmp_p
     assert "more than a file's tolerance allows (0.001); export a model whose inputs are scaled" in large
     broken = _diagnose([layer], [framework], x, "Keras", 1e-5, 0.0, tmp_path / "m.mnw", "loader says", exact + 0.5)
     assert "this is an engine bug, please report it" in broken and "the engine is 0.5 from the exact" in broken
+
+
+def test_a_keras_mlp_of_tabular_features_exports_as_features(keras, tmp_path, rng):
+    """A Keras MLP on 20 standardized features has no pixels (neither an image nor 784 values): it
+    exports without a pixel scale, takes float rows exactly as Keras does, refuses uint8 in one
+    line, and its file says "features". A scale given by the caller makes it a pixel model."""
+    keras.utils.set_random_seed(1)
+    model = keras.Sequential([keras.Input((20,)), keras.layers.Dense(16, activation="relu"),
+                              keras.layers.Dense(3, activation="softmax")])
+    rows = rng.normal(size=(200, 20)).astype(np.float32)
+    want = model.predict(rows, verbose=0)
+    for reference in (None, rows[:16]):
+        engine = mnist_engine.load(mnist_engine.export_keras(model, tmp_path / "t.mnw", reference_images=reference))
+        assert engine.input_kind == "features" and engine.metadata["input_kind"] == "features"
+        np.testing.assert_allclose(engine.predict(rows), want, atol=1e-5, rtol=1e-5)
+        with pytest.raises(ValueError, match="^expected float32 features: this model takes tabular features"):
+            engine.predict(np.zeros((1, 20), np.uint8))
+    scaled = mnist_engine.export_keras(model, tmp_path / "p.mnw", input_scale=1 / 16)
+    assert mnist_engine.load(scaled).input_kind == "pixels"

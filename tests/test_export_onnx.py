@@ -392,6 +392,19 @@ def simple_graph(onnx, rng, middle, extra_inits=None, opset=20, in_shape=(6,), i
     return make_model(onnx, nodes, inits, list(in_shape), 5, opset=opset, input_type=input_type)
 
 
+
+def test_an_onnx_mlp_of_tabular_features_exports_as_features(onnx, ort, tmp_path, rng):
+    """A graph of 6 inputs that no image feeds takes features: float rows exactly as onnxruntime,
+    uint8 refused in one line. An input_scale given makes it a pixel model, by the caller's choice."""
+    model = simple_graph(onnx, rng, [node("Relu", ["g"], "y")])
+    x = rng.normal(size=(50, 6)).astype(np.float32)
+    _, engine = export_and_compare(onnx, ort, model, tmp_path, x)
+    assert engine.input_kind == "features" and engine.metadata["input_kind"] == "features"
+    with pytest.raises(ValueError, match="^expected float32 features: this model takes tabular features"):
+        engine.predict(np.zeros((1, 6), np.uint8))
+    _, scaled = export_and_compare(onnx, ort, model, tmp_path, x, input_scale=1.0)
+    assert scaled.input_kind == "pixels"
+
 REFUSALS = {
     "an unsupported op": ([node("Cos", ["g"], "y")], {},
                           r"^node 'cos_y' \(Cos\) is not supported; supported op types: MatMul, Gemm"),

@@ -145,6 +145,38 @@ def infer_normalization(images: Any, input_scale: float, channels: int) -> Optio
     return normalization_for(means, stds, channels)
 
 
+def pixels_possible(layers: Sequence[Any], input_scale: Optional[float], reference_images: Any,
+                    stated: bool = False) -> bool:
+    """Whether uint8 pixels can be this model's input: an image (a conv or pool takes it), an
+    MNIST-sized row (784 values), uint8 reference images, or a pixel scale or normalization that
+    the caller gives or the model states (`stated`: a Rescaling layer, input_mean / input_std).
+    Tabular data (30 measurements of a tumour, 8x8 digits as 0..16 counts, two toy features) has no
+    pixels to scale: such a model takes features (docs/FORMAT.md, input_kind)."""
+    first = layers[0]
+    uint8_rows = reference_images is not None and np.asarray(reference_images).dtype == np.uint8
+    return (first.op in SPATIAL_OPS or first.widths[0] == 784 or uint8_rows or input_scale is not None
+            or stated)
+
+
+def feature_rows(rows: Any, width: int, drawn: Optional[np.ndarray] = None) -> ReferenceInputs:
+    """Reference rows for a model of features: the caller's (float), else `drawn` (rows made from
+    what the model's own preprocessing learned of the data), else standard normal rows, whose range
+    the file does not state (nothing is known of the data)."""
+    if rows is not None:
+        rows = np.asarray(rows)
+        if rows.dtype.kind not in "fiu" or rows.dtype == np.uint8:
+            raise TypeError(f"expected float reference rows (features), got dtype {rows.dtype}")
+        values = rows.reshape(len(rows), -1).astype(np.float32)
+        if values.shape[1] != width:
+            raise ValueError(f"expected reference rows with {width} features each, got shape {rows.shape}")
+    elif drawn is not None:
+        values = np.asarray(drawn, np.float32)
+    else:
+        normal = np.random.default_rng(0).normal(size=(REFERENCE_ROWS, width)).astype(np.float32)
+        return ReferenceInputs(normal, None)
+    return ReferenceInputs(values, f"float {float(values.min()):.9g} {float(values.max()):.9g}")
+
+
 def pixel_inputs(layers: Sequence[Any], input_scale: float, input_mean: Any, input_std: Any, reference_images: Any,
                  calibration_images: Any, per_channel: bool = True):
     """(reference rows, calibration rows or None, Normalization or None) of an image model: the
@@ -159,6 +191,33 @@ def pixel_inputs(layers: Sequence[Any], input_scale: float, input_mean: Any, inp
     calibration = None if calibration_images is None else \
         reference_inputs_for(calibration_images, width, input_scale, normalization)
     return reference, calibration, normalization
+
+
+@dataclass
+class ModelInputs:
+    """What an exported graph takes (docs/FORMAT.md, input_kind), with its reference rows."""
+    kind: str  # "pixels" or "features"
+    input_scale: float
+    reference: ReferenceInputs
+    calibration: Optional[ReferenceInputs]
+    normalization: Optional[Normalization]
+
+
+def graph_inputs(layers: Sequence[Any], input_scale: Optional[float], rescales: bool, input_mean: Any,
+                 input_std: Any, reference_images: Any, calibration_images: Any,
+                 per_channel: bool = True) -> ModelInputs:
+    """The inputs of a Keras or ONNX graph: pixels (pixels_possible), scaled by the caller's
+    input_scale, else 1 when the graph rescales them itself, else 1/255; otherwise features, taken
+    as given."""
+    if pixels_possible(layers, input_scale, reference_images,
+                       stated=rescales or input_mean is not None or input_std is not None):
+        scale = input_scale if input_scale is not None else 1.0 if rescales else 1 / 255
+        reference, calibration, normalization = pixel_inputs(layers, scale, input_mean, input_std, reference_images,
+                                                             calibration_images, per_channel)
+        return ModelInputs("pixels", scale, reference, calibration, normalization)
+    width = layers[0].widths[0]
+    calibration = None if calibration_images is None else feature_rows(calibration_images, width)
+    return ModelInputs("features", 1.0, feature_rows(reference_images, width), calibration, None)
 
 
 def reference_inputs_for(images: Optional[np.ndarray], width: int, input_scale: float,

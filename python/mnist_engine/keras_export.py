@@ -29,7 +29,7 @@ from ._export_common import (
     base_metadata,
     fold_after,
     fold_before,
-    pixel_inputs,
+    graph_inputs,
     prove_and_write,
     rows_in_input_order,
 )
@@ -801,7 +801,10 @@ def export_keras(
 
     ``input_scale`` is what a raw uint8 pixel must be multiplied by to become this model's input:
     1/255 for a model trained on ``x / 255`` (the default), 1 for a model trained on raw 0..255
-    values or with its own Rescaling layer (the default when it has one). ``reference_images``
+    values or with its own Rescaling layer (the default when it has one). A model that no image
+    feeds and that is not 784 wide, given no scale, mean, std or uint8 reference images, takes
+    tabular features instead (``input_kind``: float rows exactly as given, uint8 refused; its
+    reference rows are the caller's floats, or standard normal rows). ``reference_images``
     (uint8 pixels or floats in the model's input domain) are stored with Keras's outputs for them,
     and every load re-checks them; by default 16 synthetic MNIST-like images are used. Float
     reference images outside 0..255*input_scale give an InputRangeWarning: the scale is likely wrong.
@@ -842,10 +845,9 @@ def export_keras(
     quantized = _is_quantized(model)
     checked = model if precisions == ["float32"] and not quantized else _float32_twin(model, keras)
     chain = keras_dense_chain(checked)
-    if input_scale is None:
-        input_scale = 1.0 if chain.rescales else 1 / 255
-    reference, calibration, normalization = pixel_inputs(chain.layers, input_scale, input_mean, input_std,
-                                                         reference_images, calibration_images)
+    inputs = graph_inputs(chain.layers, input_scale, chain.rescales, input_mean, input_std, reference_images,
+                          calibration_images)
+    input_scale, reference, calibration = inputs.input_scale, inputs.reference, inputs.calibration
     x = reference.values.reshape((len(reference.values),) + tuple(checked.inputs[0].shape[1:]))
     ref_out = np.asarray(checked.predict(x, verbose=0, batch_size=len(x))).reshape(len(x), -1)
     meta = base_metadata("mnist_engine.export_keras", source if source is not None else model.name,
@@ -859,8 +861,9 @@ def export_keras(
         keras_out = np.asarray(model.predict(x, verbose=0, batch_size=len(x))).reshape(len(x), -1)
         meta["keras_quantization"] = "int8, weights exported as kernel / kernel_scale"
         meta["keras_quantized_max_abs_diff"] = f"{float(np.max(np.abs(keras_out - ref_out))):.3g}"
-    if normalization:
-        meta.update(normalization.metadata())
+    if inputs.normalization:
+        meta.update(inputs.normalization.metadata())
+    meta["input_kind"] = inputs.kind
     stages = [Stage(d, y) for d, y in zip(chain.descriptions, _stage_outputs(keras, chain, x))]
     return prove_and_write(out_path, chain.layers, framework="Keras", stages=stages, input_scale=input_scale,
                            metadata=meta, reference=reference, reference_outputs=ref_out, atol=atol, rtol=rtol,

@@ -24,7 +24,7 @@ from ._export_common import (
     Stage,
     UnsupportedModelError,
     base_metadata,
-    pixel_inputs,
+    graph_inputs,
     prove_and_write,
 )
 from ._extras import require
@@ -154,12 +154,13 @@ def export_onnx(
 
     ``input_scale`` is what a raw uint8 pixel must be multiplied by to become the graph's input:
     1/255 by default, or 1 when the graph scales its input itself (a Mul by 1/255 or a Div by 255
-    before the first MatMul or Gemm). ``reference_images``, ``calibration_images``, ``atol`` and ``rtol`` work as
+    before the first MatMul or Gemm); a graph of features (no image, not 784 wide) has none, as in
+    :func:`export_keras`. ``reference_images``, ``calibration_images``, ``atol`` and ``rtol`` work as
     in :func:`export_keras`: the reference outputs stored in the file, and every layer's expected
     output, come from ONNX's own reference evaluator (``onnx.reference``), and the file is loaded and
     checked against them before anything is written. ``reject_class``, ``output_kind``,
     ``input_mean`` and ``input_std`` work as in :func:`export_keras`: PyTorch's examples/mnist
-    trains behind Normalize((0.1307,), (0.3081,)) (one mean and std here, not one per channel), and
+    trains behind Normalize((0.1307,), (0.3081,)) (one mean and std: ONNX images have one channel here), and
     its Net ends in LogSoftmax, which gives log-probabilities; a graph ending in its last Gemm gives
     logits, one whose output is not a vector values."""
     onnx = _import_onnx()
@@ -169,11 +170,12 @@ def export_onnx(
             model.graph.name or "onnx model")
     opset = _opset(model)
     chain = _GraphBuilder(_Graph(onnx, model)).build()
-    if input_scale is None:
-        input_scale = 1.0 if chain.rescales else 1 / 255
-    # One mean and std for every value: the graph's input layout (NCHW) is not the engine's rows'.
-    reference, calibration, normalization = pixel_inputs(chain.layers, input_scale, input_mean, input_std,
-                                                         reference_images, calibration_images, per_channel=False)
+    # One mean and std for every value: an ONNX image reaches the engine with one channel (a
+    # multi-channel NCHW input is refused by _onnx_spatial), so a value per channel has nothing to
+    # tell apart.
+    inputs = graph_inputs(chain.layers, input_scale, chain.rescales, input_mean, input_std, reference_images,
+                          calibration_images, per_channel=False)
+    input_scale, reference, calibration = inputs.input_scale, inputs.reference, inputs.calibration
     x = reference.values.reshape((len(reference.values),) + chain.input_shape)
     ref_out, stages = reference_stages(model, chain, x)
     meta = base_metadata("mnist_engine.export_onnx", source, reject_class)
@@ -183,8 +185,9 @@ def export_onnx(
     if chain.output_shape is not None:
         # predict gives (N, features); this is how the graph's own output held each row's values.
         meta["output_shape"] = " ".join(map(str, chain.output_shape))
-    if normalization:
-        meta.update(normalization.metadata())
+    if inputs.normalization:
+        meta.update(inputs.normalization.metadata())
+    meta["input_kind"] = inputs.kind
     return prove_and_write(out_path, chain.layers, framework="ONNX", stages=stages, input_scale=input_scale,
                            metadata=meta, reference=reference, reference_outputs=ref_out, atol=atol, rtol=rtol,
                            calibration=calibration, output_kind=output_kind,

@@ -10,10 +10,11 @@ import numpy as np
 
 from ._export_common import (
     REFERENCE_ROWS,
-    ReferenceInputs,
     Stage,
     base_metadata,
+    feature_rows,
     fold_before,
+    pixels_possible,
     prove_and_write,
     reference_inputs_for,
 )
@@ -104,46 +105,25 @@ def _infer_input_scale(transforms: List[Any], reference_images: Any) -> float:
                      "reference_images as it was fitted)")
 
 
-def _pixels_possible(width: int, input_scale: Optional[float], reference_images: Any) -> bool:
-    """Whether uint8 pixels can be this model's input: an MNIST-sized input (784), uint8 reference
-    images, or a caller who gives a pixel scale. Tabular data (30 measurements of a tumour, 8x8
-    digits as 0..16 counts, two toy features) has no pixels to scale."""
-    uint8_rows = reference_images is not None and np.asarray(reference_images).dtype == np.uint8
-    return width == 784 or uint8_rows or input_scale is not None
-
-
-def _feature_rows(reference_rows: Any, transforms: List[Any], width: int) -> ReferenceInputs:
-    """Reference rows for a model of features: the caller's (float), else rows drawn from what the
-    pipeline's first step learned of the data (a scaler's ranges or moments, PCA's mean and
-    variances), else standard normal rows, whose range the file does not state (nothing is known)."""
-    if reference_rows is not None:
-        rows = np.asarray(reference_rows)
-        if rows.dtype.kind not in "fiu" or rows.dtype == np.uint8:
-            raise TypeError(f"expected float reference rows (features), got dtype {rows.dtype}")
-        values = rows.reshape(len(rows), -1).astype(np.float32)
-        if values.shape[1] != width:
-            raise ValueError(f"expected reference rows with {width} features each, got shape {rows.shape}")
-        return ReferenceInputs(values, f"float {float(values.min()):.9g} {float(values.max()):.9g}")
+def _drawn_feature_rows(transforms: List[Any], width: int) -> Optional[np.ndarray]:
+    """Rows drawn from what the pipeline's first step learned of the data (a scaler's ranges or
+    moments, PCA's mean and variances); None when it learned nothing of them."""
     rng = np.random.default_rng(0)
-    normal = rng.normal(size=(REFERENCE_ROWS, width))
     step = transforms[0] if transforms else None
     kind = type(step).__name__
     if kind == "StandardScaler":
         mean = np.zeros(width) if step.mean_ is None or not step.with_mean else np.asarray(step.mean_)
         spread = np.ones(width) if step.scale_ is None or not step.with_std else np.asarray(step.scale_)
-        values = mean + normal * spread
-    elif kind == "MinMaxScaler":
-        values = rng.uniform(step.data_min_, step.data_max_, (REFERENCE_ROWS, width))
-    elif kind == "MaxAbsScaler":
-        values = rng.uniform(-step.max_abs_, step.max_abs_, (REFERENCE_ROWS, width))
-    elif kind == "PCA":
+        return mean + rng.normal(size=(REFERENCE_ROWS, width)) * spread
+    if kind == "MinMaxScaler":
+        return rng.uniform(step.data_min_, step.data_max_, (REFERENCE_ROWS, width))
+    if kind == "MaxAbsScaler":
+        return rng.uniform(-step.max_abs_, step.max_abs_, (REFERENCE_ROWS, width))
+    if kind == "PCA":
         mean = np.zeros(width) if step.mean_ is None else np.asarray(step.mean_)
         z = rng.normal(size=(REFERENCE_ROWS, len(step.explained_variance_)))
-        values = mean + (z * np.sqrt(step.explained_variance_)) @ np.asarray(step.components_)
-    else:
-        return ReferenceInputs(normal.astype(np.float32), None)
-    values = values.astype(np.float32)
-    return ReferenceInputs(values, f"float {float(values.min()):.9g} {float(values.max()):.9g}")
+        return mean + (z * np.sqrt(step.explained_variance_)) @ np.asarray(step.components_)
+    return None
 
 
 def export_sklearn(
@@ -198,14 +178,14 @@ def export_sklearn(
         coefs[0], intercepts[0] = _fold_step(step, coefs[0], intercepts[0])
     layers = [DenseLayer(w, b, a) for w, b, a in zip(coefs, intercepts, acts)]
     width = layers[0].kernel.shape[0]
-    pixels = _pixels_possible(width, input_scale, reference_images)
+    pixels = pixels_possible(layers, input_scale, reference_images)
     if pixels:
         if input_scale is None:
             input_scale = _infer_input_scale(transforms, reference_images)
         reference = reference_inputs_for(reference_images, width, input_scale)
     else:  # features: float input only, exactly as given; the file refuses uint8 (input_kind)
         input_scale = 1.0
-        reference = _feature_rows(reference_images, transforms, width)
+        reference = feature_rows(reference_images, width, _drawn_feature_rows(transforms, width))
     x = reference.values
     if hasattr(mlp, "predict_proba"):
         ref_out = pipeline.predict_proba(x)
@@ -235,7 +215,7 @@ def export_sklearn(
               for i, (w, a) in enumerate(zip(mlp.coefs_, acts))]
     calibration = None if calibration_images is None else (
         reference_inputs_for(calibration_images, width, input_scale) if pixels
-        else _feature_rows(calibration_images, transforms, width))
+        else feature_rows(calibration_images, width))
     return prove_and_write(out_path, layers, framework="scikit-learn", stages=stages, input_scale=input_scale,
                            metadata=meta, reference=reference, reference_outputs=ref_out, atol=atol, rtol=rtol,
                            calibration=calibration, output_kind=output_kind,
