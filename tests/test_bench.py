@@ -64,9 +64,12 @@ def test_bench_of_another_model_from_another_directory(mnist, keras, tmp_path, r
     model = tmp_path / "other.mnw"
     mnist_engine.write_model(model, random_layers(rng, [784, 40, 30, 10], ["tanh", "sigmoid", "softmax"]))
     command = [sys.executable, "-m", "mnist_engine.cli", "bench", "--quick", "--model", str(model), "--json", "b.json"]
-    out = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    out = subprocess.run(command + ["--busy", "1"], capture_output=True, text=True, timeout=900, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     report = json.loads((tmp_path / "b.json").read_text())
+    assert report["busy"] == 1 and "1 busy process(es)" in out.stdout
+    for r in report["results"]:  # every runner timed a second time, under the load
+        assert r["busy_batch_ms"] > 0 and r["busy_b1_us"] > 0 and r["busy_b1_p99_us"] >= r["busy_b1_us"], r
     assert report["reference"] == "numpy float64 reference"
     assert any("no Keras source for --model" in line for line in report["skipped"])
     numpy_row = next(r for r in report["results"] if r["name"] == "numpy float32")
@@ -117,3 +120,11 @@ def test_the_onnx_runner_runs_the_spatial_ops_in_their_layouts(rng):
         ops = [layer.op for layer in layers]
         np.testing.assert_allclose(runner.batch(), forward(layers, x), atol=2e-6, err_msg=str(ops))
     assert multiply_adds(conv) == (4 * 9) * (3 * 2 * 2) * 5 and multiply_adds(pool) == 0
+
+
+def test_the_busy_processes_run_during_the_block_and_end_with_it():
+    from mnist_engine.bench import BusyProcesses
+
+    with BusyProcesses(2) as busy:
+        assert len(busy.processes) == 2 and all(p.poll() is None for p in busy.processes)
+    assert all(p.returncode is not None for p in busy.processes)

@@ -77,9 +77,10 @@ def forked_child_passes(setup: str, child_check: str) -> subprocess.CompletedPro
 
 
 def test_predict_after_fork_matches_the_parent():
-    """libgomp's pool does not survive fork: a child starting a parallel region after its parent
-    used one deadlocks. The engine guards this (a forked child predicts on its calling thread and
-    get_num_threads() says so); the child must give the parent's exact results, not hang."""
+    """The thread pool's workers do not survive fork: a child that used the parent's pool would
+    wait for workers it does not have. The engine guards this (a forked child predicts on its
+    calling thread and get_num_threads() says so); the child must give the parent's exact results,
+    not hang."""
     result = forked_child_passes("""
         e = mnist_engine.load(mnist_engine.default_model_path())
         x = np.random.default_rng(1).integers(0, 256, (2000, 784), dtype=np.uint8)
@@ -90,8 +91,8 @@ def test_predict_after_fork_matches_the_parent():
 
 
 def test_a_child_of_a_parent_without_a_team_keeps_its_threads():
-    """The fork guard exists because libgomp's pool does not survive fork. A parent that never ran
-    a team has no pool: its forked children (forkserver workers, say) keep every thread."""
+    """The fork guard exists because the pool's workers do not survive fork. A parent that never
+    ran a team has no workers: its forked children (forkserver workers, say) keep every thread."""
     result = forked_child_passes("""
         mnist_engine.set_num_threads(2)
         e = mnist_engine.load(mnist_engine.default_model_path())
@@ -101,15 +102,20 @@ def test_a_child_of_a_parent_without_a_team_keeps_its_threads():
     assert result.returncode == 0, result.stderr
 
 
-def test_the_peak_probe_takes_the_fork_guard_and_checks_its_arguments():
+def test_the_peak_probe_checks_its_arguments_and_leaves_no_threads_behind():
+    """The probe runs one loop per thread on threads of its own, joined before it returns (the
+    pool's dynamic claiming could give one thread two loops): a child forked after it has no pool
+    to miss, keeps its threads and can measure again."""
     with pytest.raises(ValueError, match=r"expected seconds in 0.001..60, got nan"):
         mnist_engine._core.measure_fma_peak_gflops("", 1, float("nan"))
     with pytest.raises(ValueError, match="expected seconds"):
         mnist_engine._core.measure_fma_peak_gflops("", 1, float("inf"))
     with pytest.raises(ValueError, match="expected threads in 1.."):
         mnist_engine._core.measure_fma_peak_gflops("", 10**6, 0.01)
-    result = forked_child_passes('mnist_engine._core.measure_fma_peak_gflops("", 2, 0.01)  # starts a team',
-                                 "mnist_engine.get_num_threads() == 1")
+    probe = 'mnist_engine._core.measure_fma_peak_gflops("", 2, 0.01)'
+    result = forked_child_passes(f"mnist_engine.set_num_threads(2); {probe}",
+                                 "mnist_engine.get_num_threads() == 2 and "
+                                 "mnist_engine._core.measure_fma_peak_gflops('', 2, 0.01) > 0")
     assert result.returncode == 0, result.stderr
 
 
@@ -144,3 +150,38 @@ def test_a_buffer_changed_during_load_cannot_be_half_read(small_layers):
     finally:
         stop.set()
         t.join()
+
+
+def test_the_thread_pool_runs_every_item_once_for_concurrent_callers():
+    """The pool hands out items from one claim counter to the caller and its workers, and a caller
+    that finds it busy runs its loop alone (cpp/src/thread_pool.h). From 4 Python threads at once,
+    loops of 1..257 items on 1..5 threads: every item runs exactly once, on a slot the caller gave
+    scratch for. A claim that escaped its loop, or a loop that returned before a worker's item was
+    done, shows as a count other than 1."""
+    errors, cases = [], [(1, 2), (2, 2), (7, 3), (64, 2), (257, 5), (3, 5), (100, 1)]
+
+    def caller(seed: int):
+        for items, threads in cases[seed:] + cases[:seed]:
+            errors.append(mnist_engine._core._check_thread_pool(items, threads, 200))
+
+    workers = [threading.Thread(target=caller, args=(i,)) for i in range(4)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert errors == [0] * (4 * len(cases))
+
+
+@pytest.mark.parametrize("value, want", [("1", 1), ("3,1", 3), ("0", None), ("many", None), (None, None)])
+def test_omp_num_threads_sets_the_default_as_it_did_for_openmp(value, want):
+    """Users who set OMP_NUM_THREADS keep control (its first value, as OpenMP reads it); unset or
+    not a positive number, the default is the CPUs this process may run on."""
+    import os
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    if value is not None:
+        env["OMP_NUM_THREADS"] = value
+    code = "import os, mnist_engine; print(mnist_engine.get_num_threads(), len(os.sched_getaffinity(0)))"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    got, cpus = map(int, out.stdout.split())
+    assert got == (want if want is not None else cpus)

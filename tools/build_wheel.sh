@@ -4,9 +4,9 @@
 # Then, on any x86-64 Linux with this glibc or newer:  pip install dist/mnist_engine-*.whl
 #
 # The C++ is compiled once here with the machine's g++, in pip's isolated build environment (a
-# clean build, whatever build/ holds). auditwheel then copies in the one library a plain Linux may
-# lack, libgomp (OpenMP's runtime), and gives the wheel the broadest manylinux tag the binary
-# honestly allows. That tag is set by the newest glibc symbol the build references: built on
+# clean build, whatever build/ holds). auditwheel then checks that it needs no library a plain
+# Linux may lack (the engine's threads are its own, not OpenMP's), and gives the wheel the broadest
+# manylinux tag the binary honestly allows. That tag is set by the newest glibc symbol the build references: built on
 # Debian 12, pthread_key_create and friends are GLIBC_2.34 symbols (libpthread moved into libc
 # then), so manylinux_2_34 (RHEL 9, Ubuntu 22.04, Debian 12 and later). An older tag needs an
 # older glibc to build against: the manylinux images (`pip install cibuildwheel`, Docker).

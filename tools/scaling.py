@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""OpenMP scaling of the bundled model on the 60,000 MNIST training images (float32 x / 255):
+"""Thread scaling of the bundled model on the 60,000 MNIST training images (float32 x / 255):
 best-of-N time at 1, 2, 4, ... threads up to the machine's cores, and the speed-up over 1 thread.
 Prints a markdown table for docs/PERFORMANCE.md.
 

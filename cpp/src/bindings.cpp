@@ -6,6 +6,7 @@
 #include <pybind11/stl.h>
 
 #include <algorithm>
+#include <atomic>
 #include <climits>
 #include <cmath>
 #include <sstream>
@@ -13,6 +14,7 @@
 #include "dispatch.h"
 #include "mnist_engine/crc32c.h"
 #include "mnist_engine/engine.h"
+#include "thread_pool.h"
 
 namespace py = pybind11;
 using mnist_engine::Engine;
@@ -442,9 +444,29 @@ PYBIND11_MODULE(_core, m) {
         },
         py::arg("kernel") = "", py::arg("threads") = 1, py::arg("seconds") = 0.3,
         "Measured float32 FMA throughput (GFLOP/s) of a kernel's ISA: the benchmark's peak.");
-  m.def("set_num_threads", &mnist_engine::set_default_threads, py::arg("threads"), "The default thread count of predict: 1..4x the CPUs, or 0 for OpenMP's default.");
+  m.def("set_num_threads", &mnist_engine::set_default_threads, py::arg("threads"), "The default thread count of predict: 1..4x the CPUs, or 0 for the default (OMP_NUM_THREADS, else the CPUs this process may use).");
   m.def("get_num_threads", &mnist_engine::default_threads);
   m.def("max_threads", &mnist_engine::max_threads, "The most threads a call may ask for: 4x the CPUs.");
+  m.def("_check_thread_pool", [](size_t items, int threads, int loops) {
+    // Tests only: `loops` parallel loops of `items` on the pool; how many items ran other than
+    // exactly once, or on a slot outside 0..threads-1 (0 when the pool keeps its promise).
+    if (items > (size_t(1) << 20) || threads < 1 || threads > mnist_engine::max_threads() || loops < 0)
+      throw std::invalid_argument("expected items <= 2^20, threads in 1..max_threads(), loops >= 0");
+    py::gil_scoped_release release;
+    std::vector<std::atomic<int>> runs(items);
+    size_t wrong = 0;
+    for (int loop = 0; loop < loops; ++loop) {
+      for (auto& r : runs) r.store(0, std::memory_order_relaxed);
+      std::atomic<size_t> bad_slots{0};
+      mnist_engine::parallel_for(items, threads, [&](size_t i, int slot) {
+        runs[i].fetch_add(1, std::memory_order_relaxed);
+        if (slot < 0 || slot >= threads) bad_slots.fetch_add(1, std::memory_order_relaxed);
+      });
+      for (auto& r : runs) wrong += r.load(std::memory_order_relaxed) != 1;
+      wrong += bad_slots.load();
+    }
+    return wrong;
+  }, py::arg("items"), py::arg("threads"), py::arg("loops"));
 
   py::class_<Engine, std::shared_ptr<Engine>>(m, "Engine", R"doc(A loaded, verified model: immutable and thread-safe.
 
@@ -465,7 +487,7 @@ nothing about an Engine can change.)doc")
            "The model's outputs, (N, output_width) float32 (class probabilities for a softmax model).\n\n"
            "x: uint8 pixels (scaled by input_scale) or floats already in the model's input domain (x / 255 for "
            "the bundled model; see input_range), shaped (N, input_width) or (N, a, b) with a * b = input_width. "
-           "threads: this call's OpenMP threads (default: the engine's, else mnist_engine.get_num_threads()). "
+           "threads: this call's threads (default: the engine's, else mnist_engine.get_num_threads()). "
            "Releases the GIL. range_check: float input far outside (or far inside) input_range gives an "
            "InputRangeWarning once per engine ('warn'), an InputRangeError every time ('raise'), or nothing "
            "('ignore'); the range is measured in the kernels' own pass over the rows.")

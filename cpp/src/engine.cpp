@@ -4,6 +4,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <new>
 #include <sstream>
 #include <stdexcept>
@@ -14,12 +15,14 @@
 #include "dispatch.h"
 #include "engine_internal.h"
 
-#if defined(_OPENMP)
-#include <omp.h>
-#endif
 #if defined(__unix__) || defined(__APPLE__)
 #include <pthread.h>
 #endif
+#if defined(__linux__)
+#include <sched.h>
+#endif
+
+#include "thread_pool.h"
 
 namespace mnist_engine {
 namespace {
@@ -186,10 +189,15 @@ void run_conv_kernel(int conv_team, const Geometry& g, const Args& a, size_t row
                      void (*kernel)(const Args&), size_t split_macs, float* y) {
   const ImageShape out = output_shape(Op::Conv2d, g);
   const size_t pool = fused_pool(a), height = out.height / pool, width = out.width / pool;
-  const int team = conv_team_size(conv_team, g, height, split_macs);
-  const auto part = [&](int i) {
-    if (a.panels % size_t(team) == 0) return kernel(panel_part(a, a.panels * i / team, a.panels * (i + 1) / team, panel));
-    const size_t first = height * i / team, last = height * (i + 1) / team;
+  const int team = std::max(conv_team_size(conv_team, g, height, split_macs), 1);
+  // Items for the pool to hand out: whole panels of filters where they divide among the team
+  // (disjoint output columns, equal work), else a few output rows each, several per thread so that
+  // a thread the OS parks holds up only a small part (thread_pool.h).
+  const bool by_panels = a.panels % size_t(team) == 0;
+  const size_t items = by_panels ? a.panels : std::min(height, size_t(team) * 4);
+  const auto part = [&](size_t i, int) {
+    if (by_panels) return kernel(panel_part(a, i, i + 1, panel));
+    const size_t first = height * i / items, last = height * (i + 1) / items;
     Args rows = a;
     rows.x += first * pool * g.stride_h * row;
     rows.y += first * width * a.y_stride;
@@ -200,10 +208,7 @@ void run_conv_kernel(int conv_team, const Geometry& g, const Args& a, size_t row
     kernel(a);
   } else {
     note_team_started();
-#if defined(_OPENMP)
-#pragma omp parallel for num_threads(team) schedule(static)
-    for (int i = 0; i < team; ++i) part(i);
-#endif
+    parallel_for(items, team, part);
   }
   if (a.y != y)
     for (size_t r = 0; r < height * width; ++r) std::copy_n(a.y + r * a.y_stride, g.filters, y + r * g.filters);
@@ -324,9 +329,9 @@ namespace {
 
 std::atomic<int> g_default_threads{0};
 
-// libgomp's thread pool does not survive fork(): a child that starts a parallel region after its
-// parent used one deadlocks. A child forked after this process ran a team therefore predicts on
-// its calling thread only (and get_num_threads() says 1), which is also what process pools want
+// The thread pool's workers (thread_pool.h) do not survive fork(): the child has the pool's state
+// but none of its threads. A child forked after this process ran a team therefore predicts on its
+// calling thread only (and get_num_threads() says 1), which is also what process pools want
 // anyway: no oversubscription. A child of a parent that never ran a team has no pool to inherit
 // and keeps every thread.
 std::atomic<bool> g_team_started{false};
@@ -356,13 +361,33 @@ Precision parse_precision(const std::string& name) {
   throw std::invalid_argument("precision '" + name + "' is not one of: fp32, bf16, int8");
 }
 
-int max_threads() {
-#if defined(_OPENMP)
-  static const int limit = 4 * std::max(omp_get_num_procs(), 1);
-  return limit;
-#else
-  return 4 * std::max<int>(std::thread::hardware_concurrency(), 1);
+namespace {
+
+// The CPUs this process may run on: its affinity mask (taskset, a container's cpuset), as
+// OpenMP counted them.
+int available_cpus() {
+#if defined(__linux__)
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof set, &set) == 0) return std::max(CPU_COUNT(&set), 1);
 #endif
+  return std::max<int>(std::thread::hardware_concurrency(), 1);
+}
+
+// OMP_NUM_THREADS's first value, read as OpenMP reads it: the engine ran on OpenMP before its own
+// pool, and users who set the variable keep control. 0 when unset or not a positive number.
+int threads_from_environment() {
+  const char* value = std::getenv("OMP_NUM_THREADS");
+  if (value == nullptr) return 0;
+  char* end = nullptr;
+  const long n = std::strtol(value, &end, 10);
+  return end != value && (*end == '\0' || *end == ',') && n > 0 && n <= 65536 ? int(n) : 0;
+}
+
+}  // namespace
+
+int max_threads() {
+  static const int limit = 4 * available_cpus();
+  return limit;
 }
 
 int check_threads(long long requested, const char* what) {
@@ -374,15 +399,11 @@ int check_threads(long long requested, const char* what) {
 }
 
 int effective_threads(int requested) {
-#if defined(_OPENMP)
   if (g_forked_child.load(std::memory_order_relaxed)) return 1;
   if (requested > 0) return std::min(requested, max_threads());
   if (const int t = g_default_threads.load(std::memory_order_relaxed); t > 0) return t;
-  return omp_get_max_threads();
-#else
-  (void)requested;
-  return 1;
-#endif
+  static const int from_environment = threads_from_environment();
+  return from_environment > 0 ? std::min(from_environment, max_threads()) : available_cpus();
 }
 
 void note_team_started() { g_team_started.store(true); }
@@ -390,7 +411,7 @@ void note_team_started() { g_team_started.store(true); }
 int default_threads() { return effective_threads(0); }
 
 void set_default_threads(long long threads) {
-  g_default_threads.store(threads == 0 ? 0 : check_threads(threads, "threads (0 = OpenMP's default)"));
+  g_default_threads.store(threads == 0 ? 0 : check_threads(threads, "threads (0 = the default)"));
 }
 
 std::shared_ptr<const Engine> Engine::from_bytes(const uint8_t* data, size_t size, bool verify,
@@ -674,8 +695,8 @@ void Engine::run(const T* x, size_t rows, float* y, int threads, InputRange* see
     if (seen) *seen = {s.range[0], s.range[1]};
     return;
   }
-  // Scratch is allocated before the parallel region so an allocation failure throws here, where
-  // it can reach Python, rather than inside OpenMP, where it would terminate the process.
+  // Scratch is allocated before the parallel loop so an allocation failure throws here, where it
+  // can reach Python, rather than on a pool thread, where it would terminate the process.
   std::vector<Scratch> scratch;
   scratch.reserve(team);
   for (int i = 0; i < team; ++i) {
@@ -683,11 +704,9 @@ void Engine::run(const T* x, size_t rows, float* y, int threads, InputRange* see
     scratch.back().measure = seen != nullptr;
   }
   note_team_started();
-#if defined(_OPENMP)  // (without OpenMP, effective_threads is 1 and this is never reached)
-#pragma omp parallel for num_threads(team) schedule(static)
-  for (long long t = 0; t < static_cast<long long>(tiles); ++t)
-    run_tile(x + t * tile * in, tile_rows(t), y + t * tile * out, scratch[omp_get_thread_num()]);
-#endif
+  parallel_for(tiles, team, [&](size_t t, int slot) {
+    run_tile(x + t * tile * in, tile_rows(t), y + t * tile * out, scratch[slot]);
+  });
   if (seen) {
     *seen = {};
     for (const Scratch& s : scratch) *seen = {std::min(seen->lo, s.range[0]), std::max(seen->hi, s.range[1])};

@@ -8,9 +8,7 @@
 #include "dispatch.h"
 #include "mnist_engine/engine.h"
 
-#if defined(_OPENMP)
-#include <omp.h>
-#endif
+#include <thread>
 
 namespace mnist_engine {
 
@@ -39,16 +37,15 @@ double measure_fma_peak_gflops(const KernelInfo& k, int threads, double seconds)
   }
   // The same guard as predict: one thread in a child forked after a team ran.
   threads = effective_threads(threads);
+  // One loop per thread, all at once: threads of their own rather than the pool's, whose dynamic
+  // claiming would let one thread run two loops.
   std::vector<float> sinks(threads);
+  std::vector<std::thread> others;
+  others.reserve(threads - 1);
   const auto t0 = clock::now();
-#if defined(_OPENMP)
-  if (threads > 1) note_team_started();
-#pragma omp parallel num_threads(threads)
-  sinks[omp_get_thread_num()] = k.fma_peak(iterations);
-#else
-  threads = 1;
+  for (int i = 1; i < threads; ++i) others.emplace_back([&, i] { sinks[i] = k.fma_peak(iterations); });
   sinks[0] = k.fma_peak(iterations);
-#endif
+  for (std::thread& t : others) t.join();
   const double t = elapsed(t0);
   volatile float sink = sinks[0];
   (void)sink;

@@ -65,6 +65,12 @@ class Result:
     vs_quant_b1: Optional[float] = None
     accuracy: float = float("nan")  # argmax vs the MNIST labels
     note: str = ""
+    b1_p99_us: float = float("nan")
+    # The same runner timed again with --busy processes running (None without --busy).
+    busy_batch_ms: Optional[float] = None
+    busy_b1_us: Optional[float] = None
+    busy_b1_p99_us: Optional[float] = None
+    busy_vs_tflite_batch: Optional[float] = None
 
 
 def is_quantized_peer(name: str) -> bool:
@@ -80,6 +86,7 @@ class Settings:
     keras_model: Optional[Path]  # the Keras source of `model`, if known
     model: Path
     skipped: List[str] = field(default_factory=list)
+    busy: int = 0  # busy processes to time every runner under as well
 
 
 def git_commit() -> str:
@@ -90,7 +97,27 @@ def git_commit() -> str:
         return "unknown"
 
 
+class BusyProcesses:
+    """N plain Python busy loops at normal priority while the block runs: another process sharing
+    the cores, as a server's neighbours, a CI box or a second worker are."""
+
+    def __init__(self, n: int):
+        self.n, self.processes = n, []
+
+    def __enter__(self):
+        self.processes = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(self.n)]
+        time.sleep(0.2)  # running, not starting up
+        return self
+
+    def __exit__(self, *exc):
+        for p in self.processes:
+            p.kill()
+        for p in self.processes:
+            p.wait()
+
+
 def time_runner(r: Runner, s: Settings, n_images: int) -> tuple:
+    """(best whole-set seconds, median and 99th percentile batch-1 seconds)."""
     r.batch()  # warm-up: allocations, thread pools, lazy graph building
     best = float("inf")
     for _ in range(s.batch_repeats):
@@ -104,7 +131,7 @@ def time_runner(r: Runner, s: Settings, n_images: int) -> tuple:
         t0 = time.perf_counter()
         r.one(i % n_images)
         samples.append(time.perf_counter() - t0)
-    return best, float(np.median(samples))
+    return best, float(np.median(samples)), float(np.percentile(samples, 99))
 
 
 # ---- runners ------------------------------------------------------------------------------------
@@ -534,19 +561,26 @@ def run(s: Settings) -> dict:
         for r in optional(s, label, make):
             gc.collect()
             time.sleep(0.3)  # let the previous runner's thread pool stop spinning
-            batch_s, one_s = time_runner(r, s, len(x))
+            batch_s, one_s, one_p99_s = time_runner(r, s, len(x))
             p = np.asarray(r.batch())
             results.append(Result(
                 r.name, batch_s * 1e3, len(x) / batch_s, flops_per_image * len(x) / batch_s / 1e9,
                 100 * flops_per_image * len(x) / batch_s / 1e9 / peak, one_s * 1e6,
                 float(np.abs(p - reference).max()), int((p.argmax(1) == reference.argmax(1)).sum()),
-                accuracy=float((p.argmax(1) == labels).mean()), note=r.note))
+                accuracy=float((p.argmax(1) == labels).mean()), note=r.note, b1_p99_us=one_p99_s * 1e6))
+            if s.busy:
+                with BusyProcesses(s.busy):
+                    batch_s, one_s, one_p99_s = time_runner(r, s, len(x))
+                results[-1].busy_batch_ms, results[-1].busy_b1_us = batch_s * 1e3, one_s * 1e6
+                results[-1].busy_b1_p99_us = one_p99_s * 1e6
         gc.collect()
 
     tflite = next((r for r in results if r.name == "tflite fp32"), None)
     if tflite:
         for r in results:
             r.vs_tflite_batch, r.vs_tflite_b1 = r.batch_ms / tflite.batch_ms, r.b1_us / tflite.b1_us
+            if s.busy:
+                r.busy_vs_tflite_batch = r.busy_batch_ms / tflite.busy_batch_ms
     # The fastest approximate peer of this run, per column: what int8 and bf16 are measured against.
     peers = [r for r in results if is_quantized_peer(r.name)]
     if peers:
@@ -555,7 +589,7 @@ def run(s: Settings) -> dict:
             r.vs_quant_batch, r.vs_quant_b1 = r.batch_ms / fastest_batch, r.b1_us / fastest_b1
     return {
         "date": datetime.datetime.now().isoformat(timespec="seconds"), "cpu": cpu_name(),
-        "cores": os.cpu_count(), "threads": s.threads, "commit": git_commit(),
+        "cores": os.cpu_count(), "threads": s.threads, "busy": s.busy, "commit": git_commit(),
         "mnist_engine": mnist_engine.__version__, "kernels": mnist_engine.available_kernels(),
         "peak_gflops": peak, "images": len(x), "reference": reference_name,
         "accuracy": float((engine.classify(pixels) == labels).mean()),
@@ -592,6 +626,16 @@ def format_table(report: dict) -> str:
               f"peak RSS growth predicting 10k rows: {report['rss_growth_mib']:.2f} MiB "
               f"(output array {report['output_mib']:.2f} MiB)",
               f"two Python threads (threads=1 each) vs one: {report['gil_two_thread_speedup']:.2f}x throughput"]
+    if report.get("busy"):
+        lines += ["", f"the same runners with {report['busy']} busy process(es) at normal priority sharing the cores "
+                      "(quiet columns repeated; p99: 99th percentile of the batch-1 calls)",
+                  f"{'runner':<{w}} {'10k ms':>8} {'busy':>8} {'x tfl':>6} {'busy':>6} {'b1 us':>8} {'busy':>8} "
+                  f"{'p99 us':>8} {'busy':>9}"]
+        for r in report["results"]:
+            ratio = lambda v: f"{v:6.2f}" if v is not None else f"{'-':>6}"  # noqa: E731
+            lines.append(f"{r['name']:<{w}} {r['batch_ms']:8.2f} {r['busy_batch_ms']:8.2f} "
+                         f"{ratio(r['vs_tflite_batch'])} {ratio(r['busy_vs_tflite_batch'])} {r['b1_us']:8.1f} "
+                         f"{r['busy_b1_us']:8.1f} {r['b1_p99_us']:8.1f} {r['busy_b1_p99_us']:9.1f}")
     lines += report["skipped"]
     return "\n".join(lines)
 
@@ -650,10 +694,15 @@ def main(argv: Optional[Sequence[str]] = None, keras_dir: Path = KERAS_DIR) -> i
     parser.add_argument("--json", type=Path, help="write the full report as JSON")
     parser.add_argument("--plot", type=Path, help="write a bar chart (PNG)")
     parser.add_argument("--markdown", action="store_true", help="also print the table as markdown")
+    parser.add_argument("--busy", type=int, default=0, metavar="N",
+                        help="also time every runner with N busy processes sharing the cores (a second column)")
     args = parser.parse_args(argv)
+    if args.busy < 0:
+        parser.error(f"expected --busy 0 or more, got {args.busy}")
     model = Path(mnist_engine._resolve_model(args.model)) if args.model else mnist_engine.default_model_path()
     keras_source = args.keras_model or bundled_keras_source(model, keras_dir)
-    s = Settings(args.threads, 2 if args.quick else 10, 200 if args.quick else 2000, keras_source, model)
+    s = Settings(args.threads, 2 if args.quick else 10, 200 if args.quick else 2000, keras_source, model,
+                 busy=args.busy)
     try:
         report = run(s)
     except ValueError as e:

@@ -80,7 +80,7 @@ class Engine {
   // y (rows x output_width) = the model applied to x (rows x input_width, row-major).
   // uint8 inputs are raw pixels and get the model's input_scale (a model of features refuses them);
   // float inputs are already scaled.
-  // Thread-safe; uses up to `threads` OpenMP threads when the batch is large enough to pay for them
+  // Thread-safe; uses up to `threads` threads (thread_pool.h) when the batch is large enough to pay for them
   // (0: the engine's default, else the process's).
   // `seen`, when given, receives the span of the float inputs (0 included, NaN ignored), measured in
   // a pass the kernels make over the input rows anyway: for input_range_problem.
@@ -298,14 +298,14 @@ class Engine {
 // Thread counts. A call may ask for 1..max_threads() (4x the CPUs: more only adds start-up cost and
 // memory); check_threads throws std::invalid_argument naming `what` otherwise. effective_threads is
 // the one place that decides how many a call gets: `requested` if positive, else the process
-// default (set_default_threads, else OpenMP's); always 1 without OpenMP and in a child forked
-// after a team ran (libgomp's pool does not survive fork).
+// default (set_default_threads, else OMP_NUM_THREADS, else the CPUs this process may use); always 1
+// in a child forked after a team ran (the thread pool's workers do not survive fork).
 int max_threads();
 int check_threads(long long requested, const char* what);
 int effective_threads(int requested);
-// Every OpenMP team start goes through here, so the fork guard knows a pool exists.
+// Every team start goes through here, so the fork guard knows the pool's workers exist.
 void note_team_started();
-// The process-wide default thread count for predict: 0 restores OpenMP's default; otherwise
+// The process-wide default thread count for predict: 0 restores the default; otherwise
 // checked by check_threads (a long long, so a huge Python int cannot wrap before the check).
 int default_threads();
 void set_default_threads(long long threads);

@@ -47,7 +47,7 @@ def add_engine_options(parser: argparse.ArgumentParser, default_model: str = "ml
     parser.add_argument("--precision", choices=["fp32", "bf16", "int8"],
                         help="arithmetic: fp32 (default, exact), bf16 or int8 (see available_precisions())")
     parser.add_argument("--kernel", help="force a kernel (see available_kernels()); implies its precision")
-    parser.add_argument("--threads", type=positive_int, help="OpenMP threads (default: all cores)")
+    parser.add_argument("--threads", type=positive_int, help="threads (default: OMP_NUM_THREADS, else all cores)")
 
 
 def model_path(args: argparse.Namespace) -> Path:

@@ -47,7 +47,8 @@ def add_parser(sub) -> None:
                             "'*' allows any: only behind a proxy that checks Host)")
     serve.add_argument("--port", type=port_number, default=8000, help="port (default 8000; 0 picks a free one)")
     serve.add_argument("--precision", choices=["fp32", "bf16", "int8"], help="arithmetic of every model (default fp32)")
-    serve.add_argument("--threads", type=positive_int, help="OpenMP threads per predict call (default: all cores)")
+    serve.add_argument("--threads", type=positive_int,
+                       help="threads per predict call (default: OMP_NUM_THREADS, else all cores)")
     serve.add_argument("--max-batch", type=positive_int, default=256,
                        help="most rows merged into one predict call (default 256)")
     serve.add_argument("--max-delay-ms", type=non_negative_float, default=1.0,

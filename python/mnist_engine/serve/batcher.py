@@ -47,7 +47,7 @@ class DynamicBatcher:
         self._arrived = asyncio.Event()
         self._idle = asyncio.Event()  # set while the worker waits with nothing queued
         self._logged: Set[str] = set()  # kinds of batch failure already logged
-        # One thread: batches run one after another, each with all of the engine's OpenMP threads.
+        # One thread: batches run one after another, each with all of the engine's threads.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"predict-{name}")
         self._worker: Optional[asyncio.Task] = None
         self.batches = self.rows = 0  # counters, for tests and the log
