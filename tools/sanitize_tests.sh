@@ -17,3 +17,10 @@ export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=
   tests/test_fuzz_corpus.py tests/test_precision.py tests/test_unit_order.py tests/test_activations.py \
   tests/test_input_range.py tests/test_spatial.py \
   -k "not meets_the_gates and not keras_int8 and not matches_keras and not onnx_graph"  # TensorFlow, onnxruntime: not in this venv
+
+# The thread pool's claim protocol under ThreadSanitizer (its own small program: the Python
+# interpreter cannot load a TSan build next to ASan).
+unset LD_PRELOAD
+g++ -std=c++17 -O1 -g -fsanitize=thread -Icpp/src cpp/testing/thread-pool-stress.cpp cpp/src/thread_pool.cpp \
+  -o build/asan/thread-pool-stress -lpthread
+TSAN_OPTIONS=halt_on_error=1 build/asan/thread-pool-stress
