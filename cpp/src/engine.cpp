@@ -190,25 +190,26 @@ void run_conv_kernel(int conv_team, const Geometry& g, const Args& a, size_t row
   const ImageShape out = output_shape(Op::Conv2d, g);
   const size_t pool = fused_pool(a), height = out.height / pool, width = out.width / pool;
   const int team = std::max(conv_team_size(conv_team, g, height, split_macs), 1);
-  // Items for the pool to hand out: whole panels of filters where they divide among the team
-  // (disjoint output columns, equal work), else a few output rows each, several per thread so that
-  // a thread the OS parks holds up only a small part (thread_pool.h).
-  const bool by_panels = a.panels % size_t(team) == 0;
-  const size_t items = by_panels ? a.panels : std::min(height, size_t(team) * 4);
+  // Items for the pool to hand out: blocks of output rows, within whole panels of filters where
+  // the panels divide among the team (disjoint output columns, equal work). Several items per
+  // thread, so that a thread the OS parks holds up only a small part (thread_pool.h); a thread
+  // claims neighbouring items, which share a panel's weights.
+  const size_t panel_parts = a.panels % size_t(team) == 0 ? a.panels : 1;
+  const size_t row_parts = std::min(height, std::max<size_t>(1, size_t(team) * 4 / panel_parts));
   const auto part = [&](size_t i, int) {
-    if (by_panels) return kernel(panel_part(a, i, i + 1, panel));
-    const size_t first = height * i / items, last = height * (i + 1) / items;
-    Args rows = a;
-    rows.x += first * pool * g.stride_h * row;
-    rows.y += first * width * a.y_stride;
-    rows.out_h = (last - first) * pool;
-    kernel(rows);
+    const size_t p = i / row_parts, r = i % row_parts;
+    Args piece = panel_parts > 1 ? panel_part(a, p, p + 1, panel) : a;
+    const size_t first = height * r / row_parts, last = height * (r + 1) / row_parts;
+    piece.x += first * pool * g.stride_h * row;
+    piece.y += first * width * a.y_stride;
+    piece.out_h = (last - first) * pool;
+    kernel(piece);
   };
   if (team <= 1) {
     kernel(a);
   } else {
     note_team_started();
-    parallel_for(items, team, part);
+    parallel_for(panel_parts * row_parts, team, part);
   }
   if (a.y != y)
     for (size_t r = 0; r < height * width; ++r) std::copy_n(a.y + r * a.y_stride, g.filters, y + r * g.filters);
