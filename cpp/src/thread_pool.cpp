@@ -44,7 +44,6 @@ inline uint32_t item_of(uint64_t word) { return uint32_t(word); }
 class Pool {
  public:
   void run(size_t items, int threads, LoopBody body, void* context);
-  bool started() const { return started_.load(std::memory_order_relaxed); }
 
  private:
   void work(int slot);
@@ -54,7 +53,6 @@ class Pool {
   // One loop at a time: a caller that finds the pool busy runs its loop alone.
   std::mutex busy_;
   std::vector<std::thread> workers_;  // guarded by busy_; worker i has slot i + 1
-  std::atomic<bool> started_{false};
 
   // The loop. A worker reads these only after seeing its generation open in claim_, and uses them
   // only if it then claims an item of that generation: a caller rewrites them only after closing
@@ -75,8 +73,8 @@ class Pool {
 
 void Pool::run(size_t items, int threads, LoopBody body, void* context) {
   const size_t wanted = std::min(size_t(std::max(threads, 1)) - 1, items > 0 ? items - 1 : 0);
-  std::unique_lock<std::mutex> hold(busy_, std::try_to_lock);
-  const int helpers = wanted == 0 || items >= kClosed || !hold.owns_lock() ? 0 : grow(int(wanted));
+  std::unique_lock<std::mutex> hold(busy_, std::defer_lock);
+  const int helpers = wanted == 0 || items >= kClosed || !hold.try_lock() ? 0 : grow(int(wanted));
   if (helpers == 0) {
     for (size_t i = 0; i < items; ++i) body(context, i, 0);
     return;
@@ -118,7 +116,6 @@ int Pool::grow(int helpers) {
     while (int(workers_.size()) < helpers) {
       const int slot = int(workers_.size()) + 1;
       workers_.emplace_back([this, slot] { work(slot); });
-      started_.store(true, std::memory_order_relaxed);
     }
   } catch (const std::system_error&) {
     // No more threads to be had (a process or container limit): run with those there are.
@@ -175,7 +172,5 @@ Pool& pool() {
 void parallel_for(size_t items, int threads, LoopBody body, void* context) {
   pool().run(items, threads, body, context);
 }
-
-bool pool_started() { return pool().started(); }
 
 }  // namespace mnist_engine

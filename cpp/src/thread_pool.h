@@ -39,7 +39,4 @@ void parallel_for(size_t items, int threads, F&& f) {
                const_cast<void*>(static_cast<const void*>(&f)));
 }
 
-// Whether this process has started pool workers (they do not survive fork()).
-bool pool_started();
-
 }  // namespace mnist_engine
