@@ -71,6 +71,22 @@ def test_the_module_exports_only_its_init_function():
     assert symbols == ["PyInit__core"], f"{len(symbols)} exported: {symbols[:20]}"
 
 
+# What manylinux_2_34 (RHEL 9, Ubuntu 22.04, Debian 12: the wheel's tag, README) lets a module need
+# from libstdc++: GCC 11's. std::condition_variable::wait took a GLIBCXX_3.4.30 symbol in GCC 12,
+# which made auditwheel tag the wheel manylinux_2_35.
+NEWEST_GLIBCXX = (3, 4, 29)
+
+
+def test_the_module_needs_no_libstdcxx_newer_than_its_wheel_tag_allows():
+    objdump = need("objdump")
+    table = subprocess.run([objdump, "-T", mnist_engine._core.__file__], capture_output=True, text=True,
+                           check=True).stdout
+    too_new = sorted({f"{m.group(0)} {line.split()[-1]}" for line in table.splitlines()
+                      for m in [re.search(r"GLIBCXX_(\d+)\.(\d+)\.(\d+)", line)]
+                      if m and tuple(map(int, m.groups())) > NEWEST_GLIBCXX})
+    assert not too_new, too_new
+
+
 def test_built_isa_objects_define_only_their_entry_points():
     libraries = sorted(ROOT.glob("build/*/libmnist_engine_core.a"), key=lambda p: p.stat().st_mtime)
     if not libraries:

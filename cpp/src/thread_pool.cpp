@@ -3,12 +3,13 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <mutex>
 #include <system_error>
 #include <thread>
 #include <vector>
+
+#include <pthread.h>
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -65,9 +66,11 @@ class Pool {
   std::atomic<void*> context_{nullptr};
   std::atomic<size_t> done_by_workers_{0};
 
-  // Sleeping workers.
-  std::mutex sleep_mutex_;
-  std::condition_variable wake_;
+  // Sleeping workers. POSIX's mutex and condition rather than std::condition_variable, whose
+  // wait() is a GLIBCXX_3.4.30 symbol since GCC 12: it would raise the wheel's manylinux tag from
+  // 2_34 to 2_35 and shut out RHEL 9.
+  pthread_mutex_t sleep_mutex_ = PTHREAD_MUTEX_INITIALIZER;
+  pthread_cond_t wake_ = PTHREAD_COND_INITIALIZER;
   std::atomic<int> sleepers_{0};
 };
 
@@ -91,8 +94,9 @@ void Pool::run(size_t items, int threads, LoopBody body, void* context) {
   // A worker counts itself a sleeper before it checks claim_ a last time; this caller stores claim_
   // before it reads the count. So either the worker sees the loop, or the caller sees the sleeper.
   if (sleepers_.load() > 0) {
-    std::lock_guard<std::mutex> lock(sleep_mutex_);
-    wake_.notify_all();
+    pthread_mutex_lock(&sleep_mutex_);
+    pthread_cond_broadcast(&wake_);
+    pthread_mutex_unlock(&sleep_mutex_);
   }
   // The caller's items: it owns this generation, so a plain increment claims (past the end is
   // harmless: workers check the bound before they claim).
@@ -131,10 +135,11 @@ void Pool::work(int slot) {
     auto deadline = Clock::now() + kWorkerSpin;
     for (unsigned n = 1; !is_new(word); ++n) {
       if (n % 64 == 0 && Clock::now() >= deadline) {
-        std::unique_lock<std::mutex> lock(sleep_mutex_);
+        pthread_mutex_lock(&sleep_mutex_);
         sleepers_.fetch_add(1);
-        wake_.wait(lock, [&] { return is_new(word = claim_.load()); });
+        while (!is_new(word = claim_.load())) pthread_cond_wait(&wake_, &sleep_mutex_);
         sleepers_.fetch_sub(1);
+        pthread_mutex_unlock(&sleep_mutex_);
         break;
       }
       cpu_relax();
