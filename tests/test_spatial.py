@@ -11,7 +11,7 @@ import pytest
 
 import mnist_engine
 from helpers import build
-from mnist_engine.model_file import Conv2DLayer, DenseLayer, PoolLayer
+from mnist_engine.model_file import Conv2DLayer, DenseLayer, PoolLayer, sample_pixel_inputs
 from mnist_engine.reference import forward
 
 GRID = np.random.default_rng(2023)
@@ -163,16 +163,80 @@ def test_fma_conv_kernels_agree_to_the_bit_however_they_skip_and_split(rng, imag
 
 @pytest.mark.parametrize("kernel", mnist_engine.available_kernels("fp32"))
 def test_a_nan_input_reaches_exactly_the_outputs_whose_windows_hold_it(rng, kernel):
-    """Skipping zeros must never skip a NaN: it compares unequal to zero."""
+    """Skipping zeros must never skip a NaN: it compares unequal to zero. Winograd (every FMA
+    kernel here) mixes a 4x4 patch into each 2x2 block of outputs, yet an output's sum reads only
+    its own window's pixels, so a NaN must reach the same outputs."""
     image = (10, 10, 16)
-    conv = Conv2DLayer(rng.normal(size=(3, 3, 16, 8)), rng.normal(size=8), image, (1, 1), (0, 0, 0, 0), "linear")
-    engine = mnist_engine.Engine.from_bytes(build([conv], input_scale=1.0), kernel=kernel)
+    conv = Conv2DLayer(rng.normal(size=(3, 3, 16, 8)) / 12, rng.normal(size=8), image, (1, 1), (0, 0, 0, 0), "linear")
+    engine = mnist_engine.Engine.from_bytes(build([conv]), kernel=kernel)
+    assert ("(Winograd)" in repr(engine)) == (kernel != "scalar")
     x = np.zeros((1, 1600), np.float32)
     x[0, (4 * 10 + 5) * 16 + 7] = np.nan  # pixel (4, 5), channel 7
     got = engine.predict(x, range_check="ignore").reshape(8, 8, 8)
     hit = np.zeros((8, 8), bool)
     hit[2:5, 3:6] = True  # the output pixels whose 3x3 window covers (4, 5)
     assert np.isnan(got[hit]).all() and not np.isnan(got[~hit]).any()
+
+
+# Winograd F(2x2, 3x3) (conv-winograd.h) runs the 3x3, stride-1 layers of 8 to 128 channels on every
+# FMA kernel. (image, pads, filters, pool)
+WINOGRAD_CASES = [((13, 13, 32), (0, 0, 0, 0), 64, 2),  # the keras-io convnet's second layer, pool fused
+                  ((13, 13, 32), (0, 0, 0, 0), 64, 0),  # unpooled: the last tiles are one row, one column
+                  ((12, 9, 20), (1, 1, 1, 1), 70, 0),  # 'same'; channels past whole vectors; a partial panel
+                  ((10, 14, 8), (1, 0, 0, 1), 24, 2),  # the fewest channels; an odd map pooled
+                  ((26, 26, 32), (0, 0, 0, 0), 64, 2)]  # PyTorch's examples/mnist second layer
+
+
+def winograd_model(rng, image, pads, filters, pool):
+    conv = Conv2DLayer(rng.normal(size=(3, 3, image[2], filters)) / np.sqrt(9 * image[2]),
+                       rng.normal(size=filters) * 0.1, image, (1, 1), pads, "relu")
+    return [conv, PoolLayer("max_pool", conv.output_shape, (2, 2), (2, 2))] if pool else [conv]
+
+
+@pytest.mark.skipif(not FMA_KERNELS, reason="no FMA kernel on this CPU")
+@pytest.mark.parametrize("image, pads, filters, pool", WINOGRAD_CASES)
+def test_winograd_convs_match_the_reference_and_agree_to_the_bit(rng, image, pads, filters, pool):
+    """The conv map itself (pooled or not) against the float64 reference, on ReLU-like inputs and
+    on inputs of either sign; every FMA kernel gives the same bits (each tile's transforms and sums
+    run in one order, whatever the vector width and the tiles per register block), and so does one
+    image whose rows are split over two threads, at tile boundaries."""
+    layers = winograd_model(rng, image, pads, filters, pool)
+    data = build(layers)
+    width = int(np.prod(image))
+    x = np.concatenate([sparse_images(rng, 4, width), rng.normal(size=(3, width)).astype(np.float32)])
+    want = forward(layers, x)
+    first = None
+    for kernel in FMA_KERNELS:
+        e = mnist_engine.Engine.from_bytes(data, kernel=kernel)
+        assert "conv2d relu (Winograd)" in repr(e), kernel
+        got = e.predict(x, threads=1, range_check="ignore")
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=2e-6, err_msg=kernel)
+        first = got if first is None else first
+        np.testing.assert_array_equal(got, first, err_msg=kernel)
+        alone = np.concatenate([e.predict(x[i:i + 1], threads=2, range_check="ignore") for i in range(len(x))])
+        np.testing.assert_array_equal(alone, got, err_msg=f"{kernel}, one image on two threads")
+    direct = mnist_engine.Engine.from_bytes(data, kernel="scalar")
+    assert "Winograd" not in repr(direct)
+    np.testing.assert_allclose(first, direct.predict(x, range_check="ignore"), rtol=1e-5, atol=2e-6)
+
+
+def test_a_file_whose_check_winograd_fails_runs_its_conv_direct(rng):
+    """Raw 0..255 pixels into unnormalized weights: each output is a small difference of sums in the
+    thousands, and Winograd's extra rounding there (about one unit in the last place of the terms)
+    exceeds the file's tolerance, which the direct sum meets. The engine then loads with the direct
+    kernel rather than fail or run outside the file's promise."""
+    image = (10, 10, 16)
+    conv = Conv2DLayer(rng.normal(size=(3, 3, 16, 8)), rng.normal(size=8), image, (1, 1), (0, 0, 0, 0), "linear")
+    data = build([conv], input_scale=1.0)
+    x = sample_pixel_inputs(2, int(np.prod(image)), 1.0, seed=0)
+    for kernel in FMA_KERNELS:
+        engine = mnist_engine.Engine.from_bytes(data, kernel=kernel)
+        assert "Winograd" not in repr(engine), kernel
+        np.testing.assert_allclose(engine.predict(x), forward([conv], x), rtol=1e-4, atol=1e-4)
+    # The same layer, normalized as training leaves it, passes its check with Winograd.
+    tamed = Conv2DLayer(conv.kernel / 12, conv.bias, image, (1, 1), (0, 0, 0, 0), "linear")
+    for kernel in FMA_KERNELS:
+        assert "(Winograd)" in repr(mnist_engine.Engine.from_bytes(build([tamed]), kernel=kernel)), kernel
 
 
 REDUCED = [p for p in ("int8", "bf16") if p in mnist_engine.available_precisions()]

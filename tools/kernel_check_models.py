@@ -25,10 +25,12 @@ def main(folder: str) -> None:
             layers = [DenseLayer(rng.normal(size=(a, b)) / np.sqrt(a), rng.normal(size=b) * 0.1, "relu"),
                       DenseLayer(rng.normal(size=(b, 7)) / np.sqrt(b), rng.normal(size=7) * 0.1, "softmax")]
             mnist_engine.write_model(out / f"m_{a}_{b}.mnw", layers)
-    # (image, window, strides, pads, filters): 1-48 channels, 5-70 filters, widths 3-28.
+    # (image, window, strides, pads, filters): 1-48 channels, 5-70 filters, widths 3-28; the 3x3, stride-1
+    # layers of 8 or more channels run as Winograd (conv-winograd.h).
     for i, (image, window, strides, pads, filters) in enumerate([
             ((28, 28, 1), (3, 3), (1, 1), (0, 0, 0, 0), 32), ((13, 13, 32), (3, 3), (1, 1), (1, 1, 1, 1), 70),
-            ((9, 17, 48), (2, 3), (2, 1), (1, 0, 1, 1), 5), ((5, 3, 7), (5, 3), (1, 1), (2, 2, 1, 1), 17)]):
+            ((9, 17, 48), (2, 3), (2, 1), (1, 0, 1, 1), 5), ((5, 3, 7), (5, 3), (1, 1), (2, 2, 1, 1), 17),
+            ((12, 9, 10), (3, 3), (1, 1), (1, 1, 1, 1), 24)]):  # Winograd: channels past whole vectors
         conv = Conv2DLayer(rng.normal(size=(*window, image[2], filters)) / np.sqrt(np.prod(window) * image[2]),
                            rng.normal(size=filters) * 0.1, image, strides, pads, "relu")
         pool = PoolLayer("max_pool" if i % 2 else "avg_pool", conv.output_shape, (2, 2), (1, 1), (0, 1, 0, 1))

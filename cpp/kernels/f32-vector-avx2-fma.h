@@ -19,6 +19,7 @@ struct Avx2Fma {
   static V fmadd(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
   static V zero() { return _mm256_setzero_ps(); }
   static V add(V a, V b) { return _mm256_add_ps(a, b); }
+  static V sub(V a, V b) { return _mm256_sub_ps(a, b); }
   // max_ps returns its second operand when either is NaN: with the value second, a NaN input
   // propagates as it does in Keras instead of becoming 0.
   static V relu(V v) { return _mm256_max_ps(_mm256_setzero_ps(), v); }

@@ -19,6 +19,7 @@ struct Avx512F {
   static V fmadd(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
   static V zero() { return _mm512_setzero_ps(); }
   static V add(V a, V b) { return _mm512_add_ps(a, b); }
+  static V sub(V a, V b) { return _mm512_sub_ps(a, b); }
   // As in AVX2, max returns its second operand when either is NaN: NaN propagates.
   static V relu(V v) { return _mm512_max_ps(_mm512_setzero_ps(), v); }
   static void store(float* p, V v) { _mm512_storeu_ps(p, v); }

@@ -20,6 +20,7 @@ struct Neon {
   static V fmadd(V a, V b, V c) { return vfmaq_f32(c, a, b); }
   static V zero() { return vdupq_n_f32(0.0f); }
   static V add(V a, V b) { return vaddq_f32(a, b); }
+  static V sub(V a, V b) { return vsubq_f32(a, b); }
   // fmax (not fmaxnm) returns NaN when either input is NaN: a NaN input propagates as in Keras.
   static V relu(V v) { return vmaxq_f32(vdupq_n_f32(0.0f), v); }
   static void store(float* p, V v) { vst1q_f32(p, v); }

@@ -94,6 +94,17 @@ inline void nonzero_index_tail(const float* x, size_t k, size_t width, uint16_t*
 // of 3 terms. Decided by the layer's shape alone, so that every kernel sums alike.
 inline bool conv_sums_rows_apart(size_t window_h, size_t row_terms) { return window_h > 1 && row_terms >= 32; }
 
+// Whether a conv layer runs as Winograd F(2x2, 3x3) (conv-winograd.h) on a kernel that has one: a
+// 3 x 3 window at stride 1, on 8 to kWinogradMaxChannels input channels. It does 2.25x fewer
+// multiply-adds than the direct kernel but cannot skip zeros, so a layer of a few channels (a
+// first layer on pixels, mostly background) stays direct. The bound on channels sizes the
+// kernel's stack buffer (16 x 12 tiles x 128 channels: 96 KiB).
+inline constexpr size_t kWinogradMaxChannels = 128;
+inline bool conv_winograd_fits(size_t window_h, size_t window_w, size_t stride_h, size_t stride_w, size_t channels) {
+  return window_h == 3 && window_w == 3 && stride_h == 1 && stride_w == 1 && channels >= 8 &&
+         channels <= kWinogradMaxChannels;
+}
+
 }  // namespace
 
 void pixels_to_float_scalar(const uint8_t* pixels, size_t n, double scale, float* out);
@@ -141,6 +152,10 @@ struct ConvArgs {
 using ConvFn = void (*)(const ConvArgs&);
 // Reference: one output at a time (panel 1), summing k in order. Tested against Keras and numpy.
 void f32_conv_scalar(const ConvArgs& a);
+// Winograd F(2x2, 3x3) (conv-winograd.h) on a layer that conv_winograd_fits: the same arguments,
+// but `packed` holds each panel's transformed filters, packed[((p * 16 + q) * channels + c) * panel
+// + f] = (G g Gt)[q / 4][q % 4] of filter p * panel + f, channel c (Engine::pack_conv_winograd), and
+// the kernel never skips zeros. It reads the padded image up to row out_h + 1 and column out_w + 1.
 
 // Reference: one output at a time, summing k in order. Every other kernel is tested against it.
 void f32_dense_scalar(const DenseArgs& a);
@@ -354,6 +369,7 @@ void f32_dense_1x64_sparse_avx2_fma(const DenseArgs& a);
 inline constexpr uint32_t kAvx2PanelWidth = 64;
 // Direct convolution: 6 pixels x 16 filters (12 ymm accumulators).
 void f32_conv_6x16_avx2_fma(const ConvArgs& a);
+void f32_conv_winograd_6x16_avx2_fma(const ConvArgs& a);  // 6 tiles x 16 filters
 void nonzero_index_avx2(const float* x, size_t width, uint16_t* out, uint32_t* block_ends, float* range);
 void pixels_to_float_avx2(const uint8_t* pixels, size_t n, double scale, float* out);
 float fma_peak_avx2(uint64_t iterations);
@@ -365,6 +381,7 @@ void f32_dense_1x128_sparse_avx512f(const DenseArgs& a);
 inline constexpr uint32_t kAvx512PanelWidth = 128;
 // Direct convolution: 12 pixels x 32 filters (24 zmm accumulators).
 void f32_conv_12x32_avx512f(const ConvArgs& a);
+void f32_conv_winograd_12x32_avx512f(const ConvArgs& a);  // 12 tiles x 32 filters
 void nonzero_index_avx512f(const float* x, size_t width, uint16_t* out, uint32_t* block_ends, float* range);
 void pixels_to_float_avx512f(const uint8_t* pixels, size_t n, double scale, float* out);
 float fma_peak_avx512f(uint64_t iterations);
@@ -397,6 +414,7 @@ void f32_dense_1x32_sparse_neon(const DenseArgs& a);
 inline constexpr uint32_t kNeonPanelWidth = 32;
 // Direct convolution: 6 pixels x 16 filters (24 q-register accumulators).
 void f32_conv_6x16_neon(const ConvArgs& a);
+void f32_conv_winograd_6x16_neon(const ConvArgs& a);  // 6 tiles x 16 filters
 float fma_peak_neon(uint64_t iterations);
 #endif
 

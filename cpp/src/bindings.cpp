@@ -237,7 +237,8 @@ std::string describe(const Engine& e) {
     const auto& l = e.layers()[i];
     s << " -> " << l.output_width << " "
       << (l.op == mnist_engine::Op::Dense ? "" : std::string(mnist_engine::op_name(l.op)) + " ")
-      << mnist_engine::activation_name(l.activation) << (e.runs_fused(i) ? " (inside the conv)" : "");
+      << mnist_engine::activation_name(l.activation) << (e.runs_winograd(i) ? " (Winograd)" : "")
+      << (e.runs_fused(i) ? " (inside the conv)" : "");
   }
   s << ", kernel=" << e.kernel_name();
   if (e.kernel_for_rows(1) != e.kernel_name()) s << " (" << e.kernel_for_rows(1) << " for small batches)";

@@ -135,6 +135,17 @@ class Entry {
     k_.pool = pool;
     return *this;
   }
+  // fp32: its Winograd F(2x2, 3x3) convolution (conv-winograd.h), packed in the same panels.
+  Entry& winograd(kernels::ConvFn conv) {
+    k_.conv_winograd = conv;
+    return *this;
+  }
+  // One image's conv layers split their rows over the threads from `split_macs` multiply-adds
+  // per thread (KernelInfo::conv_split_macs).
+  Entry& splits_conv_from(uint32_t split_macs) {
+    k_.conv_split_macs = split_macs;
+    return *this;
+  }
   // int8/bf16: its convolution and the filters per panel of the conv weights' packing.
   Entry& convolves(kernels::QuantConvFn conv, uint32_t panel) {
     k_.quant_conv = conv;
@@ -204,6 +215,11 @@ constexpr uint32_t kAmxInt8MinRows = 10, kAmxBf16MinRows = 8;
 // 2 us on tiles) took 11.7 us at batch 1 split against 9.6 on one thread, so the split waits for
 // layers several times larger (the fp32 direct kernel's 500 k is 1.2x faster split there).
 constexpr uint32_t kAmxConvSplitMacs = 4'000'000;
+// The fp32 AVX-512 kernels split one image's conv from 90 k multiply-adds per thread: since the
+// thread pool, the keras-io convnet's first conv (0.19 M) is faster split, batch 1 at 2 threads
+// 10.2-11.2 us against 11.3-12.2 (5 alternating runs, Zen 5). The AVX2 direct kernel (26-32 ->
+// 27-38 us) and the VNNI int8 conv were not, so they keep the default.
+constexpr uint32_t kAvx512ConvSplitMacs = 90'000;
 
 std::string join(const std::vector<std::string>& names) {
   std::string s;
@@ -285,17 +301,20 @@ const std::vector<KernelInfo>& kernel_table() {
       Entry("avx512", P::Fp32, has_avx512f).runs(k::f32_dense_1x128_sparse_avx512f, k::kAvx512PanelWidth)
           .nonzero_index(k::nonzero_index_avx512f, true).pixels_to_float(k::pixels_to_float_avx512f)
           .fma_peak(k::fma_peak_avx512f, 16).activations(k::f32_activation_avx512f)
-          .spatial(k::f32_conv_12x32_avx512f, 32, k::f32_pool_avx512f),
+          .spatial(k::f32_conv_12x32_avx512f, 32, k::f32_pool_avx512f)
+          .winograd(k::f32_conv_winograd_12x32_avx512f).splits_conv_from(kAvx512ConvSplitMacs),
       Entry("avx2", P::Fp32, has_avx2_fma).runs(k::f32_dense_1x64_sparse_avx2_fma, k::kAvx2PanelWidth)
           .nonzero_index(k::nonzero_index_avx2, true).pixels_to_float(k::pixels_to_float_avx2)
           .fma_peak(k::fma_peak_avx2, 8).activations(k::f32_activation_avx2_fma)
-          .spatial(k::f32_conv_6x16_avx2_fma, 16, k::f32_pool_avx2_fma),
+          .spatial(k::f32_conv_6x16_avx2_fma, 16, k::f32_pool_avx2_fma)
+          .winograd(k::f32_conv_winograd_6x16_avx2_fma),
 #endif
 #if defined(MNIST_ENGINE_ARM_KERNELS)
       Entry("neon", P::Fp32, always).runs(k::f32_dense_1x32_sparse_neon, k::kNeonPanelWidth, 4)
           .nonzero_index(k::nonzero_index_scalar, true).pixels_to_float(k::pixels_to_float_scalar)
           .fma_peak(k::fma_peak_neon, 4).activations(k::f32_activation_scalar)
-          .spatial(k::f32_conv_6x16_neon, 16, k::f32_pool_scalar),
+          .spatial(k::f32_conv_6x16_neon, 16, k::f32_pool_scalar)
+          .winograd(k::f32_conv_winograd_6x16_neon),
 #endif
       Entry("scalar", P::Fp32, always).runs(k::f32_dense_scalar, k::kScalarPanelWidth)
           .nonzero_index(k::nonzero_index_scalar, false).pixels_to_float(k::pixels_to_float_scalar)

@@ -28,6 +28,9 @@ struct KernelInfo {  // written field by field in dispatch.cpp's table (its Entr
   kernels::ConvFn conv = nullptr;  // fp32: conv2d layers (every precision runs them on an fp32 kernel)
   uint32_t conv_panel = 0;         // filters per panel of its packing (kernels::ConvArgs)
   bool conv_pools = false;         // it can fuse a following 2 x 2 max pool (ConvArgs::pool)
+  // fp32: 3 x 3, stride-1 conv layers (kernels::conv_winograd_fits) as Winograd F(2x2, 3x3), in
+  // conv_panel panels; null: they run on `conv`.
+  kernels::ConvFn conv_winograd = nullptr;
   kernels::PoolFn pool = nullptr;  // fp32: pooling layers (likewise)
   kernels::QuantConvFn quant_conv = nullptr;  // int8: conv2d layers (else they run in fp32)
   uint32_t quant_conv_panel = 0;              // filters per panel of its packing (kernels::QuantConvArgs)

@@ -161,18 +161,20 @@ size_t fused_pool(const Args& a) {
   return a.pool ? a.pool : 1;
 }
 
-// Panels first..last of a conv call whose panels are `panel` filters wide.
-kernels::ConvArgs panel_part(const kernels::ConvArgs& a, size_t first, size_t last, size_t panel) {
+// Panels first..last of a conv call whose panels are `panel` filters wide, each `packed` elements
+// of a.packed (the direct and the Winograd packings differ).
+kernels::ConvArgs panel_part(const kernels::ConvArgs& a, size_t first, size_t last, size_t panel, size_t packed) {
   kernels::ConvArgs part = a;
-  part.packed += first * a.window_h * a.window_w * a.channels * panel;
+  part.packed += first * packed;
   part.bias += first * panel;
   part.y += first * panel;
   part.panels = last - first;
   return part;
 }
-kernels::QuantConvArgs panel_part(const kernels::QuantConvArgs& a, size_t first, size_t last, size_t panel) {
+kernels::QuantConvArgs panel_part(const kernels::QuantConvArgs& a, size_t first, size_t last, size_t panel,
+                                  size_t packed) {
   kernels::QuantConvArgs part = a;
-  part.packed += first * a.window_h * a.units * panel * kernels::kUnitBytes;
+  part.packed += first * packed;
   part.col_sum += first * panel;
   part.col_scale += first * panel;
   part.bias += first * panel;
@@ -182,27 +184,32 @@ kernels::QuantConvArgs panel_part(const kernels::QuantConvArgs& a, size_t first,
 }
 
 // Runs a conv kernel on its arguments (kernels::ConvArgs or QuantConvArgs; `row` elements of a.x
-// per padded image row, panels `panel` filters wide), shared as above; a kernel writes whole
-// panels, so when a.y is a panel-wide scratch the real filters are copied to y.
+// per padded image row, panels `panel` filters wide and `packed` elements of a.packed), shared as
+// above; a kernel writes whole panels, so when a.y is a panel-wide scratch the real filters are
+// copied to y. `rows_together`: output rows a split must keep together where no pool is fused (2
+// for Winograd, whose 2 x 2 tiles must be the whole image's tiles for the bits to be the same).
 template <class Args>
-void run_conv_kernel(int conv_team, const Geometry& g, const Args& a, size_t row, size_t panel,
-                     void (*kernel)(const Args&), size_t split_macs, float* y) {
+void run_conv_kernel(int conv_team, const Geometry& g, const Args& a, size_t row, size_t panel, size_t packed,
+                     size_t rows_together, void (*kernel)(const Args&), size_t split_macs, float* y) {
   const ImageShape out = output_shape(Op::Conv2d, g);
   const size_t pool = fused_pool(a), height = out.height / pool, width = out.width / pool;
-  const int team = std::max(conv_team_size(conv_team, g, height, split_macs), 1);
+  // The split's unit: a pooled row (its `pool` conv rows), else rows_together output rows.
+  const size_t unit = pool > 1 ? pool : rows_together, stored_per_unit = pool > 1 ? 1 : rows_together;
+  const size_t units = (height + stored_per_unit - 1) / stored_per_unit;
+  const int team = std::max(conv_team_size(conv_team, g, units, split_macs), 1);
   // Items for the pool to hand out: blocks of output rows, within whole panels of filters where
   // the panels divide among the team (disjoint output columns, equal work). Several items per
   // thread, so that a thread the OS parks holds up only a small part (thread_pool.h); a thread
   // claims neighbouring items, which share a panel's weights.
   const size_t panel_parts = a.panels % size_t(team) == 0 ? a.panels : 1;
-  const size_t row_parts = std::min(height, std::max<size_t>(1, size_t(team) * 4 / panel_parts));
+  const size_t row_parts = std::min(units, std::max<size_t>(1, size_t(team) * 4 / panel_parts));
   const auto part = [&](size_t i, int) {
     const size_t p = i / row_parts, r = i % row_parts;
-    Args piece = panel_parts > 1 ? panel_part(a, p, p + 1, panel) : a;
-    const size_t first = height * r / row_parts, last = height * (r + 1) / row_parts;
-    piece.x += first * pool * g.stride_h * row;
-    piece.y += first * width * a.y_stride;
-    piece.out_h = (last - first) * pool;
+    Args piece = panel_parts > 1 ? panel_part(a, p, p + 1, panel, packed) : a;
+    const size_t first = units * r / row_parts, last = units * (r + 1) / row_parts;
+    piece.x += first * unit * g.stride_h * row;
+    piece.y += first * stored_per_unit * width * a.y_stride;
+    piece.out_h = pool > 1 ? (last - first) * pool : std::min<size_t>(last * unit, out.height) - first * unit;
     kernel(piece);
   };
   if (team <= 1) {
@@ -243,7 +250,9 @@ void Engine::run_conv(size_t l, const float* x, float* y, Scratch& s) const {
   const kernels::ConvArgs a{image, padded_w, C, g.window_h, g.window_w, g.stride_h, g.stride_w, out.height,
                             out.width, p.conv.weights.data(), p.conv.bias.data(), p.conv.panels, dst, width,
                             shape_[l].activation == Activation::Relu, skip_zeros_, p.pool};
-  run_conv_kernel(s.conv_team, g, a, padded_w * C, k.conv_panel, k.conv, k.conv_split_macs, y);
+  const size_t packed = (p.winograd ? 16 : size_t(g.window_h) * g.window_w) * C * k.conv_panel;
+  run_conv_kernel(s.conv_team, g, a, padded_w * C, k.conv_panel, packed, p.winograd ? 2 : 1,
+                  p.winograd ? k.conv_winograd : k.conv, k.conv_split_macs, y);
 }
 
 // The reduced-precision form: the image is converted as one row by the kernel's own row
@@ -282,7 +291,9 @@ void Engine::run_conv_quantized(size_t l, const float* x, float* y, Scratch& s) 
                                  p.qconv.col_sum.data(), p.qconv.col_scale.data(), p.qconv.bias.data(), scale, zero,
                                  p.qconv.panels, dst, width,
                                  shape_[l].activation == Activation::Relu, skip_zeros_, p.pool};
-  run_conv_kernel(s.conv_team, g, a, padded_w * C, k.quant_conv_panel, k.quant_conv, k.conv_split_macs, y);
+  const size_t packed = size_t(p.qconv.window_rows) * p.qconv.units * k.quant_conv_panel * kernels::kUnitBytes;
+  run_conv_kernel(s.conv_team, g, a, padded_w * C, k.quant_conv_panel, packed, 1, k.quant_conv, k.conv_split_macs,
+                  y);
 }
 
 // Every layer that is not dense, in float for every precision, row by row, from x into y (never in
@@ -512,7 +523,12 @@ std::shared_ptr<const Engine> Engine::from_bytes(const uint8_t* data, size_t siz
         const KernelInfo& ck = conv_padding_pays(g.filters, depth, wide.conv_panel, 4)
                                    ? wide : fp32_reference();
         params.conv_kernel = &ck;
-        pack_conv(src.kernel, src.bias, depth, g.filters, ck.conv_panel, params.conv);
+        params.winograd = ck.conv_winograd &&
+                          kernels::conv_winograd_fits(g.window_h, g.window_w, g.stride_h, g.stride_w, g.in.channels);
+        if (params.winograd)
+          pack_conv_winograd(src.kernel, src.bias, g.in.channels, g.filters, ck.conv_panel, params.conv);
+        else
+          pack_conv(src.kernel, src.bias, depth, g.filters, ck.conv_panel, params.conv);
         const ImageShape o = output_shape(Op::Conv2d, g);
         const size_t padded = (size_t(g.in.height) + g.pad_top + g.pad_bottom) *
                               (size_t(g.in.width) + g.pad_left + g.pad_right) * g.in.channels;
@@ -530,7 +546,17 @@ std::shared_ptr<const Engine> Engine::from_bytes(const uint8_t* data, size_t siz
   }
   for (size_t l = 0; l < file.layers.size(); ++l)
     if (file.layers[l].op == Op::Conv2d) e->set_pool_fusion(l, kernel_of(e->params_[l].conv_kernel).conv_pools && pool_fuses(file, l));
-  if (verify) e->verify(file.reference);
+  if (verify) {
+    try {
+      e->verify(file.reference);
+    } catch (const FormatError&) {
+      // Winograd rounds differently from the direct sum, a little more where a window's terms
+      // cancel (raw pixels into unnormalized weights); the file's own check says whether that
+      // matters. If it fails with Winograd, the direct kernel must pass it alone.
+      if (!e->run_conv_direct(file)) throw;
+      e->verify(file.reference);
+    }
+  }
   if (precision == Precision::Fp32) return e;
 
   // The exact engine has vouched for the weights; the reduced-precision one is built from them.
@@ -747,6 +773,56 @@ void Engine::pack_conv(const uint8_t* kernel, const uint8_t* bias, size_t depth,
     for (size_t kk = 0; kk < depth; ++kk)
       decode_f32(kernel + 4 * (kk * filters + first), width, dst.weights.data() + (p * depth + kk) * panel);
   }
+  decode_f32(bias, filters, dst.bias.data());
+}
+
+// Repacks every Winograd conv layer for its kernel's direct convolution; false when there was none.
+bool Engine::run_conv_direct(const ModelFile& file) {
+  bool any = false;
+  for (size_t l = 0; l < params_.size(); ++l) {
+    LayerParams& p = params_[l];
+    if (!p.winograd) continue;
+    const Geometry& g = p.geometry;
+    pack_conv(file.layers[l].kernel, file.layers[l].bias, size_t(g.window_h) * g.window_w * g.in.channels, g.filters,
+              kernel_of(p.conv_kernel).conv_panel, p.conv);
+    p.winograd = false;
+    any = true;
+  }
+  return any;
+}
+
+// A 3 x 3 conv kernel (9 * channels x filters, row-major f32 bytes) transformed for Winograd
+// F(2x2, 3x3), U = G g Gt per filter and channel (conv-winograd.h), in panels of `panel` filters:
+// weights[((p * 16 + q) * channels + c) * panel + f] (kernels::conv_winograd_fits). The transform
+// runs in double and rounds once, so U is the exact transform rounded to float32.
+void Engine::pack_conv_winograd(const uint8_t* kernel, const uint8_t* bias, size_t channels, size_t filters,
+                                size_t panel, PackedLayer& dst) {
+  constexpr size_t kPositions = 16;
+  dst.panels = round_up(filters, panel) / panel;
+  dst.tail_stride = panel;
+  dst.weights = AlignedFloats(dst.panels * kPositions * channels * panel);
+  dst.bias = AlignedFloats(dst.panels * panel);
+  std::vector<float> w(9 * channels * filters);
+  decode_f32(kernel, w.size(), w.data());
+  // G's rows applied to three values: the transform along one axis.
+  const auto g_rows = [](double a, double b, double c, double out[4]) {
+    out[0] = a;
+    out[1] = (a + b + c) / 2;
+    out[2] = (a - b + c) / 2;
+    out[3] = c;
+  };
+  for (size_t f = 0; f < filters; ++f)
+    for (size_t c = 0; c < channels; ++c) {
+      const auto at = [&](size_t ky, size_t kx) { return double(w[((ky * 3 + kx) * channels + c) * filters + f]); };
+      double columns[3][4];  // G g, column by column: columns[kx][row]
+      for (size_t kx = 0; kx < 3; ++kx) g_rows(at(0, kx), at(1, kx), at(2, kx), columns[kx]);
+      for (size_t r = 0; r < 4; ++r) {
+        double u[4];  // row r of (G g) Gt
+        g_rows(columns[0][r], columns[1][r], columns[2][r], u);
+        for (size_t s = 0; s < 4; ++s)
+          dst.weights.data()[(((f / panel) * kPositions + 4 * r + s) * channels + c) * panel + f % panel] = float(u[s]);
+      }
+    }
   decode_f32(bias, filters, dst.bias.data());
 }
 

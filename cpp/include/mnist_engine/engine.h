@@ -117,6 +117,8 @@ class Engine {
   const std::vector<LayerInfo>& layers() const { return shape_; }
   // Whether layer l runs inside the conv layer before it (a pool fused into an int8 tile kernel).
   bool runs_fused(size_t l) const { return params_[l].fused; }
+  // Whether conv layer l runs as Winograd F(2x2, 3x3) (kernels::conv_winograd_fits).
+  bool runs_winograd(size_t l) const { return params_[l].winograd; }
   const std::vector<std::pair<std::string, std::string>>& metadata() const { return metadata_; }
   // The file's `classes` entry (docs/FORMAT.md), or kind None: what classify() reports per output.
   const ClassLabels& classes() const { return classes_; }
@@ -203,6 +205,9 @@ class Engine {
     // layer loops.
     uint32_t pool = 0;
     bool fused = false;
+    // conv2d: `conv` holds the filters transformed for conv_kernel's Winograd F(2x2, 3x3)
+    // convolution (Engine::pack_conv_winograd) rather than as they are.
+    bool winograd = false;
     float epsilon = 0.0f;
     std::vector<float> activation;
   };
@@ -212,6 +217,9 @@ class Engine {
                        Scratch& s) const;
   void run_conv(size_t l, const float* x, float* y, Scratch& s) const;
   void run_conv_quantized(size_t l, const float* x, float* y, Scratch& s) const;
+  bool run_conv_direct(const ModelFile& file);
+  static void pack_conv_winograd(const uint8_t* kernel, const uint8_t* bias, size_t channels, size_t filters,
+                                 size_t panel, PackedLayer& dst);
   static QuantLayer pack_conv_quantized(const FileLayer& src, Precision precision, size_t panel,
                                         size_t unit_align);
   static bool pool_fuses(const ModelFile& file, size_t l);
