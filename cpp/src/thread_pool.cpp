@@ -65,6 +65,11 @@ class Pool {
   std::atomic<LoopBody> body_{nullptr};
   std::atomic<void*> context_{nullptr};
   std::atomic<size_t> done_by_workers_{0};
+  // Callers running a loop alone because the pool was busy (two Python threads predicting at
+  // once, the server's batcher beside a Dask task). While there are any, workers claim nothing
+  // and do not poll: the pool's caller and each lone caller then have a core apiece, rather than
+  // more threads than cores taking turns.
+  std::atomic<int> lone_callers_{0};
 
   // Sleeping workers. POSIX's mutex and condition rather than std::condition_variable, whose
   // wait() is a GLIBCXX_3.4.30 symbol since GCC 12: it would raise the wheel's manylinux tag from
@@ -79,7 +84,10 @@ void Pool::run(size_t items, int threads, LoopBody body, void* context) {
   std::unique_lock<std::mutex> hold(busy_, std::defer_lock);
   const int helpers = wanted == 0 || items >= kClosed || !hold.try_lock() ? 0 : grow(int(wanted));
   if (helpers == 0) {
+    const bool lone = wanted > 0 && !hold.owns_lock();
+    if (lone) lone_callers_.fetch_add(1);
     for (size_t i = 0; i < items; ++i) body(context, i, 0);
+    if (lone) lone_callers_.fetch_sub(1);
     return;
   }
   // Close the last generation, write this loop, open it (seq_cst: see the sleepers below).
@@ -134,7 +142,7 @@ void Pool::work(int slot) {
     uint64_t word = claim_.load(std::memory_order_acquire);
     auto deadline = Clock::now() + kWorkerSpin;
     for (unsigned n = 1; !is_new(word); ++n) {
-      if (n % 64 == 0 && Clock::now() >= deadline) {
+      if (n % 64 == 0 && (Clock::now() >= deadline || lone_callers_.load(std::memory_order_relaxed) > 0)) {
         pthread_mutex_lock(&sleep_mutex_);
         sleepers_.fetch_add(1);
         while (!is_new(word = claim_.load())) pthread_cond_wait(&wake_, &sleep_mutex_);
@@ -157,6 +165,7 @@ void Pool::claim_items(int slot, uint64_t word) {
   const size_t items = items_.load(std::memory_order_relaxed);
   for (;;) {
     if (generation_of(word) != generation || item_of(word) >= items) return;
+    if (lone_callers_.load(std::memory_order_relaxed) > 0) return;  // the caller finishes alone
     if (!claim_.compare_exchange_weak(word, word + 1, std::memory_order_acq_rel, std::memory_order_acquire))
       continue;  // another participant claimed it, or the loop ended: `word` holds the new value
     body_.load(std::memory_order_relaxed)(context_.load(std::memory_order_relaxed), item_of(word), slot);
