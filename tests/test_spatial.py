@@ -337,7 +337,8 @@ def test_a_max_pool_run_inside_a_reduced_precision_conv_matches_the_layers_apart
                                                                                  pads, filters, activation, pool):
     """The fused pool takes the epilogue of the largest of four sums (int32, or float32 compared as
     the pooling kernels do); the epilogue is monotone, so that is the largest of the four outputs
-    the scalar reference pools: int8 bit for bit, bf16 within float32 rounding of the sums.
+    the scalar reference pools: int8 bit for bit (the AMX tile kernel and the AVX-512 VNNI direct
+    one), bf16 within float32 rounding of the sums.
 
     An engine with no convolution of its precision on this CPU (bf16 without AMX, int8-avx2 where
     nothing lends it one) runs the conv and its pool on the best fp32 kernel and only the dense head
@@ -356,9 +357,10 @@ def test_a_max_pool_run_inside_a_reduced_precision_conv_matches_the_layers_apart
         e = mnist_engine.Engine.from_bytes(data, kernel=kernel, precision=precision)
         if "inside the conv" in repr(e):
             fused.append(kernel)
-        # The conv kernels that run a 2x2 pool inside: the tile kernel, whoever chose it (int8-avx2
-        # has no conv of its own), and the fp32 FMA kernels that stand in for a missing one.
-        if e.conv_kernel in (tiles, *FMA_KERNELS):
+        # The conv kernels that run a 2x2 pool inside: the tile kernel and the AVX-512 VNNI direct
+        # one, whoever chose them (int8-avx2 has no conv of its own), and the fp32 FMA kernels that
+        # stand in for a missing one.
+        if e.conv_kernel in (tiles, "int8-avx512vnni", *FMA_KERNELS):
             pooling_convs.append(kernel)
         if mnist_engine._core.kernel_precision(e.conv_kernel) == precision:
             expected, err_depth = want, depth

@@ -152,6 +152,11 @@ class Entry {
     k_.quant_conv_panel = panel;
     return *this;
   }
+  // Its int8 or bf16 convolution runs a following 2 x 2 max pool inside (QuantConvArgs::pool).
+  Entry& pools_inside_conv() {
+    k_.quant_conv_pools = true;
+    return *this;
+  }
   // A tile convolution: units per window row padded to `units` (it reads whole tile columns), a
   // following 2 x 2 max pool fused into it, and one image's rows split over threads from
   // `split_macs` multiply-adds per thread.
@@ -342,7 +347,8 @@ const std::vector<KernelInfo>& kernel_table() {
           .tile_convolution(16, kAmxConvSplitMacs),
       Entry("int8-avx512vnni", P::Int8, has_avx512_vnni).runs(k::u8s8_dense_1x64_sparse_avx512vnni, 16, 4)
           .weights(1).unit_index(k::unit_index_avx512f).prepares_rows(k::quantize_rows_u8_avx512f)
-          .activations(k::f32_activation_avx512f).convolves(k::u8s8_conv_12x32_avx512vnni, 32),
+          .activations(k::f32_activation_avx512f).convolves(k::u8s8_conv_12x32_avx512vnni, 32)
+          .pools_inside_conv(),
       Entry("int8-avxvnni", P::Int8, has_avx_vnni).runs(k::u8s8_dense_1x64_sparse_avxvnni, 8, 8).weights(1)
           .unit_index(k::unit_index_scalar).prepares_rows(k::quantize_rows_u8_avx2)
           .activations(k::f32_activation_avx2_fma).convolves(k::u8s8_conv_6x16_avxvnni, 16),
