@@ -7,6 +7,8 @@ import json
 import re
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -366,14 +368,37 @@ def test_sigterm_finishes_the_request_in_flight_then_exits_0(engine, images):
 
 
 def test_only_the_allowed_hosts_are_answered(port, images):
-    """DNS rebinding: a page on evil.example that resolves to 127.0.0.1 sends Host: evil.example."""
-    for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}", "LOCALHOST"):
+    """DNS rebinding: a page on evil.example that resolves to 127.0.0.1 sends Host: evil.example.
+    Loopback is answered in every spelling; a Host that is not plainly host[:port] is a 400, since a
+    lenient parser reads 'evil.com@localhost' as localhost."""
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}", "LOCALHOST", "localhost.",
+                 f"localhost.:{port}", "[0:0:0:0:0:0:0:1]", f"[0:0:0:0:0:0:0:1]:{port}"):
         assert request(port, "POST", INFER, infer_json(images[:1]), {"Host": host})[0] == 200, host
-    for host in (f"evil.example:{port}", "127.0.0.2", "[::1", ""):
+    for host in (f"evil.example:{port}", "127.0.0.2", "localhost.evil.example", "[::2]"):
         status, headers, body = request(port, "GET", "/v2/health/live", headers={"Host": host})
         assert status == 421 and headers["content-type"] == "application/json", host
         assert json.loads(body)["error"] == (f"this server does not answer to the host {host!r}; it answers to "
                                              "localhost, 127.0.0.1, ::1 (add a name with --allow-host, or '*' for any)")
+    for host in ("evil.com@localhost", "localhost/evil.com", "localhost?x", "localhost#x", "[::1", "::1",
+                 "localhost:99999", "localhost:", "localhost..", "-localhost", "local_host", "[127.0.0.1]", ""):
+        status, headers, body = request(port, "GET", "/v2/health/live", headers={"Host": host})
+        assert status == 400 and headers["content-type"] == "application/json", host
+        assert json.loads(body)["error"] == ("expected a Host header of the form host[:port] (a DNS name or an IP "
+                                             f"address), got {host!r}"), host
+
+
+def test_two_host_headers_are_refused_whichever_comes_first(port):
+    """With two Host headers, which one a layer reads is up to that layer: refuse the request."""
+    for first, second in (("localhost", "evil.example"), ("evil.example", "localhost"), ("localhost", "localhost")):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            raw.sendall(f"GET /v2/health/live HTTP/1.1\r\nHost: {first}\r\nHost: {second}\r\n"
+                        "Connection: close\r\n\r\n".encode())
+            reply = b""
+            while chunk := raw.recv(65536):
+                reply += chunk
+        head, _, body = reply.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 400 "), (first, second, head)
+        assert json.loads(body)["error"] == "expected one Host header, got 2"
 
 
 def test_the_allowed_hosts_follow_the_bound_address_and_allow_host():
@@ -382,13 +407,22 @@ def test_the_allowed_hosts_follow_the_bound_address_and_allow_host():
     assert allowed_hosts("127.0.0.1") == ("localhost", "127.0.0.1", "::1")
     assert allowed_hosts("0.0.0.0", ["Digits.lan"]) == ("localhost", "127.0.0.1", "::1", "digits.lan")
     assert allowed_hosts("192.168.1.5", ["[fe80::1]"]) == ("localhost", "127.0.0.1", "::1", "192.168.1.5", "fe80::1")
+    assert allowed_hosts("::1", ["Digits.LAN.", "*"]) == ("localhost", "127.0.0.1", "::1", "digits.lan", "*")
+    with pytest.raises(ValueError, match="expected a host name or an IP address to allow, got 'a b'"):
+        allowed_hosts("127.0.0.1", ["a b"])
     assert [host_name(h) for h in ("a.b:80", "[::1]:8000", "[::1", "x:port", None)] == ["a.b", "::1", None, None, None]
+    assert [host_name(h) for h in ("A.B.:80", "[0:0::1]", "a@b", "a b", "x:65536", "127.0.0.1:0")] == \
+        ["a.b", "::1", None, None, None, "127.0.0.1"]
 
 
 def test_allow_host_adds_a_name_on_the_command_line():
     with server_process("--allow-host", "Digits.lan") as (_process, port):
         assert request(port, "GET", "/v2/health/live", headers={"Host": f"digits.lan:{port}"})[0] == 200
         assert request(port, "GET", "/v2/health/live", headers={"Host": "other.lan"})[0] == 421
+    out = subprocess.run([sys.executable, "-m", "mnist_engine.cli", "serve", "--allow-host", "digits.lan/x"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert "argument --allow-host: expected a DNS name, an IP address or '*', got 'digits.lan/x'" in out.stderr
 
 
 def test_a_sigterm_right_after_the_listening_line_is_honoured():

@@ -31,6 +31,15 @@ def model_spec(text: str):
 port_number = number_in(int, 0, 65535, "a port number 0..65535 (0: any free port)", "a port number 0..65535")
 
 
+def host_to_allow(text: str) -> str:
+    """--allow-host: a DNS name or an IP address (brackets allowed), or '*'."""
+    from ..serve.hosts import canonical_host
+
+    if text != "*" and canonical_host(text) is None:
+        raise argparse.ArgumentTypeError(f"expected a DNS name, an IP address or '*', got {text!r}")
+    return text
+
+
 def add_parser(sub) -> None:
     serve = sub.add_parser("serve", help="serve models over the Open Inference Protocol (KServe v2) REST API",
                            description=__doc__.split("\n\n")[0].replace("``", ""))
@@ -42,7 +51,7 @@ def add_parser(sub) -> None:
                             "bundled models are served, which reads handwriting best and doubts letters; else the "
                             "first --model)")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    serve.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+    serve.add_argument("--allow-host", action="append", default=[], metavar="NAME", type=host_to_allow,
                        help="a Host name clients may use besides localhost and the bound address (repeatable; "
                             "'*' allows any: only behind a proxy that checks Host)")
     serve.add_argument("--port", type=port_number, default=8000, help="port (default 8000; 0 picks a free one)")
