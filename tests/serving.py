@@ -15,14 +15,17 @@ from typing import Dict, Iterator, Optional, Tuple
 
 
 @contextlib.contextmanager
-def server_in_thread(app) -> Iterator[int]:
-    """Serve `app` on 127.0.0.1:<free port> from a thread; yields the port."""
+def server_in_thread(app, connections=None) -> Iterator[int]:
+    """Serve `app` on 127.0.0.1:<free port> from a thread, with the command's connection limits
+    (`connections`: a serve.connections.ConnectionLimits, default the command's defaults); yields the port."""
     import uvicorn
 
     from mnist_engine.cli.serve import bind
+    from mnist_engine.serve.connections import ConnectionLimits, bounded_protocol
 
     sock = bind("127.0.0.1", 0)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    protocol = bounded_protocol(connections or ConnectionLimits())
+    server = uvicorn.Server(uvicorn.Config(app, http=protocol, log_level="warning", access_log=False))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

@@ -37,6 +37,7 @@ positive_int = number_in(int, 1, float("inf"), "a whole number of at least 1")
 probability = number_in(float, 0.0, 1.0, "a probability 0..1")
 # A finite number of seconds or milliseconds (inf and NaN are refused).
 non_negative_float = number_in(float, 0.0, sys.float_info.max, "a finite number >= 0", "a number")
+positive_float = number_in(float, 1e-3, sys.float_info.max, "a finite number >= 0.001", "a number")
 
 
 def add_engine_options(parser: argparse.ArgumentParser, default_model: str = "mlp512") -> None:

@@ -12,7 +12,7 @@ from typing import Dict, List
 
 import mnist_engine
 
-from .common import non_negative_float, number_in, positive_int
+from .common import non_negative_float, number_in, positive_float, positive_int
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -66,6 +66,16 @@ def add_parser(sub) -> None:
                        help="largest request body in bytes; larger gets 413 (default 8 MiB)")
     serve.add_argument("--body-timeout", type=non_negative_float, default=10.0,
                        help="seconds a client has to send a whole body; slower gets 408 (default 10)")
+    serve.add_argument("--max-header-bytes", type=positive_int, default=64 << 10,
+                       help="largest request line and headers in bytes; larger gets 431 and the connection "
+                            "closed (default 64 KiB)")
+    serve.add_argument("--header-timeout", type=positive_float, default=10.0,
+                       help="seconds a connection has to send a request's head, from its start or the last "
+                            "response; slower is closed (default 10)")
+    serve.add_argument("--max-connections", type=positive_int,
+                       help="open connections beyond which new ones are closed; above three quarters of it a new "
+                            "connection has one second to send its head (default: the file descriptors the "
+                            "process may open, less 64, at most 10,000)")
     serve.add_argument("--max-queue-ms", type=non_negative_float, default=1000.0,
                        help="how long a request may wait for its turn to be read, and again in the model's "
                             "queue, before it is answered 503 with Retry-After (default 1000)")
@@ -108,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
 
     uvicorn = require("uvicorn", "mnist-engine serve")
     from ..serve import Limits, create_app
+    from ..serve.connections import ConnectionLimits, bounded_protocol
     from ..serve.hosts import allowed_hosts
 
     models = load_models(args)
@@ -129,7 +140,9 @@ def run(args: argparse.Namespace) -> int:
     page_model = args.page_model or (DEFAULT_PAGE_MODEL if not args.model else None)
     app = create_app(models, limits, on_startup=listening, hosts=allowed_hosts(host, args.allow_host),
                      page_model=page_model)
-    config = uvicorn.Config(app, log_level="warning",
+    connections = ConnectionLimits(max_head_bytes=args.max_header_bytes, head_timeout=args.header_timeout,
+                                   max_connections=args.max_connections)
+    config = uvicorn.Config(app, http=bounded_protocol(connections), log_level="warning",
                             access_log=False, timeout_graceful_shutdown=30, server_header=False)
     server = uvicorn.Server(config)
     # uvicorn stops accepting on SIGTERM or Ctrl-C, finishes the requests in flight, and then raises
