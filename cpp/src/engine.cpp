@@ -184,10 +184,11 @@ kernels::QuantConvArgs panel_part(const kernels::QuantConvArgs& a, size_t first,
 }
 
 // Runs a conv kernel on its arguments (kernels::ConvArgs or QuantConvArgs; `row` elements of a.x
-// per padded image row, panels `panel` filters wide and `packed` elements of a.packed), shared as
-// above; a kernel writes whole panels, so when a.y is a panel-wide scratch the real filters are
-// copied to y. `rows_together`: output rows a split must keep together where no pool is fused (2
-// for Winograd, whose 2 x 2 tiles must be the whole image's tiles for the bits to be the same).
+// per padded image row, panels `panel` filters wide and `packed` elements of a.packed: the packed
+// size over the panels, whichever packing it is), shared as above; a kernel writes whole panels,
+// so when a.y is a panel-wide scratch the real filters are copied to y. `rows_together`: output
+// rows a split must keep together where no pool is fused (2 for Winograd, whose 2 x 2 tiles must
+// be the whole image's tiles for the bits to be the same).
 template <class Args>
 void run_conv_kernel(int conv_team, const Geometry& g, const Args& a, size_t row, size_t panel, size_t packed,
                      size_t rows_together, void (*kernel)(const Args&), size_t split_macs, float* y) {
@@ -250,9 +251,8 @@ void Engine::run_conv(size_t l, const float* x, float* y, Scratch& s) const {
   const kernels::ConvArgs a{image, padded_w, C, g.window_h, g.window_w, g.stride_h, g.stride_w, out.height,
                             out.width, p.conv.weights.data(), p.conv.bias.data(), p.conv.panels, dst, width,
                             shape_[l].activation == Activation::Relu, skip_zeros_, p.pool};
-  const size_t packed = (p.winograd ? 16 : size_t(g.window_h) * g.window_w) * C * k.conv_panel;
-  run_conv_kernel(s.conv_team, g, a, padded_w * C, k.conv_panel, packed, p.winograd ? 2 : 1,
-                  p.winograd ? k.conv_winograd : k.conv, k.conv_split_macs, y);
+  run_conv_kernel(s.conv_team, g, a, padded_w * C, k.conv_panel, p.conv.weights.size() / p.conv.panels,
+                  p.winograd ? 2 : 1, p.winograd ? k.conv_winograd : k.conv, k.conv_split_macs, y);
 }
 
 // The reduced-precision form: the image is converted as one row by the kernel's own row
@@ -291,9 +291,8 @@ void Engine::run_conv_quantized(size_t l, const float* x, float* y, Scratch& s) 
                                  p.qconv.col_sum.data(), p.qconv.col_scale.data(), p.qconv.bias.data(), scale, zero,
                                  p.qconv.panels, dst, width,
                                  shape_[l].activation == Activation::Relu, skip_zeros_, p.pool};
-  const size_t packed = size_t(p.qconv.window_rows) * p.qconv.units * k.quant_conv_panel * kernels::kUnitBytes;
-  run_conv_kernel(s.conv_team, g, a, padded_w * C, k.quant_conv_panel, packed, 1, k.quant_conv, k.conv_split_macs,
-                  y);
+  run_conv_kernel(s.conv_team, g, a, padded_w * C, k.quant_conv_panel, p.qconv.weights.size() / p.qconv.panels, 1,
+                  k.quant_conv, k.conv_split_macs, y);
 }
 
 // Every layer that is not dense, in float for every precision, row by row, from x into y (never in
@@ -553,7 +552,7 @@ std::shared_ptr<const Engine> Engine::from_bytes(const uint8_t* data, size_t siz
       // Winograd rounds differently from the direct sum, a little more where a window's terms
       // cancel (raw pixels into unnormalized weights); the file's own check says whether that
       // matters. If it fails with Winograd, the direct kernel must pass it alone.
-      if (!e->run_conv_direct(file)) throw;
+      if (!e->repack_winograd_as_direct(file)) throw;
       e->verify(file.reference);
     }
   }
@@ -777,7 +776,7 @@ void Engine::pack_conv(const uint8_t* kernel, const uint8_t* bias, size_t depth,
 }
 
 // Repacks every Winograd conv layer for its kernel's direct convolution; false when there was none.
-bool Engine::run_conv_direct(const ModelFile& file) {
+bool Engine::repack_winograd_as_direct(const ModelFile& file) {
   bool any = false;
   for (size_t l = 0; l < params_.size(); ++l) {
     LayerParams& p = params_[l];

@@ -217,7 +217,7 @@ class Engine {
                        Scratch& s) const;
   void run_conv(size_t l, const float* x, float* y, Scratch& s) const;
   void run_conv_quantized(size_t l, const float* x, float* y, Scratch& s) const;
-  bool run_conv_direct(const ModelFile& file);
+  bool repack_winograd_as_direct(const ModelFile& file);
   static void pack_conv_winograd(const uint8_t* kernel, const uint8_t* bias, size_t channels, size_t filters,
                                  size_t panel, PackedLayer& dst);
   static QuantLayer pack_conv_quantized(const FileLayer& src, Precision precision, size_t panel,

@@ -92,12 +92,13 @@ class HostAllowList:
         from starlette.datastructures import Headers
 
         headers = Headers(scope=scope).getlist("host")
+        host = host_name(headers[0]) if len(headers) == 1 else None
         if len(headers) != 1:
             response = _error(400, f"expected one Host header, got {len(headers)}")
-        elif host_name(headers[0]) is None:
+        elif host is None:
             response = _error(400, f"expected a Host header of the form host[:port] (a DNS name or an IP address), "
                                    f"got {headers[0]!r}")
-        elif self.any or host_name(headers[0]) in self.hosts:
+        elif self.any or host in self.hosts:
             return await self.app(scope, receive, send)
         else:
             response = _error(421, f"this server does not answer to the host {headers[0]!r}; it answers to "
