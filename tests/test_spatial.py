@@ -220,6 +220,15 @@ def test_winograd_convs_match_the_reference_and_agree_to_the_bit(rng, image, pad
     np.testing.assert_allclose(first, direct.predict(x, range_check="ignore"), rtol=1e-5, atol=2e-6)
 
 
+def test_repr_says_winograd_only_for_the_layers_that_run_it():
+    """Winograd is fp32's: an int8 engine whose conv layers run in int8 (int8-scalar's always do)
+    runs them direct, and its repr said "(Winograd)" all the same, from the fp32 packing it keeps."""
+    int8 = mnist_engine.load("convnet", precision="int8", kernel="int8-scalar")
+    assert "conv2d relu -> 1600" in repr(int8) and "Winograd" not in repr(int8)
+    if FMA_KERNELS:
+        assert "7744 conv2d relu (Winograd)" in repr(mnist_engine.load("convnet", kernel=FMA_KERNELS[0]))
+
+
 def test_a_file_whose_check_winograd_fails_runs_its_conv_direct(rng):
     """Raw 0..255 pixels into unnormalized weights: each output is a small difference of sums in the
     thousands, and Winograd's extra rounding there (about one unit in the last place of the terms)

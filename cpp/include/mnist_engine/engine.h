@@ -117,8 +117,9 @@ class Engine {
   const std::vector<LayerInfo>& layers() const { return shape_; }
   // Whether layer l runs inside the conv layer before it (a pool fused into an int8 tile kernel).
   bool runs_fused(size_t l) const { return params_[l].fused; }
-  // Whether conv layer l runs as Winograd F(2x2, 3x3) (kernels::conv_winograd_fits).
-  bool runs_winograd(size_t l) const { return params_[l].winograd; }
+  // Whether conv layer l runs as Winograd F(2x2, 3x3) (kernels::conv_winograd_fits): in fp32 only;
+  // a layer with a conv kernel of the engine's reduced precision runs that, direct.
+  bool runs_winograd(size_t l) const { return params_[l].winograd && params_[l].qconv.weights.size() == 0; }
   const std::vector<std::pair<std::string, std::string>>& metadata() const { return metadata_; }
   // The file's `classes` entry (docs/FORMAT.md), or kind None: what classify() reports per output.
   const ClassLabels& classes() const { return classes_; }
