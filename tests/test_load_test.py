@@ -1,9 +1,11 @@
 """tools/load_test.py runs end to end on a small load: it starts the server, every answer it checks
 is right, every hostile request is answered 4xx, a small overload is answered 200 or 503 with
-Retry-After, and SIGTERM stops the server with exit 0."""
+Retry-After, and SIGTERM stops the server with exit 0. tools/hostile_scenarios.py runs its short
+scenarios."""
 from __future__ import annotations
 
 import ast
+import json
 import re
 import subprocess
 import sys
@@ -41,3 +43,21 @@ def test_a_small_load_test_has_no_errors_and_refuses_every_hostile_request(mnist
     health = re.search(r"overload: server RSS .* statuses (\{.*?\}); server alive: True", out.stdout)
     assert health and set(ast.literal_eval(health.group(1))) == {"200"}, out.stdout
     assert "mnist-engine serve (default limits) exited 0 on SIGTERM" in out.stdout
+
+
+def test_the_hostile_scenarios_tool_finds_the_header_bound_and_the_decoding_deadline(mnist, tmp_path):
+    """tools/hostile_scenarios.py end to end on its two short scenarios: the growing header is cut
+    with 431 long before 16 MiB, and requests behind a stopped decoding worker get 503 (before the
+    deadline they waited the 12 s out and got 200)."""
+    for module in ("aiohttp", "starlette", "uvicorn"):
+        require(module)
+    figures = tmp_path / "figures.json"
+    out = subprocess.run([sys.executable, str(ROOT / "tools" / "hostile_scenarios.py"), "--scenarios",
+                          "big-header,stalled-worker", "--json", str(figures)], capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads(figures.read_text())
+    header, stalled = report["big-header"], report["stalled-worker"]
+    assert header["answer"].startswith("HTTP/1.1 431") and header["header_bytes_sent"] < 16 << 20, header
+    assert header["server_alive"] and set(header["health_statuses"]) == {"200"}, header
+    assert stalled["statuses"] == {"503": 12} and stalled["server_alive"], stalled

@@ -32,9 +32,9 @@ from prometheus_client.parser import text_string_to_metric_families  # noqa: E40
 
 from mnist_engine.serve import Limits, create_app  # noqa: E402
 from mnist_engine.serve.admission import BodyBudget, Overloaded, RowQueue  # noqa: E402
-from mnist_engine.serve.app import WATCH_ROWS  # noqa: E402
+from mnist_engine.serve.app import BUDGET_WINDOW, WATCH_ROWS  # noqa: E402
 from mnist_engine.serve.batcher import DynamicBatcher  # noqa: E402
-from mnist_engine.serve.decoding import INLINE_JSON_BYTES  # noqa: E402
+from mnist_engine.serve.decoding import INLINE_JSON_BYTES, INLINE_JSON_CONTAINERS, costly_json  # noqa: E402
 
 INFER = "/v2/models/mnist/infer"
 
@@ -94,29 +94,32 @@ def sample(samples: dict, name: str, **labels) -> float:
 
 # -- the bounds, on their own ------------------------------------------------------------------
 
-def test_the_body_budget_grants_in_arrival_order_and_refuses_after_the_wait():
+def test_the_body_budget_serves_the_oldest_request_first_and_refuses_after_the_wait():
     async def main():
         budget = BodyBudget(100)
-        await budget.acquire(80, 1)
+        first, oldest, big, small, late = (budget.hold() for _ in range(5))
+        await first.take(80, 1)
         order = []
 
-        async def take(name, size, timeout=5):
-            await budget.acquire(size, timeout)
+        async def take(name, hold, size, timeout=5):
+            await hold.take(size, timeout)
             order.append(name)
 
-        big = asyncio.ensure_future(take("big", 60))
+        waits = [asyncio.ensure_future(take("big", big, 60))]
         await asyncio.sleep(0.01)
-        small = asyncio.ensure_future(take("small", 10))  # fits now, but must not pass the big one
+        waits.append(asyncio.ensure_future(take("small", small, 10)))  # fits now, but must not pass the big one
         await asyncio.sleep(0.01)
-        assert order == [] and budget.waiting == 2
+        waits.append(asyncio.ensure_future(take("oldest", oldest, 30)))  # came before both: goes first
+        await asyncio.sleep(0.01)
+        assert order == [] and budget.waiting == 3
         with pytest.raises(Overloaded) as refused:
-            await budget.acquire(5, 0.05)
-        budget.release(80)
-        await asyncio.gather(big, small)
-        return order, budget.in_use, refused.value
+            await late.take(5, 0.05)
+        first.release()
+        await asyncio.gather(*waits)
+        return order, budget.in_use, (oldest.bytes, big.bytes, small.bytes, late.bytes), refused.value
 
-    order, in_use, refused = asyncio.run(main())
-    assert order == ["big", "small"] and in_use == 70
+    order, in_use, held, refused = asyncio.run(main())
+    assert order == ["oldest", "big", "small"] and in_use == 100 and held == (30, 60, 10, 0)
     assert refused.status == 503 and refused.reason == "body_budget" and refused.close
     assert refused.headers == {"Retry-After": "1", "Connection": "close"}
     assert "its budget is 100, --body-budget" in str(refused) and "--max-queue-ms" in str(refused)
@@ -125,16 +128,43 @@ def test_the_body_budget_grants_in_arrival_order_and_refuses_after_the_wait():
 def test_a_waiter_that_gives_up_lets_those_behind_it_through():
     async def main():
         budget = BodyBudget(100)
-        await budget.acquire(50, 1)
-        head = asyncio.ensure_future(budget.acquire(90, 5))
+        holder, head, behind = budget.hold(), budget.hold(), budget.hold()
+        await holder.take(50, 1)
+        gone = asyncio.ensure_future(head.take(90, 5))
         await asyncio.sleep(0.01)
-        behind = asyncio.ensure_future(budget.acquire(40, 5))
+        waiting = asyncio.ensure_future(behind.take(40, 5))
         await asyncio.sleep(0.01)
-        head.cancel()  # its client went away
-        await asyncio.wait_for(behind, 1)
+        gone.cancel()  # its client went away
+        await asyncio.wait_for(waiting, 1)
+        head.release()
         return budget.in_use, budget.waiting
 
     assert asyncio.run(main()) == (90, 0)
+
+
+def test_a_budget_full_of_bodies_all_waiting_for_more_stops_the_youngest_for_the_oldest():
+    """Three bodies fill the budget between them. While the oldest is still receiving, the others
+    wait for it; once it waits too, nothing could ever move: the youngest gives its bytes back
+    (503) and the oldest two finish."""
+    async def main():
+        budget = BodyBudget(100)
+        old, middle, young = budget.hold(), budget.hold(), budget.hold()
+        for hold, size in ((old, 40), (middle, 30), (young, 30)):
+            await hold.take(size, 1)
+        middle_more = asyncio.ensure_future(middle.take(20, 5))
+        young_more = asyncio.ensure_future(young.take(10, 5))
+        await asyncio.sleep(0.02)
+        assert not middle_more.done() and not young_more.done()  # the oldest is still receiving: no one is stopped
+        await asyncio.wait_for(old.take(10, 5), 1)
+        await asyncio.wait_for(middle_more, 1)
+        with pytest.raises(Overloaded) as stopped:
+            await young_more
+        return (old.bytes, middle.bytes, young.bytes), budget.in_use, budget.waiting, stopped.value
+
+    held, in_use, waiting, stopped = asyncio.run(main())
+    assert held == (50, 50, 0) and in_use == 100 and waiting == 0
+    assert stopped.status == 503 and stopped.close and stopped.reason == "body_budget"
+    assert "gave back its 30 bytes so that earlier ones can finish" in str(stopped)
 
 
 def test_the_row_queue_refuses_past_its_bound_but_takes_any_request_when_empty():
@@ -260,35 +290,90 @@ def test_the_rows_of_a_client_that_went_away_are_never_computed(engine, rng, mon
     assert sample(samples, "mnist_engine_infer_requests_total", model="mnist", status="499") == 1
 
 
+def read_reply(sock: socket.socket) -> bytes:
+    """One HTTP reply with a JSON body, read until its closing brace."""
+    sock.settimeout(30)
+    reply = b""
+    while b"\r\n\r\n" not in reply or not reply.rstrip().endswith(b"}"):
+        chunk = sock.recv(65536)
+        assert chunk, reply[:200]
+        reply += chunk
+    return reply
+
+
 def test_bodies_beyond_the_budget_wait_unread_then_get_503_while_health_is_answered(engine, rng):
-    app = create_app({"mnist": engine}, Limits(max_body=1 << 20, body_budget=1 << 20, max_queue_wait=0.3))
-    rows = rng.integers(0, 256, (1, 784), dtype=np.uint8)
-    whole = infer_json(rows)
-    whole += b" " * ((1 << 20) - len(whole))  # JSON allows the padding; the declared size takes the whole budget
+    """Two uploads that have sent all but the end of their bodies fill the budget; a third request
+    waits for --max-queue-ms, gets 503, and the two are answered when their bodies end."""
+    app = create_app({"mnist": engine}, Limits(max_body=1 << 20, body_budget=2 << 20, max_queue_wait=0.3,
+                                               min_body_rate=0))
+    rows = rng.integers(0, 256, (2, 784), dtype=np.uint8)
+    bodies = [infer_json(rows[i:i + 1]) for i in range(2)]
+    bodies = [b + b" " * ((1 << 20) - len(b)) for b in bodies]  # JSON allows the padding
     with server_in_thread(app) as port:
-        slow = socket.create_connection(("127.0.0.1", port))
-        slow.sendall(f"POST {INFER} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                     f"Content-Length: {len(whole)}\r\n\r\n".encode() + whole[:1000])
-        wait_until(lambda: app.state.budget.in_use == 1 << 20)
-        status, headers, body = request(port, "POST", INFER, infer_json(rows))
+        uploads = [socket.create_connection(("127.0.0.1", port)) for _ in bodies]
+        for upload, body in zip(uploads, bodies):
+            upload.sendall(f"POST {INFER} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                           f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:-1000])
+        wait_until(lambda: app.state.budget.in_use == 2 << 20)  # each took its whole body (one window)
+        status, headers, body = request(port, "POST", INFER, infer_json(rows[:1]))
         assert status == 503 and headers["retry-after"] == "1" and headers["connection"] == "close"
         error = json.loads(body)["error"]
-        assert "its budget is 1048576, --body-budget" in error and "waited 300 ms (--max-queue-ms)" in error
+        assert "its budget is 2097152, --body-budget" in error and "waited 300 ms (--max-queue-ms)" in error
         assert request(port, "GET", "/v2/health/live")[0] == 200
-        slow.sendall(whole[1000:])  # the held upload completes and is answered
-        slow.settimeout(30)
-        reply = b""
-        while b"\r\n\r\n" not in reply or not reply.rstrip().endswith(b"}"):
-            chunk = slow.recv(65536)
-            assert chunk, reply[:200]
-            reply += chunk
-        slow.close()
+        replies = []
+        for upload, body in zip(uploads, bodies):
+            upload.sendall(body[-1000:])  # the held uploads complete and are answered
+            replies.append(read_reply(upload))
+            upload.close()
         wait_until(lambda: app.state.budget.in_use == 0)
         samples = metric_samples(port)
-    assert reply.startswith(b"HTTP/1.1 200")
-    got = np.asarray(json.loads(reply.split(b"\r\n\r\n", 1)[1])["outputs"][0]["data"], np.float32)
-    assert np.array_equal(got.reshape(1, 10), engine.predict(rows))
+    for i, reply in enumerate(replies):
+        assert reply.startswith(b"HTTP/1.1 200")
+        got = np.asarray(json.loads(reply.split(b"\r\n\r\n", 1)[1])["outputs"][0]["data"], np.float32)
+        assert np.array_equal(got.reshape(1, 10), engine.predict(rows[i:i + 1]))
     assert sample(samples, "mnist_engine_overload_refusals_total", model="mnist", reason="body_budget") == 1
+
+
+def test_slow_senders_hold_only_what_they_sent_and_are_cut_by_the_minimum_rate(engine, rng):
+    """Three clients declare the largest body each (together more than the budget) and send a byte
+    every 50 ms. They hold a window of the budget each, not what they declared, so a polite request
+    is answered at once; after the first second each slow body falls behind --min-body-rate and
+    gets 408, its connection closed and its share given back."""
+    app = create_app({"mnist": engine}, Limits(max_body=4 << 20, body_budget=8 << 20, min_body_rate=1000,
+                                               body_timeout=30))
+    rows = rng.integers(0, 256, (1, 784), dtype=np.uint8)
+    with server_in_thread(app) as port:
+        slow = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+        for s in slow:
+            s.sendall(f"POST {INFER} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                      f"Content-Length: {4 << 20}\r\n\r\n{{".encode())
+        status, _, body = request(port, "POST", INFER, infer_json(rows))
+        assert status == 200
+        assert np.array_equal(np.asarray(json.loads(body)["outputs"][0]["data"], np.float32).reshape(1, 10),
+                              engine.predict(rows))
+        assert app.state.budget.in_use <= 3 * BUDGET_WINDOW < 8 << 20
+        replies = [b""] * len(slow)
+        for _ in range(200):  # 10 s at most; each is cut after about one
+            for i, s in enumerate(slow):
+                if replies[i].endswith(b"}"):
+                    continue
+                with contextlib.suppress(OSError):
+                    s.sendall(b" ")
+                s.settimeout(0.05)
+                with contextlib.suppress(socket.timeout):
+                    replies[i] += s.recv(4096)
+            if all(r.endswith(b"}") for r in replies):
+                break
+        for s in slow:
+            s.settimeout(5)
+            assert s.recv(4096) == b""  # closed by the server
+            s.close()
+        wait_until(lambda: app.state.budget.in_use == 0)
+    for reply in replies:
+        head, _, payload = reply.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 408") and b"connection: close" in head.lower()
+        error = json.loads(payload)["error"]
+        assert "bytes/s" in error and "the least this server takes is 1000 bytes/s (--min-body-rate)" in error
 
 
 # -- decoding off the event loop -------------------------------------------------------------------
@@ -347,6 +432,88 @@ def test_a_worker_dying_mid_decode_fails_that_request_with_503_and_the_next_gets
     assert sample(samples, "mnist_engine_overload_refusals_total", model="mnist", reason="decoder_restarted") == 1
 
 
+def nested_pixels_json(rows: np.ndarray, shape) -> bytes:
+    return json.dumps({"inputs": [{"name": "input", "datatype": "UINT8", "shape": list(shape),
+                                   "data": rows.reshape(shape).tolist()}]}).encode()
+
+
+def test_what_decides_where_json_is_decoded_is_its_cost_not_its_header(rng):
+    rows = rng.integers(0, 256, (120, 784), dtype=np.uint8)
+    small, large = infer_json(rows[:2]), infer_json(rows)
+    assert len(small) < INLINE_JSON_BYTES < len(large)
+    assert not costly_json(small, None) and costly_json(large, None)
+    # The header form: the JSON is the header's count of bytes, whatever follows it.
+    assert costly_json(large, str(len(large)))
+    assert not costly_json(small + bytes(4 << 20), str(len(small)))  # binary tensors after a small header
+    assert costly_json(large, "not a number")  # refused by the decoder, in the worker
+    # Few bytes, many arrays: 6 rows of 784 one-element lists.
+    brackets = nested_pixels_json(rows[:6], (6, 784, 1))
+    assert len(brackets) < INLINE_JSON_BYTES and brackets.count(b"[") > INLINE_JSON_CONTAINERS
+    assert costly_json(brackets, None)
+    assert not costly_json(nested_pixels_json(rows[:64], (64, 28, 28)), None)  # images as rows of rows: inline
+
+
+def test_json_in_the_header_form_and_bracket_heavy_json_are_decoded_in_the_worker(engine, rng, monkeypatch):
+    import mnist_engine.serve.decoding as decoding
+
+    in_server = []
+    real = decoding.decode_infer_request
+    monkeypatch.setattr(decoding, "decode_infer_request", lambda *a: in_server.append(len(a[0])) or real(*a))
+    app = create_app({"mnist": engine})
+    rows = rng.integers(0, 256, (120, 784), dtype=np.uint8)
+    large = infer_json(rows)
+    with server_in_thread(app) as port:
+        status, headers, body = request(port, "POST", INFER, large,
+                                        {"Inference-Header-Content-Length": str(len(large))})
+        assert status == 200
+        assert np.array_equal(np.asarray(json.loads(body)["outputs"][0]["data"], np.float32).reshape(120, 10),
+                              engine.predict(rows))
+        status, _, body = request(port, "POST", INFER, nested_pixels_json(rows[:6], (6, 784, 1)))
+        assert status == 400 and "shape" in json.loads(body)["error"]  # refused as inline, by the worker
+    assert in_server == []
+
+
+def test_a_stalled_worker_costs_its_requests_a_503_within_the_deadline_and_is_replaced(engine, rng):
+    app = create_app({"mnist": engine}, Limits(max_queue_wait=0.5))
+    rows = rng.integers(0, 256, (120, 784), dtype=np.uint8)
+    large = infer_json(rows)
+    with server_in_thread(app) as port:
+        assert request(port, "POST", INFER, large)[0] == 200  # starts the worker
+        stalled = app.state.decoder._idle[0].process
+        os.kill(stalled.pid, signal.SIGSTOP)
+        try:
+            with ThreadPoolExecutor(3) as pool:
+                answers = list(pool.map(lambda _: request(port, "POST", INFER, large), range(3)))
+        finally:
+            if stalled.returncode is None:
+                os.kill(stalled.pid, signal.SIGCONT)
+        for status, headers, body in answers:
+            assert status == 503 and headers["retry-after"] == "1"
+            assert "(--max-queue-ms" in json.loads(body)["error"]
+        wait_until(lambda: stalled.returncode is not None)  # killed, not left stopped
+        status, _, body = request(port, "POST", INFER, large)
+        samples = metric_samples(port)
+    assert status == 200
+    assert np.array_equal(np.asarray(json.loads(body)["outputs"][0]["data"], np.float32).reshape(120, 10),
+                          engine.predict(rows))
+    assert sample(samples, "mnist_engine_overload_refusals_total", model="mnist", reason="decode_deadline") == 3
+
+
+def test_json_that_would_take_the_worker_past_its_memory_limit_is_413_and_a_fresh_worker_goes_on(engine, rng):
+    app = create_app({"mnist": engine}, Limits(max_body=1 << 20, decode_memory=4 << 20))
+    rows = rng.integers(0, 256, (400, 784), dtype=np.uint8)
+    heavy = nested_pixels_json(rows[:180], (180, 784, 1))  # a list per pixel: ~10 MiB of lists from 0.9 MiB
+    assert len(heavy) <= 1 << 20
+    with server_in_thread(app) as port:
+        status, _, body = request(port, "POST", INFER, heavy)
+        assert status == 413 and "(--decode-memory)" in json.loads(body)["error"]
+        assert app.state.decoder._idle == []  # that worker retired: what it freed may not go back to the system
+        status, _, body = request(port, "POST", INFER, infer_json(rows[:120]))
+    assert status == 200
+    assert np.array_equal(np.asarray(json.loads(body)["outputs"][0]["data"], np.float32).reshape(120, 10),
+                          engine.predict(rows[:120]))
+
+
 # -- /metrics ------------------------------------------------------------------------------------
 
 def test_metrics_count_what_was_answered_in_the_prometheus_format(engine, rng):
@@ -378,9 +545,36 @@ def test_metrics_count_what_was_answered_in_the_prometheus_format(engine, rng):
     assert sample(samples, "mnist_engine_body_budget_bytes") == 4 * (8 << 20)
 
 
-def test_the_overload_options_reach_the_limits(capsys):
+def test_the_overload_options_reach_the_limits(capsys, monkeypatch):
+    import mnist_engine.serve as serve
+    import mnist_engine.serve.connections as connections
     from mnist_engine.cli import main
+    from mnist_engine.serve.connections import ConnectionLimits
 
+    class Reached(Exception):
+        pass
+
+    seen = {}
+
+    def protocol(limits):  # the last step before uvicorn runs: stop there
+        seen["connections"] = limits
+        raise Reached
+
+    monkeypatch.setattr(serve, "create_app", lambda models, limits, **_: seen.setdefault("limits", limits))
+    monkeypatch.setattr(connections, "bounded_protocol", protocol)
+    with pytest.raises(Reached):
+        main(["serve", "--port", "0", "--model", f"mnist={mnist_engine.default_model_path()}", "--max-batch", "32",
+              "--max-delay-ms", "2", "--max-body", "1000", "--body-timeout", "3", "--min-body-rate", "123",
+              "--max-queue-ms", "250", "--max-queue-rows", "77", "--max-queue-bytes", "9999", "--body-budget", "5000",
+              "--decode-processes", "2", "--decode-memory", "65536", "--max-header-bytes", "4096",
+              "--header-timeout", "2.5", "--max-connections", "300", "--debug"])
+    assert seen["limits"] == Limits(max_batch=32, max_delay=0.002, max_body=1000, body_timeout=3.0, min_body_rate=123,
+                                    max_queue_wait=0.25, max_queue_rows=77, max_queue_bytes=9999, body_budget=5000,
+                                    decode_processes=2, decode_memory=65536)
+    assert seen["connections"] == ConnectionLimits(max_head_bytes=4096, head_timeout=2.5, max_connections=300)
+    capsys.readouterr()
+    assert main(["serve", "--max-body", "1000", "--body-budget", "1500"]) == 2
+    assert "must hold at least two bodies of the largest size (1000 bytes, --max-body)" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["serve", "--max-queue-rows", "0"])
     assert "--max-queue-rows" in capsys.readouterr().err

@@ -66,6 +66,9 @@ def add_parser(sub) -> None:
                        help="largest request body in bytes; larger gets 413 (default 8 MiB)")
     serve.add_argument("--body-timeout", type=non_negative_float, default=10.0,
                        help="seconds a client has to send a whole body; slower gets 408 (default 10)")
+    serve.add_argument("--min-body-rate", type=non_negative_float, default=32 << 10, metavar="BYTES_PER_S",
+                       help="after its first second, a body must keep up this many bytes a second or get 408, "
+                            "giving back its share of --body-budget (default 32768; 0: no minimum)")
     serve.add_argument("--max-header-bytes", type=positive_int, default=64 << 10,
                        help="largest request line and headers in bytes; larger gets 431 and the connection "
                             "closed (default 64 KiB)")
@@ -85,10 +88,15 @@ def add_parser(sub) -> None:
                        help="bytes of rows queued per model beyond which requests get 503 (default an eighth "
                             "of memory, at most 256 MiB)")
     serve.add_argument("--body-budget", type=positive_int,
-                       help="bytes of the requests being worked on (received, decoded, queued, computed); "
-                            "requests beyond it wait unread, in order (default 4 x --max-body)")
+                       help="bytes of the requests being worked on (received, decoded, queued, computed), "
+                            "taken as their bodies arrive; beyond it, bodies wait unread, the oldest request first "
+                            "(default 4 x --max-body; at least 2 x --max-body)")
     serve.add_argument("--decode-processes", type=positive_int, default=1,
-                       help="worker processes decoding JSON bodies over 256 KiB off the event loop (default 1)")
+                       help="worker processes decoding costly JSON bodies (over 256 KiB of JSON, or over 4096 "
+                            "arrays and objects) off the event loop (default 1)")
+    serve.add_argument("--decode-memory", type=positive_int, metavar="BYTES",
+                       help="bytes each decoding process may grow by; a body whose JSON needs more gets 413 "
+                            "(default 256 MiB or 32 x --max-body, whichever is more)")
     serve.add_argument("--allow-any-range", action="store_true",
                        help="answer FP32 input far outside the range the model was checked on (pixels not "
                             "divided by 255, say) instead of refusing it with 400")
@@ -121,12 +129,14 @@ def run(args: argparse.Namespace) -> int:
     from ..serve.connections import ConnectionLimits, bounded_protocol
     from ..serve.hosts import allowed_hosts
 
-    models = load_models(args)
     limits = Limits(max_batch=args.max_batch, max_delay=args.max_delay_ms / 1000, max_body=args.max_body,
-                    body_timeout=args.body_timeout, allow_any_range=args.allow_any_range,
-                    max_queue_wait=args.max_queue_ms / 1000, max_queue_rows=args.max_queue_rows,
-                    max_queue_bytes=args.max_queue_bytes, body_budget=args.body_budget,
-                    decode_processes=args.decode_processes)
+                    body_timeout=args.body_timeout, min_body_rate=args.min_body_rate,
+                    allow_any_range=args.allow_any_range, max_queue_wait=args.max_queue_ms / 1000,
+                    max_queue_rows=args.max_queue_rows, max_queue_bytes=args.max_queue_bytes,
+                    body_budget=args.body_budget, decode_processes=args.decode_processes,
+                    decode_memory=args.decode_memory)
+    limits.resolved()  # a budget too small for two bodies is an error before anything loads
+    models = load_models(args)
     for name, engine in models.items():
         print(f"mnist-engine serve: {name}: {engine!r}", file=sys.stderr)
     sock = bind(args.host, args.port)

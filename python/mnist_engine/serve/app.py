@@ -18,6 +18,7 @@ import dataclasses
 import html
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Callable, Dict, Mapping, Optional, Sequence
@@ -32,7 +33,7 @@ from starlette.routing import Route
 
 from .. import __version__, answers
 from .._core import Engine
-from .admission import BodyBudget, Overloaded, RowQueue, default_queue_bytes
+from .admission import BodyBudget, Hold, RowQueue, default_queue_bytes
 from .batcher import DynamicBatcher
 from .decoding import Decoder
 from .hosts import LOOPBACK_NAMES, HostAllowList
@@ -56,21 +57,35 @@ class Limits:
     max_delay: float = 0.001  # seconds a batch waits for more requests after its first
     max_body: int = 8 << 20  # bytes; 64 images as JSON are ~200 KB
     body_timeout: float = 10.0  # seconds to receive a whole body
+    min_body_rate: float = 32 << 10  # bytes/s a body must keep up after its first second (0: no minimum)
     allow_any_range: bool = False  # answer FP32 input far outside the model's checked range (else 400)
     # Overload bounds (admission.py); None takes the default named beside it.
     max_queue_rows: Optional[int] = None  # rows queued per model: 64 x max_batch
     max_queue_bytes: Optional[int] = None  # bytes of those rows: an eighth of memory, at most 256 MiB
     max_queue_wait: float = 1.0  # seconds a request may wait for the body budget, and again in the queue
-    body_budget: Optional[int] = None  # bytes of the requests being worked on: 4 x max_body
-    decode_processes: int = 1  # worker processes decoding large JSON bodies
+    # Bytes of the requests being worked on: 4 x max_body. A request holds at most max_body of it,
+    # and it must hold two: one connection never holds it all.
+    body_budget: Optional[int] = None
+    decode_processes: int = 1  # worker processes decoding costly JSON bodies (decoding.costly_json)
+    decode_memory: Optional[int] = None  # bytes each may grow by (more: 413): 256 MiB, or 32 x max_body
 
     def resolved(self) -> "Limits":
-        """These limits with every default filled in."""
-        return dataclasses.replace(
+        """These limits with every default filled in; ValueError for a body budget that cannot hold
+        two bodies of max_body."""
+        limits = dataclasses.replace(
             self,
             max_queue_rows=self.max_queue_rows or 64 * self.max_batch,
             max_queue_bytes=self.max_queue_bytes or default_queue_bytes(_total_memory()),
-            body_budget=self.body_budget or 4 * self.max_body)
+            body_budget=self.body_budget or 4 * self.max_body,
+            decode_memory=self.decode_memory or max(256 << 20, 32 * self.max_body))
+        if limits.decode_memory < 4 * limits.max_body:
+            raise ValueError(f"a decoding process must be allowed at least 4 x --max-body ({4 * limits.max_body} "
+                             f"bytes) to hold a body and its copies; --decode-memory is {limits.decode_memory}")
+        if limits.body_budget < 2 * limits.max_body:
+            raise ValueError(f"the body budget ({limits.body_budget} bytes, --body-budget) must hold at least two "
+                             f"bodies of the largest size ({limits.max_body} bytes, --max-body), so that one "
+                             "connection cannot hold all of it")
+        return limits
 
 
 def _total_memory() -> Optional[int]:
@@ -108,39 +123,91 @@ def _error(status: int, message: str) -> Response:
     return _json(error_body(message), status)
 
 
-def body_size(request: Request, limits: Limits) -> int:
-    """The bytes the body will take at most: its declared length, or the limit when it is sent
-    chunked. RequestError 413 (declared too large) or 415 (compressed) before a byte is read."""
+def check_body_headers(request: Request, limits: Limits) -> None:
+    """RequestError 413 (declared too large) or 415 (compressed) before a byte is read."""
     encoding = request.headers.get("content-encoding", "identity").lower()
     if encoding != "identity":
         raise RequestError(415, f"Content-Encoding {encoding!r} is not supported; send the body uncompressed")
     declared = request.headers.get("content-length")
-    if declared is None or not declared.isdigit():
-        return limits.max_body
-    if int(declared) > limits.max_body:
+    if declared is not None and declared.isdigit() and int(declared) > limits.max_body:
         raise RequestError(413, f"the body is {int(declared)} bytes; the limit is {limits.max_body} (--max-body)")
-    return int(declared)
 
 
-async def read_body(request: Request, limits: Limits) -> bytes:
-    """The request body, or RequestError 413 (too large) or 408 (too slow)."""
+async def receive_within(request: Request, seconds: float) -> dict:
+    """The request's next ASGI message, or asyncio.TimeoutError after `seconds`. asyncio.timeout
+    where there is one (3.11): wait_for would start a task for every piece of every body."""
+    if sys.version_info >= (3, 11):
+        async with asyncio.timeout(seconds):
+            return await request.receive()
+    return await asyncio.wait_for(request.receive(), seconds)
+
+
+RATE_GRACE = 1.0  # seconds a body may take before the minimum receive rate applies
+BUDGET_WINDOW = 1 << 20  # bytes of the body budget a request takes ahead of its body's bytes
+
+
+async def read_body(request: Request, limits: Limits, hold: Hold) -> bytes:
+    """The request body, its bytes taken from the body budget as they arrive (`hold`: a window of
+    BUDGET_WINDOW ahead of them, at most what the body declared), or:
+    RequestError 413 (too large), 408 (the whole body not within --body-timeout, or its bytes
+    behind --min-body-rate after the first second), Overloaded 503 (no budget within
+    --max-queue-ms). Time spent waiting for the budget counts against neither client limit: the
+    server was not reading."""
+    loop = asyncio.get_running_loop()
     chunks = []
-    size = 0
+    received = 0
+    waited = 0.0  # seconds spent waiting for the budget, not for the client
+    started = loop.time()
+    declared = request.headers.get("content-length")
+    left = int(declared) if declared is not None and declared.isdigit() else limits.max_body  # not yet taken
 
-    async def receive_all() -> None:
-        nonlocal size
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limits.max_body:
-                raise RequestError(413, f"the body is over the limit of {limits.max_body} bytes (--max-body)")
-            chunks.append(chunk)
+    async def take(size: int) -> None:
+        nonlocal waited, left
+        before = loop.time()
+        await hold.take(size, limits.max_queue_wait - waited)
+        waited += loop.time() - before
+        left = max(0, left - size)
 
+    more = True
     try:
-        await asyncio.wait_for(receive_all(), limits.body_timeout)
-    except asyncio.TimeoutError:
-        raise RequestError(408, f"the body did not arrive within {limits.body_timeout:g} s "
-                                f"({size} bytes came)") from None
-    return b"".join(chunks)
+        while more:
+            # The window before the bytes: nothing is pulled from the connection without budget for
+            # it, so a waiting request's client is held back by TCP, not by our memory.
+            if received >= hold.bytes and left:
+                await take(min(BUDGET_WINDOW, left))
+            receiving = loop.time() - started - waited
+            allowed, limit = limits.body_timeout - receiving, "whole"
+            if limits.min_body_rate:
+                behind = RATE_GRACE + received / limits.min_body_rate - receiving  # seconds until it falls behind
+                if behind < allowed:
+                    allowed, limit = behind, "rate"
+            try:
+                message = await receive_within(request, max(allowed, 0.0))
+            except asyncio.TimeoutError:
+                if limit == "rate":
+                    raise RequestError(408, f"the body came at {received / max(receiving, 1e-9):.0f} bytes/s "
+                                            f"({received} bytes in {receiving:.1f} s); the least this server takes "
+                                            f"is {limits.min_body_rate:.0f} bytes/s (--min-body-rate)",
+                                       close=True) from None
+                raise RequestError(408, f"the body did not arrive within {limits.body_timeout:g} s "
+                                        f"({received} bytes came)", close=True) from None
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnect()
+            chunk, more = message.get("body", b""), message.get("more_body", False)
+            if received + len(chunk) > limits.max_body:
+                # Not closed: the rest of the body is read and dropped (by the HTTP layer, holding
+                # no budget), so that a client still sending sees this answer rather than a reset.
+                raise RequestError(413, f"the body is over the limit of {limits.max_body} bytes (--max-body)")
+            if received + len(chunk) > hold.bytes:  # past the window: a chunked body's last window
+                await take(received + len(chunk) - hold.bytes)
+            received += len(chunk)
+            chunks.append(chunk)
+        hold.give_back(hold.bytes - received)  # a window the body did not fill
+        return b"".join(chunks)
+    finally:
+        # asyncio's timeouts leave this frame in reference cycles (task -> exception -> traceback
+        # -> frame) that live until the garbage collector runs: they must not keep the body alive.
+        chunks.clear()
 
 
 async def unless_disconnected(request: Request, future: "asyncio.Future[np.ndarray]") -> np.ndarray:
@@ -210,7 +277,7 @@ def create_app(models: Mapping[str, Engine], limits: Limits = Limits(),
         metrics.watch_queue(name, lambda q=model.queue: q.rows, lambda q=model.queue: q.requests)
     budget = BodyBudget(limits.body_budget)
     metrics.watch_budget(lambda: budget.in_use, lambda: budget.waiting, budget.capacity)
-    decoder = Decoder(limits.decode_processes)
+    decoder = Decoder(limits.decode_processes, limits.max_queue_wait, limits.decode_memory)
     page = _page({name: engine.reject_class for name, engine in models.items()}, page_model or next(iter(served)))
 
     def model_of(request: Request) -> ServedModel:
@@ -261,23 +328,23 @@ def create_app(models: Mapping[str, Engine], limits: Limits = Limits(),
             metrics.answered(name if name in served else "", status, loop.time() - started, reason)
 
     async def infer_admitted(request: Request) -> Response:
-        """Waits for the body budget (--max-queue-ms at most), then holds it until the answer is
-        computed: the budget bounds the bodies being received, decoded and the rows they became,
-        all together, so that what the server takes on past this point it finishes."""
+        """Takes the body budget as the body arrives (--max-queue-ms of waiting at most) and holds
+        it until the answer is computed: the budget bounds the bodies being received, decoded and
+        the rows they became, all together, so that what the server takes on it finishes."""
         model = model_of(request)
-        size = body_size(request, limits)
-        await budget.acquire(size, limits.max_queue_wait)
+        check_body_headers(request, limits)
+        model.queue.check_room()  # before reading: a refusal after the read would waste it
+        hold = budget.hold()
         try:
-            model.queue.check_room()  # before reading: a refusal after the read would waste it
-            return await infer_budgeted(request, model)
+            return await infer_budgeted(request, model, hold)
         finally:
-            budget.release(size)
+            hold.release()
 
-    async def infer_budgeted(request: Request, model: ServedModel) -> Response:
+    async def infer_budgeted(request: Request, model: ServedModel, hold: Hold) -> Response:
         """Read -> decode -> the model's queue bound -> batcher -> answer. A request waits in the
         model's queue for --max-queue-ms at most."""
         loop = asyncio.get_running_loop()
-        body = await read_body(request, limits)
+        body = await read_body(request, limits, hold)
         decoded = await decoder.decode(body, request.headers.get("inference-header-content-length"), model.signature)
         del body
         rows = decoded.rows
@@ -313,7 +380,7 @@ def create_app(models: Mapping[str, Engine], limits: Limits = Limits(),
         return Response(payload, headers={"Content-Type": content_type})
 
     async def refused(_: Request, exc: RequestError) -> Response:
-        return _json(error_body(str(exc)), exc.status, exc.headers if isinstance(exc, Overloaded) else None)
+        return _json(error_body(str(exc)), exc.status, exc.headers)
 
     async def http_error(_: Request, exc: HTTPException) -> Response:
         message = {404: "no such endpoint; see GET /v2 and the Open Inference Protocol's REST paths",

@@ -24,11 +24,17 @@ _NUMPY_DATATYPES = {np.dtype(v): k for k, v in INPUT_DATATYPES.items()}
 
 class RequestError(Exception):
     """A request the server refuses: `status` is the HTTP status, the message says what was expected
-    and what came."""
+    and what came. `close` asks for the connection to be closed after the answer: the body was not
+    read to its end, so the connection cannot carry another request."""
 
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, close: bool = False):
         super().__init__(message)
         self.status = status
+        self.close = close
+
+    @property
+    def headers(self) -> Dict[str, str]:
+        return {"Connection": "close"} if self.close else {}
 
 
 @dataclass(frozen=True)
