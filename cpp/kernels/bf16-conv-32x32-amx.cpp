@@ -7,6 +7,7 @@
 
 #define MNIST_ENGINE_AMX_DOT(c, a, b) _tile_dpbf16ps(c, a, b)
 #include "conv-amx.h"
+#include "f32-vector-avx512f.h"
 
 namespace mnist_engine::kernels {
 namespace {
@@ -18,14 +19,10 @@ struct AmxBf16Conv {
     _mm512_storeu_ps(y, v);
   }
   static __m512 sums(const uint32_t* p) { return _mm512_castsi512_ps(_mm512_load_si512(p)); }
-  // f32-pool.h's max_keep_nan: v where v > acc or v is NaN, else acc.
-  static __m512 max_keep_nan(__m512 acc, __m512 v) {
-    const __mmask16 take = _mm512_cmp_ps_mask(v, acc, _CMP_GT_OQ) | _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
-    return _mm512_mask_blend_ps(take, acc, v);
-  }
   static void finish(const QuantConvArgs& a, const uint32_t* s, size_t col, float* y) { epilogue(a, sums(s), col, y); }
   static void finish_pooled(const QuantConvArgs& a, const uint32_t* s00, const uint32_t* s01, const uint32_t* s10,
                             const uint32_t* s11, size_t col, float* y) {
+    const auto max_keep_nan = Avx512F::max_keep_nan;  // f32-pool.h's order and NaN rule, lane by lane
     epilogue(a, max_keep_nan(max_keep_nan(max_keep_nan(sums(s00), sums(s01)), sums(s10)), sums(s11)), col, y);
   }
 };

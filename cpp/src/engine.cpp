@@ -161,22 +161,16 @@ size_t fused_pool(const Args& a) {
   return a.pool ? a.pool : 1;
 }
 
-// Panels first..last of a conv call whose panels are `panel` filters wide, each `packed` elements
-// of a.packed (the direct and the Winograd packings differ).
-kernels::ConvArgs panel_part(const kernels::ConvArgs& a, size_t first, size_t last, size_t panel, size_t packed) {
-  kernels::ConvArgs part = a;
+// Panels first..last of a conv call (kernels::ConvArgs or QuantConvArgs) whose panels are `panel`
+// filters wide, each `packed` elements of a.packed (the direct and the Winograd packings differ).
+template <class Args>
+Args panel_part(const Args& a, size_t first, size_t last, size_t panel, size_t packed) {
+  Args part = a;
   part.packed += first * packed;
-  part.bias += first * panel;
-  part.y += first * panel;
-  part.panels = last - first;
-  return part;
-}
-kernels::QuantConvArgs panel_part(const kernels::QuantConvArgs& a, size_t first, size_t last, size_t panel,
-                                  size_t packed) {
-  kernels::QuantConvArgs part = a;
-  part.packed += first * packed;
-  part.col_sum += first * panel;
-  part.col_scale += first * panel;
+  if constexpr (std::is_same_v<Args, kernels::QuantConvArgs>) {
+    part.col_sum += first * panel;
+    part.col_scale += first * panel;
+  }
   part.bias += first * panel;
   part.y += first * panel;
   part.panels = last - first;
@@ -248,9 +242,25 @@ void Engine::run_conv(size_t l, const float* x, float* y, Scratch& s) const {
   }
   const size_t width = p.conv.panels * k.conv_panel;
   float* dst = width == g.filters ? y : s.conv_out;
-  const kernels::ConvArgs a{image, padded_w, C, g.window_h, g.window_w, g.stride_h, g.stride_w, out.height,
-                            out.width, p.conv.weights.data(), p.conv.bias.data(), p.conv.panels, dst, width,
-                            shape_[l].activation == Activation::Relu, skip_zeros_, p.pool};
+  // By name: six of these are adjacent size_t geometry, which positionally would compile swapped.
+  kernels::ConvArgs a{};
+  a.x = image;
+  a.padded_w = padded_w;
+  a.channels = C;
+  a.window_h = g.window_h;
+  a.window_w = g.window_w;
+  a.stride_h = g.stride_h;
+  a.stride_w = g.stride_w;
+  a.out_h = out.height;
+  a.out_w = out.width;
+  a.packed = p.conv.weights.data();
+  a.bias = p.conv.bias.data();
+  a.panels = p.conv.panels;
+  a.y = dst;
+  a.y_stride = width;
+  a.relu = shape_[l].activation == Activation::Relu;
+  a.skip_zeros = skip_zeros_;
+  a.pool = p.pool;
   run_conv_kernel(s.conv_team, g, a, padded_w * C, k.conv_panel, p.conv.weights.size() / p.conv.panels,
                   p.winograd ? 2 : 1, p.winograd ? k.conv_winograd : k.conv, k.conv_split_macs, y);
 }
@@ -285,12 +295,29 @@ void Engine::run_conv_quantized(size_t l, const float* x, float* y, Scratch& s) 
   std::fill_n(s.frame + frame, slack, zero_byte);
   const size_t width = p.qconv.panels * k.quant_conv_panel;
   float* dst = width == g.filters ? y : s.conv_out;
-  const kernels::QuantConvArgs a{s.frame, padded_w, C, p.qconv.window_rows, g.window_w, g.stride_h, g.stride_w,
-                                 out.height, out.width, p.qconv.units,
-                                 reinterpret_cast<const int8_t*>(p.qconv.weights.data()),
-                                 p.qconv.col_sum.data(), p.qconv.col_scale.data(), p.qconv.bias.data(), scale, zero,
-                                 p.qconv.panels, dst, width,
-                                 shape_[l].activation == Activation::Relu, skip_zeros_, p.pool};
+  kernels::QuantConvArgs a{};  // by name, as ConvArgs above
+  a.x = s.frame;
+  a.padded_w = padded_w;
+  a.channels = C;
+  a.window_h = p.qconv.window_rows;
+  a.window_w = g.window_w;
+  a.stride_h = g.stride_h;
+  a.stride_w = g.stride_w;
+  a.out_h = out.height;
+  a.out_w = out.width;
+  a.units = p.qconv.units;
+  a.packed = reinterpret_cast<const int8_t*>(p.qconv.weights.data());
+  a.col_sum = p.qconv.col_sum.data();
+  a.col_scale = p.qconv.col_scale.data();
+  a.bias = p.qconv.bias.data();
+  a.scale = scale;
+  a.zero = zero;
+  a.panels = p.qconv.panels;
+  a.y = dst;
+  a.y_stride = width;
+  a.relu = shape_[l].activation == Activation::Relu;
+  a.skip_zeros = skip_zeros_;
+  a.pool = p.pool;
   run_conv_kernel(s.conv_team, g, a, padded_w * C, k.quant_conv_panel, p.qconv.weights.size() / p.qconv.panels, 1,
                   k.quant_conv, k.conv_split_macs, y);
 }
@@ -660,7 +687,7 @@ void Engine::run_tile(const T* x, size_t rows, float* y, Scratch& s) const {
   const size_t stride = max_padded_width_;
   float* buffers[2] = {s.ping, s.pong};
   for (size_t l = 0; l < layers_.size(); ++l) {
-    if (params_[l].fused) continue;  // a pool its conv layer ran (Engine::pool_fuses): `in` is its output
+    if (params_[l].fused) continue;  // a pool its conv layer ran (Engine::set_pool_fusion): `in` is its output
     const PackedLayer& layer = layers_[l];
     float* out = in == buffers[0] ? buffers[1] : buffers[0];
     if (layer.info.op != Op::Dense) {
@@ -888,7 +915,6 @@ Engine::QuantPlan Engine::plan_quantized(const ModelFile& file, const std::vecto
   return plan;
 }
 
-// One name when one kernel runs every conv layer, else each kernel once, in layer order.
 // Whether the layer after conv layer l can run inside a pooling conv kernel: a 2 x 2 max pool,
 // stride 2, no padding (the keras-io convnet's and most MNIST CNNs'), with nothing between: the
 // conv's activation is ReLU or none, the pool's none. Its conv map then never exists: the kernel
@@ -911,6 +937,7 @@ void Engine::set_pool_fusion(size_t l, bool fused) {
   if (l + 1 < params_.size()) params_[l + 1].fused = fused;
 }
 
+// One name when one kernel runs every conv layer, else each kernel once, in layer order.
 std::string Engine::conv_kernel_name() const {
   std::vector<const void*> kernels;
   for (const LayerParams& p : params_) {

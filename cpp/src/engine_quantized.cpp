@@ -133,7 +133,7 @@ void Engine::run_tile_quantized(const T* x, size_t rows, float* y, Scratch& s) c
   float* buffers[2] = {s.ping, s.pong};
   const float* in = nullptr;
   for (size_t l = 0; l < plan.layers.size(); ++l) {
-    if (params_[l].fused) continue;  // a pool its conv layer ran (Engine::fuse_pooling): `in` is its output
+    if (params_[l].fused) continue;  // a pool its conv layer ran (Engine::set_pool_fusion): `in` is its output
     const QuantLayer& layer = plan.layers[l];
     const size_t width = layer.info.input_width, act_stride = layer.units * kernels::kUnitBytes;
     float* out = in == buffers[0] ? buffers[1] : buffers[0];

@@ -180,15 +180,15 @@ class Engine {
     AlignedFloats bias, col_scale;  // panels x panel_width (col_scale: int8 only)
     AlignedArray<int32_t> col_sum;  // int8 only
   };
-  // What a layer needs besides a dense kernel's packed weights, for every precision: an element-wise
-  // operation's vectors (scale_shift: scale and shift; layer_norm: gamma and beta, and epsilon)
-  // and the activation's parameters.
   // One kernel's packing of every layer (element-wise layers hold only their info).
   struct QuantPlan {
     const void* kernel = nullptr;  // KernelInfo*
     std::string name;
     std::vector<QuantLayer> layers;
   };
+  // What a layer needs besides a dense kernel's packed weights, for every precision: an element-wise
+  // operation's vectors (scale_shift: scale and shift; layer_norm: gamma and beta, and epsilon),
+  // a spatial layer's geometry and packed conv kernels, and the activation's parameters.
   struct LayerParams {
     Op op = Op::Dense;
     Geometry geometry;  // spatial ops
