@@ -3,6 +3,7 @@ equal to a local predict, dynamic batching that never mixes up whose rows are wh
 request a 4xx with a JSON error (the server serving on), and SIGTERM finishing what is in flight."""
 from __future__ import annotations
 
+import io
 import json
 import re
 import signal
@@ -365,6 +366,24 @@ def test_sigterm_finishes_the_request_in_flight_then_exits_0(engine, images):
         assert np.array_equal(got, engine.predict(images[:3]))
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection(("127.0.0.1", port), timeout=5)
+
+
+def test_the_access_log_has_a_line_per_request_with_its_rows_and_escapes_the_path(engine, images):
+    log = io.StringIO()
+    app = create_app({"mnist": engine}, access_log=log)
+    with server_in_thread(app) as port:
+        assert request(port, "POST", INFER, infer_json(images[:3]))[0] == 200
+        assert request(port, "GET", "/v2/health/live")[0] == 200
+        assert request(port, "GET", "/v2/x%0a2026-12-08T00:00:00.000Z%20forged")[0] == 404
+        assert request(port, "GET", "/v2/health/live", headers={"Host": "evil.example"})[0] == 421
+    lines = log.getvalue().splitlines()
+    stamp = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z 127\.0\.0\.1:\d+"
+    expected = [rf"{stamp} POST {INFER} 200 rows=3 \d+\.\d\dms", rf"{stamp} GET /v2/health/live 200 rows=- \d+\.\d\dms",
+                rf"{stamp} GET /v2/x\\n2026-12-08T00:00:00\.000Z forged 404 rows=- \d+\.\d\dms",
+                rf"{stamp} GET /v2/health/live 421 rows=- \d+\.\d\dms"]
+    assert len(lines) == len(expected), lines
+    for line, pattern in zip(lines, expected):
+        assert re.fullmatch(pattern, line), line
 
 
 def test_only_the_allowed_hosts_are_answered(port, images):

@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -560,7 +561,10 @@ def test_the_overload_options_reach_the_limits(capsys, monkeypatch):
         seen["connections"] = limits
         raise Reached
 
-    monkeypatch.setattr(serve, "create_app", lambda models, limits, **_: seen.setdefault("limits", limits))
+    def app(models, limits, **options):
+        seen.update(limits=limits, access_log=options["access_log"])
+
+    monkeypatch.setattr(serve, "create_app", app)
     monkeypatch.setattr(connections, "bounded_protocol", protocol)
     with pytest.raises(Reached):
         main(["serve", "--port", "0", "--model", f"mnist={mnist_engine.default_model_path()}", "--max-batch", "32",
@@ -572,6 +576,11 @@ def test_the_overload_options_reach_the_limits(capsys, monkeypatch):
                                     max_queue_wait=0.25, max_queue_rows=77, max_queue_bytes=9999, body_budget=5000,
                                     decode_processes=2, decode_memory=65536)
     assert seen["connections"] == ConnectionLimits(max_head_bytes=4096, head_timeout=2.5, max_connections=300)
+    assert seen["access_log"] is sys.stderr  # on by default
+    with pytest.raises(Reached):
+        main(["serve", "--port", "0", "--model", f"mnist={mnist_engine.default_model_path()}", "--no-access-log",
+              "--debug"])
+    assert seen["access_log"] is None
     capsys.readouterr()
     assert main(["serve", "--max-body", "1000", "--body-budget", "1500"]) == 2
     assert "must hold at least two bodies of the largest size (1000 bytes, --max-body)" in capsys.readouterr().err

@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -37,6 +36,7 @@ from typing import Callable, Dict, Iterator, List, Optional
 
 import numpy as np
 from overload_scenario import PROBE, RssSampler, json_body, tree_rss_mib
+from server_process import start_logged
 
 from mnist_engine.datasets import load_mnist
 
@@ -46,17 +46,8 @@ INFER = "/v2/models/mnist/infer"
 
 def start_server(python: str, log: Path) -> tuple:
     """`mnist-engine serve --port 0` with default options, its log in `log`; (process, host, port)."""
-    process = subprocess.Popen([python, "-m", "mnist_engine", "serve", "--port", "0"],
-                               stdout=subprocess.DEVNULL, stderr=log.open("w"))
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        found = re.search(r"listening on http://127\.0\.0\.1:(\d+)/", log.read_text())
-        if found:
-            return process, "127.0.0.1", int(found.group(1))
-        if process.poll() is not None:
-            raise RuntimeError(f"the server exited with {process.returncode}: {log.read_text()[-2000:]}")
-        time.sleep(0.1)
-    raise RuntimeError("mnist-engine serve did not start within 120 s")
+    process, port = start_logged([python, "-m", "mnist_engine", "serve", "--port", "0"], log)
+    return process, "127.0.0.1", port
 
 
 @contextlib.contextmanager

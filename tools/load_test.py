@@ -27,7 +27,6 @@ import argparse
 import asyncio
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -41,6 +40,7 @@ from typing import Callable, List, Optional
 
 import numpy as np
 from overload_scenario import overload_lines, overload_scenario
+from server_process import start_logged
 
 import mnist_engine
 from mnist_engine._system import cpu_name
@@ -99,15 +99,10 @@ def start_ours(args, defaults: bool = False) -> tuple:
     options = args.overload_server_options.split() if defaults else [
         "--max-batch", str(args.max_batch), "--max-delay-ms", str(args.max_delay_ms), "--max-body", str(1 << 20),
         "--body-timeout", "2"]
-    process = subprocess.Popen([args.server_python or sys.executable, "-m", "mnist_engine", "serve", "--port", "0",
-                                *options], stderr=subprocess.PIPE, text=True)
-    for line in process.stderr:
-        found = re.search(r"listening on http://127\.0\.0\.1:(\d+)/", line)
-        if found:
-            break
-    else:
-        raise RuntimeError("mnist-engine serve did not start")
-    url = f"http://127.0.0.1:{found.group(1)}"
+    log = Path(tempfile.mkdtemp(prefix="load_test-")) / "serve.log"
+    process, port = start_logged([args.server_python or sys.executable, "-m", "mnist_engine", "serve", "--port", "0",
+                                  *options], log)
+    url = f"http://127.0.0.1:{port}"
     wait_until_ready(url + "/v2/models/mnist/ready", process)
     return process, url, "/v2/models/mnist/infer"
 

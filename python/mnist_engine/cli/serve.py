@@ -97,6 +97,9 @@ def add_parser(sub) -> None:
     serve.add_argument("--decode-memory", type=positive_int, metavar="BYTES",
                        help="bytes each decoding process may grow by; a body whose JSON needs more gets 413 "
                             "(default 256 MiB or 32 x --max-body, whichever is more)")
+    serve.add_argument("--no-access-log", action="store_true",
+                       help="do not write a line per request to stderr (time, client, method, path, status, "
+                            "rows, milliseconds)")
     serve.add_argument("--allow-any-range", action="store_true",
                        help="answer FP32 input far outside the range the model was checked on (pixels not "
                             "divided by 255, say) instead of refusing it with 400")
@@ -149,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
 
     page_model = args.page_model or (DEFAULT_PAGE_MODEL if not args.model else None)
     app = create_app(models, limits, on_startup=listening, hosts=allowed_hosts(host, args.allow_host),
-                     page_model=page_model)
+                     page_model=page_model, access_log=None if args.no_access_log else sys.stderr)
     connections = ConnectionLimits(max_head_bytes=args.max_header_bytes, head_timeout=args.header_timeout,
                                    max_connections=args.max_connections)
     config = uvicorn.Config(app, http=bounded_protocol(connections), log_level="warning",

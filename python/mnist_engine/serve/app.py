@@ -21,7 +21,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Callable, Dict, Mapping, Optional, Sequence
+from typing import Callable, Dict, Mapping, Optional, Sequence, TextIO
 
 import numpy as np
 from starlette.applications import Starlette
@@ -33,6 +33,7 @@ from starlette.routing import Route
 
 from .. import __version__, answers
 from .._core import Engine
+from .access_log import ROWS_KEY, AccessLog
 from .admission import BodyBudget, Hold, RowQueue, default_queue_bytes
 from .batcher import DynamicBatcher
 from .decoding import Decoder
@@ -254,11 +255,13 @@ def _page(models: Mapping[str, Optional[int]], default: str) -> str:
 
 def create_app(models: Mapping[str, Engine], limits: Limits = Limits(),
                on_startup: Optional[Callable[[], None]] = None,
-               hosts: Sequence[str] = LOOPBACK_NAMES, page_model: Optional[str] = None) -> Starlette:
+               hosts: Sequence[str] = LOOPBACK_NAMES, page_model: Optional[str] = None,
+               access_log: Optional[TextIO] = None) -> Starlette:
     """An ASGI app serving `models` (name -> Engine) over the Open Inference Protocol; `on_startup`
     runs when the server starts the app (uvicorn's signal handlers are in place by then); requests
     for a Host not in `hosts` (hosts.allowed_hosts) get 421. The draw-a-digit page offers every
-    model, `page_model` (default: the first) chosen."""
+    model, `page_model` (default: the first) chosen. With `access_log`, a line per request is
+    written to it (access_log.py)."""
     if not models:
         raise ValueError("at least one model is needed")
     if page_model is not None and page_model not in models:
@@ -348,6 +351,7 @@ def create_app(models: Mapping[str, Engine], limits: Limits = Limits(),
         decoded = await decoder.decode(body, request.headers.get("inference-header-content-length"), model.signature)
         del body
         rows = decoded.rows
+        request.scope[ROWS_KEY] = len(rows)  # for the access log
         if rows.dtype == np.float32 and not limits.allow_any_range:
             check_input_range(model.engine, rows)
         model.queue.admit(len(rows), rows.nbytes, retry_after=limits.max_queue_wait)
@@ -410,7 +414,9 @@ def create_app(models: Mapping[str, Engine], limits: Limits = Limits(),
         routes += [Route(path, model_metadata, methods=["GET"]),
                    Route(path + "/ready", model_ready, methods=["GET"]),
                    Route(path + "/infer", infer, methods=["POST"])]
-    app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(HostAllowList, hosts=hosts)],
+    middleware = [Middleware(AccessLog, stream=access_log)] if access_log is not None else []
+    middleware.append(Middleware(HostAllowList, hosts=hosts))
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware,
                     exception_handlers={RequestError: refused, HTTPException: http_error,
                                         ClientDisconnect: disconnected})
     app.state.models = served
