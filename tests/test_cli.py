@@ -31,7 +31,24 @@ def test_eval_reports_accuracy_speed_and_kernel(mnist):
 def test_info_verifies_and_describes():
     out = run_cli("info", str(mnist_engine.default_model_path()))
     assert out.returncode == 0, out.stderr
-    assert "layer 0: 784 -> 512 relu" in out.stdout and "verified" in out.stdout
+    assert re.search(r"^  0  dense  784 -> 512 .* relu +401,920 +401,408$", out.stdout, re.M), out.stdout
+    assert re.search(r"^ +total +669,706 +668,672$", out.stdout, re.M) and "verified" in out.stdout
+
+
+def test_info_lists_each_conv_layers_shapes_window_and_work():
+    """keras-io's convnet: every layer's H x W x C in and out, window, strides and filters, and the
+    parameters and multiply-adds counted from the file (conv: kernel x output pixels)."""
+    out = run_cli("info", "convnet")
+    assert out.returncode == 0, out.stderr
+    rows = [line.split() for line in out.stdout.splitlines()[2:8]]
+    assert rows == [
+        ["0", "conv2d", "28x28x1", "->", "26x26x32", "3x3", "1x1", "-", "32", "relu", "320", "194,688"],
+        ["1", "max_pool", "26x26x32", "->", "13x13x32", "2x2", "2x2", "-", "-", "linear", "0", "0"],
+        ["2", "conv2d", "13x13x32", "->", "11x11x64", "3x3", "1x1", "-", "64", "relu", "18,496", "2,230,272"],
+        ["3", "max_pool", "11x11x64", "->", "5x5x64", "2x2", "2x2", "-", "-", "linear", "0", "0"],
+        ["4", "dense", "1600", "->", "10", "-", "-", "-", "-", "softmax", "16,010", "16,000"],
+        ["total", "34,826", "2,440,960"]], out.stdout
+    assert out.stdout.splitlines()[1].split()[:4] == ["#", "op", "input", "->"]
 
 
 def test_info_on_a_broken_file_is_a_clean_error(tmp_path):
@@ -105,7 +122,7 @@ def run_module(*args: str, cwd=None) -> subprocess.CompletedProcess:
 def test_python_dash_m_is_the_cli():
     out = run_module("info", str(mnist_engine.default_model_path()))
     assert out.returncode == 0, out.stderr
-    assert "layer 0: 784 -> 512 relu" in out.stdout
+    assert "dense  784 -> 512" in out.stdout
 
 
 # (arguments, the message's expected text); "{tmp}" is a folder holding the files user_error_files makes.
