@@ -196,6 +196,10 @@ def test_bad_files_are_refused(tmp_path):
     (tmp_path / "cut.png").write_bytes(good.read_bytes()[:200])  # truncated mid-data
     with pytest.raises(ImageError, match="cut.png"):
         preprocess_image(tmp_path / "cut.png")
+    (tmp_path / "empty.png").write_bytes(b"")
+    empty = r"empty.png: expected an image \(PNG, JPEG.*\), got an empty file \(0 bytes\)$"
+    with pytest.raises(ImageError, match=empty):
+        preprocess_image(tmp_path / "empty.png")
     with pytest.raises(FileNotFoundError):
         preprocess_image(tmp_path / "missing.png")
     with pytest.raises(FileNotFoundError, match="empty path"):

@@ -1,4 +1,5 @@
-"""mnist_engine: a small, fast, verifiable inference engine for dense networks.
+"""mnist_engine: a small, fast, verifiable inference engine for the networks people train on MNIST:
+dense MLPs and small CNNs, from Keras, PyTorch (via ONNX) and scikit-learn.
 
     >>> import mnist_engine, numpy as np
     >>> mnist_engine.predict(np.zeros((2, 784), np.uint8)).shape

@@ -16,6 +16,7 @@ Needs Pillow (``pip install "mnist-engine[images]"``), imported on first use.
 from __future__ import annotations
 
 import os
+import stat
 from typing import TYPE_CHECKING, Tuple, Union
 
 import numpy as np
@@ -163,6 +164,8 @@ def _grey(image: ImageLike) -> np.ndarray:
     path = os.fspath(image)
     if path == "":
         raise FileNotFoundError("expected the path of an image, got an empty path")
+    if _is_empty_file(path):
+        raise ImageError(f"expected an image ({', '.join(FORMATS)}), got an empty file (0 bytes)")
     try:
         with Image.open(path, formats=FORMATS) as img:
             img.seek(0)  # a GIF's first frame
@@ -174,6 +177,15 @@ def _grey(image: ImageLike) -> np.ndarray:
     except Exception as e:  # Pillow reports a bad file with OSError, SyntaxError, ValueError, struct.error...
         raise ImageError(f"expected an image ({', '.join(FORMATS)}), got something Pillow cannot read "
                          f"({type(e).__name__}: {e})") from None
+
+
+def _is_empty_file(path: str) -> bool:
+    """A regular file of 0 bytes (a pipe's size says nothing; a missing file is Pillow's to report)."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return False
+    return stat.S_ISREG(info.st_mode) and info.st_size == 0
 
 
 def _grey_from_pil(img: "Image.Image") -> np.ndarray:

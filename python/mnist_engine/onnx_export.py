@@ -1,4 +1,4 @@
-"""Export an ONNX graph of a multilayer perceptron to a ``.mnw`` file. ``onnx`` is imported only when
+"""Export an ONNX graph of an MLP or a small CNN to a ``.mnw`` file. ``onnx`` is imported only when
 an export runs, never by ``import mnist_engine``.
 
 The graph is read as one chain from its input to its output (nodes whose results never reach the
@@ -145,7 +145,7 @@ def export_onnx(
     input_mean: Any = None,
     input_std: Any = None,
 ) -> Path:
-    """Write an ONNX model of a multilayer perceptron (an ``onnx.ModelProto``, a ``.onnx`` path or
+    """Write an ONNX model of an MLP or a small CNN (an ``onnx.ModelProto``, a ``.onnx`` path or
     its bytes) to ``out_path`` in the ``.mnw`` format.
 
     Opsets 13 onward; what each op becomes is listed in ONNX_HANDLING (and the README). The graph

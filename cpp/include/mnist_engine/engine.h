@@ -1,5 +1,5 @@
-// The inference engine: an immutable chain of dense layers, packed at load for the kernel that
-// dispatch chose. Nothing here knows about instruction sets.
+// The inference engine: an immutable chain of layers (dense, conv2d and pools, element-wise ops),
+// packed at load for the kernels that dispatch chose. Nothing here knows about instruction sets.
 #pragma once
 
 #include <atomic>
