@@ -11,8 +11,8 @@ import pytest
 import mnist_engine
 from conftest import require
 from helpers import stored_neuron_orders
-from mnist_engine._export_common import ExportMismatchError, InputRangeWarning
-from mnist_engine.keras_export import UnsupportedModelError
+from mnist_engine.export.common import ExportMismatchError, InputRangeWarning
+from mnist_engine.export.keras import UnsupportedModelError
 from mnist_engine.model_file import DenseLayer, read_layers
 from mnist_engine.reference import forward
 
@@ -309,7 +309,7 @@ def test_other_quantization_modes_are_refused_by_layer_and_reason(keras, tmp_pat
 def test_a_mismatch_names_the_first_diverging_layer_and_writes_nothing(keras, tmp_path, monkeypatch):
     """The exporter proves its file before writing it. A mapping bug (simulated: the second Dense's
     kernel exported 1% too large) is refused, naming that layer, and the old file stays."""
-    from mnist_engine import keras_export
+    from mnist_engine.export import keras as keras_export
 
     real = keras_export.keras_dense_chain
 
@@ -585,7 +585,7 @@ def test_a_mismatch_from_float32_rounding_is_not_called_an_engine_bug(rng, tmp_p
     not, the exporter tells float32 rounding of large sums (both sides about as far from the exact
     answer: the fix is a wider atol, or scaled inputs) from an engine bug (the engine alone far
     from it)."""
-    from mnist_engine._export_common import Stage, _diagnose
+    from mnist_engine.export.common import Stage, _diagnose
 
     layer = DenseLayer(rng.normal(0, 0.05, (784, 10)), rng.normal(0, 0.1, 10), "linear")
     x = rng.integers(0, 256, (8, 784)).astype(np.float64)

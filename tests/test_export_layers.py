@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import mnist_engine
-from mnist_engine.keras_export import KERAS_ACTIVATIONS
+from mnist_engine.export.keras import KERAS_ACTIVATIONS
 
 ROWS = 2000
 

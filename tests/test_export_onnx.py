@@ -14,10 +14,8 @@ import pytest
 import mnist_engine
 from conftest import require
 from mnist_engine import UnsupportedModelError
-from mnist_engine._onnx_graph import _SHAPE_OPS
 from mnist_engine.bench import onnx_model
-from mnist_engine.model_file import ACTIVATION_PARAMETERS, DenseLayer, LayerNormLayer, ScaleShiftLayer
-from mnist_engine.onnx_export import (
+from mnist_engine.export.onnx.exporter import (
     MIN_OPSET,
     ONNX_HANDLING,
     _GraphBuilder,
@@ -25,6 +23,8 @@ from mnist_engine.onnx_export import (
     reference_stages,
     supported_markdown,
 )
+from mnist_engine.export.onnx.graph import _SHAPE_OPS
+from mnist_engine.model_file import ACTIVATION_PARAMETERS, DenseLayer, LayerNormLayer, ScaleShiftLayer
 from mnist_engine.reference import forward
 
 # Synthetic inputs (normal floats, activation tails up to 3e38) lie far outside the range these test

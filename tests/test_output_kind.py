@@ -13,7 +13,7 @@ import pytest
 
 import mnist_engine
 from helpers import DenseLayer, build, random_layers
-from mnist_engine._export_common import output_kind_for
+from mnist_engine.export.common import output_kind_for
 
 
 def engine_ending_in(rng, activation: str, outputs: int = 10, meta=None) -> mnist_engine.Engine:
@@ -104,7 +104,7 @@ def test_the_kinds_are_the_loaders_table():
     assert mnist_engine._core.OUTPUT_KINDS == ("probabilities", "log_probabilities", "logits", "values")
 
 
-# The exporters' reading (mnist_engine._export_common.output_kind_for), framework-free.
+# The exporters' reading (mnist_engine.export.common.output_kind_for), framework-free.
 
 def test_exporters_read_the_kind_in_order_stated_activation_hint_outputs(rng):
     z = rng.normal(size=(16, 10)) * 3

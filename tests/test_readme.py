@@ -176,16 +176,16 @@ def test_the_readme_runs_as_written(workdir, request):
 
 def test_the_export_section_lists_what_the_exporter_supports():
     """The README's list of exportable layers and activations is the exporter's own tables, so the
-    two cannot drift apart (regenerate with mnist_engine.keras_export.supported_markdown())."""
-    from mnist_engine.keras_export import supported_markdown
+    two cannot drift apart (regenerate with mnist_engine.export.keras.supported_markdown())."""
+    from mnist_engine.export.keras import supported_markdown
 
     block = README.read_text().split("<!-- exporter tables: start -->\n")[1].split("\n<!-- exporter tables: end -->")[0]
     assert block == supported_markdown()
 
 
 def test_the_onnx_section_lists_what_the_onnx_exporter_supports():
-    """Likewise for ONNX graphs (regenerate with mnist_engine.onnx_export.supported_markdown())."""
-    from mnist_engine.onnx_export import supported_markdown
+    """Likewise for ONNX graphs (regenerate with mnist_engine.export.onnx.exporter.supported_markdown())."""
+    from mnist_engine.export.onnx.exporter import supported_markdown
 
     block = README.read_text().split("<!-- onnx tables: start -->\n")[1].split("\n<!-- onnx tables: end -->")[0]
     assert block == supported_markdown()

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import mnist_engine
 from helpers import FUZZ_KERNELS
-from mnist_engine import _core, bench, model_file, reference, sklearn_export
+from mnist_engine import _core, bench, model_file, reference
+from mnist_engine.export import sklearn as sklearn_export
 
 ROOT = Path(__file__).resolve().parent.parent
 

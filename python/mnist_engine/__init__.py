@@ -35,12 +35,12 @@ if TYPE_CHECKING:  # imported lazily below: `import mnist_engine` must stay fast
 
     import numpy as np
 
-    from ._export_common import ExportMismatchError, UnsupportedModelError
+    from .export.common import ExportMismatchError, UnsupportedModelError
+    from .export.keras import export_keras
+    from .export.onnx.exporter import export_onnx
+    from .export.sklearn import export_sklearn
     from .images import ImageError, NoDigitError, preprocess_image
-    from .keras_export import export_keras
     from .model_file import write_model
-    from .onnx_export import export_onnx
-    from .sklearn_export import export_sklearn
 
     PathLike = Union[str, "os.PathLike[str]"]
 
@@ -77,9 +77,9 @@ __all__ = [
 
 # The writer, the exporters and the image reader (Pillow) load on first use (PEP 562): importing
 # them here would cost more than the rest of `import mnist_engine` together.
-_LAZY = {"export_keras": ".keras_export", "export_onnx": ".onnx_export", "export_sklearn": ".sklearn_export",
-         "write_model": ".model_file", "UnsupportedModelError": "._export_common",
-         "ExportMismatchError": "._export_common",
+_LAZY = {"export_keras": ".export.keras", "export_onnx": ".export.onnx.exporter", "export_sklearn": ".export.sklearn",
+         "write_model": ".model_file", "UnsupportedModelError": ".export.common",
+         "ExportMismatchError": ".export.common",
          "preprocess_image": ".images", "ImageError": ".images", "NoDigitError": ".images"}
 
 

@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     with Stages(3, "export") as stages:
         if is_onnx:
             stages.step("loading onnx")
-            from ..onnx_export import _import_onnx
+            from ..export.onnx.exporter import _import_onnx
 
             _import_onnx()  # a missing onnx is named here, with the extra that installs it
         else:

@@ -8,7 +8,7 @@ the first Dense become a permutation of its rows; Rescaling, Normalization and B
 fold into a neighbouring Dense, or run as a scale_shift op when none can take them; activation
 layers merge into the layer before them; LayerNormalization is an engine op; layers that are the
 identity at inference vanish. The file is then proven against Keras before it is written (see
-_export_common.prove_and_write)."""
+common.prove_and_write)."""
 from __future__ import annotations
 
 import json
@@ -21,7 +21,9 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
-from ._export_common import (
+from ..model_file import DEFAULT_ATOL, DEFAULT_RTOL, SPATIAL_OPS
+from ..reference_conv import keras_pads
+from .common import (
     ExportMismatchError,
     LayerDraft,
     Stage,
@@ -33,8 +35,6 @@ from ._export_common import (
     prove_and_write,
     rows_in_input_order,
 )
-from .model_file import DEFAULT_ATOL, DEFAULT_RTOL, SPATIAL_OPS
-from .reference_conv import keras_pads
 
 __all__ = ["ExportMismatchError", "UnsupportedModelError", "export_keras", "keras_dense_chain", "load_keras_model"]
 
@@ -293,7 +293,7 @@ def identify_elementwise(layer, keras, in_shape, out_shape):
     (name, parameters)) or ("affine", (scale, offset)) when it equals one within 1e-6 relative on
     every probe, else None. Only layers from a feature vector to one of the same width qualify; the
     whole model is still checked against Keras afterwards."""
-    from .reference import ACTIVATION_FUNCTIONS
+    from ..reference import ACTIVATION_FUNCTIONS
 
     if len(in_shape) != 1 or tuple(out_shape) != tuple(in_shape):
         return None

@@ -8,8 +8,8 @@ from typing import Any, List, Optional, Tuple
 
 import numpy as np
 
-from ._export_common import UnsupportedModelError
-from ._onnx_elementwise import _ELEMENTWISE_AFFINE, _close, _is_identity
+from ..common import UnsupportedModelError
+from .elementwise import _ELEMENTWISE_AFFINE, _close, _is_identity
 
 
 class ProductOps:

@@ -7,8 +7,8 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from ._export_common import LayerDraft
-from .reference import SELU_ALPHA, SELU_SCALE
+from ...reference import SELU_ALPHA, SELU_SCALE
+from ..common import LayerDraft
 
 
 def _is_identity(scale: float, offset: float) -> bool:

@@ -8,7 +8,9 @@ from typing import Any, List, Optional, Tuple, Union
 
 import numpy as np
 
-from ._export_common import (
+from ..model_file import DEFAULT_ATOL, DEFAULT_RTOL, DenseLayer, encode_classes
+from ..reference import forward
+from .common import (
     REFERENCE_ROWS,
     Stage,
     base_metadata,
@@ -18,8 +20,6 @@ from ._export_common import (
     prove_and_write,
     reference_inputs_for,
 )
-from .model_file import DEFAULT_ATOL, DEFAULT_RTOL, DenseLayer, encode_classes
-from .reference import forward
 
 _HIDDEN = {"relu": "relu", "logistic": "sigmoid", "tanh": "tanh", "identity": "linear"}
 SCALERS = ("StandardScaler", "MinMaxScaler", "MaxAbsScaler", "PCA")

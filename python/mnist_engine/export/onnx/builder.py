@@ -1,7 +1,7 @@
 """The walk over an ONNX graph's chain that turns it into engine layers: the builder's state (the
 current tensor's shape, where each input element sits, the pending affine map, the layers so far)
 and the shared steps every handler uses. The ops themselves are handled by family, one module each
-(_onnx_dense, _onnx_elementwise, _onnx_moving, _onnx_products), behind one dispatch table."""
+(dense.py, elementwise.py, moving.py, products.py, spatial.py), behind one dispatch table."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -9,14 +9,14 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ._export_common import LayerDraft, UnsupportedModelError, fold_after
-from ._onnx_dense import DenseOps
-from ._onnx_elementwise import ElementwiseOps
-from ._onnx_graph import _attribute, _Graph
-from ._onnx_moving import MovingOps
-from ._onnx_products import ProductOps
-from ._onnx_spatial import SpatialOps
-from .model_file import SPATIAL_OPS
+from ...model_file import SPATIAL_OPS
+from ..common import LayerDraft, UnsupportedModelError, fold_after
+from .dense import DenseOps
+from .elementwise import ElementwiseOps
+from .graph import _attribute, _Graph
+from .moving import MovingOps
+from .products import ProductOps
+from .spatial import SpatialOps
 
 # What each op type becomes; the README's list is generated from this table (supported_markdown;
 # tests/test_readme.py checks it, tests/test_export_onnx.py checks it names every handled op).
@@ -76,7 +76,7 @@ class OnnxChain:
 
 class _GraphBuilder(DenseOps, ElementwiseOps, MovingOps, ProductOps, SpatialOps):
     """Walks the chain once, folding what folds and emitting engine layers. The affine bookkeeping
-    is the Keras exporter's (keras_export._ChainBuilder): an affine map folds into the dense layer
+    is the Keras exporter's (export/keras.py's _ChainBuilder): an affine map folds into the dense layer
     before it while that one has no activation; otherwise it waits ("pending", per element of the
     current tensor) and folds into the next dense layer's rows; when something else needs the values
     first, it becomes a scale_shift engine layer."""

@@ -12,9 +12,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from . import _core
-from ._core import InputRangeWarning  # one class for export time and predict time
-from .model_file import (
+from .. import _core
+from .._core import InputRangeWarning  # one class for export time and predict time
+from ..model_file import (
     MAX_TOLERANCE,
     SPATIAL_OPS,
     Conv2DLayer,
@@ -26,8 +26,8 @@ from .model_file import (
     encode_model,
     sample_pixel_inputs,
 )
-from .reference import forward, normalize_pixels, scale_pixels
-from .unit_order import UNIT, order_hidden_units
+from ..reference import forward, normalize_pixels, scale_pixels
+from ..unit_order import UNIT, order_hidden_units
 
 REFERENCE_ROWS = 16
 

@@ -7,7 +7,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ._export_common import UnsupportedModelError
+from ..common import UnsupportedModelError
 
 # The batch size in a shape computed by the graph: TorchScript writes x.view(x.size(0), -1) as
 # Shape -> Gather -> Unsqueeze -> Concat -> Reshape. Those nodes are folded into a constant shape with

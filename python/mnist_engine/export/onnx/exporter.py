@@ -10,7 +10,7 @@ Flatten, Reshape and Transpose before the first dense layer become a permutation
 Where a tensor feeds two chains that meet again in a Mul, the product x * g(x) is matched against
 the activations written that way (SiLU, Mish, HardSwish, erf-GELU, as torch.onnx.export writes
 them). The file is then proven against ONNX's own reference evaluator (onnx.reference) before it is
-written (see _export_common.prove_and_write)."""
+written (see ..common.prove_and_write)."""
 from __future__ import annotations
 
 import os
@@ -20,17 +20,17 @@ from typing import Any, List, Optional, Tuple, Union
 
 import numpy as np
 
-from ._export_common import (
+from ..._extras import require
+from ...model_file import DEFAULT_ATOL, DEFAULT_RTOL
+from ..common import (
     Stage,
     UnsupportedModelError,
     base_metadata,
     graph_inputs,
     prove_and_write,
 )
-from ._extras import require
-from ._onnx_builder import ONNX_HANDLING, OnnxChain, _GraphBuilder
-from ._onnx_graph import _Graph
-from .model_file import DEFAULT_ATOL, DEFAULT_RTOL
+from .builder import ONNX_HANDLING, OnnxChain, _GraphBuilder
+from .graph import _Graph
 
 __all__ = ["MIN_OPSET", "ONNX_HANDLING", "export_onnx", "load_onnx_model", "onnx_dense_chain"]
 
@@ -171,7 +171,7 @@ def export_onnx(
     opset = _opset(model)
     chain = _GraphBuilder(_Graph(onnx, model)).build()
     # One mean and std for every value: an ONNX image reaches the engine with one channel (a
-    # multi-channel NCHW input is refused by _onnx_spatial), so a value per channel has nothing to
+    # multi-channel NCHW input is refused by spatial.py), so a value per channel has nothing to
     # tell apart.
     inputs = graph_inputs(chain.layers, input_scale, chain.rescales, input_mean, input_std, reference_images,
                           calibration_images, per_channel=False)

@@ -11,8 +11,8 @@ from typing import Tuple
 
 import numpy as np
 
-from ._export_common import LayerDraft
-from .reference_conv import same_padding
+from ...reference_conv import same_padding
+from ..common import LayerDraft
 
 
 def nhwc_index(channels: int, height: int, width: int) -> np.ndarray:

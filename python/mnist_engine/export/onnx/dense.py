@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._export_common import LayerDraft, fold_before, rows_in_input_order
+from ..common import LayerDraft, fold_before, rows_in_input_order
 
 
 class DenseOps:

@@ -6,8 +6,8 @@ from typing import Tuple
 
 import numpy as np
 
-from ._onnx_graph import BATCH
-from .model_file import SPATIAL_OPS
+from ...model_file import SPATIAL_OPS
+from .graph import BATCH
 
 
 class MovingOps:
