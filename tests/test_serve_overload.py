@@ -379,12 +379,18 @@ def test_slow_senders_hold_only_what_they_sent_and_are_cut_by_the_minimum_rate(e
 
 # -- decoding off the event loop -------------------------------------------------------------------
 
-def test_large_json_is_decoded_in_a_worker_process_replaced_if_it_died(engine, rng, monkeypatch):
+@pytest.fixture
+def in_server(monkeypatch):
+    """The length of each body decode_infer_request decoded in this process (not in a worker)."""
     import mnist_engine.serve.decoding as decoding
 
-    in_server = []
+    bodies = []
     real = decoding.decode_infer_request
-    monkeypatch.setattr(decoding, "decode_infer_request", lambda *a: in_server.append(len(a[0])) or real(*a))
+    monkeypatch.setattr(decoding, "decode_infer_request", lambda *a: bodies.append(len(a[0])) or real(*a))
+    return bodies
+
+
+def test_large_json_is_decoded_in_a_worker_process_replaced_if_it_died(engine, rng, in_server):
     app = create_app({"mnist": engine})
     rows = rng.integers(0, 256, (120, 784), dtype=np.uint8)
     large = infer_json(rows)
@@ -454,12 +460,7 @@ def test_what_decides_where_json_is_decoded_is_its_cost_not_its_header(rng):
     assert not costly_json(nested_pixels_json(rows[:64], (64, 28, 28)), None)  # images as rows of rows: inline
 
 
-def test_json_in_the_header_form_and_bracket_heavy_json_are_decoded_in_the_worker(engine, rng, monkeypatch):
-    import mnist_engine.serve.decoding as decoding
-
-    in_server = []
-    real = decoding.decode_infer_request
-    monkeypatch.setattr(decoding, "decode_infer_request", lambda *a: in_server.append(len(a[0])) or real(*a))
+def test_json_in_the_header_form_and_bracket_heavy_json_are_decoded_in_the_worker(engine, rng, in_server):
     app = create_app({"mnist": engine})
     rows = rng.integers(0, 256, (120, 784), dtype=np.uint8)
     large = infer_json(rows)

@@ -177,6 +177,21 @@ Args panel_part(const Args& a, size_t first, size_t last, size_t panel, size_t p
   return part;
 }
 
+// The geometry of a conv call (kernels::ConvArgs or QuantConvArgs), field by field: six adjacent
+// size_t fields filled positionally would compile with window_w and stride_w swapped. `window_h`
+// is the packing's window rows (a reduced-precision packing may merge them).
+template <class Args>
+void set_window(Args& a, size_t padded_w, size_t channels, size_t window_h, const Geometry& g, const ImageShape& out) {
+  a.padded_w = padded_w;
+  a.channels = channels;
+  a.window_h = window_h;
+  a.window_w = g.window_w;
+  a.stride_h = g.stride_h;
+  a.stride_w = g.stride_w;
+  a.out_h = out.height;
+  a.out_w = out.width;
+}
+
 // Runs a conv kernel on its arguments (kernels::ConvArgs or QuantConvArgs; `row` elements of a.x
 // per padded image row, panels `panel` filters wide and `packed` elements of a.packed: the packed
 // size over the panels, whichever packing it is), shared as above; a kernel writes whole panels,
@@ -242,17 +257,9 @@ void Engine::run_conv(size_t l, const float* x, float* y, Scratch& s) const {
   }
   const size_t width = p.conv.panels * k.conv_panel;
   float* dst = width == g.filters ? y : s.conv_out;
-  // By name: six of these are adjacent size_t geometry, which positionally would compile swapped.
-  kernels::ConvArgs a{};
+  kernels::ConvArgs a{};  // by name: see set_window
   a.x = image;
-  a.padded_w = padded_w;
-  a.channels = C;
-  a.window_h = g.window_h;
-  a.window_w = g.window_w;
-  a.stride_h = g.stride_h;
-  a.stride_w = g.stride_w;
-  a.out_h = out.height;
-  a.out_w = out.width;
+  set_window(a, padded_w, C, g.window_h, g, out);
   a.packed = p.conv.weights.data();
   a.bias = p.conv.bias.data();
   a.panels = p.conv.panels;
@@ -295,16 +302,9 @@ void Engine::run_conv_quantized(size_t l, const float* x, float* y, Scratch& s) 
   std::fill_n(s.frame + frame, slack, zero_byte);
   const size_t width = p.qconv.panels * k.quant_conv_panel;
   float* dst = width == g.filters ? y : s.conv_out;
-  kernels::QuantConvArgs a{};  // by name, as ConvArgs above
+  kernels::QuantConvArgs a{};  // by name: see set_window
   a.x = s.frame;
-  a.padded_w = padded_w;
-  a.channels = C;
-  a.window_h = p.qconv.window_rows;
-  a.window_w = g.window_w;
-  a.stride_h = g.stride_h;
-  a.stride_w = g.stride_w;
-  a.out_h = out.height;
-  a.out_w = out.width;
+  set_window(a, padded_w, C, p.qconv.window_rows, g, out);
   a.units = p.qconv.units;
   a.packed = reinterpret_cast<const int8_t*>(p.qconv.weights.data());
   a.col_sum = p.qconv.col_sum.data();

@@ -9,7 +9,7 @@ never reaches the model and is "not sure" too. The probabilities are ``Engine.pr
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
@@ -30,3 +30,27 @@ def sure(probabilities: np.ndarray, min_confidence: float = DEFAULT_MIN_CONFIDEN
     top = p.argmax(1)
     answered = p[np.arange(len(p)), top] >= min_confidence
     return answered & (top != reject_class) if reject_class is not None else answered
+
+
+def output_labels(classes: Optional[Sequence], outputs: int, reject_class: Optional[int] = None) -> List[str]:
+    """What each output is called in an answer: the file's classes (scikit-learn's labels) or the
+    output's index, and NOT_A_DIGIT for the reject class."""
+    names = [str(c) for c in classes] if classes is not None else [str(i) for i in range(outputs)]
+    if reject_class is not None:
+        names[reject_class] = NOT_A_DIGIT
+    return names
+
+
+def label(name: str) -> Union[int, str]:
+    """A class name as JSON shows it: a digit as an integer, any other label as it is."""
+    return int(name) if name.isdigit() else name
+
+
+def describe(probabilities: np.ndarray, names: Sequence[str], answered: bool, top: int) -> Dict[str, Any]:
+    """One image's answer as `mnist-engine predict --json` and the server give it: the digit (None
+    when not sure), whether it is sure, the likeliest output's probability, and the `top` likeliest
+    outputs with theirs."""
+    order = np.argsort(-probabilities, kind="stable")[:top]
+    return {"digit": label(names[order[0]]) if answered else None, "sure": bool(answered),
+            "confidence": float(probabilities[order[0]]),
+            "top": [{"digit": label(names[k]), "probability": float(probabilities[k])} for k in order]}

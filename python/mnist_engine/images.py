@@ -15,6 +15,7 @@ Needs Pillow (``pip install "mnist-engine[images]"``), imported on first use.
 """
 from __future__ import annotations
 
+import io
 import os
 import stat
 from typing import TYPE_CHECKING, Tuple, Union
@@ -26,7 +27,7 @@ from ._extras import require
 if TYPE_CHECKING:
     from PIL import Image
 
-ImageLike = Union[str, "os.PathLike[str]", np.ndarray, "Image.Image"]
+ImageLike = Union[str, "os.PathLike[str]", bytes, np.ndarray, "Image.Image"]
 
 SIDE = 28  # the MNIST field
 BOX = 20  # the digit's bounding box is fitted into BOX x BOX inside the field
@@ -65,9 +66,10 @@ def preprocess_image(image: ImageLike, invert: Union[str, bool] = "auto", raw: b
         >>> mnist_engine.classify(pixels[None])       # a batch of one
 
     ``image`` is a path (PNG, JPEG, BMP, GIF, TIFF or WebP, any size, colour or grey, transparent
-    or not), a Pillow image, or a numpy array: (H, W) grey or (H, W, 3|4) RGB(A), uint8 0..255 or
-    float 0..1. ``invert`` says whether the ink is dark on a light background: ``"auto"`` (the
-    default) decides from the image's border, ``True`` and ``False`` force it.
+    or not), the bytes of such a file, a Pillow image, or a numpy array: (H, W) grey or
+    (H, W, 3|4) RGB(A), uint8 0..255 or float 0..1. ``invert`` says whether the ink is dark on a
+    light background: ``"auto"`` (the default) decides from the image's border, ``True`` and
+    ``False`` force it.
 
     The conversion is MNIST's own (see the module docstring): remove the background (estimated
     locally where the light is uneven, as in a photograph), crop to the ink, thicken a pen far
@@ -157,17 +159,28 @@ def _grey(image: ImageLike) -> np.ndarray:
     out from."""
     if isinstance(image, np.ndarray):
         return _grey_from_array(image)
-    from PIL import Image, ImageOps
+    from PIL import Image
 
     if isinstance(image, Image.Image):
         return _grey_from_pil(image)
+    if isinstance(image, (bytes, bytearray, memoryview)):  # a file's bytes, as a server receives them
+        if len(image) == 0:
+            raise ImageError(f"expected an image ({', '.join(FORMATS)}), got 0 bytes")
+        return _decode(io.BytesIO(image))
     path = os.fspath(image)
     if path == "":
         raise FileNotFoundError("expected the path of an image, got an empty path")
     if _is_empty_file(path):
         raise ImageError(f"expected an image ({', '.join(FORMATS)}), got an empty file (0 bytes)")
+    return _decode(path)
+
+
+def _decode(source) -> np.ndarray:
+    """A path's or a byte stream's image, grey (its first frame, turned upright by its EXIF)."""
+    from PIL import Image, ImageOps
+
     try:
-        with Image.open(path, formats=FORMATS) as img:
+        with Image.open(source, formats=FORMATS) as img:
             img.seek(0)  # a GIF's first frame
             return _grey_from_pil(ImageOps.exif_transpose(img))
     except (FileNotFoundError, IsADirectoryError, PermissionError):
@@ -175,8 +188,9 @@ def _grey(image: ImageLike) -> np.ndarray:
     except Image.DecompressionBombError as e:
         raise ImageError(f"refusing an image this large ({e})") from None
     except Exception as e:  # Pillow reports a bad file with OSError, SyntaxError, ValueError, struct.error...
+        detail = str(e).replace(repr(source), "these bytes")  # not "<_io.BytesIO object at 0x...>"
         raise ImageError(f"expected an image ({', '.join(FORMATS)}), got something Pillow cannot read "
-                         f"({type(e).__name__}: {e})") from None
+                         f"({type(e).__name__}: {detail})") from None
 
 
 def _is_empty_file(path: str) -> bool:

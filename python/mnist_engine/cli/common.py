@@ -63,7 +63,9 @@ def load_engine(args: argparse.Namespace) -> mnist_engine.Engine:
 
 def output_names(engine: mnist_engine.Engine, outputs: int) -> List[str]:
     """What each output means: the file's classes (scikit-learn's labels) or the output's index."""
-    return [str(c) for c in engine.classes] if engine.classes is not None else [str(i) for i in range(outputs)]
+    from ..answers import output_labels
+
+    return output_labels(engine.classes, outputs)
 
 
 def user_error(e: BaseException) -> Optional[str]:

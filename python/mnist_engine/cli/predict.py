@@ -13,7 +13,7 @@ import numpy as np
 
 from .. import answers
 from .._progress import progress
-from .common import add_engine_options, load_engine, output_names, positive_int, printable, probability, user_error
+from .common import add_engine_options, load_engine, positive_int, printable, probability, user_error
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 INVERT = {"auto": "auto", "yes": True, "no": False}
@@ -102,11 +102,6 @@ def saved_names(paths: List[Path]) -> List[str]:
     return names
 
 
-def label(name: str):
-    """A class name as JSON shows it: a digit as an integer, any other label as it is."""
-    return int(name) if name.isdigit() else name
-
-
 def run(args: argparse.Namespace) -> int:
     paths = expand(args.images)
     engine = load_engine(args)
@@ -115,18 +110,12 @@ def run(args: argparse.Namespace) -> int:
     batch, kept, blank, failed = read_all(paths, INVERT[args.invert], args.raw, args.save_preprocessed)
     # What the model outputs (log-probabilities, logits) shown and thresholded as probabilities.
     probabilities = engine.predict_proba(batch) if len(batch) else np.zeros((0, engine.output_width), np.float32)
-    names = output_names(engine, probabilities.shape[1])
-    if engine.reject_class is not None:
-        names[engine.reject_class] = answers.NOT_A_DIGIT
+    names = answers.output_labels(engine.classes, probabilities.shape[1], engine.reject_class)
     top = min(args.top, len(names))
     sure = answers.sure(probabilities, args.min_confidence, engine.reject_class)
     results = {}
     for row, i in enumerate(kept):
-        order = np.argsort(-probabilities[row], kind="stable")[:top]
-        confidence = float(probabilities[row, order[0]])
-        results[i] = {"file": str(paths[i]), "digit": label(names[order[0]]) if sure[row] else None,
-                      "sure": bool(sure[row]), "confidence": confidence,
-                      "top": [{"digit": label(names[k]), "probability": float(probabilities[row, k])} for k in order]}
+        results[i] = {"file": str(paths[i]), **answers.describe(probabilities[row], names, sure[row], top)}
     for i, message in blank:
         results[i] = {"file": str(paths[i]), "digit": None, "sure": False, "confidence": 0.0, "top": [],
                       "reason": message}

@@ -38,6 +38,7 @@ from .admission import BodyBudget, Hold, RowQueue, default_queue_bytes
 from .batcher import DynamicBatcher
 from .decoding import Decoder
 from .hosts import LOOPBACK_NAMES, HostAllowList
+from .image_requests import answer_body, image_parts, is_image_request, read_images
 from .metrics import Metrics
 from .protocol import (
     ModelSignature,
@@ -346,22 +347,33 @@ def create_app(models: Mapping[str, Engine], limits: Limits = Limits(),
     async def infer_budgeted(request: Request, model: ServedModel, hold: Hold) -> Response:
         """Read -> decode -> the model's queue bound -> batcher -> answer. A request waits in the
         model's queue for --max-queue-ms at most."""
-        loop = asyncio.get_running_loop()
         body = await read_body(request, limits, hold)
+        if is_image_request(request.headers.get("content-type", "")):
+            return await infer_images(request, model, body)
         decoded = await decoder.decode(body, request.headers.get("inference-header-content-length"), model.signature)
         del body
         rows = decoded.rows
         request.scope[ROWS_KEY] = len(rows)  # for the access log
         if rows.dtype == np.float32 and not limits.allow_any_range:
             check_input_range(model.engine, rows)
+        outputs = await computed(request, model, rows)
+        payload, header_length = encode_infer_response(outputs, decoded, model.signature,
+                                                       model.engine.to_probabilities)
+        if header_length is None:
+            return _json(payload)
+        return Response(payload, media_type="application/octet-stream",
+                        headers={"Inference-Header-Content-Length": str(header_length)})
+
+    async def computed(request: Request, model: ServedModel, rows: np.ndarray) -> np.ndarray:
+        """The model's outputs for `rows`, through its queue bound and its batcher."""
         model.queue.admit(len(rows), rows.nbytes, retry_after=limits.max_queue_wait)
         try:
-            deadline = loop.time() + limits.max_queue_wait
+            deadline = asyncio.get_running_loop().time() + limits.max_queue_wait
             future = model.batcher(datatype_of(rows)).submit(rows, deadline)
             # Watching for the client leaving costs a task; worth it where the rows are many, or
             # will wait behind a full batch: a few rows computed at once cost less than the watch.
             watched = len(rows) >= WATCH_ROWS or model.queue.rows > limits.max_batch
-            outputs = await (unless_disconnected(request, future) if watched else future)
+            return await (unless_disconnected(request, future) if watched else future)
         except (RequestError, ClientDisconnect):
             raise
         except Exception as e:  # the batch failed (logged by the batcher); later requests are served
@@ -369,12 +381,25 @@ def create_app(models: Mapping[str, Engine], limits: Limits = Limits(),
                                     "the server goes on") from None
         finally:
             model.queue.leave(len(rows), rows.nbytes)
-        payload, header_length = encode_infer_response(outputs, decoded, model.signature,
-                                                       model.engine.to_probabilities)
-        if header_length is None:
-            return _json(payload)
-        return Response(payload, media_type="application/octet-stream",
-                        headers={"Inference-Header-Content-Length": str(header_length)})
+
+    async def infer_images(request: Request, model: ServedModel, body: bytes) -> Response:
+        """Encoded images (image_requests.py): read on a thread, then batched as UINT8 rows; the
+        answer is `mnist-engine predict`'s for each image."""
+        signature = model.signature
+        if not signature.pixels or signature.input_width != 28 * 28:
+            raise RequestError(400, f"model {signature.name!r} reads {signature.input_width} "
+                                    f"{'pixels' if signature.pixels else 'features'}, not 28x28 images; "
+                                    "send it tensors")
+        parts = await image_parts(body, request.headers, limits.max_batch)
+        del body
+        rows, blank = await asyncio.to_thread(read_images, parts)
+        request.scope[ROWS_KEY] = len(parts)  # for the access log
+        outputs = await computed(request, model, rows) if len(rows) else np.zeros((0, signature.output_width),
+                                                                                   np.float32)
+        engine = model.engine
+        names = answers.output_labels(engine.classes, signature.output_width, engine.reject_class)
+        return _json(answer_body(signature.name, signature.version, parts, blank, engine.to_probabilities(outputs),
+                                 names, engine.reject_class, answers.DEFAULT_MIN_CONFIDENCE))
 
     async def index(_: Request) -> Response:
         return HTMLResponse(page)
