@@ -48,7 +48,7 @@ def test_quick_bench_reports_every_runner(mnist, keras, tmp_path):
         assert ran or said, (family, report["skipped"])
     assert report["rss_growth_mib"] >= 0 and report["load_verify_ms"] > 0
     assert (tmp_path / "b.png").stat().st_size > 1000
-    assert "x tfl 10k" in out.stdout and "| runner | 10k ms |" in out.stdout
+    assert "x tfl" in out.stdout and "Lower is better" in out.stdout and "| runner | 10k ms |" in out.stdout
     if "onnxruntime dynamic int8" in names:
         engine_rows = [r for r in report["results"] if r["name"].startswith("mnist_engine")]
         assert all(r["vs_quant_batch"] > 0 for r in engine_rows)
@@ -128,3 +128,38 @@ def test_the_busy_processes_run_during_the_block_and_end_with_it():
     with BusyProcesses(2) as busy:
         assert len(busy.processes) == 2 and all(p.poll() is None for p in busy.processes)
     assert all(p.returncode is not None for p in busy.processes)
+
+
+def synthetic_report(busy: int = 0) -> dict:
+    """A report as bench.run returns it, with long runner names like the real ones."""
+    names = ["mnist_engine avx512 fp32", "mnist_engine bf16-amx (batch 1: bf16-avx512bf16) uint8 in",
+             "tflite fp32", "onnxruntime dynamic int8"]
+    results = [{"name": n, "batch_ms": 12.5 * (i + 1), "images_per_s": 1e6 / (i + 1), "gflops": 100.0 / (i + 1),
+                "peak_pct": 50.0, "b1_us": 3.2 * (i + 1), "max_abs_diff": 1.5e-6, "agreement": 10000,
+                "accuracy": 0.9775, "vs_tflite_batch": (i + 1) / 3, "vs_tflite_b1": (i + 1) / 3,
+                "vs_quant_batch": (i + 1) / 4, "vs_quant_b1": None, "busy_batch_ms": 20.0, "busy_b1_us": 4.0,
+                "b1_p99_us": 9.0, "busy_b1_p99_us": 11.0, "busy_vs_tflite_batch": 0.5} for i, n in enumerate(names)]
+    return {"mnist_engine": "0.1.0", "commit": "abc1234", "date": "2026-12-08T01:00:00",
+            "cpu": "AMD EPYC (Zen 5, AVX-512 F/BW/VL/VNNI/BF16, AVX-VNNI, no AMX)", "cores": 2, "threads": 2,
+            "peak_gflops": 234.0, "kernels": ["avx512", "avx2", "scalar", "bf16-avx512bf16", "bf16-scalar",
+                                              "int8-avx512vnni", "int8-avxvnni", "int8-avx2", "int8-scalar"],
+            "images": 10000, "accuracy": 0.9775, "reference": "keras predict", "import_ms": 50.0,
+            "import_own_ms": 10.0, "load_verify_ms": 2.0, "rss_growth_mib": 1.0, "output_mib": 0.4,
+            "gil_two_thread_speedup": 1.9, "busy": busy, "results": results,
+            "skipped": ["openvino: not installed (pip install openvino); its runner was skipped"]}
+
+
+def test_the_default_table_fits_100_columns_and_wide_has_every_column():
+    from mnist_engine.bench import format_table
+
+    for busy in (0, 1):
+        table = format_table(synthetic_report(busy))
+        assert max(len(line) for line in table.splitlines()) <= 100, table
+        assert "Lower is better" in table and "runner" in table and " GFLOP/s " not in table
+        # A name longer than the runner column stands alone above its numbers.
+        lines = table.splitlines()
+        long_name = lines.index("mnist_engine bf16-amx (batch 1: bf16-avx512bf16) uint8 in")
+        assert lines[long_name + 1].split() == ["25.00", "6.4", "1.5e-06", "10000", "0.67", "0.67", "0.50", "-"]
+        assert ("busy" in table) == bool(busy)
+    wide = format_table(synthetic_report(), wide=True)
+    assert " GFLOP/s " in wide and "acc %" in wide and max(len(line) for line in wide.splitlines()) > 100

@@ -23,6 +23,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -599,7 +600,24 @@ def run(s: Settings) -> dict:
     }
 
 
-def format_table(report: dict) -> str:
+COLUMNS = 100  # the default table fits a terminal this wide; --wide prints every column
+
+
+def _fitted(name: str, cells: str, width: int) -> List[str]:
+    """A runner's row: its name in a column `width` wide, or alone on a line above its numbers
+    where it is longer."""
+    return [f"{name:<{width}} {cells}"] if len(name) <= width else [name, f"{'':<{width}} {cells}"]
+
+
+def _wrapped(lines: List[str]) -> List[str]:
+    return [part for line in lines for part in (textwrap.wrap(line, COLUMNS, subsequent_indent="  ") or [""])]
+
+
+def format_table(report: dict, wide: bool = False) -> str:
+    """The report as text: by default the columns that answer "how fast, how right, against whom",
+    within COLUMNS; with `wide`, every column (images/s, GFLOP/s, % of peak, accuracy)."""
+    if not wide:
+        return _format_compact(report)
     w = max([36] + [len(r["name"]) for r in report["results"]])  # the runner column
     lines = [f"mnist_engine {report['mnist_engine']} @ {report['commit']}  {report['date']}",
              f"cpu: {report['cpu']} ({report['cores']} cores), threads={report['threads']}, "
@@ -640,6 +658,37 @@ def format_table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def _format_compact(report: dict) -> str:
+    ratio = lambda v, n: f"{v:{n}.2f}" if v is not None else f"{'-':>{n}}"  # noqa: E731
+    head = f"{'10k ms':>8} {'b1 us':>7} {'max|dp|':>8} {'agree':>5} {'x tfl':>5} {'x b1':>5} {'x q':>5} {'x q b1':>6}"
+    w = COLUMNS - 1 - len(head)
+    lines = _wrapped([f"mnist_engine {report['mnist_engine']} @ {report['commit']}  {report['date']}",
+                      f"cpu: {report['cpu']} ({report['cores']} cores), threads={report['threads']}; kernels: "
+                      f"{', '.join(report['kernels'])}",
+                      f"{report['images']} MNIST test images; parity vs {report['reference']}"])
+    lines += ["", f"{'runner':<{w}} {head}"]
+    for r in report["results"]:
+        cells = (f"{r['batch_ms']:8.2f} {r['b1_us']:7.1f} {r['max_abs_diff']:8.1e} {r['agreement']:5d} "
+                 f"{ratio(r['vs_tflite_batch'], 5)} {ratio(r['vs_tflite_b1'], 5)} {ratio(r['vs_quant_batch'], 5)} "
+                 f"{ratio(r['vs_quant_b1'], 6)}")
+        lines += _fitted(r["name"], cells, w)
+    lines += [""] + _wrapped([
+        "10k ms: the 10,000 images in one call (best of N); b1 us: one image (median); agree: argmaxes equal to "
+        "the reference's; x tfl: time over TFLite fp32's, x q: over the fastest quantized peer's (TFLite/ORT "
+        "dynamic int8, OpenVINO default), for 10k and b1. Lower is better in every time column. --wide adds "
+        "images/s, GFLOP/s, % of peak and accuracy."])
+    if report.get("busy"):
+        head = f"{'10k ms':>8} {'busy':>8} {'b1 us':>7} {'busy':>7} {'p99 us':>8} {'busy':>8}"
+        w = COLUMNS - 1 - len(head)
+        lines += [""] + _wrapped([f"with {report['busy']} busy process(es) at normal priority sharing the cores "
+                                  "(p99: 99th percentile of the batch-1 calls)"])
+        lines.append(f"{'runner':<{w}} {head}")
+        for r in report["results"]:
+            lines += _fitted(r["name"], f"{r['batch_ms']:8.2f} {r['busy_batch_ms']:8.2f} {r['b1_us']:7.1f} "
+                                        f"{r['busy_b1_us']:7.1f} {r['b1_p99_us']:8.1f} {r['busy_b1_p99_us']:8.1f}", w)
+    return "\n".join(lines + _wrapped(report["skipped"]))
+
+
 def format_markdown(report: dict) -> str:
     """The results as a docs/PERFORMANCE.md table."""
     ratio = lambda v: f"{v:.2f}" if v is not None else "-"  # noqa: E731
@@ -664,12 +713,15 @@ def plot(report: dict, path: Path) -> None:
     names = [r["name"] for r in rows]
     fig, (a, b) = plt.subplots(1, 2, figsize=(13, 0.45 * len(rows) + 1.5), sharey=True)
     colours = ["tab:green" if n.startswith("mnist_engine") else "tab:gray" for n in names]
-    a.barh(names, [r["batch_ms"] for r in rows], color=colours)
-    a.set_xlabel("10k images, ms (best of N)")
-    a.set_xscale("log")  # the scalar reference is ~100x slower than the rest
-    b.barh(names, [r["b1_us"] for r in rows], color=colours)
-    b.set_xlabel("one image, us (median)")
-    b.set_xscale("log")
+    for axis, key, label, unit in ((a, "batch_ms", "10k images, ms (best of N)", "ms"),
+                                   (b, "b1_us", "one image, µs (median)", "µs")):
+        values = [r[key] for r in rows]
+        bars = axis.barh(names, values, color=colours)
+        axis.bar_label(bars, labels=[f"{v:,.3g} {unit}" for v in values], padding=3, fontsize=8)
+        axis.set_xlabel(f"{label}; lower is better")
+        axis.set_xscale("log")  # the scalar reference is ~100x slower than the rest
+        axis.set_xlim(min(values) / 2, max(values) * 4)  # every bar seen; room for the longest one's number
+        axis.tick_params(axis="x", which="minor", labelbottom=False)  # the numbers are on the bars
     a.invert_yaxis()
     fig.suptitle(f"{report['cpu']}, {report['threads']} threads, {report['date'][:10]} @ {report['commit']}")
     fig.tight_layout()
@@ -694,6 +746,8 @@ def main(argv: Optional[Sequence[str]] = None, keras_dir: Path = KERAS_DIR) -> i
     parser.add_argument("--json", type=Path, help="write the full report as JSON")
     parser.add_argument("--plot", type=Path, help="write a bar chart (PNG)")
     parser.add_argument("--markdown", action="store_true", help="also print the table as markdown")
+    parser.add_argument("--wide", action="store_true",
+                        help=f"print every column (the default table fits {COLUMNS} columns)")
     parser.add_argument("--busy", type=int, default=0, metavar="N",
                         help="also time every runner with N busy processes sharing the cores (a second column)")
     args = parser.parse_args(argv)
@@ -708,7 +762,7 @@ def main(argv: Optional[Sequence[str]] = None, keras_dir: Path = KERAS_DIR) -> i
     except ValueError as e:
         print(f"mnist-engine bench: error: {e}", file=sys.stderr)
         return 2
-    print(format_table(report))
+    print(format_table(report, wide=args.wide))
     if args.markdown:
         print("\n" + format_markdown(report))
     if args.json:
