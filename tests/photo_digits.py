@@ -8,6 +8,9 @@
 - scan(): low-resolution scans of someone else's handwriting, scikit-learn's `load_digits` (UCI
   "optical recognition of handwritten digits": 8x8, 17 grey levels, 43 writers), enlarged to a
   given size, either polarity.
+- on_pages(): a small digit on a large page (60-200 px tall on 1200x900 to 4000x3000, either
+  polarity, light sensor noise), with its crop: a page must read as its crop does. blank_pages():
+  the same pages with nothing on them.
 - not_digits(): what is not a digit: photographed blank paper, capital letters in a font, and
   scribbles, through the same camera. A reader should say it is not sure of these.
 
@@ -74,6 +77,46 @@ def photographed(digits: np.ndarray, seed: int) -> Iterator[np.ndarray]:
     rng = np.random.default_rng(seed)
     for digit in digits:
         yield _camera(rng, _ink_on_paper(rng, digit.astype(np.float64) / 255))
+
+
+PAGES = ((1200, 900), (1600, 1200), (2000, 1500), (4000, 3000))  # (width, height)
+
+
+def _page(rng: np.random.Generator, w: int, h: int, light: bool) -> np.ndarray:
+    """A page, 0..1: one level (a scan, a screenshot) with light sensor noise."""
+    return np.clip((0.92 if light else 0.06) + rng.normal(0, rng.uniform(1, 4) / 255, (h, w)), 0, 1)
+
+
+def on_pages(digits: np.ndarray, seed: int, sizes=PAGES) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+    """(page, crop), uint8 grey, per 28x28 uint8 digit: the digit enlarged to 60-200 px tall
+    (MNIST's pen, enlarged with it: 6-30 px), placed anywhere on a page of one of `sizes`, dark on
+    light or light on dark; the crop is the same pixels around the digit, a quarter of its height
+    of page on every side."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for digit in digits:
+        w, h = sizes[int(rng.integers(len(sizes)))]
+        light = bool(rng.integers(2))
+        page = _page(rng, w, h, light)
+        side = int(rng.integers(60, 201))
+        ink = np.clip(np.asarray(Image.fromarray(digit.astype(np.float32) / 255).resize(
+            (side, side), Image.Resampling.BICUBIC), np.float64), 0, 1)
+        margin = side // 4
+        top = int(rng.integers(margin, h - side - margin))
+        left = int(rng.integers(margin, w - side - margin))
+        region = page[top: top + side, left: left + side]
+        page[top: top + side, left: left + side] = region * (1 - ink) + (0.05 if light else 0.95) * ink
+        crop = page[top - margin: top + side + margin, left - margin: left + side + margin]
+        yield np.rint(page * 255).astype(np.uint8), np.rint(crop * 255).astype(np.uint8)
+
+
+def blank_pages(count: int, seed: int, sizes=PAGES) -> Iterator[np.ndarray]:
+    """Pages as on_pages makes them, with nothing on them."""
+    rng = np.random.default_rng(seed)
+    for _ in range(count):
+        w, h = sizes[int(rng.integers(len(sizes)))]
+        yield np.rint(_page(rng, w, h, bool(rng.integers(2))) * 255).astype(np.uint8)
 
 
 def scan(images: np.ndarray, size: int, dark_on_light: bool) -> Iterator[np.ndarray]:

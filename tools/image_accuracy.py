@@ -7,6 +7,8 @@ Sets (tests/photo_digits.py makes them; nothing is downloaded but MNIST and scik
   scans     scikit-learn's 8x8 digits of 43 other writers, enlarged to 32 and 128 px, both polarities
   mnist     MNIST test digits as 28x28 images, read through preprocess_image, against predict() on
             the same arrays: preprocessing must not cost an image already in MNIST's form anything
+  pages     MNIST test digits 60-200 px tall on pages of 1200x900 to 4000x3000 (light noise, either
+            polarity), and the crops around them: a page must read as its crop; and blank pages
   not       blank paper, capital letters and scribbles, photographed: how often each confidence
             threshold says "not sure" of them (mnist_engine.answers: the reader's "not a digit"
             output counts too), against how often it says so of real digits
@@ -26,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import mnist_engine  # noqa: E402
 from mnist_engine import answers  # noqa: E402
 from mnist_engine.datasets import load_mnist  # noqa: E402
-from photo_digits import not_digits, photographed, read, scan  # noqa: E402
+from photo_digits import blank_pages, not_digits, on_pages, photographed, read, scan  # noqa: E402
 
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
@@ -50,6 +52,20 @@ def measure(engine, args, x_test, y_test, digits) -> Dict[str, float]:
         for dark in (True, False):
             record(f"scans {size}px {'dark' if dark else 'light'} ink",
                    read(engine, scan(digits.images, size, dark)), digits.target)
+    if args.pages:
+        picks = np.linspace(0, len(x_test) - 1, args.pages).astype(int)
+        pairs = list(on_pages(x_test[picks], seed=9))
+        pages, crops = read(engine, [page for page, _ in pairs]), read(engine, [crop for _, crop in pairs])
+        # Not among the digits of the "not sure of digits" rows below: those keep the sets of the
+        # figures published before the pages existed.
+        for key, rows in (("small digits on large pages", pages), ("their crops", crops)):
+            figures[key] = float((rows.argmax(1) == y_test[picks]).mean())
+            unsure[key] = float((~answers.sure(rows, reject_class=engine.reject_class)).mean())
+        figures["pages read as their crops"] = float(
+            ((pages.argmax(1) == crops.argmax(1)) & (answers.sure(pages, reject_class=engine.reject_class) ==
+                                                      answers.sure(crops, reject_class=engine.reject_class))).mean())
+        unsure["blank pages"] = float((~answers.sure(read(engine, blank_pages(max(10, args.pages // 5), seed=10)),
+                                                     reject_class=engine.reject_class)).mean())
     x, y = x_test[: args.mnist], y_test[: args.mnist]
     record("mnist via preprocess_image", read(engine, x), y)
     figures["mnist via predict()"] = float((engine.predict(x).argmax(1) == y).mean())
@@ -72,6 +88,7 @@ def main(argv: List[str] = None) -> int:
                         help="bundled model names or .mnw paths (default: the three bundled ones)")
     parser.add_argument("--photos", type=int, default=300)
     parser.add_argument("--mnist", type=int, default=2000)
+    parser.add_argument("--pages", type=int, default=100, help="small digits on large pages (0: none)")
     parser.add_argument("--not-digits", type=int, default=90)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)

@@ -47,6 +47,13 @@ MIN_CONTRAST = 0.15
 # tests/photo_digits.py: at most 0.30 in 100 photographs), photographed pencil or pen by 32-72%
 # (1st percentile 54%).
 MIN_CONTRAST_UNEVEN = 0.35
+# The least extent, in pixels, of ink that is a digit where it covers too little of the frame for
+# the contrast percentile (a small digit on a large page): a speck of dust or a noise cluster
+# spans a few pixels, a digit anyone would draw or photograph dozens.
+MIN_STROKE_SPAN = 12
+# Border pixels (_border) from which the paper's level is a percentile rather than the extreme
+# pixel (_evenly_lit): a 1200x900 page's border has 117,000.
+ROBUST_BORDER = 100_000
 FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP")
 
 
@@ -280,6 +287,11 @@ def _remove_background(grey: np.ndarray, dark_ink: bool) -> Tuple[np.ndarray, bo
     # The strongest ink, robustly: a lone noise pixel must not set the scale.
     peak = float(np.percentile(ink, 99.9)) if ink.size >= 1000 else float(ink.max())
     least = MIN_CONTRAST if evenly_lit else MIN_CONTRAST_UNEVEN
+    if peak < least and evenly_lit:
+        # Ink on less than a thousandth of the frame (a small digit on a large page) moves no
+        # percentile: measured on its strokes instead. Not under uneven light: a photograph's
+        # noise is amplified where its paper is dim, and patches of it pass for strokes.
+        peak = max(peak, _stroke_peak(ink, least))
     if peak < least:
         raise NoDigitError(f"found no digit: expected ink that stands out from the background by at least "
                          f"{least:.0%}, got a contrast of {max(peak, 0.0):.0%} (a blank image?)")
@@ -316,11 +328,17 @@ def _local_level(grey: np.ndarray, percentile: float) -> np.ndarray:
 
 def _evenly_lit(grey: np.ndarray, brightest: bool) -> bool:
     """Whether the background is one level: a third or more of the border (as _border) lies within
-    EVEN_LIGHT of its brightest (darkest, for light ink) pixel. A scan or a drawing has most of its
+    EVEN_LIGHT of its brightest (darkest, for light ink) level. A scan or a drawing has most of its
     border at the paper's level even where the digit touches the frame (an 8x8 scan enlarged: 66-85%
-    of it); a photograph's light drifts across the frame and its noise spreads the rest (0-16%)."""
+    of it); a photograph's light drifts across the frame and its noise spreads the rest (0-16%).
+    The level is the border's extreme pixel; on a border of ROBUST_BORDER pixels or more (an image
+    of a megapixel or so), its 99.9th (0.1th) percentile: there a sensor's light noise puts the
+    extreme five deviations out, and a noisy page passed for a photograph."""
     border = _border(grey)
-    paper = border.max() if brightest else border.min()
+    if border.size >= ROBUST_BORDER:
+        paper = np.percentile(border, 99.9 if brightest else 0.1)
+    else:
+        paper = border.max() if brightest else border.min()
     return bool(np.mean(np.abs(border - paper) < EVEN_LIGHT) >= 1 / 3)
 
 
@@ -367,12 +385,59 @@ def _main_strokes(mask: np.ndarray) -> np.ndarray:
     return full.astype(np.float64)
 
 
-def _without_specks(mask: np.ndarray) -> np.ndarray:
+def _stroke_peak(ink: np.ndarray, least: float) -> float:
+    """The strength of ink too sparse for a percentile of the whole frame: the 90th percentile of
+    its stroke pixels (ink of `least` or more, not specks: _stroke_pixels) in connected strokes
+    that span at least MIN_STROKE_SPAN pixels, as a digit does and specks of dust, however far
+    apart, do not; else 0."""
+    strokes = _stroke_pixels(ink >= least)
+    long_strokes = _long_strokes(strokes)
+    return float(np.percentile(ink[long_strokes], 90)) if long_strokes.any() else 0.0
+
+
+def _long_strokes(mask: np.ndarray) -> np.ndarray:
+    """The pixels of the mask's 8-connected parts that span MIN_STROKE_SPAN pixels or more. Walked
+    pixel by pixel: it is called only where set pixels are under a thousandth of the frame."""
+    ys, xs = np.nonzero(mask)
+    index = {(y, x): i for i, (y, x) in enumerate(zip(ys.tolist(), xs.tolist()))}
+    part = np.full(len(index), -1)
+    long_parts = set()
+    for start in range(len(index)):
+        if part[start] >= 0:
+            continue
+        part[start] = start
+        stack, top, bottom, left, right = [start], ys[start], ys[start], xs[start], xs[start]
+        while stack:
+            i = stack.pop()
+            y, x = int(ys[i]), int(xs[i])
+            top, bottom, left, right = min(top, y), max(bottom, y), min(left, x), max(right, x)
+            for dy in (-1, 0, 1):
+                for dx in (-1, 0, 1):
+                    j = index.get((y + dy, x + dx))
+                    if j is not None and part[j] < 0:
+                        part[j] = start
+                        stack.append(j)
+        if max(bottom - top, right - left) + 1 >= MIN_STROKE_SPAN:
+            long_parts.add(start)
+    kept = np.zeros(mask.shape, bool)
+    if long_parts:
+        chosen = np.isin(part, list(long_parts))
+        kept[ys[chosen], xs[chosen]] = True
+    return kept
+
+
+def _stroke_pixels(mask: np.ndarray) -> np.ndarray:
     """The mask less its isolated pixels and pairs (those with fewer than 3 set among their 8
-    neighbours): noise that passes the threshold here and there must not stretch the digit's box.
-    A stroke's pixels, even a 1-pixel line's, have at least 2 set neighbours and mostly more."""
+    neighbours). A stroke's pixels, even a 1-pixel line's, have at least 2 set neighbours and
+    mostly more."""
     neighbours = np.sum(_neighbourhood(mask.astype(np.uint8)), axis=0) - mask  # the 8 around, not itself
-    kept = mask & (neighbours >= 3)
+    return mask & (neighbours >= 3)
+
+
+def _without_specks(mask: np.ndarray) -> np.ndarray:
+    """The mask less its specks (_stroke_pixels): noise that passes the threshold here and there
+    must not stretch the digit's box."""
+    kept = _stroke_pixels(mask)
     return kept if kept.any() else mask
 
 

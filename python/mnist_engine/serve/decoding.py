@@ -23,7 +23,7 @@ import logging
 import os
 import pickle
 import sys
-from typing import List, Optional
+from typing import List, Optional, Set
 
 from .admission import Overloaded
 from .protocol import InferRequest, ModelSignature, RequestError, decode_infer_request
@@ -119,6 +119,7 @@ class Decoder:
         self._idle: List[_Worker] = []
         self._running = 0  # workers started and not dead, idle or busy
         self._freed: Optional[asyncio.Condition] = None
+        self._retiring: Set["asyncio.Future[None]"] = set()  # workers exiting after a MemoryError
 
     async def decode(self, body: bytes, header_length: Optional[str], signature: ModelSignature) -> InferRequest:
         if costly_json(body, header_length):
@@ -193,7 +194,9 @@ class Decoder:
             raise
         if reply[0] == "refused" and reply[3]:  # retiring: it exits after this reply
             await self._lost()
-            asyncio.ensure_future(worker.stop())
+            stopping = asyncio.ensure_future(worker.stop())  # reaped; kept referenced until it is
+            self._retiring.add(stopping)
+            stopping.add_done_callback(self._retiring.discard)
         else:
             await self._give_back(worker)
         if reply[0] == "refused":
@@ -202,4 +205,4 @@ class Decoder:
 
     async def close(self) -> None:
         workers, self._idle = self._idle, []
-        await asyncio.gather(*(worker.stop() for worker in workers))
+        await asyncio.gather(*(worker.stop() for worker in workers), *self._retiring)
