@@ -123,3 +123,23 @@ def test_a_model_of_features_refuses_images(tmp_path, rng):
         status, _, reply = request(port, "POST", "/v2/models/tabular/infer", encoded(drawn(SEVEN), "PNG"),
                                    {"Content-Type": "image/png"})
     assert status == 400 and "reads 4 features, not 28x28 images" in json.loads(reply)["error"]
+
+
+def test_a_model_of_log_probabilities_answers_images_with_probabilities(tmp_path, rng, capsys):
+    """A PyTorch-style model ending in log_softmax: the answer's probabilities and confidence are
+    the probabilities its log-probabilities stand for (Engine.to_probabilities), as predict's are."""
+    from helpers import random_layers
+
+    path = mnist_engine.write_model(tmp_path / "logp.mnw", random_layers(rng, [784, 32, 10], ["relu", "log_softmax"]))
+    engine = mnist_engine.load(path)
+    assert engine.output_kind == "log_probabilities"
+    data = encoded(drawn(SEVEN), "PNG")
+    with server_in_thread(create_app({"logp": engine})) as port:
+        status, _, body = request(port, "POST", "/v2/models/logp/infer", data, {"Content-Type": "image/png"})
+    assert status == 200
+    got = json.loads(body)["results"][0]
+    expected = engine.predict_proba(mnist_engine.preprocess_image(data).reshape(1, -1))[0]
+    assert got["probabilities"] == [float(p) for p in expected] and abs(sum(got["probabilities"]) - 1) < 1e-5
+    assert got["confidence"] == float(expected.max())
+    assert got["top"] == predicted(tmp_path, "seven.png", data, str(path), capsys)["top"]
+

@@ -18,7 +18,7 @@ from __future__ import annotations
 import io
 import os
 import stat
-from typing import TYPE_CHECKING, Tuple, Union
+from typing import TYPE_CHECKING, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -351,25 +351,7 @@ def _main_strokes(mask: np.ndarray) -> np.ndarray:
     rows, cols = -(-h // factor), -(-w // factor)
     padded = np.pad(mask, ((0, rows * factor - h), (0, cols * factor - w)))
     small = padded.reshape(rows, factor, cols, factor).any(axis=(1, 3))
-    labels = np.zeros(small.shape, np.int32)
-    sizes, boxes = [0], [None]
-    for start in zip(*np.nonzero(small)):
-        if labels[start]:
-            continue
-        label = len(sizes)
-        labels[start] = label
-        stack, members = [start], []
-        while stack:
-            y, x = stack.pop()
-            members.append((y, x))
-            for ny in range(max(0, y - 1), min(rows, y + 2)):
-                for nx in range(max(0, x - 1), min(cols, x + 2)):
-                    if small[ny, nx] and not labels[ny, nx]:
-                        labels[ny, nx] = label
-                        stack.append((ny, nx))
-        ys, xs = zip(*members)
-        sizes.append(len(members))
-        boxes.append((min(ys), max(ys), min(xs), max(xs)))
+    labels, sizes, boxes = _components(small)
     if len(sizes) <= 2:
         return np.ones(mask.shape)
     main = int(np.argmax(sizes))
@@ -385,6 +367,34 @@ def _main_strokes(mask: np.ndarray) -> np.ndarray:
     return full.astype(np.float64)
 
 
+def _components(mask: np.ndarray) -> Tuple[np.ndarray, List[int], List[Optional[Tuple[int, int, int, int]]]]:
+    """The mask's 8-connected parts: a label per pixel (0: unset; parts from 1), and each label's
+    pixel count and box (top, bottom, left, right), index 0 a placeholder. Walked from the set
+    pixels only, so a large, sparse mask costs its set pixels."""
+    rows, cols = mask.shape
+    labels = np.zeros(mask.shape, np.int32)
+    sizes: List[int] = [0]
+    boxes: List[Optional[Tuple[int, int, int, int]]] = [None]
+    for start in zip(*np.nonzero(mask)):
+        if labels[start]:
+            continue
+        label = len(sizes)
+        labels[start] = label
+        stack, members = [start], []
+        while stack:
+            y, x = stack.pop()
+            members.append((y, x))
+            for ny in range(max(0, y - 1), min(rows, y + 2)):
+                for nx in range(max(0, x - 1), min(cols, x + 2)):
+                    if mask[ny, nx] and not labels[ny, nx]:
+                        labels[ny, nx] = label
+                        stack.append((ny, nx))
+        ys, xs = zip(*members)
+        sizes.append(len(members))
+        boxes.append((min(ys), max(ys), min(xs), max(xs)))
+    return labels, sizes, boxes
+
+
 def _stroke_peak(ink: np.ndarray, least: float) -> float:
     """The strength of ink too sparse for a percentile of the whole frame: the 90th percentile of
     its stroke pixels (ink of `least` or more, not specks: _stroke_pixels) in connected strokes
@@ -396,34 +406,11 @@ def _stroke_peak(ink: np.ndarray, least: float) -> float:
 
 
 def _long_strokes(mask: np.ndarray) -> np.ndarray:
-    """The pixels of the mask's 8-connected parts that span MIN_STROKE_SPAN pixels or more. Walked
-    pixel by pixel: it is called only where set pixels are under a thousandth of the frame."""
-    ys, xs = np.nonzero(mask)
-    index = {(y, x): i for i, (y, x) in enumerate(zip(ys.tolist(), xs.tolist()))}
-    part = np.full(len(index), -1)
-    long_parts = set()
-    for start in range(len(index)):
-        if part[start] >= 0:
-            continue
-        part[start] = start
-        stack, top, bottom, left, right = [start], ys[start], ys[start], xs[start], xs[start]
-        while stack:
-            i = stack.pop()
-            y, x = int(ys[i]), int(xs[i])
-            top, bottom, left, right = min(top, y), max(bottom, y), min(left, x), max(right, x)
-            for dy in (-1, 0, 1):
-                for dx in (-1, 0, 1):
-                    j = index.get((y + dy, x + dx))
-                    if j is not None and part[j] < 0:
-                        part[j] = start
-                        stack.append(j)
-        if max(bottom - top, right - left) + 1 >= MIN_STROKE_SPAN:
-            long_parts.add(start)
-    kept = np.zeros(mask.shape, bool)
-    if long_parts:
-        chosen = np.isin(part, list(long_parts))
-        kept[ys[chosen], xs[chosen]] = True
-    return kept
+    """The pixels of the mask's 8-connected parts that span MIN_STROKE_SPAN pixels or more."""
+    labels, _, boxes = _components(mask)
+    long_parts = [label for label, box in enumerate(boxes) if box is not None and
+                  max(box[1] - box[0], box[3] - box[2]) + 1 >= MIN_STROKE_SPAN]
+    return np.isin(labels, long_parts) if long_parts else np.zeros(mask.shape, bool)
 
 
 def _stroke_pixels(mask: np.ndarray) -> np.ndarray:

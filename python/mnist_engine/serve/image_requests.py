@@ -24,8 +24,13 @@ from .protocol import RequestError
 MULTIPART = "multipart/form-data"
 
 
+def _media_type(content_type: str) -> str:
+    """'image/png' of 'Image/PNG; charset=x': the type without its parameters, lower case."""
+    return content_type.split(";", 1)[0].strip().lower()
+
+
 def is_image_request(content_type: str) -> bool:
-    kind = content_type.split(";", 1)[0].strip().lower()
+    kind = _media_type(content_type)
     return kind.startswith("image/") or kind == MULTIPART
 
 
@@ -33,8 +38,7 @@ async def image_parts(body: bytes, headers, max_images: int) -> List[Tuple[str, 
     """(name, encoded bytes) of each image in the body: the body itself for ``image/*``; each file
     part of a multipart form (python-multipart, through Starlette's parser). RequestError 400 for
     a form without files, or with more than `max_images`."""
-    content_type = headers.get("content-type", "")
-    if not content_type.split(";", 1)[0].strip().lower() == MULTIPART:
+    if _media_type(headers.get("content-type", "")) != MULTIPART:
         return [("image", body)]
     from starlette.formparsers import MultiPartException, MultiPartParser
 
