@@ -77,10 +77,3 @@ def user_error(e: BaseException) -> Optional[str]:
     if isinstance(e, (ValueError, TypeError, OSError, KeyError)):  # FormatError is a ValueError
         return " ".join(str(e).split()) or type(e).__name__
     return None
-
-
-def printable(text: str) -> str:
-    """`text` with every character a terminal would act on (escape sequences, carriage returns,
-    bidi overrides: whatever str.isprintable rejects) shown as its escape. A model file's metadata
-    and a file name on disk are untrusted input that must not be able to rewrite the user's screen."""
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)

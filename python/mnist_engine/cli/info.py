@@ -6,8 +6,9 @@ from typing import List, Sequence
 
 import mnist_engine
 
+from .._text import printable
 from ..model_file import SPATIAL_OPS, multiply_adds, read_layers
-from .common import file_path, printable
+from .common import file_path
 
 
 def add_parser(sub) -> None:

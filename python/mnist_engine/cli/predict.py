@@ -13,7 +13,8 @@ import numpy as np
 
 from .. import answers
 from .._progress import progress
-from .common import add_engine_options, load_engine, positive_int, printable, probability, user_error
+from .._text import printable
+from .common import add_engine_options, load_engine, positive_int, probability, user_error
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 INVERT = {"auto": "auto", "yes": True, "no": False}

@@ -15,12 +15,9 @@ import asyncio
 import time
 from typing import Callable, List, Optional, TextIO
 
+from .._text import printable
+
 ROWS_KEY = "mnist_engine.rows"  # set in the ASGI scope by the infer endpoint
-
-
-def printable(text: str) -> str:
-    return text if text.isprintable() else "".join(
-        c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 class _Clock:
